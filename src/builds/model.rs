@@ -1,0 +1,139 @@
+//! What a build is: the record the store keeps and the API shows.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::status::Status;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Build {
+    pub id: i64,
+    pub status: Status,
+    pub repository: String,
+    pub tags: Vec<String>,
+    pub push: bool,
+    /// Kept so a recovered build can tell that it needed credentials; the password never is.
+    pub registry_username: Option<String>,
+    pub image_id: Option<String>,
+    pub digest: Option<String>,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub built_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+impl Build {
+    /// `repository:tag` for every tag, in the order they were asked for.
+    pub fn image_references(&self) -> impl Iterator<Item = String> + '_ {
+        self.tags
+            .iter()
+            .map(move |tag| format!("{}:{tag}", self.repository))
+    }
+}
+
+/// How a new build's tags are chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TagPlan {
+    Listed(Vec<String>),
+    /// The seed service's `YYYYMMDDHHMMSS`, made unique per build by its id.
+    TimestampAndId,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewBuild {
+    pub repository: String,
+    pub tags: TagPlan,
+    pub push: bool,
+    pub registry_username: Option<String>,
+    pub dockerfile: String,
+    pub created_at: Timestamp,
+}
+
+/// Registry credentials for one build's push. Held in memory only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// A string that never shows itself in Debug or Display output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// A UTC instant, shown as RFC 3339 with milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Timestamp(Utc::now())
+    }
+
+    pub fn to_rfc3339(self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| Timestamp(t.with_timezone(&Utc)))
+    }
+
+    /// The seed service's tag format.
+    pub fn compact(self) -> String {
+        self.0.format("%Y%m%d%H%M%S").to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let credentials = Credentials {
+            username: "alice".into(),
+            password: Secret::new("hunter2".into()),
+        };
+        let shown = format!("{credentials:?}");
+        assert!(shown.contains("alice"));
+        assert!(!shown.contains("hunter2"));
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let now = Timestamp::now();
+        let text = now.to_rfc3339();
+        assert!(text.ends_with('Z'));
+        let parsed = Timestamp::parse(&text).unwrap();
+        assert_eq!(parsed.to_rfc3339(), text);
+        assert_eq!(now.compact().len(), 14);
+    }
+}

@@ -1,0 +1,163 @@
+//! Image names and tags, checked against Docker's reference grammar
+//! (github.com/distribution/reference) before anything reaches the daemon.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+const MAX_NAME_LEN: usize = 255;
+
+/// `[domain[:port]/]path-component(/path-component)*`, with no tag or digest.
+static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| {
+    let domain_component = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
+    let domain =
+        format!(r"(?:{domain_component}(?:\.{domain_component})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?");
+    let path_component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+    Regex::new(&format!(
+        r"^(?:{domain}/)?{path_component}(?:/{path_component})*$"
+    ))
+    .expect("repository regex")
+});
+
+static TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("tag regex"));
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("repository is empty")]
+    EmptyRepository,
+    #[error("repository is longer than {MAX_NAME_LEN} characters")]
+    RepositoryTooLong,
+    #[error("repository '{0}' includes a tag or digest; send the tag in the 'tag' field")]
+    RepositoryHasTag(String),
+    #[error("repository '{0}' is not a valid image name: use lowercase path components such as 'team/app', optionally after a registry host such as '127.0.0.1:5000/'")]
+    InvalidRepository(String),
+    #[error("tag '{0}' is not valid: up to 128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'")]
+    InvalidTag(String),
+}
+
+/// Checks a repository name (no tag) as `docker push` would take it.
+pub fn validate_repository(name: &str) -> Result<(), ReferenceError> {
+    if name.is_empty() {
+        return Err(ReferenceError::EmptyRepository);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(ReferenceError::RepositoryTooLong);
+    }
+    if REPOSITORY.is_match(name) {
+        return Ok(());
+    }
+    if has_tag_or_digest(name) {
+        return Err(ReferenceError::RepositoryHasTag(name.to_string()));
+    }
+    Err(ReferenceError::InvalidRepository(name.to_string()))
+}
+
+fn has_tag_or_digest(name: &str) -> bool {
+    let last_component = name.rsplit('/').next().unwrap_or(name);
+    name.contains('@') || (name.contains('/') && last_component.contains(':'))
+}
+
+pub fn validate_tag(tag: &str) -> Result<(), ReferenceError> {
+    if TAG.is_match(tag) {
+        Ok(())
+    } else {
+        Err(ReferenceError::InvalidTag(tag.to_string()))
+    }
+}
+
+/// The registry host a repository is pushed to, as the docker CLI decides it:
+/// the first component is a host when it has a '.' or ':' or is `localhost`.
+pub fn registry_host(repository: &str) -> Option<&str> {
+    let (first, _) = repository.split_once('/')?;
+    let is_host = first.contains('.') || first.contains(':') || first == "localhost";
+    is_host.then_some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_common_repositories() {
+        for name in [
+            "app",
+            "alice/app",
+            "127.0.0.1:5000/demo",
+            "127.0.0.1:5000/team/app",
+            "localhost/app",
+            "registry.example.com/a/b/c",
+            "registry-1.example.com:443/team/my_app",
+            "team/my__app",
+            "team/my-app.v2",
+            "[::1]:5000/app",
+        ] {
+            assert_eq!(validate_repository(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_repositories() {
+        for name in [
+            "Alice/app",
+            "alice/App",
+            "alice//app",
+            "/app",
+            "app/",
+            "alice/app-",
+            "alice/-app",
+            "alice/app name",
+            "alice/app!",
+            "host:port/app",
+            "alice/app___x",
+        ] {
+            assert!(validate_repository(name).is_err(), "{name}");
+        }
+        assert_eq!(
+            validate_repository(""),
+            Err(ReferenceError::EmptyRepository)
+        );
+        assert_eq!(
+            validate_repository(&"a".repeat(256)),
+            Err(ReferenceError::RepositoryTooLong)
+        );
+    }
+
+    #[test]
+    fn names_a_tag_in_the_repository() {
+        assert!(matches!(
+            validate_repository("alice/app:1.0"),
+            Err(ReferenceError::RepositoryHasTag(_))
+        ));
+        assert!(matches!(
+            validate_repository("127.0.0.1:5000/app:latest"),
+            Err(ReferenceError::RepositoryHasTag(_))
+        ));
+        assert!(matches!(
+            validate_repository("alice/app@sha256:abc"),
+            Err(ReferenceError::RepositoryHasTag(_))
+        ));
+    }
+
+    #[test]
+    fn tags() {
+        for tag in ["latest", "v1.0.2", "_x", "A-b_c.d", &"a".repeat(128)] {
+            assert_eq!(validate_tag(tag), Ok(()), "{tag}");
+        }
+        for tag in ["", ".x", "-x", "a b", "a/b", "a:b", &"a".repeat(129), "é"] {
+            assert!(validate_tag(tag).is_err(), "{tag}");
+        }
+    }
+
+    #[test]
+    fn finds_the_registry_host() {
+        assert_eq!(registry_host("127.0.0.1:5000/demo"), Some("127.0.0.1:5000"));
+        assert_eq!(registry_host("localhost/demo"), Some("localhost"));
+        assert_eq!(
+            registry_host("registry.example.com/a/b"),
+            Some("registry.example.com")
+        );
+        assert_eq!(registry_host("alice/app"), None);
+        assert_eq!(registry_host("app"), None);
+    }
+}

@@ -1,0 +1,140 @@
+//! The build status model. Every status change goes through [`Status::predecessors`]:
+//! the store only moves a build into a status from one of the states listed there.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Queued,
+    Building,
+    Pushing,
+    Succeeded,
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Queued,
+        Status::Building,
+        Status::Pushing,
+        Status::Succeeded,
+        Status::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Building => "building",
+            Status::Pushing => "pushing",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// A final build never changes again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed)
+    }
+
+    /// Building or pushing: work is under way on a daemon.
+    pub fn is_running(self) -> bool {
+        matches!(self, Status::Building | Status::Pushing)
+    }
+
+    /// The states a build may be in when it moves to `self`.
+    ///
+    /// `queued` is reachable from the running states only through restart recovery:
+    /// a build interrupted by a stop goes back to the queue and runs again.
+    /// `building → succeeded` is the path of a build-only (push=false) build.
+    pub fn predecessors(self) -> &'static [Status] {
+        match self {
+            Status::Queued => &[Status::Building, Status::Pushing],
+            Status::Building => &[Status::Queued],
+            Status::Pushing => &[Status::Building],
+            Status::Succeeded => &[Status::Building, Status::Pushing],
+            Status::Failed => &[Status::Queued, Status::Building, Status::Pushing],
+        }
+    }
+
+    pub fn can_move_to(self, next: Status) -> bool {
+        next.predecessors().contains(&self)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown status '{0}' (expected one of queued, building, pushing, succeeded, failed)")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for Status {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Status::*;
+    use super::*;
+
+    #[test]
+    fn the_happy_paths_are_allowed() {
+        assert!(Queued.can_move_to(Building));
+        assert!(Building.can_move_to(Pushing));
+        assert!(Pushing.can_move_to(Succeeded));
+        assert!(Building.can_move_to(Succeeded), "push=false builds");
+    }
+
+    #[test]
+    fn any_unfinished_build_can_fail() {
+        for from in [Queued, Building, Pushing] {
+            assert!(from.can_move_to(Failed), "{from} -> failed");
+        }
+    }
+
+    #[test]
+    fn final_states_never_move() {
+        for from in [Succeeded, Failed] {
+            for to in Status::ALL {
+                assert!(!from.can_move_to(to), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_skipping_or_going_backwards() {
+        assert!(!Queued.can_move_to(Pushing));
+        assert!(!Queued.can_move_to(Succeeded));
+        assert!(!Pushing.can_move_to(Building));
+        assert!(!Queued.can_move_to(Queued));
+    }
+
+    #[test]
+    fn only_running_builds_are_requeued() {
+        assert!(Building.can_move_to(Queued));
+        assert!(Pushing.can_move_to(Queued));
+        assert!(!Failed.can_move_to(Queued));
+    }
+
+    #[test]
+    fn parses_what_it_prints() {
+        for status in Status::ALL {
+            assert_eq!(status.as_str().parse::<Status>().unwrap(), status);
+        }
+        assert!("done".parse::<Status>().is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! Tagging and pushing, and checking with the registry that the push landed.
+
+use std::sync::LazyLock;
+
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
+use futures_util::StreamExt;
+use regex::Regex;
+
+use super::{Builder, DockerError};
+use crate::builds::model::Credentials;
+use crate::builds::reference::registry_host;
+
+/// Where the docker CLI sends credentials for names without a registry host.
+const DOCKER_HUB_AUTH_SERVER: &str = "https://index.docker.io/v1/";
+
+/// The push's last status line: `TAG: digest: sha256:HEX size: N`.
+static PUSHED_DIGEST: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"digest: (sha256:[0-9a-f]{64})").expect("digest regex"));
+
+impl Builder {
+    pub async fn tag(
+        &self,
+        image_id: &str,
+        repository: &str,
+        tag: &str,
+    ) -> Result<(), DockerError> {
+        let options = TagImageOptionsBuilder::default()
+            .repo(repository)
+            .tag(tag)
+            .build();
+        self.client()
+            .await?
+            .tag_image(image_id, Some(options))
+            .await?;
+        Ok(())
+    }
+
+    /// Pushes `repository:tag`, handing progress lines to `on_line`, and returns the
+    /// manifest digest once the registry itself reports that digest for the tag.
+    pub async fn push<F>(
+        &self,
+        repository: &str,
+        tag: &str,
+        credentials: Option<&Credentials>,
+        mut on_line: F,
+    ) -> Result<String, DockerError>
+    where
+        F: FnMut(String) + Send,
+    {
+        let docker = self.client().await?;
+        let reference = format!("{repository}:{tag}");
+        let options = PushImageOptionsBuilder::default().tag(tag).build();
+        let mut stream = docker.push_image(
+            repository,
+            Some(options),
+            docker_credentials(repository, credentials),
+        );
+        let mut pushed_digest = None;
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    on_line(error.clone());
+                    return Err(DockerError::PushRejected {
+                        reference,
+                        message: error,
+                    });
+                }
+                Err(err) => {
+                    return Err(DockerError::PushRejected {
+                        reference,
+                        message: err.to_string(),
+                    })
+                }
+            };
+            let Some(status) = info.status else { continue };
+            if let Some(found) = PUSHED_DIGEST.captures(&status) {
+                pushed_digest = Some(found[1].to_string());
+            }
+            let progress = info
+                .progress_detail
+                .and_then(|p| Some(format!(" {}/{} bytes", p.current?, p.total?)))
+                .unwrap_or_default();
+            on_line(format!("{status}{progress}"));
+        }
+        let pushed_digest = pushed_digest.ok_or_else(|| DockerError::Unconfirmed {
+            reference: reference.clone(),
+            reason: "the push ended without a digest".into(),
+        })?;
+        self.confirm_with_registry(&reference, &pushed_digest, credentials)
+            .await?;
+        Ok(pushed_digest)
+    }
+
+    /// Asks the registry (through the daemon's distribution endpoint) which manifest
+    /// `reference` names now, and insists it is the one just pushed.
+    async fn confirm_with_registry(
+        &self,
+        reference: &str,
+        pushed_digest: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<(), DockerError> {
+        let repository = reference
+            .rsplit_once(':')
+            .map_or(reference, |(repo, _)| repo);
+        let unconfirmed = |reason: String| DockerError::Unconfirmed {
+            reference: reference.to_string(),
+            reason,
+        };
+        let inspected = self
+            .client()
+            .await?
+            .inspect_registry_image(reference, docker_credentials(repository, credentials))
+            .await
+            .map_err(|err| unconfirmed(format!("asking the registry failed: {err}")))?;
+        match inspected.descriptor.digest {
+            Some(digest) if digest == pushed_digest => Ok(()),
+            Some(digest) => Err(unconfirmed(format!(
+                "the push reported {pushed_digest} but the registry serves {digest}"
+            ))),
+            None => Err(unconfirmed("the registry reported no digest".into())),
+        }
+    }
+}
+
+/// X-Registry-Auth for `repository`'s registry, as the docker CLI would send it.
+fn docker_credentials(
+    repository: &str,
+    credentials: Option<&Credentials>,
+) -> Option<DockerCredentials> {
+    let credentials = credentials?;
+    let server = registry_host(repository).unwrap_or(DOCKER_HUB_AUTH_SERVER);
+    Some(DockerCredentials {
+        username: Some(credentials.username.clone()),
+        password: Some(credentials.password.expose().to_string()),
+        serveraddress: Some(server.to_string()),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_digest_from_the_final_status() {
+        let line = "latest: digest: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef size: 527";
+        let found = PUSHED_DIGEST.captures(line).unwrap();
+        assert_eq!(
+            &found[1],
+            "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        );
+        assert!(PUSHED_DIGEST.captures("Pushed").is_none());
+    }
+}

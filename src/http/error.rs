@@ -1,0 +1,193 @@
+//! The one place errors become HTTP responses: every layer's error maps to a status
+//! and a stable code here. The v1 API answers `{"error":{"code","message"}}`; the
+//! seed-compatible API answers in the Django service's `{"message": ...}` shape.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Value};
+
+use crate::builds::reference::ReferenceError;
+use crate::builds::BuildError;
+use crate::docker::DockerError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("expected a multipart/form-data body, got Content-Type '{0}'")]
+    NotMultipart(String),
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("malformed multipart body: {0}")]
+    BadMultipart(String),
+    #[error("missing field '{0}'")]
+    MissingField(&'static str),
+    #[error("unknown field '{0}'")]
+    UnknownField(String),
+    #[error("field '{field}': {message}")]
+    InvalidField { field: String, message: String },
+    #[error("'{0}' is not a build id: ids are positive integers")]
+    InvalidId(String),
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    #[error("no such route")]
+    NoRoute,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+}
+
+impl ApiError {
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::InvalidField {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The stable, machine-readable code clients match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Build(err) => build_error_code(err),
+            ApiError::NotMultipart(_) => "unsupported_media_type",
+            ApiError::TooLarge { .. } => "payload_too_large",
+            ApiError::BadMultipart(_) => "invalid_multipart",
+            ApiError::MissingField(_) => "missing_field",
+            ApiError::UnknownField(_) => "unknown_field",
+            ApiError::InvalidField { .. } => "invalid_field",
+            ApiError::InvalidId(_) => "invalid_id",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::NoRoute => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+}
+
+fn build_error_code(err: &BuildError) -> &'static str {
+    match err {
+        BuildError::InvalidDockerfile(_) => "invalid_dockerfile",
+        BuildError::InvalidReference(ReferenceError::InvalidTag(_)) => "invalid_tag",
+        BuildError::InvalidReference(_) => "invalid_repository",
+        BuildError::NotFound(_) => "build_not_found",
+        BuildError::NotFinal { .. } => "build_not_final",
+        BuildError::Store(_) => "store_error",
+        BuildError::Docker(DockerError::Unreachable { .. }) => "docker_unavailable",
+        BuildError::Docker(_) => "docker_error",
+    }
+}
+
+fn build_error_status(err: &BuildError) -> StatusCode {
+    match err {
+        BuildError::InvalidDockerfile(_) | BuildError::InvalidReference(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        BuildError::NotFound(_) => StatusCode::NOT_FOUND,
+        BuildError::NotFinal { .. } => StatusCode::CONFLICT,
+        BuildError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        BuildError::Docker(DockerError::Unreachable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        BuildError::Docker(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Build(err) => build_error_status(err),
+            ApiError::NotMultipart(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadMultipart(_)
+            | ApiError::MissingField(_)
+            | ApiError::UnknownField(_)
+            | ApiError::InvalidField { .. }
+            | ApiError::InvalidId(_)
+            | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            log::error!("{status}: {self}");
+        }
+        HttpResponse::build(status).json(json!({
+            "error": { "code": self.code(), "message": self.to_string() }
+        }))
+    }
+}
+
+/// An error of the seed-compatible API, in the Django service's shape.
+#[derive(Debug)]
+pub struct SeedError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl SeedError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        SeedError {
+            status,
+            body: json!({ "message": message.into() }),
+        }
+    }
+
+    pub fn missing_credentials() -> Self {
+        SeedError::new(
+            StatusCode::BAD_REQUEST,
+            "Username key 'docker_username' and password 'docker_password' for docker connection is missing.",
+        )
+    }
+
+    pub fn invalid_file(reason: impl Into<String>) -> Self {
+        SeedError {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({ "message": "File is not valid", "errors": { "file": [reason.into()] } }),
+        }
+    }
+
+    pub fn not_found(id: i64) -> Self {
+        SeedError::new(
+            StatusCode::NOT_FOUND,
+            format!("Dockerfile build process with 'id = {id}' is not found."),
+        )
+    }
+}
+
+impl From<ApiError> for SeedError {
+    fn from(err: ApiError) -> Self {
+        match err {
+            ApiError::NotMultipart(content_type) => SeedError::new(
+                StatusCode::BAD_REQUEST,
+                format!("Content-Type is not valid. Expected binary data, actual header is {content_type}"),
+            ),
+            ApiError::Build(BuildError::InvalidDockerfile(reason)) => SeedError::invalid_file(reason.to_string()),
+            ApiError::Build(BuildError::NotFound(id)) => SeedError::not_found(id),
+            other => SeedError::new(other.status_code(), other.to_string()),
+        }
+    }
+}
+
+impl From<BuildError> for SeedError {
+    fn from(err: BuildError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
+impl std::fmt::Display for SeedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.body)
+    }
+}
+
+impl ResponseError for SeedError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.status.is_server_error() {
+            log::error!("{}: {}", self.status, self.body);
+        }
+        HttpResponse::build(self.status).json(&self.body)
+    }
+}

@@ -1,0 +1,76 @@
+//! HTTP: routing, thin handlers, and the one place errors become JSON.
+
+mod error;
+mod form;
+mod seed;
+mod v1;
+mod views;
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde_json::json;
+
+use crate::builds::BuildService;
+use crate::config::Config;
+pub use error::{ApiError, SeedError};
+pub use form::UploadLimits;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub builds: BuildService,
+    pub upload: UploadLimits,
+}
+
+/// Every route, for the server and for tests alike.
+pub fn configure_routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(query_errors())
+        .route("/healthz", web::get().to(healthz))
+        .service(web::scope("/api/v1").configure(v1::routes))
+        .configure(seed::routes)
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::NoRoute)
+        }));
+}
+
+pub fn server(
+    builds: BuildService,
+    config: &Config,
+    listener: TcpListener,
+) -> std::io::Result<Server> {
+    let state = web::Data::new(AppState {
+        builds,
+        upload: UploadLimits {
+            max_upload_bytes: config.max_upload_bytes,
+            max_dockerfile_bytes: config.max_dockerfile_bytes,
+        },
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(configure_routes)
+    })
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+fn query_errors() -> web::QueryConfig {
+    web::QueryConfig::default()
+        .error_handler(|err, _| ApiError::InvalidQuery(err.to_string()).into())
+}
+
+/// Build ids in paths and queries: anything but an integer is a 400, not a 404.
+fn parse_id(text: &str) -> Result<i64, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::InvalidId(text.to_string()))
+}

@@ -1,0 +1,147 @@
+//! `/api/dockerfile-build/`: the Django service's API, kept so its scripts work
+//! unchanged. Same builds table as v1; its own response and error shapes.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{ApiError, SeedError};
+use super::form::{non_multipart_content_type, read_form, Form};
+use super::views::SeedBuildView;
+use super::{parse_id, AppState};
+use crate::builds::model::{Credentials, Secret, TagPlan};
+use crate::builds::{BuildError, SubmitRequest};
+use crate::store::ListFilter;
+
+/// The old service listed every build; this keeps the answer bounded.
+const MAX_LISTED: usize = 1000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(["/api/dockerfile-build/", "/api/dockerfile-build"])
+            .route(web::post().to(create_build))
+            .route(web::get().to(get_builds))
+            .route(web::delete().to(delete_build))
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(SeedError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Method not allowed.",
+                ))
+            })),
+    );
+}
+
+async fn create_build(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, SeedError> {
+    if let Some(content_type) = non_multipart_content_type(&req) {
+        return Err(ApiError::NotMultipart(content_type).into());
+    }
+    let form = read_form(&req, payload, state.upload, &["file"]).await?;
+    let request = submit_request(form)?;
+    let build = state.builds.submit(request).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "data": SeedBuildView::from(&build) })))
+}
+
+fn submit_request(mut form: Form) -> Result<SubmitRequest, SeedError> {
+    let username = first_of(&mut form, &["docker_username", "username"])?;
+    let password = first_of(&mut form, &["docker_password", "password"])?;
+    let (Some(username), Some(password)) = (username, password) else {
+        return Err(SeedError::missing_credentials());
+    };
+    let dockerfile = form
+        .bytes("file")?
+        .ok_or_else(|| SeedError::invalid_file("No file was submitted."))?;
+    let repository = form.text("docker_repo")?.ok_or_else(|| {
+        SeedError::new(
+            StatusCode::BAD_REQUEST,
+            "Docker repository key 'docker_repo' is missing.",
+        )
+    })?;
+    Ok(SubmitRequest {
+        dockerfile,
+        repository,
+        tags: TagPlan::TimestampAndId,
+        push: true,
+        credentials: Some(Credentials {
+            username,
+            password: Secret::new(password),
+        }),
+    })
+}
+
+/// The first non-empty value among fields that mean the same thing.
+fn first_of(form: &mut Form, names: &[&str]) -> Result<Option<String>, ApiError> {
+    let mut found = None;
+    for name in names {
+        let value = form.text(name)?.filter(|v| !v.is_empty());
+        found = found.or(value);
+    }
+    Ok(found)
+}
+
+#[derive(Deserialize)]
+struct IdQuery {
+    dockerfile_build_id: Option<String>,
+}
+
+impl IdQuery {
+    fn id(&self) -> Result<Option<i64>, SeedError> {
+        match self.dockerfile_build_id.as_deref() {
+            None => Ok(None),
+            Some(text) => parse_id(text).map(Some).map_err(|_| {
+                SeedError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "Query parameter 'dockerfile_build_id' must be an integer, got '{text}'."
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+async fn get_builds(
+    query: web::Query<IdQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, SeedError> {
+    if let Some(id) = query.id()? {
+        let build = state.builds.get(id).await?;
+        return Ok(HttpResponse::Ok().json(json!({ "data": SeedBuildView::from(&build) })));
+    }
+    let builds = state
+        .builds
+        .list(ListFilter {
+            status: None,
+            before: None,
+            limit: MAX_LISTED,
+        })
+        .await?;
+    let data: Vec<_> = builds.iter().map(SeedBuildView::from).collect();
+    Ok(HttpResponse::Ok().json(json!({ "data": data })))
+}
+
+async fn delete_build(
+    query: web::Query<IdQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, SeedError> {
+    let id = query.id()?.ok_or_else(|| {
+        SeedError::new(
+            StatusCode::BAD_REQUEST,
+            "Query parameter 'dockerfile_build_id' is required.",
+        )
+    })?;
+    match state.builds.delete(id).await {
+        Ok(()) => Ok(HttpResponse::Ok().json(json!({
+            "message": format!("Dockerfile build process with 'id = {id}' is deleted.")
+        }))),
+        Err(BuildError::NotFinal { status, .. }) => Err(SeedError::new(
+            StatusCode::CONFLICT,
+            format!("Dockerfile build process with 'id = {id}' is still running ({status}) and cannot be deleted."),
+        )),
+        Err(err) => Err(err.into()),
+    }
+}

@@ -1,0 +1,193 @@
+//! `/api/v1`: the JSON API.
+
+use actix_web::http::header::{ContentType, LOCATION};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::form::{read_form, Form};
+use super::views::{build_url, BuildList, BuildView};
+use super::{method_not_allowed, parse_id, AppState};
+use crate::builds::model::{Credentials, Secret, TagPlan};
+use crate::builds::status::Status;
+use crate::builds::SubmitRequest;
+use crate::store::ListFilter;
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/builds")
+            .route(web::post().to(create_build))
+            .route(web::get().to(list_builds))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/builds/{id}")
+            .route(web::get().to(get_build))
+            .route(web::delete().to(delete_build))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/builds/{id}/logs")
+            .route(web::get().to(build_logs))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+async fn create_build(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let form = read_form(&req, payload, state.upload, &["file"]).await?;
+    let request = submit_request(form)?;
+    let build = state.builds.submit(request).await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header((LOCATION, build_url(build.id)))
+        .json(BuildView::from(&build)))
+}
+
+fn submit_request(mut form: Form) -> Result<SubmitRequest, ApiError> {
+    let dockerfile = form.bytes("file")?;
+    let repository = form.text("repository")?;
+    let mut tags = form.texts("tag")?;
+    let push = form.flag("push")?.unwrap_or(true);
+    let username = form.text("username")?;
+    let password = form.text("password")?;
+    form.reject_unknown()?;
+
+    let dockerfile = dockerfile.ok_or(ApiError::MissingField("file"))?;
+    let repository = repository.ok_or(ApiError::MissingField("repository"))?;
+    if tags.is_empty() {
+        tags.push("latest".into());
+    }
+    Ok(SubmitRequest {
+        dockerfile,
+        repository,
+        tags: TagPlan::Listed(tags),
+        push,
+        credentials: credentials(username, password)?,
+    })
+}
+
+fn credentials(
+    username: Option<String>,
+    password: Option<String>,
+) -> Result<Option<Credentials>, ApiError> {
+    match (username, password) {
+        (None, None) => Ok(None),
+        (Some(username), Some(password)) if !username.is_empty() => Ok(Some(Credentials {
+            username,
+            password: Secret::new(password),
+        })),
+        (Some(_), Some(_)) => Err(ApiError::invalid_field("username", "must not be empty")),
+        (Some(_), None) => Err(ApiError::MissingField("password")),
+        (None, Some(_)) => Err(ApiError::MissingField("username")),
+    }
+}
+
+/// Query values arrive as text so a bad one gets a message naming it.
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+impl ListQuery {
+    fn filter(&self) -> Result<ListFilter, ApiError> {
+        let status = match self.status.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(
+                text.parse::<Status>()
+                    .map_err(|err| ApiError::InvalidQuery(format!("status: {err}")))?,
+            ),
+        };
+        let limit = match self.limit.as_deref() {
+            None => DEFAULT_PAGE,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|limit| (1..=MAX_PAGE).contains(limit))
+                .ok_or_else(|| {
+                    ApiError::InvalidQuery(format!(
+                        "limit: '{text}' is not a number from 1 to {MAX_PAGE}"
+                    ))
+                })?,
+        };
+        let before = self.before.as_deref().map(parse_id).transpose()?;
+        Ok(ListFilter {
+            status,
+            before,
+            limit,
+        })
+    }
+}
+
+async fn list_builds(
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = query.filter()?;
+    // One more than asked tells whether there is a next page.
+    let mut builds = state
+        .builds
+        .list(ListFilter {
+            limit: filter.limit + 1,
+            ..filter
+        })
+        .await?;
+    let has_more = builds.len() > filter.limit;
+    builds.truncate(filter.limit);
+    let next = match builds.last() {
+        Some(last) if has_more => Some(next_page(&filter, last.id)),
+        _ => None,
+    };
+    Ok(HttpResponse::Ok().json(BuildList {
+        builds: builds.iter().map(BuildView::from).collect(),
+        next,
+    }))
+}
+
+fn next_page(filter: &ListFilter, last_id: i64) -> String {
+    let status = filter
+        .status
+        .map(|s| format!("&status={s}"))
+        .unwrap_or_default();
+    format!(
+        "/api/v1/builds?limit={}&before={last_id}{status}",
+        filter.limit
+    )
+}
+
+async fn get_build(
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let build = state.builds.get(parse_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(BuildView::from(&build)))
+}
+
+async fn build_logs(
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let lines = state.builds.logs(parse_id(&id)?).await?;
+    let mut body = lines.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .body(body))
+}
+
+async fn delete_build(
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.builds.delete(parse_id(&id)?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

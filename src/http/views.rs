@@ -1,0 +1,101 @@
+//! The JSON shapes builds take on the wire.
+
+use serde::Serialize;
+
+use crate::builds::model::{Build, Timestamp};
+use crate::builds::status::Status;
+
+#[derive(Serialize)]
+pub struct BuildView<'a> {
+    id: i64,
+    status: Status,
+    repository: &'a str,
+    tags: &'a [String],
+    push: bool,
+    image_id: Option<&'a str>,
+    digest: Option<&'a str>,
+    error: Option<&'a str>,
+    created_at: String,
+    started_at: Option<String>,
+    built_at: Option<String>,
+    finished_at: Option<String>,
+    links: Links,
+}
+
+#[derive(Serialize)]
+struct Links {
+    #[serde(rename = "self")]
+    self_: String,
+    logs: String,
+}
+
+pub fn build_url(id: i64) -> String {
+    format!("/api/v1/builds/{id}")
+}
+
+impl<'a> From<&'a Build> for BuildView<'a> {
+    fn from(build: &'a Build) -> Self {
+        BuildView {
+            id: build.id,
+            status: build.status,
+            repository: &build.repository,
+            tags: &build.tags,
+            push: build.push,
+            image_id: build.image_id.as_deref(),
+            digest: build.digest.as_deref(),
+            error: build.error.as_deref(),
+            created_at: build.created_at.to_rfc3339(),
+            started_at: build.started_at.map(Timestamp::to_rfc3339),
+            built_at: build.built_at.map(Timestamp::to_rfc3339),
+            finished_at: build.finished_at.map(Timestamp::to_rfc3339),
+            links: Links {
+                self_: build_url(build.id),
+                logs: format!("{}/logs", build_url(build.id)),
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct BuildList<'a> {
+    pub builds: Vec<BuildView<'a>>,
+    pub next: Option<String>,
+}
+
+/// A build as the Django service showed it.
+#[derive(Serialize)]
+pub struct SeedBuildView<'a> {
+    id: i64,
+    docker_username: Option<&'a str>,
+    docker_repo: &'a str,
+    file: String,
+    image_id: Option<&'a str>,
+    status: String,
+    created_at: String,
+}
+
+impl<'a> From<&'a Build> for SeedBuildView<'a> {
+    fn from(build: &'a Build) -> Self {
+        SeedBuildView {
+            id: build.id,
+            docker_username: build.registry_username.as_deref(),
+            docker_repo: &build.repository,
+            file: format!("builds/{}/Dockerfile", build.id),
+            image_id: build.image_id.as_deref(),
+            status: seed_status(build),
+            created_at: build.created_at.to_rfc3339(),
+        }
+    }
+}
+
+fn seed_status(build: &Build) -> String {
+    match build.status {
+        Status::Queued | Status::Building => "Build is starting".into(),
+        Status::Pushing => "Image successfully built. To be published.".into(),
+        Status::Succeeded => "Docker Image is successfully pushed to Docker Hub.".into(),
+        Status::Failed => format!(
+            "Error: {}",
+            build.error.as_deref().unwrap_or("unknown error")
+        ),
+    }
+}

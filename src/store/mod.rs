@@ -1,0 +1,313 @@
+//! Everything SQLite: the r2d2 pool, migrations, and the build and log tables.
+//! Every call runs on tokio's blocking pool, never on the async runtime.
+
+mod files;
+mod migrations;
+mod rows;
+
+use std::path::Path;
+
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::builds::model::{Build, NewBuild, TagPlan, Timestamp};
+use crate::builds::status::Status;
+pub use files::BuildFiles;
+use rows::{build_from_row, BUILD_COLUMNS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored files: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("database schema version {found} is newer than this dockpub knows ({known})")]
+    SchemaTooNew { found: usize, known: usize },
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+    #[error("store task did not finish: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Fields a status change may set besides the status itself.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    pub image_id: Option<String>,
+    pub digest: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    /// Only builds with an id below this one (paging cursor).
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<SqliteConnectionManager>,
+    files: BuildFiles,
+}
+
+impl Store {
+    /// Opens (creating if needed) `data_dir/dockpub.sqlite3` and `data_dir/builds/`,
+    /// and applies pending migrations.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        let manager =
+            SqliteConnectionManager::file(data_dir.join("dockpub.sqlite3")).with_init(|conn| {
+                conn.execute_batch(
+                    "PRAGMA journal_mode = WAL;
+                     PRAGMA synchronous = NORMAL;
+                     PRAGMA foreign_keys = ON;
+                     PRAGMA busy_timeout = 5000;",
+                )
+            });
+        let pool = Pool::builder().max_size(8).build(manager)?;
+        migrations::apply(&mut *pool.get()?)?;
+        let files = BuildFiles::open(data_dir.join("builds"))?;
+        Ok(Store { pool, files })
+    }
+
+    pub fn files(&self) -> &BuildFiles {
+        &self.files
+    }
+
+    /// Runs `work` with a pooled connection on the blocking pool.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &BuildFiles) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let files = self.files.clone();
+        tokio::task::spawn_blocking(move || work(&mut *pool.get()?, &files)).await?
+    }
+
+    /// Inserts a queued build and stores its Dockerfile; both or neither.
+    /// `before_commit` runs with the new id while the row is not yet visible to others.
+    pub async fn insert_build<F>(
+        &self,
+        new: NewBuild,
+        before_commit: F,
+    ) -> Result<Build, StoreError>
+    where
+        F: FnOnce(i64) + Send + 'static,
+    {
+        self.blocking(move |conn, files| {
+            let tx = conn.transaction()?;
+            let listed = match &new.tags {
+                TagPlan::Listed(tags) => tags.clone(),
+                TagPlan::TimestampAndId => Vec::new(),
+            };
+            tx.execute(
+                "INSERT INTO builds (status, repository, tags, push, registry_username, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    Status::Queued.as_str(),
+                    new.repository,
+                    rows::tags_to_json(&listed),
+                    new.push,
+                    new.registry_username,
+                    new.created_at.to_rfc3339(),
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            if new.tags == TagPlan::TimestampAndId {
+                let tag = format!("{}-{id}", new.created_at.compact());
+                tx.execute(
+                    "UPDATE builds SET tags = ?2 WHERE id = ?1",
+                    params![id, rows::tags_to_json(&[tag])],
+                )?;
+            }
+            files.write_dockerfile(id, &new.dockerfile)?;
+            before_commit(id);
+            if let Err(err) = tx.commit() {
+                files.remove(id)?;
+                return Err(err.into());
+            }
+            select_build(conn, id)?
+                .ok_or_else(|| StoreError::Corrupt(format!("build {id} vanished")))
+        })
+        .await
+    }
+
+    pub async fn get_build(&self, id: i64) -> Result<Option<Build>, StoreError> {
+        self.blocking(move |conn, _| select_build(conn, id)).await
+    }
+
+    /// Newest first.
+    pub async fn list_builds(&self, filter: ListFilter) -> Result<Vec<Build>, StoreError> {
+        self.blocking(move |conn, _| {
+            let sql = format!(
+                "SELECT {BUILD_COLUMNS} FROM builds
+                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2)
+                 ORDER BY id DESC LIMIT ?3"
+            );
+            let mut statement = conn.prepare_cached(&sql)?;
+            let status = filter.status.map(Status::as_str);
+            let rows = statement.query_map(
+                params![status, filter.before, filter.limit as i64],
+                build_from_row,
+            )?;
+            rows.map(|row| row?).collect()
+        })
+        .await
+    }
+
+    /// Moves the oldest queued build to `building`, or returns None when none waits.
+    pub async fn claim_next_queued(&self) -> Result<Option<Build>, StoreError> {
+        self.blocking(move |conn, _| {
+            let id: Option<i64> = conn
+                .query_row(
+                    "SELECT id FROM builds WHERE status = 'queued' ORDER BY id LIMIT 1",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match id {
+                Some(id) => transition(conn, id, Status::Building, &Changes::default()),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Moves a build to `to` if its current status allows it (see [`Status::predecessors`]);
+    /// returns the updated build, or None when the move was not allowed.
+    pub async fn transition(
+        &self,
+        id: i64,
+        to: Status,
+        changes: Changes,
+    ) -> Result<Option<Build>, StoreError> {
+        self.blocking(move |conn, _| transition(conn, id, to, &changes))
+            .await
+    }
+
+    /// Restart recovery: every build left building or pushing goes back to the queue.
+    pub async fn requeue_interrupted(&self) -> Result<Vec<i64>, StoreError> {
+        self.blocking(move |conn, _| {
+            let ids: Vec<i64> = conn
+                .prepare(
+                    "SELECT id FROM builds WHERE status IN ('building', 'pushing') ORDER BY id",
+                )?
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            for &id in &ids {
+                transition(conn, id, Status::Queued, &Changes::default())?;
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Appends log lines after the build's last stored line, in one transaction.
+    pub async fn append_logs(&self, id: i64, lines: Vec<String>) -> Result<(), StoreError> {
+        self.blocking(move |conn, _| {
+            let tx = conn.transaction()?;
+            let last: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM build_logs WHERE build_id = ?1",
+                [id],
+                |row| row.get(0),
+            )?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO build_logs (build_id, seq, line) VALUES (?1, ?2, ?3)",
+                )?;
+                for (offset, line) in lines.iter().enumerate() {
+                    insert.execute(params![id, last + 1 + offset as i64, line])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The whole log, one line per element, in order.
+    pub async fn read_logs(&self, id: i64) -> Result<Vec<String>, StoreError> {
+        self.blocking(move |conn, _| {
+            let mut statement = conn
+                .prepare_cached("SELECT line FROM build_logs WHERE build_id = ?1 ORDER BY seq")?;
+            let lines = statement.query_map([id], |row| row.get(0))?;
+            Ok(lines.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn read_dockerfile(&self, id: i64) -> Result<String, StoreError> {
+        self.blocking(move |_, files| Ok(files.read_dockerfile(id)?))
+            .await
+    }
+
+    /// Deletes the row, its logs and its stored files, if the build is final.
+    /// Returns false when no such final build exists.
+    pub async fn delete_final_build(&self, id: i64) -> Result<bool, StoreError> {
+        self.blocking(move |conn, files| {
+            let tx = conn.transaction()?;
+            let deleted = tx.execute(
+                "DELETE FROM builds WHERE id = ?1 AND status IN ('succeeded', 'failed')",
+                [id],
+            )?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            tx.commit()?;
+            files.remove(id)?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+fn select_build(conn: &Connection, id: i64) -> Result<Option<Build>, StoreError> {
+    let sql = format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = ?1");
+    conn.prepare_cached(&sql)?
+        .query_row([id], build_from_row)
+        .optional()?
+        .transpose()
+}
+
+fn transition(
+    conn: &Connection,
+    id: i64,
+    to: Status,
+    changes: &Changes,
+) -> Result<Option<Build>, StoreError> {
+    let now = Timestamp::now().to_rfc3339();
+    let status = to.as_str();
+    let allowed: Vec<&str> = to.predecessors().iter().map(|s| s.as_str()).collect();
+    let placeholders: Vec<String> = (7..7 + allowed.len()).map(|n| format!("?{n}")).collect();
+    let placeholders = placeholders.join(", ");
+    let sql = format!(
+        "UPDATE builds SET
+            status = ?1,
+            image_id = COALESCE(?2, image_id),
+            digest = COALESCE(?3, digest),
+            error = COALESCE(?4, error),
+            started_at = CASE WHEN ?1 = 'building' THEN ?5 ELSE started_at END,
+            built_at = CASE WHEN ?1 = 'pushing' OR (?1 = 'succeeded' AND built_at IS NULL) THEN ?5 ELSE built_at END,
+            finished_at = CASE WHEN ?1 IN ('succeeded', 'failed') THEN ?5 ELSE NULL END
+         WHERE id = ?6 AND status IN ({placeholders})"
+    );
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![
+        &status,
+        &changes.image_id,
+        &changes.digest,
+        &changes.error,
+        &now,
+        &id,
+    ];
+    values.extend(allowed.iter().map(|s| s as &dyn rusqlite::ToSql));
+    let updated = conn.execute(&sql, values.as_slice())?;
+    if updated == 0 {
+        return Ok(None);
+    }
+    select_build(conn, id)
+}

@@ -1,0 +1,47 @@
+//! Mapping between `builds` rows and [`Build`].
+
+use rusqlite::Row;
+
+use super::StoreError;
+use crate::builds::model::{Build, Timestamp};
+
+pub const BUILD_COLUMNS: &str = "id, status, repository, tags, push, registry_username, image_id, \
+     digest, error, created_at, started_at, built_at, finished_at";
+
+/// Reads one row; the outer error is SQLite's, the inner one a row that does not parse.
+pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreError>> {
+    let id: i64 = row.get(0)?;
+    let status: String = row.get(1)?;
+    let tags: String = row.get(3)?;
+    let created_at: String = row.get(9)?;
+    let times: [Option<String>; 3] = [row.get(10)?, row.get(11)?, row.get(12)?];
+    let parsed = (|| {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("build {id}: {what}"));
+        let [started_at, built_at, finished_at] = times.map(|t| t.as_deref().map(Timestamp::parse));
+        let time = |t: Option<Option<Timestamp>>| match t {
+            None => Ok(None),
+            Some(Some(t)) => Ok(Some(t)),
+            Some(None) => Err(corrupt("bad timestamp")),
+        };
+        Ok(Build {
+            id,
+            status: status.parse().map_err(|_| corrupt("bad status"))?,
+            repository: row.get(2)?,
+            tags: serde_json::from_str(&tags).map_err(|_| corrupt("bad tags"))?,
+            push: row.get(4)?,
+            registry_username: row.get(5)?,
+            image_id: row.get(6)?,
+            digest: row.get(7)?,
+            error: row.get(8)?,
+            created_at: Timestamp::parse(&created_at).ok_or_else(|| corrupt("bad created_at"))?,
+            started_at: time(started_at)?,
+            built_at: time(built_at)?,
+            finished_at: time(finished_at)?,
+        })
+    })();
+    Ok(parsed)
+}
+
+pub fn tags_to_json(tags: &[String]) -> String {
+    serde_json::to_string(tags).expect("a list of strings always serializes")
+}
