@@ -47,6 +47,7 @@ pub struct Builder {
     /// Connected and version-negotiated on first use, so a daemon that is down at
     /// start is picked up once it answers.
     client: OnceCell<Docker>,
+    push_locks: push::RepositoryLocks,
 }
 
 impl Builder {
@@ -54,6 +55,7 @@ impl Builder {
         Builder {
             config,
             client: OnceCell::new(),
+            push_locks: push::RepositoryLocks::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Tagging and pushing, and checking with the registry that the push landed.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
@@ -17,6 +18,27 @@ const DOCKER_HUB_AUTH_SERVER: &str = "https://index.docker.io/v1/";
 /// The push's last status line: `TAG: digest: sha256:HEX size: N`.
 static PUSHED_DIGEST: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"digest: (sha256:[0-9a-f]{64})").expect("digest regex"));
+
+/// One push at a time per repository on a daemon. The daemon shares a layer upload
+/// between concurrent pushes to the same repository, so a push with a wrong
+/// password would otherwise fail a concurrent push that has the right one.
+#[derive(Default)]
+pub struct RepositoryLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl RepositoryLocks {
+    async fn lock(&self, repository: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Forget locks nobody holds or waits for, so the map stays small.
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+            locks.entry(repository.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
 
 impl Builder {
     pub async fn tag(
@@ -49,6 +71,7 @@ impl Builder {
         F: FnMut(String) + Send,
     {
         let docker = self.client().await?;
+        let _one_push_per_repository = self.push_locks.lock(repository).await;
         let reference = format!("{repository}:{tag}");
         let options = PushImageOptionsBuilder::default().tag(tag).build();
         let mut stream = docker.push_image(
