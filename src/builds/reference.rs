@@ -7,16 +7,19 @@ use regex::Regex;
 
 const MAX_NAME_LEN: usize = 255;
 
-/// `[domain[:port]/]path-component(/path-component)*`, with no tag or digest.
-static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| {
-    let domain_component = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
-    let domain =
-        format!(r"(?:{domain_component}(?:\.{domain_component})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?");
-    let path_component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+/// `domain[:port]`, or a bracketed IPv6 address with an optional port.
+static DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
+    let component = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
     Regex::new(&format!(
-        r"^(?:{domain}/)?{path_component}(?:/{path_component})*$"
+        r"^(?:{component}(?:\.{component})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?$"
     ))
-    .expect("repository regex")
+    .expect("domain regex")
+});
+
+/// `path-component(/path-component)*`: lowercase, with `.`, `_`, `__` or dashes between.
+static PATH: LazyLock<Regex> = LazyLock::new(|| {
+    let component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+    Regex::new(&format!(r"^{component}(?:/{component})*$")).expect("path regex")
 });
 
 static TAG: LazyLock<Regex> =
@@ -36,7 +39,9 @@ pub enum ReferenceError {
     InvalidTag(String),
 }
 
-/// Checks a repository name (no tag) as `docker push` would take it.
+/// Checks a repository name (no tag): `[host[:port]/]path`, where the first component
+/// is a host only when it looks like one (see [`registry_host`]); otherwise it is a
+/// lowercase path component, so `Alice/app` is refused rather than taken as a host.
 pub fn validate_repository(name: &str) -> Result<(), ReferenceError> {
     if name.is_empty() {
         return Err(ReferenceError::EmptyRepository);
@@ -44,7 +49,11 @@ pub fn validate_repository(name: &str) -> Result<(), ReferenceError> {
     if name.len() > MAX_NAME_LEN {
         return Err(ReferenceError::RepositoryTooLong);
     }
-    if REPOSITORY.is_match(name) {
+    let valid = match registry_host(name) {
+        Some(host) => DOMAIN.is_match(host) && PATH.is_match(&name[host.len() + 1..]),
+        None => PATH.is_match(name),
+    };
+    if valid {
         return Ok(());
     }
     if has_tag_or_digest(name) {
