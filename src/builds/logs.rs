@@ -1,12 +1,18 @@
 //! A build's log on its way to SQLite: lines are queued in memory and written in
-//! batches, one transaction per batch rather than per line.
+//! batches, one transaction per batch rather than per line. Each batch is
+//! announced to followers only once it is stored, so a follower that reads the
+//! store and then listens never misses a line.
+
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::events::{Event, EventHub};
+use super::model::LogLine;
 use crate::store::Store;
 
-/// Lines waiting at most this many per transaction.
+/// Lines written at most per transaction.
 const MAX_BATCH: usize = 1024;
 
 pub struct LogWriter {
@@ -15,14 +21,24 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    pub fn start(store: Store, build_id: i64) -> Self {
+    /// Starts numbering after `last_seq`, the last line an earlier attempt stored.
+    pub fn start(store: Store, events: Arc<EventHub>, build_id: i64, last_seq: i64) -> Self {
         let (lines, mut receiver) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(MAX_BATCH);
-            while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let lines = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-                if let Err(err) = store.append_logs(build_id, lines).await {
-                    log::error!("build {build_id}: log lines lost: {err}");
+            let mut next_seq = last_seq + 1;
+            let mut texts = Vec::with_capacity(MAX_BATCH);
+            while receiver.recv_many(&mut texts, MAX_BATCH).await > 0 {
+                let batch: Arc<Vec<LogLine>> = Arc::new(
+                    texts
+                        .drain(..)
+                        .zip(next_seq..)
+                        .map(|(line, seq)| LogLine { seq, line })
+                        .collect(),
+                );
+                next_seq += batch.len() as i64;
+                match store.append_logs(build_id, batch.clone()).await {
+                    Ok(()) => events.publish(build_id, Event::Logs(batch)),
+                    Err(err) => log::error!("build {build_id}: log lines lost: {err}"),
                 }
             }
         });

@@ -1,8 +1,12 @@
 //! The domain: what a build is, what a valid request is, and the queue that runs them.
 
+mod cancel;
 pub mod dockerfile;
+mod events;
+mod follow;
 mod logs;
 pub mod model;
+pub mod progress;
 mod queue;
 pub mod reference;
 mod runner;
@@ -10,14 +14,21 @@ pub mod status;
 mod vault;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::docker::{BuilderPool, DockerError};
 use crate::store::{Changes, ListFilter, Store, StoreError};
+use cancel::CancelSignals;
 use dockerfile::DockerfileError;
+use events::{Event, EventHub};
+pub use follow::Followed;
 use model::{Build, Credentials, NewBuild, TagPlan, Timestamp};
 use reference::ReferenceError;
 use status::Status;
 use vault::CredentialVault;
+
+/// How long a cancel request waits for the runner to stop the daemon's work.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -27,8 +38,14 @@ pub enum BuildError {
     InvalidReference(#[from] ReferenceError),
     #[error("build {0} not found")]
     NotFound(i64),
-    #[error("build {id} is {status}; only a finished build can be deleted")]
-    NotFinal { id: i64, status: Status },
+    #[error("build {id} is {status}; only a finished build can be {action}")]
+    NotFinal {
+        id: i64,
+        status: Status,
+        action: &'static str,
+    },
+    #[error("build {id} has already ended: {status}")]
+    AlreadyFinal { id: i64, status: Status },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -56,12 +73,14 @@ pub struct BuildService {
     limits: Limits,
 }
 
-/// What the queue and the runners share.
+/// What the queue, the runners and the followers share.
 struct Engine {
     store: Store,
     pool: BuilderPool,
     vault: CredentialVault,
     queue: queue::Wakeup,
+    events: Arc<EventHub>,
+    cancels: CancelSignals,
 }
 
 impl BuildService {
@@ -76,6 +95,8 @@ impl BuildService {
             pool,
             vault: CredentialVault::default(),
             queue: queue::Wakeup::default(),
+            events: Arc::default(),
+            cancels: CancelSignals::default(),
         });
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
@@ -89,14 +110,62 @@ impl BuildService {
     }
 
     pub async fn submit(&self, request: SubmitRequest) -> Result<Build, BuildError> {
-        let new = self.validate(request.dockerfile, &request.repository, &request.tags)?;
+        let dockerfile =
+            dockerfile::validate_dockerfile(request.dockerfile, self.limits.max_dockerfile_bytes)?;
+        reference::validate_repository(&request.repository)?;
+        if let TagPlan::Listed(tags) = &request.tags {
+            tags.iter()
+                .try_for_each(|tag| reference::validate_tag(tag))?;
+        }
         let new = NewBuild {
+            repository: request.repository,
+            tags: request.tags,
             push: request.push,
-            registry_username: request.credentials.as_ref().map(|c| c.username.clone()),
+            registry_username: None,
+            dockerfile,
+            created_at: Timestamp::now(),
+            retry_of: None,
+        };
+        self.enqueue(new, request.credentials).await
+    }
+
+    /// A new build from a finished one's stored Dockerfile and settings, pushed
+    /// with `credentials` (a password is never kept, so it comes with the request).
+    pub async fn retry(
+        &self,
+        id: i64,
+        credentials: Option<Credentials>,
+    ) -> Result<Build, BuildError> {
+        let original = self.get(id).await?;
+        if !original.status.is_final() {
+            return Err(BuildError::NotFinal {
+                id,
+                status: original.status,
+                action: "retried",
+            });
+        }
+        let new = NewBuild {
+            repository: original.repository,
+            tags: TagPlan::Listed(original.tags),
+            push: original.push,
+            registry_username: None,
+            dockerfile: self.engine.store.read_dockerfile(id).await?,
+            created_at: Timestamp::now(),
+            retry_of: Some(id),
+        };
+        self.enqueue(new, credentials).await
+    }
+
+    async fn enqueue(
+        &self,
+        new: NewBuild,
+        credentials: Option<Credentials>,
+    ) -> Result<Build, BuildError> {
+        let new = NewBuild {
+            registry_username: credentials.as_ref().map(|c| c.username.clone()),
             ..new
         };
         let engine = self.engine.clone();
-        let credentials = request.credentials;
         let build = self
             .engine
             .store
@@ -107,92 +176,172 @@ impl BuildService {
                 }
             })
             .await?;
-        log::info!("build {}: queued ({})", build.id, build.repository);
+        match build.retry_of {
+            Some(original) => log::info!(
+                "build {}: queued ({}, retrying build {original})",
+                build.id,
+                build.repository
+            ),
+            None => log::info!("build {}: queued ({})", build.id, build.repository),
+        }
         self.engine.queue.wake();
         Ok(build)
     }
 
-    fn validate(
-        &self,
-        dockerfile: Vec<u8>,
-        repository: &str,
-        tags: &TagPlan,
-    ) -> Result<NewBuild, BuildError> {
-        let dockerfile =
-            dockerfile::validate_dockerfile(dockerfile, self.limits.max_dockerfile_bytes)?;
-        reference::validate_repository(repository)?;
-        if let TagPlan::Listed(tags) = tags {
-            tags.iter()
-                .try_for_each(|tag| reference::validate_tag(tag))?;
-        }
-        Ok(NewBuild {
-            repository: repository.to_string(),
-            tags: tags.clone(),
-            push: true,
-            registry_username: None,
-            dockerfile,
-            created_at: Timestamp::now(),
-        })
-    }
-
     pub async fn get(&self, id: i64) -> Result<Build, BuildError> {
-        self.engine
-            .store
-            .get_build(id)
-            .await?
+        let build = self.engine.store.get_build(id).await?;
+        build
+            .map(|b| self.with_progress(b))
             .ok_or(BuildError::NotFound(id))
     }
 
     pub async fn list(&self, filter: ListFilter) -> Result<Vec<Build>, BuildError> {
-        Ok(self.engine.store.list_builds(filter).await?)
+        let builds = self.engine.store.list_builds(filter).await?;
+        Ok(builds.into_iter().map(|b| self.with_progress(b)).collect())
+    }
+
+    fn with_progress(&self, build: Build) -> Build {
+        if !build.status.is_running() {
+            return build;
+        }
+        Build {
+            progress: self.engine.events.progress(build.id),
+            ..build
+        }
     }
 
     pub async fn logs(&self, id: i64) -> Result<Vec<String>, BuildError> {
         self.get(id).await?;
-        Ok(self.engine.store.read_logs(id).await?)
+        let lines = self.engine.store.read_logs_after(id, 0).await?;
+        Ok(lines.into_iter().map(|l| l.line).collect())
     }
 
-    /// Deletes a finished build: first the local tags it created (only those still
-    /// naming its image), then its row, logs and stored Dockerfile.
-    pub async fn delete(&self, id: i64) -> Result<(), BuildError> {
+    /// Cancels a queued build at once; stops a running one's daemon work and waits
+    /// (up to [`CANCEL_WAIT`]) until it ends. Returns the build as it is then.
+    pub async fn cancel(&self, id: i64) -> Result<Build, BuildError> {
+        let mut subscription = self.engine.events.subscribe(id);
         let build = self.get(id).await?;
-        if !build.status.is_final() {
-            return Err(BuildError::NotFinal {
+        if build.status.is_final() {
+            return Err(BuildError::AlreadyFinal {
                 id,
                 status: build.status,
             });
         }
-        if let Some(image_id) = &build.image_id {
-            for builder in self.engine.pool.builders() {
-                for reference in build.image_references() {
-                    if builder.remove_tag_of(&reference, image_id).await? {
-                        log::info!("build {id}: removed local tag {reference}");
-                    }
-                }
+        if build.status == Status::Queued {
+            let cancelled = self
+                .engine
+                .transition_from(id, Status::Queued, Status::Cancelled, Changes::default())
+                .await?;
+            if let Some(cancelled) = cancelled {
+                return Ok(cancelled);
             }
         }
+        // Running, or claimed since we looked: the runner stops it.
+        self.engine.cancels.token(id).cancel();
+        let ended = tokio::time::timeout(CANCEL_WAIT, wait_until_final(&mut subscription)).await;
+        let build = self.get(id).await?;
+        if ended.is_ok() {
+            self.engine.cancels.remove(id);
+        }
+        match build.status {
+            Status::Cancelled => Ok(build),
+            status if status.is_final() => Err(BuildError::AlreadyFinal { id, status }),
+            _ => Ok(build),
+        }
+    }
+
+    /// Deletes a finished build: first the local tags it created (only those still
+    /// naming its image), then its row, logs and stored Dockerfile. With `force`,
+    /// an unfinished build is cancelled first.
+    pub async fn delete(&self, id: i64, force: bool) -> Result<(), BuildError> {
+        let mut build = self.get(id).await?;
+        if force && !build.status.is_final() {
+            build = match self.cancel(id).await {
+                Ok(build) => build,
+                Err(BuildError::AlreadyFinal { .. }) => self.get(id).await?,
+                Err(err) => return Err(err),
+            };
+        }
+        if !build.status.is_final() {
+            return Err(BuildError::NotFinal {
+                id,
+                status: build.status,
+                action: "deleted",
+            });
+        }
+        self.remove_local_tags(&build).await?;
         if !self.engine.store.delete_final_build(id).await? {
             return Err(BuildError::NotFound(id));
         }
         log::info!("build {id}: deleted");
         Ok(())
     }
+
+    async fn remove_local_tags(&self, build: &Build) -> Result<(), BuildError> {
+        let Some(image_id) = &build.image_id else {
+            return Ok(());
+        };
+        for builder in self.engine.pool.builders() {
+            for reference in build.image_references() {
+                if builder.remove_tag_of(&reference, image_id).await? {
+                    log::info!("build {}: removed local tag {reference}", build.id);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Returns once the subscription reports a final status (or can report nothing more).
+async fn wait_until_final(subscription: &mut events::Subscription) {
+    loop {
+        match subscription.recv().await {
+            Ok(Event::Status(build)) if build.status.is_final() => return,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 impl Engine {
-    /// Every status change of a running build goes through here: one log line each.
+    /// Every status change goes through here: one log line and one event each.
     async fn transition(
         &self,
         id: i64,
         to: Status,
         changes: Changes,
     ) -> Result<Option<Build>, StoreError> {
+        self.transition_from_any(id, None, to, changes).await
+    }
+
+    /// Like [`Engine::transition`], but only out of `from`.
+    async fn transition_from(
+        &self,
+        id: i64,
+        from: Status,
+        to: Status,
+        changes: Changes,
+    ) -> Result<Option<Build>, StoreError> {
+        self.transition_from_any(id, Some(from), to, changes).await
+    }
+
+    async fn transition_from_any(
+        &self,
+        id: i64,
+        from: Option<Status>,
+        to: Status,
+        changes: Changes,
+    ) -> Result<Option<Build>, StoreError> {
         let error = changes.error.clone();
-        let moved = self.store.transition(id, to, changes).await?;
+        let moved = self.store.transition(id, from, to, changes).await?;
         match (&moved, error) {
             (Some(_), Some(error)) => log::info!("build {id}: {to}: {error}"),
             (Some(_), None) => log::info!("build {id}: {to}"),
-            (None, _) => log::warn!("build {id}: could not move to {to} from its current status"),
+            (None, _) => log::debug!("build {id}: did not move to {to}: its status had changed"),
+        }
+        if let Some(build) = &moved {
+            self.events
+                .publish(id, Event::Status(Arc::new(build.clone())));
         }
         Ok(moved)
     }

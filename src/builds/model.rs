@@ -4,6 +4,7 @@ use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::progress::Progress;
 use super::status::Status;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +23,10 @@ pub struct Build {
     pub started_at: Option<Timestamp>,
     pub built_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
+    /// The build this one repeats, for a retry.
+    pub retry_of: Option<i64>,
+    /// Live progress of a running build; held in memory, never stored.
+    pub progress: Option<Progress>,
 }
 
 impl Build {
@@ -49,6 +54,14 @@ pub struct NewBuild {
     pub registry_username: Option<String>,
     pub dockerfile: String,
     pub created_at: Timestamp,
+    pub retry_of: Option<i64>,
+}
+
+/// One stored log line; `seq` counts from 1 per build and never repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub seq: i64,
+    pub line: String,
 }
 
 /// Registry credentials for one build's push. Held in memory only.

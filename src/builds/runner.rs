@@ -1,10 +1,11 @@
 //! Runs one claimed build on its builder: build, tag, push, confirm, and record
-//! every step. Whatever happens, the build ends in a final state.
+//! every step. Whatever happens (a failure, a cancel), the build ends in a final state.
 
 use std::sync::Arc;
 
 use super::logs::LogWriter;
 use super::model::{Build, Credentials};
+use super::progress::ProgressTracker;
 use super::status::Status;
 use super::Engine;
 use crate::docker::{BuildSpec, Builder, DockerError, Slot};
@@ -20,6 +21,8 @@ enum RunError {
     CredentialsLost,
     #[error("the build was moved out of {0} while it ran")]
     Interrupted(Status),
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// What a successful run produced.
@@ -28,15 +31,49 @@ struct Outcome {
     digest: Option<String>,
 }
 
+/// The build's log and progress, fed as its output arrives.
+struct Output {
+    log: LogWriter,
+    progress: ProgressTracker,
+}
+
 pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     let id = build.id;
-    let log = LogWriter::start(engine.store.clone(), id);
-    let result = execute(&engine, &build, slot.builder(), &log).await;
-    if let Err(err) = &result {
-        log.line(format!("dockpub: build failed: {err}"));
+    let cancel = engine.cancels.token(id);
+    let output = match start_output(&engine, id).await {
+        Ok(output) => output,
+        Err(err) => return finish(&engine, id, Err(err)).await,
+    };
+    let result = tokio::select! {
+        result = execute(&engine, &build, slot.builder(), &output) => result,
+        () = cancel.cancelled() => Err(RunError::Cancelled),
+    };
+    // Dropping the unfinished `execute` closed its daemon connection, which stops
+    // the daemon's build; what it already tagged for this build is taken back.
+    if matches!(result, Err(RunError::Cancelled)) {
+        remove_tags_of_cancelled(&engine, id, slot.builder(), &output.log).await;
     }
+    match &result {
+        Err(RunError::Cancelled) => output.log.line("dockpub: cancelled".into()),
+        Err(err) => output.log.line(format!("dockpub: build failed: {err}")),
+        Ok(_) => {}
+    }
+    output.progress.stop();
     // The whole log is stored before the build is seen to end.
-    log.finish().await;
+    output.log.finish().await;
+    finish(&engine, id, result).await;
+    drop(slot);
+}
+
+async fn start_output(engine: &Arc<Engine>, id: i64) -> Result<Output, RunError> {
+    let last_seq = engine.store.last_log_seq(id).await?;
+    Ok(Output {
+        log: LogWriter::start(engine.store.clone(), engine.events.clone(), id, last_seq),
+        progress: ProgressTracker::start(engine.events.clone(), id),
+    })
+}
+
+async fn finish(engine: &Engine, id: i64, result: Result<Outcome, RunError>) {
     let (status, changes) = match result {
         Ok(outcome) => (
             Status::Succeeded,
@@ -46,6 +83,7 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
                 error: None,
             },
         ),
+        Err(RunError::Cancelled) => (Status::Cancelled, Changes::default()),
         Err(err) => (
             Status::Failed,
             Changes {
@@ -57,21 +95,22 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     if let Err(err) = engine.transition(id, status, changes).await {
         log::error!("build {id}: cannot record that it ended {status}: {err}");
     }
+    engine.events.clear_progress(id);
     engine.vault.remove(id);
-    drop(slot);
+    engine.cancels.remove(id);
 }
 
 async fn execute(
     engine: &Engine,
     build: &Build,
     builder: &Builder,
-    log: &LogWriter,
+    output: &Output,
 ) -> Result<Outcome, RunError> {
     let credentials = engine.vault.get(build.id);
     if build.push && build.registry_username.is_some() && credentials.is_none() {
         return Err(RunError::CredentialsLost);
     }
-    let image_id = build_image(engine, build, builder, log).await?;
+    let image_id = build_image(engine, build, builder, output).await?;
     if !build.push {
         return Ok(Outcome {
             image_id,
@@ -89,7 +128,7 @@ async fn execute(
     {
         return Err(RunError::Interrupted(Status::Building));
     }
-    let digest = push_tags(build, builder, credentials.as_ref(), log).await?;
+    let digest = push_tags(build, builder, credentials.as_ref(), output).await?;
     Ok(Outcome {
         image_id,
         digest: Some(digest),
@@ -101,7 +140,7 @@ async fn build_image(
     engine: &Engine,
     build: &Build,
     builder: &Builder,
-    log: &LogWriter,
+    output: &Output,
 ) -> Result<String, RunError> {
     let dockerfile = engine.store.read_dockerfile(build.id).await?;
     let mut references = build.image_references();
@@ -112,11 +151,16 @@ async fn build_image(
         dockerfile: &dockerfile,
         reference: &first,
     };
-    let image_id = builder.build(spec, |line| log.line(line)).await?;
+    let image_id = builder
+        .build(spec, |line| {
+            output.progress.build_line(&line);
+            output.log.line(line);
+        })
+        .await?;
     for tag in build.tags.iter().skip(1) {
         builder.tag(&image_id, &build.repository, tag).await?;
     }
-    log.line(format!("dockpub: built {image_id}"));
+    output.log.line(format!("dockpub: built {image_id}"));
     Ok(image_id)
 }
 
@@ -125,18 +169,49 @@ async fn push_tags(
     build: &Build,
     builder: &Builder,
     credentials: Option<&Credentials>,
-    log: &LogWriter,
+    output: &Output,
 ) -> Result<String, RunError> {
     let mut first_digest = None;
     for tag in &build.tags {
         let digest = builder
-            .push(&build.repository, tag, credentials, |line| log.line(line))
+            .push(&build.repository, tag, credentials, |update| {
+                output.progress.push_update(&update);
+                output.log.line(update.line());
+            })
             .await?;
-        log.line(format!(
-            "dockpub: registry confirmed {}:{tag} at {digest}",
-            build.repository
+        let reference = format!("{}:{tag}", build.repository);
+        output.log.line(format!(
+            "dockpub: registry confirmed {reference} at {digest}"
         ));
         first_digest.get_or_insert(digest);
     }
-    first_digest.ok_or_else(|| RunError::Docker(DockerError::NoImageId))
+    first_digest.ok_or_else(|| {
+        RunError::Docker(DockerError::Unconfirmed {
+            reference: build.repository.clone(),
+            reason: "the build has no tags to push".into(),
+        })
+    })
+}
+
+/// A cancelled build leaves no tag of its own behind.
+async fn remove_tags_of_cancelled(engine: &Engine, id: i64, builder: &Builder, log: &LogWriter) {
+    let build = match engine.store.get_build(id).await {
+        Ok(Some(build)) => build,
+        Ok(None) => return,
+        Err(err) => {
+            return log::error!("build {id}: cannot read it to clean up after cancel: {err}")
+        }
+    };
+    let Some(image_id) = &build.image_id else {
+        return;
+    };
+    for reference in build.image_references() {
+        match builder.remove_tag_of(&reference, image_id).await {
+            Ok(true) => log.line(format!("dockpub: removed local tag {reference}")),
+            Ok(false) => {}
+            Err(err) => log.line(format!(
+                "dockpub: could not remove local tag {reference}: {err}"
+            )),
+        }
+    }
 }

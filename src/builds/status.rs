@@ -14,15 +14,17 @@ pub enum Status {
     Pushing,
     Succeeded,
     Failed,
+    Cancelled,
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Queued,
         Status::Building,
         Status::Pushing,
         Status::Succeeded,
         Status::Failed,
+        Status::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -32,12 +34,13 @@ impl Status {
             Status::Pushing => "pushing",
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
         }
     }
 
     /// A final build never changes again.
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Succeeded | Status::Failed)
+        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
     }
 
     /// Building or pushing: work is under way on a daemon.
@@ -56,7 +59,9 @@ impl Status {
             Status::Building => &[Status::Queued],
             Status::Pushing => &[Status::Building],
             Status::Succeeded => &[Status::Building, Status::Pushing],
-            Status::Failed => &[Status::Queued, Status::Building, Status::Pushing],
+            Status::Failed | Status::Cancelled => {
+                &[Status::Queued, Status::Building, Status::Pushing]
+            }
         }
     }
 
@@ -72,7 +77,7 @@ impl fmt::Display for Status {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown status '{0}' (expected one of queued, building, pushing, succeeded, failed)")]
+#[error("unknown status '{0}' (expected one of queued, building, pushing, succeeded, failed, cancelled)")]
 pub struct UnknownStatus(pub String);
 
 impl FromStr for Status {
@@ -100,15 +105,16 @@ mod tests {
     }
 
     #[test]
-    fn any_unfinished_build_can_fail() {
+    fn any_unfinished_build_can_fail_or_be_cancelled() {
         for from in [Queued, Building, Pushing] {
             assert!(from.can_move_to(Failed), "{from} -> failed");
+            assert!(from.can_move_to(Cancelled), "{from} -> cancelled");
         }
     }
 
     #[test]
     fn final_states_never_move() {
-        for from in [Succeeded, Failed] {
+        for from in [Succeeded, Failed, Cancelled] {
             for to in Status::ALL {
                 assert!(!from.can_move_to(to), "{from} -> {to}");
             }

@@ -10,6 +10,7 @@ use tokio::sync::OnceCell;
 
 pub use build::BuildSpec;
 pub use pool::{BuilderPool, Slot};
+pub use push::PushUpdate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {

@@ -40,6 +40,24 @@ impl RepositoryLocks {
     }
 }
 
+/// One message of a push's progress stream.
+#[derive(Debug, Clone)]
+pub struct PushUpdate {
+    pub status: String,
+    pub current: Option<i64>,
+    pub total: Option<i64>,
+}
+
+impl PushUpdate {
+    /// The message as a log line.
+    pub fn line(&self) -> String {
+        match (self.current, self.total) {
+            (Some(current), Some(total)) => format!("{} {current}/{total} bytes", self.status),
+            _ => self.status.clone(),
+        }
+    }
+}
+
 impl Builder {
     pub async fn tag(
         &self,
@@ -58,17 +76,17 @@ impl Builder {
         Ok(())
     }
 
-    /// Pushes `repository:tag`, handing progress lines to `on_line`, and returns the
+    /// Pushes `repository:tag`, handing progress to `on_update`, and returns the
     /// manifest digest once the registry itself reports that digest for the tag.
     pub async fn push<F>(
         &self,
         repository: &str,
         tag: &str,
         credentials: Option<&Credentials>,
-        mut on_line: F,
+        mut on_update: F,
     ) -> Result<String, DockerError>
     where
-        F: FnMut(String) + Send,
+        F: FnMut(PushUpdate) + Send,
     {
         let docker = self.client().await?;
         let _one_push_per_repository = self.push_locks.lock(repository).await;
@@ -84,7 +102,11 @@ impl Builder {
             let info = match item {
                 Ok(info) => info,
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
-                    on_line(error.clone());
+                    on_update(PushUpdate {
+                        status: error.clone(),
+                        current: None,
+                        total: None,
+                    });
                     return Err(DockerError::PushRejected {
                         reference,
                         message: error,
@@ -101,11 +123,12 @@ impl Builder {
             if let Some(found) = PUSHED_DIGEST.captures(&status) {
                 pushed_digest = Some(found[1].to_string());
             }
-            let progress = info
-                .progress_detail
-                .and_then(|p| Some(format!(" {}/{} bytes", p.current?, p.total?)))
-                .unwrap_or_default();
-            on_line(format!("{status}{progress}"));
+            let detail = info.progress_detail.unwrap_or_default();
+            on_update(PushUpdate {
+                status,
+                current: detail.current,
+                total: detail.total,
+            });
         }
         let pushed_digest = pushed_digest.ok_or_else(|| DockerError::Unconfirmed {
             reference: reference.clone(),

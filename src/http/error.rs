@@ -69,6 +69,7 @@ fn build_error_code(err: &BuildError) -> &'static str {
         BuildError::InvalidReference(_) => "invalid_repository",
         BuildError::NotFound(_) => "build_not_found",
         BuildError::NotFinal { .. } => "build_not_final",
+        BuildError::AlreadyFinal { .. } => "build_final",
         BuildError::Store(_) => "store_error",
         BuildError::Docker(DockerError::Unreachable { .. }) => "docker_unavailable",
         BuildError::Docker(_) => "docker_error",
@@ -81,7 +82,7 @@ fn build_error_status(err: &BuildError) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         BuildError::NotFound(_) => StatusCode::NOT_FOUND,
-        BuildError::NotFinal { .. } => StatusCode::CONFLICT,
+        BuildError::NotFinal { .. } | BuildError::AlreadyFinal { .. } => StatusCode::CONFLICT,
         BuildError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         BuildError::Docker(DockerError::Unreachable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         BuildError::Docker(_) => StatusCode::BAD_GATEWAY,

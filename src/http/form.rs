@@ -131,19 +131,11 @@ impl Form {
         values.into_iter().map(|value| utf8(name, value)).collect()
     }
 
-    /// A yes/no field: true, false, 1, 0, yes, no, on, off.
+    /// A yes/no field (see [`parse_flag`]).
     pub fn flag(&mut self, name: &str) -> Result<Option<bool>, ApiError> {
-        let Some(value) = self.text(name)? else {
-            return Ok(None);
-        };
-        match value.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(Some(true)),
-            "false" | "0" | "no" | "off" => Ok(Some(false)),
-            _ => Err(ApiError::invalid_field(
-                name,
-                format!("'{value}' is not true or false"),
-            )),
-        }
+        self.text(name)?
+            .map(|value| parse_flag(name, &value))
+            .transpose()
     }
 
     /// Fails on the first field, in the order sent, that nobody took.
@@ -156,6 +148,18 @@ impl Form {
             Some(name) => Err(ApiError::UnknownField(name)),
             None => Ok(()),
         }
+    }
+}
+
+/// true, false, 1, 0, yes, no, on, off: in a form field or a query parameter.
+pub fn parse_flag(name: &str, value: &str) -> Result<bool, ApiError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ApiError::invalid_field(
+            name,
+            format!("'{value}' is not true or false"),
+        )),
     }
 }
 

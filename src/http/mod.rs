@@ -1,7 +1,9 @@
 //! HTTP: routing, thin handlers, and the one place errors become JSON.
 
+mod actions;
 mod error;
 mod form;
+mod live;
 mod seed;
 mod v1;
 mod views;

@@ -134,7 +134,7 @@ async fn delete_build(
             "Query parameter 'dockerfile_build_id' is required.",
         )
     })?;
-    match state.builds.delete(id).await {
+    match state.builds.delete(id, false).await {
         Ok(()) => Ok(HttpResponse::Ok().json(json!({
             "message": format!("Dockerfile build process with 'id = {id}' is deleted.")
         }))),

@@ -1,13 +1,13 @@
 //! `/api/v1`: the JSON API.
 
-use actix_web::http::header::{ContentType, LOCATION};
+use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::form::{read_form, Form};
+use super::form::{parse_flag, read_form, Form};
 use super::views::{build_url, BuildList, BuildView};
-use super::{method_not_allowed, parse_id, AppState};
+use super::{actions, live, method_not_allowed, parse_id, AppState};
 use crate::builds::model::{Credentials, Secret, TagPlan};
 use crate::builds::status::Status;
 use crate::builds::SubmitRequest;
@@ -29,11 +29,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(delete_build))
             .default_service(web::to(method_not_allowed)),
     )
-    .service(
-        web::resource("/builds/{id}/logs")
-            .route(web::get().to(build_logs))
-            .default_service(web::to(method_not_allowed)),
-    );
+    .configure(live::routes)
+    .configure(actions::routes);
 }
 
 async fn create_build(
@@ -72,7 +69,7 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, ApiError> {
     })
 }
 
-fn credentials(
+pub(super) fn credentials(
     username: Option<String>,
     password: Option<String>,
 ) -> Result<Option<Credentials>, ApiError> {
@@ -170,24 +167,25 @@ async fn get_build(
     Ok(HttpResponse::Ok().json(BuildView::from(&build)))
 }
 
-async fn build_logs(
-    id: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let lines = state.builds.logs(parse_id(&id)?).await?;
-    let mut body = lines.join("\n");
-    if !body.is_empty() {
-        body.push('\n');
-    }
-    Ok(HttpResponse::Ok()
-        .content_type(ContentType::plaintext())
-        .body(body))
+#[derive(Deserialize)]
+struct DeleteQuery {
+    force: Option<String>,
 }
 
+/// 204; `force=true` cancels an unfinished build first.
 async fn delete_build(
     id: web::Path<String>,
+    query: web::Query<DeleteQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.builds.delete(parse_id(&id)?).await?;
+    let force = query
+        .force
+        .as_deref()
+        .map(|v| parse_flag("force", v))
+        .transpose()?;
+    state
+        .builds
+        .delete(parse_id(&id)?, force.unwrap_or(false))
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

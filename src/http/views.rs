@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::builds::model::{Build, Timestamp};
+use crate::builds::progress::Progress;
 use crate::builds::status::Status;
 
 #[derive(Serialize)]
@@ -19,6 +20,8 @@ pub struct BuildView<'a> {
     started_at: Option<String>,
     built_at: Option<String>,
     finished_at: Option<String>,
+    retry_of: Option<i64>,
+    progress: Option<&'a Progress>,
     links: Links,
 }
 
@@ -27,6 +30,7 @@ struct Links {
     #[serde(rename = "self")]
     self_: String,
     logs: String,
+    events: String,
 }
 
 pub fn build_url(id: i64) -> String {
@@ -48,9 +52,12 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             started_at: build.started_at.map(Timestamp::to_rfc3339),
             built_at: build.built_at.map(Timestamp::to_rfc3339),
             finished_at: build.finished_at.map(Timestamp::to_rfc3339),
+            retry_of: build.retry_of,
+            progress: build.progress.as_ref(),
             links: Links {
                 self_: build_url(build.id),
                 logs: format!("{}/logs", build_url(build.id)),
+                events: format!("{}/events", build_url(build.id)),
             },
         }
     }
@@ -97,5 +104,6 @@ fn seed_status(build: &Build) -> String {
             "Error: {}",
             build.error.as_deref().unwrap_or("unknown error")
         ),
+        Status::Cancelled => "Cancelled".into(),
     }
 }

@@ -6,12 +6,13 @@ mod migrations;
 mod rows;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::builds::model::{Build, NewBuild, TagPlan, Timestamp};
+use crate::builds::model::{Build, LogLine, NewBuild, TagPlan, Timestamp};
 use crate::builds::status::Status;
 pub use files::BuildFiles;
 use rows::{build_from_row, BUILD_COLUMNS};
@@ -106,8 +107,8 @@ impl Store {
                 TagPlan::TimestampAndId => Vec::new(),
             };
             tx.execute(
-                "INSERT INTO builds (status, repository, tags, push, registry_username, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO builds (status, repository, tags, push, registry_username, created_at, retry_of)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     Status::Queued.as_str(),
                     new.repository,
@@ -115,6 +116,7 @@ impl Store {
                     new.push,
                     new.registry_username,
                     new.created_at.to_rfc3339(),
+                    new.retry_of,
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -171,26 +173,29 @@ impl Store {
                 )
                 .optional()?;
             match id {
-                Some(id) => transition(conn, id, Status::Building, &Changes::default()),
+                Some(id) => transition(conn, id, None, Status::Building, &Changes::default()),
                 None => Ok(None),
             }
         })
         .await
     }
 
-    /// Moves a build to `to` if its current status allows it (see [`Status::predecessors`]);
-    /// returns the updated build, or None when the move was not allowed.
+    /// Moves a build to `to` if its current status allows it (see [`Status::predecessors`])
+    /// and, when `from` is given, is `from`; returns the updated build, or None when
+    /// the move was not allowed.
     pub async fn transition(
         &self,
         id: i64,
+        from: Option<Status>,
         to: Status,
         changes: Changes,
     ) -> Result<Option<Build>, StoreError> {
-        self.blocking(move |conn, _| transition(conn, id, to, &changes))
+        self.blocking(move |conn, _| transition(conn, id, from, to, &changes))
             .await
     }
 
-    /// Restart recovery: every build left building or pushing goes back to the queue.
+    /// Restart recovery: every build left building or pushing goes back to the queue,
+    /// its earlier attempt's results cleared (its log is kept).
     pub async fn requeue_interrupted(&self) -> Result<Vec<i64>, StoreError> {
         self.blocking(move |conn, _| {
             let ids: Vec<i64> = conn
@@ -200,28 +205,23 @@ impl Store {
                 .query_map([], |row| row.get(0))?
                 .collect::<Result<_, _>>()?;
             for &id in &ids {
-                transition(conn, id, Status::Queued, &Changes::default())?;
+                transition(conn, id, None, Status::Queued, &Changes::default())?;
             }
             Ok(ids)
         })
         .await
     }
 
-    /// Appends log lines after the build's last stored line, in one transaction.
-    pub async fn append_logs(&self, id: i64, lines: Vec<String>) -> Result<(), StoreError> {
+    /// Stores log lines whose sequence numbers the caller assigned, in one transaction.
+    pub async fn append_logs(&self, id: i64, lines: Arc<Vec<LogLine>>) -> Result<(), StoreError> {
         self.blocking(move |conn, _| {
             let tx = conn.transaction()?;
-            let last: i64 = tx.query_row(
-                "SELECT COALESCE(MAX(seq), 0) FROM build_logs WHERE build_id = ?1",
-                [id],
-                |row| row.get(0),
-            )?;
             {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO build_logs (build_id, seq, line) VALUES (?1, ?2, ?3)",
                 )?;
-                for (offset, line) in lines.iter().enumerate() {
-                    insert.execute(params![id, last + 1 + offset as i64, line])?;
+                for line in lines.iter() {
+                    insert.execute(params![id, line.seq, line.line])?;
                 }
             }
             tx.commit()?;
@@ -230,12 +230,30 @@ impl Store {
         .await
     }
 
-    /// The whole log, one line per element, in order.
-    pub async fn read_logs(&self, id: i64) -> Result<Vec<String>, StoreError> {
+    /// The sequence number of the build's last stored line, 0 when there is none.
+    pub async fn last_log_seq(&self, id: i64) -> Result<i64, StoreError> {
         self.blocking(move |conn, _| {
-            let mut statement = conn
-                .prepare_cached("SELECT line FROM build_logs WHERE build_id = ?1 ORDER BY seq")?;
-            let lines = statement.query_map([id], |row| row.get(0))?;
+            Ok(conn.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM build_logs WHERE build_id = ?1",
+                [id],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// The stored lines after sequence number `after`, in order.
+    pub async fn read_logs_after(&self, id: i64, after: i64) -> Result<Vec<LogLine>, StoreError> {
+        self.blocking(move |conn, _| {
+            let mut statement = conn.prepare_cached(
+                "SELECT seq, line FROM build_logs WHERE build_id = ?1 AND seq > ?2 ORDER BY seq",
+            )?;
+            let lines = statement.query_map([id, after], |row| {
+                Ok(LogLine {
+                    seq: row.get(0)?,
+                    line: row.get(1)?,
+                })
+            })?;
             Ok(lines.collect::<Result<_, _>>()?)
         })
         .await
@@ -252,7 +270,10 @@ impl Store {
         self.blocking(move |conn, files| {
             let tx = conn.transaction()?;
             let deleted = tx.execute(
-                "DELETE FROM builds WHERE id = ?1 AND status IN ('succeeded', 'failed')",
+                &format!(
+                    "DELETE FROM builds WHERE id = ?1 AND status IN ({})",
+                    final_statuses()
+                ),
                 [id],
             )?;
             if deleted == 0 {
@@ -266,6 +287,16 @@ impl Store {
     }
 }
 
+/// `'succeeded', 'failed', …` for SQL, from the status model.
+fn final_statuses() -> String {
+    let finals: Vec<String> = Status::ALL
+        .iter()
+        .filter(|status| status.is_final())
+        .map(|status| format!("'{status}'"))
+        .collect();
+    finals.join(", ")
+}
+
 fn select_build(conn: &Connection, id: i64) -> Result<Option<Build>, StoreError> {
     let sql = format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = ?1");
     conn.prepare_cached(&sql)?
@@ -277,23 +308,36 @@ fn select_build(conn: &Connection, id: i64) -> Result<Option<Build>, StoreError>
 fn transition(
     conn: &Connection,
     id: i64,
+    from: Option<Status>,
     to: Status,
     changes: &Changes,
 ) -> Result<Option<Build>, StoreError> {
     let now = Timestamp::now().to_rfc3339();
     let status = to.as_str();
-    let allowed: Vec<&str> = to.predecessors().iter().map(|s| s.as_str()).collect();
+    let allowed: Vec<&str> = to
+        .predecessors()
+        .iter()
+        .filter(|&&status| from.is_none_or(|from| from == status))
+        .map(|s| s.as_str())
+        .collect();
+    if allowed.is_empty() {
+        return Ok(None);
+    }
     let placeholders: Vec<String> = (7..7 + allowed.len()).map(|n| format!("?{n}")).collect();
     let placeholders = placeholders.join(", ");
+    let finals = final_statuses();
     let sql = format!(
         "UPDATE builds SET
             status = ?1,
-            image_id = COALESCE(?2, image_id),
-            digest = COALESCE(?3, digest),
-            error = COALESCE(?4, error),
-            started_at = CASE WHEN ?1 = 'building' THEN ?5 ELSE started_at END,
-            built_at = CASE WHEN ?1 = 'pushing' OR (?1 = 'succeeded' AND built_at IS NULL) THEN ?5 ELSE built_at END,
-            finished_at = CASE WHEN ?1 IN ('succeeded', 'failed') THEN ?5 ELSE NULL END
+            image_id = CASE WHEN ?1 = 'queued' THEN NULL ELSE COALESCE(?2, image_id) END,
+            digest = CASE WHEN ?1 = 'queued' THEN NULL ELSE COALESCE(?3, digest) END,
+            error = CASE WHEN ?1 = 'queued' THEN NULL ELSE COALESCE(?4, error) END,
+            started_at = CASE WHEN ?1 = 'building' THEN ?5 WHEN ?1 = 'queued' THEN NULL ELSE started_at END,
+            built_at = CASE
+                WHEN ?1 = 'pushing' OR (?1 = 'succeeded' AND built_at IS NULL) THEN ?5
+                WHEN ?1 = 'queued' THEN NULL
+                ELSE built_at END,
+            finished_at = CASE WHEN ?1 IN ({finals}) THEN ?5 ELSE NULL END
          WHERE id = ?6 AND status IN ({placeholders})"
     );
     let mut values: Vec<&dyn rusqlite::ToSql> = vec![

@@ -6,7 +6,7 @@ use super::StoreError;
 use crate::builds::model::{Build, Timestamp};
 
 pub const BUILD_COLUMNS: &str = "id, status, repository, tags, push, registry_username, image_id, \
-     digest, error, created_at, started_at, built_at, finished_at";
+     digest, error, created_at, started_at, built_at, finished_at, retry_of";
 
 /// Reads one row; the outer error is SQLite's, the inner one a row that does not parse.
 pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreError>> {
@@ -37,6 +37,8 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
             started_at: time(started_at)?,
             built_at: time(built_at)?,
             finished_at: time(finished_at)?,
+            retry_of: row.get(13)?,
+            progress: None,
         })
     })();
     Ok(parsed)

@@ -1,0 +1,137 @@
+//! In-memory fan-out of what happens to running builds: log batches, status
+//! changes and progress. SQLite stays the record; this only tells followers what
+//! to read next, so a build never waits for them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::broadcast;
+
+use super::model::{Build, LogLine};
+use super::progress::Progress;
+
+/// Events a follower may fall behind by before it re-reads from the store.
+const BACKLOG: usize = 256;
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Lines just stored, in order.
+    Logs(Arc<Vec<LogLine>>),
+    Status(Arc<Build>),
+    Progress(Progress),
+}
+
+#[derive(Default)]
+pub struct EventHub {
+    /// A channel exists only while someone follows that build.
+    channels: Mutex<HashMap<i64, broadcast::Sender<Event>>>,
+    progress: Mutex<HashMap<i64, Progress>>,
+}
+
+pub struct Subscription {
+    hub: Arc<EventHub>,
+    build_id: i64,
+    receiver: Option<broadcast::Receiver<Event>>,
+}
+
+impl EventHub {
+    pub fn subscribe(self: &Arc<Self>, build_id: i64) -> Subscription {
+        let receiver = lock(&self.channels)
+            .entry(build_id)
+            .or_insert_with(|| broadcast::channel(BACKLOG).0)
+            .subscribe();
+        Subscription {
+            hub: self.clone(),
+            build_id,
+            receiver: Some(receiver),
+        }
+    }
+
+    pub fn publish(&self, build_id: i64, event: Event) {
+        if let Some(sender) = lock(&self.channels).get(&build_id) {
+            // An error only means every follower just left.
+            let _ = sender.send(event);
+        }
+    }
+
+    pub fn set_progress(&self, build_id: i64, progress: Progress) {
+        lock(&self.progress).insert(build_id, progress.clone());
+        self.publish(build_id, Event::Progress(progress));
+    }
+
+    pub fn progress(&self, build_id: i64) -> Option<Progress> {
+        lock(&self.progress).get(&build_id).cloned()
+    }
+
+    pub fn clear_progress(&self, build_id: i64) {
+        lock(&self.progress).remove(&build_id);
+    }
+}
+
+impl Subscription {
+    pub async fn recv(&mut self) -> Result<Event, broadcast::error::RecvError> {
+        match &mut self.receiver {
+            Some(receiver) => receiver.recv().await,
+            None => Err(broadcast::error::RecvError::Closed),
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        let mut channels = lock(&self.hub.channels);
+        if channels
+            .get(&self.build_id)
+            .is_some_and(|sender| sender.receiver_count() == 0)
+        {
+            channels.remove(&self.build_id);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a single map operation: never half-done.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: i64) -> Event {
+        Event::Logs(Arc::new(vec![LogLine {
+            seq,
+            line: format!("line {seq}"),
+        }]))
+    }
+
+    #[tokio::test]
+    async fn every_follower_gets_every_event() {
+        let hub = Arc::new(EventHub::default());
+        let mut first = hub.subscribe(7);
+        let mut second = hub.subscribe(7);
+        hub.publish(7, line(1));
+        hub.publish(8, line(99));
+        for follower in [&mut first, &mut second] {
+            match follower.recv().await.unwrap() {
+                Event::Logs(lines) => assert_eq!(lines[0].seq, 1),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn channels_go_away_with_their_last_follower() {
+        let hub = Arc::new(EventHub::default());
+        let first = hub.subscribe(1);
+        let second = hub.subscribe(1);
+        drop(first);
+        assert_eq!(lock(&hub.channels).len(), 1);
+        drop(second);
+        assert!(lock(&hub.channels).is_empty());
+        hub.publish(1, line(1));
+    }
+}

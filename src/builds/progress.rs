@@ -1,0 +1,167 @@
+//! Live progress of a running build: the Dockerfile step while building, layers
+//! and bytes while pushing. Published at most every 250 ms, whatever the daemon's pace.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use super::events::EventHub;
+use crate::docker::PushUpdate;
+
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    pub step: Option<u32>,
+    pub steps: Option<u32>,
+    pub layers_done: Option<u32>,
+    pub layers_total: Option<u32>,
+    pub bytes_done: Option<u64>,
+    pub bytes_total: Option<u64>,
+}
+
+/// Gathers progress from a build's output and publishes it on a timer.
+pub struct ProgressTracker {
+    state: Arc<Mutex<State>>,
+    publisher: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct State {
+    progress: Progress,
+    /// Bytes pushed per layer. The daemon's push messages name no layer (bollard
+    /// drops the id), so a layer is known by its size: two layers of exactly the
+    /// same compressed size count as one in the byte totals.
+    layer_bytes: HashMap<i64, i64>,
+    changed: bool,
+}
+
+impl ProgressTracker {
+    pub fn start(events: Arc<EventHub>, build_id: i64) -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let publisher = tokio::spawn({
+            let state = state.clone();
+            async move {
+                let mut ticks = tokio::time::interval(PUBLISH_EVERY);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if let Some(progress) = lock(&state).take_change() {
+                        events.set_progress(build_id, progress);
+                    }
+                }
+            }
+        });
+        ProgressTracker { state, publisher }
+    }
+
+    /// Reads `Step N/M :` from the legacy builder's output.
+    pub fn build_line(&self, line: &str) {
+        if let Some((step, steps)) = parse_step(line) {
+            let mut state = lock(&self.state);
+            state.progress.step = Some(step);
+            state.progress.steps = Some(steps);
+            state.changed = true;
+        }
+    }
+
+    pub fn push_update(&self, update: &PushUpdate) {
+        lock(&self.state).push_update(update);
+    }
+
+    pub fn stop(self) {
+        self.publisher.abort();
+    }
+}
+
+impl State {
+    fn take_change(&mut self) -> Option<Progress> {
+        std::mem::take(&mut self.changed).then(|| self.progress.clone())
+    }
+
+    fn push_update(&mut self, update: &PushUpdate) {
+        let progress = &mut self.progress;
+        let status = update.status.as_str();
+        if status == "Preparing" {
+            *progress.layers_total.get_or_insert(0) += 1;
+        } else if status == "Pushed"
+            || status == "Layer already exists"
+            || status.starts_with("Mounted from")
+        {
+            *progress.layers_done.get_or_insert(0) += 1;
+        } else if status.contains("digest: ") {
+            // The tag's manifest is written: every byte it needed is in the registry.
+            progress.bytes_done = progress.bytes_total;
+        }
+        if let (Some(current), Some(total)) = (update.current, update.total) {
+            self.layer_bytes.insert(total, current.min(total));
+            progress.bytes_total = Some(self.layer_bytes.keys().map(|&t| t.max(0) as u64).sum());
+            progress.bytes_done = Some(self.layer_bytes.values().map(|&c| c.max(0) as u64).sum());
+        }
+        progress.layers_total.get_or_insert(0);
+        progress.layers_done.get_or_insert(0);
+        self.changed = true;
+    }
+}
+
+fn parse_step(line: &str) -> Option<(u32, u32)> {
+    let rest = line.strip_prefix("Step ")?;
+    let (counts, _) = rest.split_once(" :")?;
+    let (step, steps) = counts.split_once('/')?;
+    Some((step.parse().ok()?, steps.parse().ok()?))
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(status: &str, bytes: Option<(i64, i64)>) -> PushUpdate {
+        PushUpdate {
+            status: status.to_string(),
+            current: bytes.map(|b| b.0),
+            total: bytes.map(|b| b.1),
+        }
+    }
+
+    #[test]
+    fn reads_build_steps() {
+        assert_eq!(parse_step("Step 2/5 : RUN make"), Some((2, 5)));
+        assert_eq!(parse_step(" ---> Running in 1234"), None);
+        assert_eq!(parse_step("Step x/5 : RUN"), None);
+    }
+
+    #[test]
+    fn counts_layers_and_bytes_of_a_push() {
+        let mut state = State::default();
+        for step in [
+            update("The push refers to repository [r/x]", None),
+            update("Preparing", None),
+            update("Preparing", None),
+            update("Layer already exists", None),
+            update("Pushing", Some((100, 1000))),
+            update("Pushing", Some((1000, 1000))),
+            update("Pushed", None),
+        ] {
+            state.push_update(&step);
+        }
+        let progress = state.take_change().unwrap();
+        assert_eq!(
+            (progress.layers_done, progress.layers_total),
+            (Some(2), Some(2))
+        );
+        assert_eq!(
+            (progress.bytes_done, progress.bytes_total),
+            (Some(1000), Some(1000))
+        );
+        assert_eq!(state.take_change(), None, "nothing new to publish");
+    }
+}

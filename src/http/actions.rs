@@ -1,0 +1,75 @@
+//! Acting on a build: cancel it, or run it again.
+
+use actix_web::http::header::LOCATION;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::error::ApiError;
+use super::form::{non_multipart_content_type, read_form};
+use super::v1::credentials;
+use super::views::{build_url, BuildView};
+use super::{method_not_allowed, parse_id, AppState};
+use crate::builds::model::Credentials;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/builds/{id}/cancel")
+            .route(web::post().to(cancel_build))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/builds/{id}/retry")
+            .route(web::post().to(retry_build))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+/// 200 with the cancelled build; 202 if the daemon has not let go of it yet.
+async fn cancel_build(
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let build = state.builds.cancel(parse_id(&id)?).await?;
+    let mut response = if build.status.is_final() {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::Accepted()
+    };
+    Ok(response.json(BuildView::from(&build)))
+}
+
+/// A new build from the stored Dockerfile; registry credentials, if the push needs
+/// them, come again as multipart `username` and `password`.
+async fn retry_build(
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let credentials = retry_credentials(&req, payload, &state).await?;
+    let build = state.builds.retry(id, credentials).await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header((LOCATION, build_url(build.id)))
+        .json(BuildView::from(&build)))
+}
+
+async fn retry_credentials(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Option<Credentials>, ApiError> {
+    let has_body = req
+        .headers()
+        .contains_key(actix_web::http::header::CONTENT_TYPE);
+    if !has_body {
+        return Ok(None);
+    }
+    if let Some(content_type) = non_multipart_content_type(req) {
+        return Err(ApiError::NotMultipart(content_type));
+    }
+    let mut form = read_form(req, payload, state.upload, &[]).await?;
+    let username = form.text("username")?;
+    let password = form.text("password")?;
+    form.reject_unknown()?;
+    credentials(username, password)
+}

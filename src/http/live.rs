@@ -1,0 +1,149 @@
+//! Watching a build: its log (whole, or followed as it grows) and its events as
+//! Server-Sent Events.
+
+use std::convert::Infallible;
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::form::parse_flag;
+use super::views::BuildView;
+use super::{method_not_allowed, parse_id, AppState};
+use crate::builds::Followed;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/builds/{id}/logs")
+            .route(web::get().to(build_logs))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/builds/{id}/events")
+            .route(web::get().to(build_events))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    follow: Option<String>,
+}
+
+/// The log so far as text/plain; with `follow=true`, kept open and written to as
+/// lines arrive, ending when the build does.
+async fn build_logs(
+    id: web::Path<String>,
+    query: web::Query<LogsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let follow = query
+        .follow
+        .as_deref()
+        .map(|v| parse_flag("follow", v))
+        .transpose()?;
+    if follow != Some(true) {
+        let lines = state.builds.logs(id).await?;
+        let body: String = lines.into_iter().map(|line| line + "\n").collect();
+        return Ok(HttpResponse::Ok()
+            .content_type(ContentType::plaintext())
+            .body(body));
+    }
+    let lines = state
+        .builds
+        .follow(id, 0)
+        .await?
+        .filter_map(|item| async move {
+            match item {
+                Followed::Log(line) => Some(Ok::<_, Infallible>(Bytes::from(line.line + "\n"))),
+                _ => None,
+            }
+        });
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(lines))
+}
+
+/// `status`, `log` (with the line's number as the event id, so `Last-Event-ID`
+/// resumes after it), `progress`, and finally `done` with the final build.
+async fn build_events(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let after = last_event_id(&req)?;
+    let events = state
+        .builds
+        .follow(id, after)
+        .await?
+        .map(|item| Ok::<_, Infallible>(sse_event(&item)));
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(events))
+}
+
+fn last_event_id(req: &HttpRequest) -> Result<i64, ApiError> {
+    let Some(value) = req.headers().get("Last-Event-ID") else {
+        return Ok(0);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    text.parse().map_err(|_| {
+        ApiError::invalid_field(
+            "Last-Event-ID",
+            format!("'{text}' is not a log line number"),
+        )
+    })
+}
+
+fn sse_event(item: &Followed) -> Bytes {
+    match item {
+        Followed::Status(build) => frame("status", None, &json(&BuildView::from(build))),
+        Followed::Log(line) => frame("log", Some(line.seq), &line.line),
+        Followed::Progress(progress) => frame("progress", None, &json(progress)),
+        Followed::Done(build) => frame("done", None, &json(&BuildView::from(build))),
+    }
+}
+
+/// Compact JSON, which never holds a newline.
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("views always serialize")
+}
+
+/// One SSE event; every line of `data` (split at CR or LF, as SSE reads them) gets its own `data:` field.
+fn frame(event: &str, id: Option<i64>, data: &str) -> Bytes {
+    let mut text = format!("event: {event}\n");
+    if let Some(id) = id {
+        text.push_str(&format!("id: {id}\n"));
+    }
+    for line in data.split(['\n', '\r']) {
+        text.push_str("data: ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push('\n');
+    Bytes::from(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_follow_the_sse_format() {
+        assert_eq!(
+            frame("log", Some(7), "hello"),
+            Bytes::from("event: log\nid: 7\ndata: hello\n\n")
+        );
+        assert_eq!(
+            frame("status", None, "a\r\nb"),
+            Bytes::from("event: status\ndata: a\ndata: \ndata: b\n\n")
+        );
+    }
+}
