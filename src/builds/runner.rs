@@ -1,14 +1,14 @@
 //! Runs one claimed build on its builder: build, tag, push, confirm, and record
 //! every step. Whatever happens (a failure, a cancel), the build ends in a final state.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::logs::LogWriter;
 use super::model::{Build, Credentials};
 use super::progress::ProgressTracker;
 use super::status::Status;
 use super::Engine;
-use crate::docker::{BuildSpec, Builder, DockerError, Slot};
+use crate::docker::{step_container, BuildSpec, Builder, DockerError, Slot};
 use crate::store::{Changes, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,21 @@ struct Outcome {
 struct Output {
     log: LogWriter,
     progress: ProgressTracker,
+    /// The container of the step running now, to remove on cancel.
+    step_container: Mutex<Option<String>>,
+}
+
+impl Output {
+    fn build_line(&self, line: String) {
+        if let Some(container) = step_container(&line) {
+            *self
+                .step_container
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(container.to_string());
+        }
+        self.progress.build_line(&line);
+        self.log.line(line);
+    }
 }
 
 pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
@@ -51,7 +66,7 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     // Dropping the unfinished `execute` closed its daemon connection, which stops
     // the daemon's build; what it already tagged for this build is taken back.
     if matches!(result, Err(RunError::Cancelled)) {
-        remove_tags_of_cancelled(&engine, id, slot.builder(), &output.log).await;
+        clean_up_cancelled(&engine, id, slot.builder(), &output).await;
     }
     match &result {
         Err(RunError::Cancelled) => output.log.line("dockpub: cancelled".into()),
@@ -70,6 +85,7 @@ async fn start_output(engine: &Arc<Engine>, id: i64) -> Result<Output, RunError>
     Ok(Output {
         log: LogWriter::start(engine.store.clone(), engine.events.clone(), id, last_seq),
         progress: ProgressTracker::start(engine.events.clone(), id),
+        step_container: Mutex::new(None),
     })
 }
 
@@ -151,12 +167,7 @@ async fn build_image(
         dockerfile: &dockerfile,
         reference: &first,
     };
-    let image_id = builder
-        .build(spec, |line| {
-            output.progress.build_line(&line);
-            output.log.line(line);
-        })
-        .await?;
+    let image_id = builder.build(spec, |line| output.build_line(line)).await?;
     for tag in build.tags.iter().skip(1) {
         builder.tag(&image_id, &build.repository, tag).await?;
     }
@@ -193,8 +204,24 @@ async fn push_tags(
     })
 }
 
-/// A cancelled build leaves no tag of its own behind.
-async fn remove_tags_of_cancelled(engine: &Engine, id: i64, builder: &Builder, log: &LogWriter) {
+/// A cancelled build leaves no step container and no tag of its own behind.
+async fn clean_up_cancelled(engine: &Engine, id: i64, builder: &Builder, output: &Output) {
+    let container = output
+        .step_container
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(container) = container {
+        if let Err(err) = builder.remove_step_container(&container).await {
+            output.log.line(format!(
+                "dockpub: could not remove step container {container}: {err}"
+            ));
+        }
+    }
+    remove_own_tags(engine, id, builder, &output.log).await;
+}
+
+async fn remove_own_tags(engine: &Engine, id: i64, builder: &Builder, log: &LogWriter) {
     let build = match engine.store.get_build(id).await {
         Ok(Some(build)) => build,
         Ok(None) => return,

@@ -58,6 +58,35 @@ impl Builder {
     }
 }
 
+/// The container a build step runs in, from the legacy builder's
+/// ` ---> Running in 0123abcd` line.
+pub fn step_container(line: &str) -> Option<&str> {
+    let id = line.trim_start().strip_prefix("---> Running in ")?.trim();
+    (!id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit())).then_some(id)
+}
+
+impl Builder {
+    /// Kills and removes a build step's container. The daemon does this itself when
+    /// a build is abandoned, but in its own time; a cancel must not leave it running.
+    pub async fn remove_step_container(&self, container: &str) -> Result<(), DockerError> {
+        let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .build();
+        match self
+            .client()
+            .await?
+            .remove_container(container, Some(options))
+            .await
+        {
+            Err(err) if super::is_not_found(&err) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            other => other.map_err(DockerError::from),
+        }
+    }
+}
+
 /// The build context: a tar archive holding only the Dockerfile.
 fn dockerfile_context(dockerfile: &str) -> Result<Vec<u8>, DockerError> {
     let mut archive = tar::Builder::new(Vec::new());
@@ -138,6 +167,16 @@ mod tests {
         assert_eq!(splitter.push(&stream("tail")), Vec::<String>::new());
         assert_eq!(splitter.finish(), Some("tail".to_string()));
         assert_eq!(splitter.finish(), None);
+    }
+
+    #[test]
+    fn finds_the_step_container() {
+        assert_eq!(
+            step_container(" ---> Running in 1e39f6454ba1"),
+            Some("1e39f6454ba1")
+        );
+        assert_eq!(step_container(" ---> 9b96ae2a7a6d"), None);
+        assert_eq!(step_container("Running in x"), None);
     }
 
     #[test]

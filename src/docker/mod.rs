@@ -8,7 +8,7 @@ mod push;
 use bollard::Docker;
 use tokio::sync::OnceCell;
 
-pub use build::BuildSpec;
+pub use build::{step_container, BuildSpec};
 pub use pool::{BuilderPool, Slot};
 pub use push::PushUpdate;
 
