@@ -116,7 +116,7 @@ fn events_tell_status_log_progress_and_done_in_order_and_resume() {
     let server = Server::start();
     let (id, _) = submit(&server, &env, "sleep 1 && echo done-sleeping");
     let events = read_events(&server, id, None);
-    let position = |wanted: &dyn Fn(&SseEvent) -> bool| events.iter().position(|e| wanted(e));
+    let position = |wanted: &dyn Fn(&SseEvent) -> bool| events.iter().position(wanted);
     let status_is = |status: &'static str| {
         move |e: &SseEvent| {
             e.event == "status"

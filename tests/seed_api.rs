@@ -207,6 +207,19 @@ fn seed_errors_keep_the_old_messages() {
         .unwrap()
         .contains("abc"));
 
+    let response = server.get(&format!(
+        "{ROUTE}?dockerfile_build_id=1&dockerfile_build_id=2"
+    ));
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Query string is not valid"),
+        "{body}"
+    );
+
     let response = server.client.delete(server.url(ROUTE)).send().unwrap();
     assert_eq!(response.status(), 400);
     assert!(response.json::<Value>().unwrap()["message"]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::events::Event;
 use super::{runner, Engine};
 
 /// Wait after a store error before looking at the queue again.
@@ -29,6 +30,9 @@ pub fn spawn_dispatcher(engine: Arc<Engine>) {
             match engine.store.claim_next_queued().await {
                 Ok(Some(build)) => {
                     log::info!("build {}: building on {}", build.id, slot.builder().name());
+                    engine
+                        .events
+                        .publish(build.id, Event::Status(Arc::new(build.clone())));
                     tokio::spawn(runner::run(engine.clone(), build, slot));
                 }
                 Ok(None) => {

@@ -64,7 +64,7 @@ pub fn validate_repository(name: &str) -> Result<(), ReferenceError> {
 
 fn has_tag_or_digest(name: &str) -> bool {
     let last_component = name.rsplit('/').next().unwrap_or(name);
-    name.contains('@') || (name.contains('/') && last_component.contains(':'))
+    name.contains('@') || last_component.contains(':')
 }
 
 pub fn validate_tag(tag: &str) -> Result<(), ReferenceError> {
@@ -140,6 +140,10 @@ mod tests {
         ));
         assert!(matches!(
             validate_repository("127.0.0.1:5000/app:latest"),
+            Err(ReferenceError::RepositoryHasTag(_))
+        ));
+        assert!(matches!(
+            validate_repository("app:1.0"),
             Err(ReferenceError::RepositoryHasTag(_))
         ));
         assert!(matches!(

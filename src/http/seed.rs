@@ -18,8 +18,16 @@ use crate::store::ListFilter;
 const MAX_LISTED: usize = 1000;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    let query_errors = web::QueryConfig::default().error_handler(|err, _| {
+        SeedError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Query string is not valid: {err}"),
+        )
+        .into()
+    });
     cfg.service(
         web::resource(["/api/dockerfile-build/", "/api/dockerfile-build"])
+            .app_data(query_errors)
             .route(web::post().to(create_build))
             .route(web::get().to(get_builds))
             .route(web::delete().to(delete_build))

@@ -220,7 +220,7 @@ impl Drop for Server {
 fn spawn(dir: &Path, args: &[String], start: usize) -> (Child, String) {
     let log_path = dir.join(format!("server-{start}.log"));
     let log = std::fs::File::create(&log_path).expect("server log");
-    let child = Command::new(env!("CARGO_BIN_EXE_dockpub"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dockpub"))
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "debug")
@@ -230,24 +230,32 @@ fn spawn(dir: &Path, args: &[String], start: usize) -> (Child, String) {
         .expect("start dockpub");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let file = std::fs::File::open(&log_path).expect("server log");
-        let listening = BufReader::new(file)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                line.split_once("listening on ")
-                    .map(|(_, url)| url.trim().to_string())
-            });
-        if let Some(url) = listening {
+        if let Some(url) = listening_url(&log_path) {
             return (child, url);
         }
-        assert!(
-            Instant::now() < deadline,
-            "dockpub did not start: {}",
-            std::fs::read_to_string(&log_path).unwrap()
-        );
+        let exited = child.try_wait().expect("dockpub status").is_some();
+        if exited || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "dockpub did not start: {}",
+                std::fs::read_to_string(&log_path).unwrap()
+            );
+        }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// The address from the server's `listening on http://…` log line, once it is there.
+fn listening_url(log_path: &Path) -> Option<String> {
+    let file = std::fs::File::open(log_path).expect("server log");
+    BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.split_once("listening on ")
+                .map(|(_, url)| url.trim().to_string())
+        })
 }
 
 /// A text field.
