@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Deserialize;
 
+use crate::builds::model::Secret;
+
 const DEFAULT_CONFIG_FILE: &str = "config.toml";
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -19,6 +21,25 @@ pub struct Config {
     pub build_network: Option<String>,
     pub max_upload_bytes: usize,
     pub max_dockerfile_bytes: usize,
+    /// Queued builds accepted before submissions get 429.
+    pub max_queued_builds: usize,
+    /// On SIGTERM/SIGINT, how long running builds may take to finish before they
+    /// are stopped and left queued for the next start.
+    pub shutdown_grace_secs: u64,
+    /// Final builds older than this many days are pruned (unset: kept).
+    pub retention_days: Option<u64>,
+    /// The newest this-many final builds are never pruned (unset: no such floor).
+    pub retention_keep_last: Option<usize>,
+    /// How often the pruner runs.
+    pub retention_interval_secs: u64,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Bearer tokens accepted on /api routes; empty means the API is open.
+    pub tokens: Vec<Secret>,
 }
 
 impl Default for Config {
@@ -31,6 +52,12 @@ impl Default for Config {
             build_network: None,
             max_upload_bytes: 16 * 1024 * 1024,
             max_dockerfile_bytes: 1024 * 1024,
+            max_queued_builds: 1000,
+            shutdown_grace_secs: 30,
+            retention_days: None,
+            retention_keep_last: None,
+            retention_interval_secs: 600,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -62,6 +89,29 @@ pub struct ServeArgs {
     /// Largest Dockerfile accepted [default: 1 MiB]
     #[arg(long, env = "DOCKPUB_MAX_DOCKERFILE_BYTES")]
     pub max_dockerfile_bytes: Option<usize>,
+    /// Queued builds accepted before submissions get 429 [default: 1000]
+    #[arg(long, env = "DOCKPUB_MAX_QUEUED_BUILDS")]
+    pub max_queued_builds: Option<usize>,
+    /// Seconds running builds get to finish on SIGTERM/SIGINT [default: 30]
+    #[arg(long, env = "DOCKPUB_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// Prune final builds older than this many days [default: keep]
+    #[arg(long, env = "DOCKPUB_RETENTION_DAYS")]
+    pub retention_days: Option<u64>,
+    /// Never prune the newest this-many final builds [default: no floor]
+    #[arg(long, env = "DOCKPUB_RETENTION_KEEP_LAST")]
+    pub retention_keep_last: Option<usize>,
+    /// Seconds between pruning runs [default: 600]
+    #[arg(long, env = "DOCKPUB_RETENTION_INTERVAL_SECS")]
+    pub retention_interval_secs: Option<u64>,
+    /// Comma-separated API bearer tokens [default: none, the API is open]
+    #[arg(
+        long,
+        env = "DOCKPUB_API_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_tokens: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,12 +166,33 @@ impl Config {
             build_network,
             max_upload_bytes,
             max_dockerfile_bytes,
+            max_queued_builds,
+            shutdown_grace_secs,
+            retention_days,
+            retention_keep_last,
+            retention_interval_secs,
+            api_tokens,
         } = args;
         set(&mut self.bind, bind);
         set(&mut self.data_dir, data_dir);
         set(&mut self.max_concurrent_builds, max_concurrent_builds);
         set(&mut self.max_upload_bytes, max_upload_bytes);
         set(&mut self.max_dockerfile_bytes, max_dockerfile_bytes);
+        set(&mut self.max_queued_builds, max_queued_builds);
+        set(&mut self.shutdown_grace_secs, shutdown_grace_secs);
+        set(&mut self.retention_interval_secs, retention_interval_secs);
+        if retention_days.is_some() {
+            self.retention_days = retention_days;
+        }
+        if retention_keep_last.is_some() {
+            self.retention_keep_last = retention_keep_last;
+        }
+        if let Some(tokens) = api_tokens {
+            self.auth.tokens = tokens.into_iter().map(Secret::new).collect();
+        }
+        self.auth
+            .tokens
+            .retain(|token| !token.expose().trim().is_empty());
         if docker_host.is_some() {
             self.docker_host = docker_host;
         }
@@ -138,6 +209,11 @@ impl Config {
             ("max_concurrent_builds", self.max_concurrent_builds),
             ("max_upload_bytes", self.max_upload_bytes),
             ("max_dockerfile_bytes", self.max_dockerfile_bytes),
+            ("max_queued_builds", self.max_queued_builds),
+            (
+                "retention_interval_secs",
+                self.retention_interval_secs as usize,
+            ),
         ];
         match positive.iter().find(|(_, value)| *value == 0) {
             Some((key, _)) => Err(ConfigError::Invalid(format!("{key} must be at least 1"))),

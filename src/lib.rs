@@ -11,10 +11,11 @@ pub mod http;
 pub mod store;
 
 use std::net::TcpListener;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 
-use builds::{BuildService, Limits};
+use builds::{BuildService, Limits, Retention};
 use config::Config;
 use docker::{BuilderConfig, BuilderPool};
 use store::{Store, StoreError};
@@ -27,16 +28,52 @@ pub enum StartError {
     Store(#[from] StoreError),
 }
 
-/// Binds `config.bind` and serves until the process is asked to stop.
+/// Binds `config.bind` and serves until SIGTERM or SIGINT; then stops accepting,
+/// lets running builds finish within the grace period, and stops.
 pub async fn serve(config: Config) -> Result<(), StartError> {
     let listener = TcpListener::bind(&config.bind)?;
-    launch(config, listener).await?.await?;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let (server, builds) = launch(config, listener).await?;
+    let handle = server.handle();
+    let serving = tokio::spawn(server);
+    wait_for_stop_signal().await;
+    log::info!("stopping: no new requests; running builds get {grace:?} to finish");
+    let no_new_requests = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.stop(true).await }
+    });
+    builds.shutdown(grace).await;
+    // Followers of builds left queued would wait forever: close what is still open.
+    handle.stop(false).await;
+    let _ = no_new_requests.await;
+    let _ = serving.await;
+    log::info!("stopped");
     Ok(())
 }
 
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(err) => {
+            log::warn!("cannot listen for SIGTERM ({err}); only SIGINT stops dockpub gracefully");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// Opens the store, recovers interrupted builds, starts the queue and returns the
-/// running HTTP server on `listener` (which may be bound to port 0).
-pub async fn launch(config: Config, listener: TcpListener) -> Result<Server, StartError> {
+/// running HTTP server on `listener` (which may be bound to port 0) and the build
+/// service behind it.
+pub async fn launch(
+    config: Config,
+    listener: TcpListener,
+) -> Result<(Server, BuildService), StartError> {
     let store = Store::open(&config.data_dir)?;
     let pool = BuilderPool::new(vec![BuilderConfig {
         name: "local".into(),
@@ -46,10 +83,22 @@ pub async fn launch(config: Config, listener: TcpListener) -> Result<Server, Sta
     }]);
     let limits = Limits {
         max_dockerfile_bytes: config.max_dockerfile_bytes,
+        max_queued_builds: config.max_queued_builds,
     };
-    let service = BuildService::start(store, pool, limits).await?;
+    let retention = Retention {
+        days: config.retention_days,
+        keep_last: config.retention_keep_last,
+        interval: Duration::from_secs(config.retention_interval_secs),
+    };
+    let service = BuildService::start(store, pool, limits, retention).await?;
     let address = listener.local_addr()?;
-    let server = http::server(service, &config, listener)?;
+    if !address.ip().is_loopback() && config.auth.tokens.is_empty() {
+        log::warn!(
+            "WARNING: listening on {address}, beyond loopback, with no API tokens: anyone who reaches it can run \
+             any Dockerfile on your Docker daemon. Set [auth] tokens or DOCKPUB_API_TOKENS."
+        );
+    }
+    let server = http::server(service.clone(), &config, listener)?;
     log::info!("dockpub listening on http://{address}");
-    Ok(server)
+    Ok((server, service))
 }

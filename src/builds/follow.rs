@@ -6,10 +6,11 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
+use super::engine::Engine;
 use super::events::{Event, Subscription};
 use super::model::{Build, LogLine};
 use super::progress::Progress;
-use super::{BuildError, BuildService, Engine};
+use super::{BuildError, BuildService};
 
 /// Room for items a slow reader has not taken yet; past it the follower waits
 /// (and, if it falls further behind, re-reads the store), never the build.

@@ -2,6 +2,7 @@
 
 mod cancel;
 pub mod dockerfile;
+mod engine;
 mod events;
 mod follow;
 mod logs;
@@ -9,6 +10,7 @@ pub mod model;
 pub mod progress;
 mod queue;
 pub mod reference;
+mod retention;
 mod runner;
 pub mod status;
 mod vault;
@@ -16,14 +18,19 @@ mod vault;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::docker::{BuilderPool, DockerError};
 use crate::store::{Changes, ListFilter, Store, StoreError};
 use cancel::CancelSignals;
 use dockerfile::DockerfileError;
-use events::{Event, EventHub};
+use engine::Engine;
+use events::Event;
 pub use follow::Followed;
 use model::{Build, Credentials, NewBuild, TagPlan, Timestamp};
 use reference::ReferenceError;
+pub use retention::Retention;
 use status::Status;
 use vault::CredentialVault;
 
@@ -46,6 +53,8 @@ pub enum BuildError {
     },
     #[error("build {id} has already ended: {status}")]
     AlreadyFinal { id: i64, status: Status },
+    #[error("the queue is full ({limit} builds wait); try again later")]
+    QueueFull { limit: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -64,6 +73,7 @@ pub struct SubmitRequest {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_dockerfile_bytes: usize,
+    pub max_queued_builds: usize,
 }
 
 /// The build service the HTTP layer talks to. Cheap to clone.
@@ -73,22 +83,13 @@ pub struct BuildService {
     limits: Limits,
 }
 
-/// What the queue, the runners and the followers share.
-struct Engine {
-    store: Store,
-    pool: BuilderPool,
-    vault: CredentialVault,
-    queue: queue::Wakeup,
-    events: Arc<EventHub>,
-    cancels: CancelSignals,
-}
-
 impl BuildService {
     /// Requeues builds a previous run left unfinished and starts the dispatcher.
     pub async fn start(
         store: Store,
         pool: BuilderPool,
         limits: Limits,
+        retention: Retention,
     ) -> Result<Self, StoreError> {
         let engine = Arc::new(Engine {
             store,
@@ -97,12 +98,50 @@ impl BuildService {
             queue: queue::Wakeup::default(),
             events: Arc::default(),
             cancels: CancelSignals::default(),
+            runners: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            interrupting: CancellationToken::new(),
         });
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
         }
         queue::spawn_dispatcher(engine.clone());
-        Ok(BuildService { engine, limits })
+        let service = BuildService { engine, limits };
+        retention::spawn_pruner(service.clone(), retention);
+        Ok(service)
+    }
+
+    /// Stops starting builds, gives running ones `grace` to finish, then stops
+    /// them and leaves them queued for the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        let engine = &self.engine;
+        engine.stopping.cancel();
+        engine.runners.close();
+        if tokio::time::timeout(grace, engine.runners.wait())
+            .await
+            .is_err()
+        {
+            log::warn!(
+                "shutdown: builds still running after {grace:?}; stopping them, they stay queued"
+            );
+            engine.interrupting.cancel();
+            engine.runners.wait().await;
+        }
+        log::info!("shutdown: no build is running");
+    }
+
+    /// What keeps dockpub from building right now; empty when it is ready.
+    pub async fn readiness(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(err) = self.engine.store.ping().await {
+            problems.push(format!("store: {err}"));
+        }
+        for builder in self.engine.pool.builders() {
+            if let Err(err) = builder.ping().await {
+                problems.push(format!("builder '{}': {err}", builder.name()));
+            }
+        }
+        problems
     }
 
     pub fn store(&self) -> &Store {
@@ -169,13 +208,17 @@ impl BuildService {
         let build = self
             .engine
             .store
-            .insert_build(new, move |id| {
+            .insert_build(new, self.limits.max_queued_builds, move |id| {
                 // Before the row is visible, so the runner always finds them.
                 if let Some(credentials) = credentials {
                     engine.vault.insert(id, credentials);
                 }
             })
-            .await?;
+            .await
+            .map_err(|err| match err {
+                StoreError::QueueFull { limit } => BuildError::QueueFull { limit },
+                other => BuildError::Store(other),
+            })?;
         match build.retry_of {
             Some(original) => log::info!(
                 "build {}: queued ({}, retrying build {original})",
@@ -300,49 +343,5 @@ async fn wait_until_final(subscription: &mut events::Subscription) {
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
-    }
-}
-
-impl Engine {
-    /// Every status change goes through here: one log line and one event each.
-    async fn transition(
-        &self,
-        id: i64,
-        to: Status,
-        changes: Changes,
-    ) -> Result<Option<Build>, StoreError> {
-        self.transition_from_any(id, None, to, changes).await
-    }
-
-    /// Like [`Engine::transition`], but only out of `from`.
-    async fn transition_from(
-        &self,
-        id: i64,
-        from: Status,
-        to: Status,
-        changes: Changes,
-    ) -> Result<Option<Build>, StoreError> {
-        self.transition_from_any(id, Some(from), to, changes).await
-    }
-
-    async fn transition_from_any(
-        &self,
-        id: i64,
-        from: Option<Status>,
-        to: Status,
-        changes: Changes,
-    ) -> Result<Option<Build>, StoreError> {
-        let error = changes.error.clone();
-        let moved = self.store.transition(id, from, to, changes).await?;
-        match (&moved, error) {
-            (Some(_), Some(error)) => log::info!("build {id}: {to}: {error}"),
-            (Some(_), None) => log::info!("build {id}: {to}"),
-            (None, _) => log::debug!("build {id}: did not move to {to}: its status had changed"),
-        }
-        if let Some(build) = &moved {
-            self.events
-                .publish(id, Event::Status(Arc::new(build.clone())));
-        }
-        Ok(moved)
     }
 }

@@ -72,7 +72,8 @@ pub struct Credentials {
 }
 
 /// A string that never shows itself in Debug or Display output.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {

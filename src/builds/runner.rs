@@ -3,11 +3,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::engine::Engine;
 use super::logs::LogWriter;
 use super::model::{Build, Credentials};
 use super::progress::ProgressTracker;
 use super::status::Status;
-use super::Engine;
 use crate::docker::{step_container, BuildSpec, Builder, DockerError, Slot};
 use crate::store::{Changes, StoreError};
 
@@ -23,6 +23,19 @@ enum RunError {
     Interrupted(Status),
     #[error("cancelled")]
     Cancelled,
+    #[error("dockpub is shutting down; the build will run again at the next start")]
+    ShuttingDown,
+}
+
+impl RunError {
+    /// Errors after which the build goes back to the queue rather than failing.
+    fn requeues(&self) -> bool {
+        match self {
+            RunError::ShuttingDown => true,
+            RunError::Docker(err) => err.is_unreachable(),
+            _ => false,
+        }
+    }
 }
 
 /// What a successful run produced.
@@ -62,14 +75,18 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     let result = tokio::select! {
         result = execute(&engine, &build, slot.builder(), &output) => result,
         () = cancel.cancelled() => Err(RunError::Cancelled),
+        () = engine.interrupting.cancelled() => Err(RunError::ShuttingDown),
     };
     // Dropping the unfinished `execute` closed its daemon connection, which stops
     // the daemon's build; what it already tagged for this build is taken back.
-    if matches!(result, Err(RunError::Cancelled)) {
+    if matches!(result, Err(RunError::Cancelled | RunError::ShuttingDown)) {
         clean_up_cancelled(&engine, id, slot.builder(), &output).await;
     }
     match &result {
         Err(RunError::Cancelled) => output.log.line("dockpub: cancelled".into()),
+        Err(err) if err.requeues() => output
+            .log
+            .line(format!("dockpub: back to the queue: {err}")),
         Err(err) => output.log.line(format!("dockpub: build failed: {err}")),
         Ok(_) => {}
     }
@@ -100,6 +117,7 @@ async fn finish(engine: &Engine, id: i64, result: Result<Outcome, RunError>) {
             },
         ),
         Err(RunError::Cancelled) => (Status::Cancelled, Changes::default()),
+        Err(err) if err.requeues() => (Status::Queued, Changes::default()),
         Err(err) => (
             Status::Failed,
             Changes {
@@ -112,8 +130,13 @@ async fn finish(engine: &Engine, id: i64, result: Result<Outcome, RunError>) {
         log::error!("build {id}: cannot record that it ended {status}: {err}");
     }
     engine.events.clear_progress(id);
-    engine.vault.remove(id);
     engine.cancels.remove(id);
+    if status == Status::Queued {
+        // It runs again: in this process with its credentials, or after a restart without.
+        engine.queue.wake();
+    } else {
+        engine.vault.remove(id);
+    }
 }
 
 async fn execute(

@@ -32,6 +32,24 @@ pub enum DockerError {
     Daemon(#[from] bollard::errors::Error),
 }
 
+impl DockerError {
+    /// The daemon could not be reached at all (as opposed to answering with an error).
+    pub fn is_unreachable(&self) -> bool {
+        use bollard::errors::Error as E;
+        match self {
+            DockerError::Unreachable { .. } => true,
+            DockerError::Daemon(err) => matches!(
+                err,
+                E::IOError { .. }
+                    | E::HyperLegacyError { .. }
+                    | E::RequestTimeoutError
+                    | E::SocketNotFoundError(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// How to reach one Docker Engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuilderConfig {
@@ -79,6 +97,12 @@ impl Builder {
                 docker.negotiate_version().await.map_err(unreachable)
             })
             .await
+    }
+
+    /// Whether the daemon answers right now.
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        self.client().await?.ping().await?;
+        Ok(())
     }
 
     /// Removes `reference` only while it still names `image_id`: a later build may

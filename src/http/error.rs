@@ -2,6 +2,7 @@
 //! and a stable code here. The v1 API answers `{"error":{"code","message"}}`; the
 //! seed-compatible API answers in the Django service's `{"message": ...}` shape.
 
+use actix_web::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
@@ -9,6 +10,9 @@ use serde_json::{json, Value};
 use crate::builds::reference::ReferenceError;
 use crate::builds::BuildError;
 use crate::docker::DockerError;
+
+/// What a client told "queue full" should wait before submitting again.
+const QUEUE_FULL_RETRY_AFTER_SECS: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -30,6 +34,8 @@ pub enum ApiError {
     InvalidId(String),
     #[error("invalid query: {0}")]
     InvalidQuery(String),
+    #[error("this API wants 'Authorization: Bearer <token>' with a configured token")]
+    Unauthorized,
     #[error("no such route")]
     NoRoute,
     #[error("method not allowed on this route")]
@@ -56,6 +62,7 @@ impl ApiError {
             ApiError::InvalidField { .. } => "invalid_field",
             ApiError::InvalidId(_) => "invalid_id",
             ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::Unauthorized => "unauthorized",
             ApiError::NoRoute => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
         }
@@ -70,6 +77,7 @@ fn build_error_code(err: &BuildError) -> &'static str {
         BuildError::NotFound(_) => "build_not_found",
         BuildError::NotFinal { .. } => "build_not_final",
         BuildError::AlreadyFinal { .. } => "build_final",
+        BuildError::QueueFull { .. } => "queue_full",
         BuildError::Store(_) => "store_error",
         BuildError::Docker(DockerError::Unreachable { .. }) => "docker_unavailable",
         BuildError::Docker(_) => "docker_error",
@@ -83,6 +91,7 @@ fn build_error_status(err: &BuildError) -> StatusCode {
         }
         BuildError::NotFound(_) => StatusCode::NOT_FOUND,
         BuildError::NotFinal { .. } | BuildError::AlreadyFinal { .. } => StatusCode::CONFLICT,
+        BuildError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
         BuildError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         BuildError::Docker(DockerError::Unreachable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         BuildError::Docker(_) => StatusCode::BAD_GATEWAY,
@@ -101,6 +110,7 @@ impl ResponseError for ApiError {
             | ApiError::InvalidField { .. }
             | ApiError::InvalidId(_)
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -111,7 +121,17 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             log::error!("{status}: {self}");
         }
-        HttpResponse::build(status).json(json!({
+        let mut response = HttpResponse::build(status);
+        match self {
+            ApiError::Unauthorized => {
+                response.insert_header((WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::Build(BuildError::QueueFull { .. }) => {
+                response.insert_header((RETRY_AFTER, QUEUE_FULL_RETRY_AFTER_SECS.to_string()));
+            }
+            _ => {}
+        }
+        response.json(json!({
             "error": { "code": self.code(), "message": self.to_string() }
         }))
     }

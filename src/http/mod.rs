@@ -1,6 +1,7 @@
 //! HTTP: routing, thin handlers, and the one place errors become JSON.
 
 mod actions;
+mod auth;
 mod error;
 mod form;
 mod live;
@@ -11,9 +12,11 @@ mod views;
 use std::net::TcpListener;
 
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;
 
+use crate::builds::model::Secret;
 use crate::builds::BuildService;
 use crate::config::Config;
 pub use error::{ApiError, SeedError};
@@ -23,12 +26,14 @@ pub use form::UploadLimits;
 pub struct AppState {
     pub builds: BuildService,
     pub upload: UploadLimits,
+    pub tokens: Vec<Secret>,
 }
 
 /// Every route, for the server and for tests alike.
 pub fn configure_routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(query_errors())
         .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
         .service(web::scope("/api/v1").configure(v1::routes))
         .configure(seed::routes)
         .default_service(web::to(|| async {
@@ -47,12 +52,16 @@ pub fn server(
             max_upload_bytes: config.max_upload_bytes,
             max_dockerfile_bytes: config.max_dockerfile_bytes,
         },
+        tokens: config.auth.tokens.clone(),
     });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(from_fn(auth::require_token))
             .configure(configure_routes)
     })
+    // dockpub handles SIGTERM/SIGINT itself, to drain builds (see `crate::serve`).
+    .disable_signals()
     .listen(listener)?
     .run();
     Ok(server)
@@ -60,6 +69,15 @@ pub fn server(
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// 200 when the store and every builder's daemon answer; 503 with the reasons otherwise.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let problems = state.builds.readiness().await;
+    if problems.is_empty() {
+        return HttpResponse::Ok().json(json!({ "status": "ready" }));
+    }
+    HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable", "reasons": problems }))
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {

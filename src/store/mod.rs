@@ -29,6 +29,8 @@ pub enum StoreError {
     SchemaTooNew { found: usize, known: usize },
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    #[error("the queue is full ({limit} builds wait)")]
+    QueueFull { limit: usize },
     #[error("store task did not finish: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -90,18 +92,25 @@ impl Store {
         tokio::task::spawn_blocking(move || work(&mut *pool.get()?, &files)).await?
     }
 
-    /// Inserts a queued build and stores its Dockerfile; both or neither.
-    /// `before_commit` runs with the new id while the row is not yet visible to others.
+    /// Inserts a queued build and stores its Dockerfile; both or neither. Refuses
+    /// when `queue_limit` builds already wait. `before_commit` runs with the new id
+    /// while the row is not yet visible to others.
     pub async fn insert_build<F>(
         &self,
         new: NewBuild,
+        queue_limit: usize,
         before_commit: F,
     ) -> Result<Build, StoreError>
     where
         F: FnOnce(i64) + Send + 'static,
     {
         self.blocking(move |conn, files| {
-            let tx = conn.transaction()?;
+            // Immediate: the count and the insert happen under one write lock.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let queued: i64 = tx.query_row("SELECT COUNT(*) FROM builds WHERE status = 'queued'", [], |row| row.get(0))?;
+            if queued as usize >= queue_limit {
+                return Err(StoreError::QueueFull { limit: queue_limit });
+            }
             let listed = match &new.tags {
                 TagPlan::Listed(tags) => tags.clone(),
                 TagPlan::TimestampAndId => Vec::new(),
@@ -208,6 +217,40 @@ impl Store {
                 transition(conn, id, None, Status::Queued, &Changes::default())?;
             }
             Ok(ids)
+        })
+        .await
+    }
+
+    /// Final builds to prune: finished before `finished_before` (if given) and not
+    /// among the newest `keep_last` final builds (if given). Oldest first.
+    pub async fn prunable_builds(
+        &self,
+        finished_before: Option<Timestamp>,
+        keep_last: Option<usize>,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.blocking(move |conn, _| {
+            let finals = final_statuses();
+            let sql = format!(
+                "SELECT id FROM builds
+                 WHERE status IN ({finals}) AND (?1 IS NULL OR finished_at < ?1)
+                   AND id NOT IN (SELECT id FROM builds WHERE status IN ({finals}) ORDER BY id DESC LIMIT ?2)
+                 ORDER BY id"
+            );
+            let before = finished_before.map(Timestamp::to_rfc3339);
+            let keep = keep_last.unwrap_or(0) as i64;
+            let mut statement = conn.prepare(&sql)?;
+            let ids = statement.query_map(params![before, keep], |row| row.get(0))?;
+            Ok(ids.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Whether SQLite answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.blocking(|conn, _| {
+            Ok(conn
+                .query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
+                .map(drop)?)
         })
         .await
     }
