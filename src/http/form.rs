@@ -6,9 +6,19 @@ use std::collections::HashMap;
 use actix_multipart::Multipart;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{web, HttpRequest};
-use futures_util::StreamExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use actix_web::error::PayloadError;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 
 use super::error::ApiError;
+
+/// How often a wait on the multipart parser checks whether the body has ended.
+const STALL_CHECK: Duration = Duration::from_millis(200);
 
 /// The longest value a text field (repository, tag, credentials…) may have.
 const MAX_TEXT_FIELD_BYTES: usize = 8 * 1024;
@@ -58,10 +68,11 @@ pub async fn read_form(
     if declared_length(req).is_some_and(|length| length > limits.max_upload_bytes) {
         return Err(too_large);
     }
-    let mut multipart = Multipart::new(req.headers(), payload);
+    let ended = Arc::new(AtomicBool::new(false));
+    let mut multipart = Multipart::new(req.headers(), mark_end(payload, ended.clone()));
     let mut form = Form::default();
     let mut total = 0usize;
-    while let Some(field) = multipart.next().await {
+    while let Some(field) = next_unless_stalled(&mut multipart, &ended).await? {
         let mut field = field.map_err(|err| ApiError::BadMultipart(err.to_string()))?;
         let name = field.name().unwrap_or_default().to_string();
         let keep = if file_fields.contains(&name.as_str()) {
@@ -70,7 +81,7 @@ pub async fn read_form(
             MAX_TEXT_FIELD_BYTES + 1
         };
         let mut value = Vec::new();
-        while let Some(chunk) = field.next().await {
+        while let Some(chunk) = next_unless_stalled(&mut field, &ended).await? {
             let chunk = chunk.map_err(|err| ApiError::BadMultipart(err.to_string()))?;
             total += chunk.len();
             if total > limits.max_upload_bytes {
@@ -90,6 +101,37 @@ pub async fn read_form(
         form.add(name, value);
     }
     Ok(form)
+}
+
+/// Sets `ended` once the request body has been read to its end.
+fn mark_end(
+    payload: web::Payload,
+    ended: Arc<AtomicBool>,
+) -> impl Stream<Item = Result<Bytes, PayloadError>> {
+    payload.chain(futures_util::stream::poll_fn(move |_| {
+        ended.store(true, Ordering::Release);
+        Poll::Ready(None)
+    }))
+}
+
+/// The stream's next item, or a 400 when the body has ended but the multipart
+/// parser still waits for more: a body cut off right after a boundary line
+/// would otherwise hold the request open forever.
+async fn next_unless_stalled<S: Stream + Unpin>(
+    stream: &mut S,
+    ended: &AtomicBool,
+) -> Result<Option<S::Item>, ApiError> {
+    loop {
+        match tokio::time::timeout(STALL_CHECK, stream.next()).await {
+            Ok(item) => return Ok(item),
+            Err(_) if ended.load(Ordering::Acquire) => {
+                return Err(ApiError::BadMultipart(
+                    "the body ended before the closing boundary".into(),
+                ))
+            }
+            Err(_) => continue,
+        }
+    }
 }
 
 fn declared_length(req: &HttpRequest) -> Option<usize> {

@@ -303,3 +303,145 @@ pub fn local_image_exists(reference: &str) -> bool {
         .expect("docker image inspect")
         .success()
 }
+
+impl Server {
+    /// SIGTERM, then waits (up to `limit`) for the process to exit on its own.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success());
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("dockpub status") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockpub did not stop within {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Build statuses straight from SQLite, by id (for when no server is running).
+    pub fn stored_statuses(&self) -> Vec<(i64, String)> {
+        let db = rusqlite::Connection::open(self.data_dir().join("dockpub.sqlite3"))
+            .expect("open the database");
+        let mut statement = db
+            .prepare("SELECT id, status FROM builds ORDER BY id")
+            .unwrap();
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+}
+
+/// A second, private Docker daemon the test can stop and start (for outages).
+pub struct PrivateDaemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateDaemon {
+    /// Starts it and gives it the base image.
+    pub fn start(env: &TestEnv) -> PrivateDaemon {
+        let dir = tempfile::Builder::new()
+            .prefix("dockpub-dockerd")
+            .tempdir()
+            .expect("temp dir");
+        // /etc/docker/daemon.json sets data-root and storage driver; a flag repeating them is refused.
+        std::fs::write(dir.path().join("daemon.json"), "{}").unwrap();
+        let mut daemon = PrivateDaemon { dir, child: None };
+        daemon.resume();
+        let save = Command::new("docker")
+            .args(["save", &env.base_image])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let loaded = Command::new("docker")
+            .args(["-H", &daemon.host(), "load"])
+            .stdin(save.stdout.unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            loaded.status.success(),
+            "{}",
+            String::from_utf8_lossy(&loaded.stderr)
+        );
+        daemon
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
+    /// Starts the daemon (again) on the same folders and waits until it answers.
+    pub fn resume(&mut self) {
+        let path = |name: &str| self.dir.path().join(name).display().to_string();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path("dockerd.log"))
+            .unwrap();
+        let child = Command::new("dockerd")
+            .args([
+                "--host",
+                &self.host(),
+                "--data-root",
+                &path("data"),
+                "--exec-root",
+                &path("exec"),
+            ])
+            .args([
+                "--pidfile",
+                &path("docker.pid"),
+                "--config-file",
+                &path("daemon.json"),
+            ])
+            .args(["--bridge", "none", "--iptables=false"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "private dockerd did not start: {}",
+                std::fs::read_to_string(path("dockerd.log")).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops the daemon the way an operator would (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            child.wait().expect("wait for dockerd");
+        }
+    }
+
+    fn answers(&self) -> bool {
+        Command::new("docker")
+            .args(["-H", &self.host(), "info"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+}
+
+impl Drop for PrivateDaemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
