@@ -27,8 +27,11 @@ fn case(name: impl Into<String>, method: Method, path: impl Into<String>) -> Cas
     }
 }
 
+/// A form part: (field name, file name, content).
+type Part<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
+
 /// A multipart body with `boundary` from (name, file name, content) parts.
-fn multipart(boundary: &str, parts: &[(&[u8], Option<&[u8]>, &[u8])]) -> Vec<u8> {
+fn multipart(boundary: &str, parts: &[Part]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, file_name, content) in parts {
         body.extend_from_slice(
@@ -49,7 +52,7 @@ fn multipart(boundary: &str, parts: &[(&[u8], Option<&[u8]>, &[u8])]) -> Vec<u8>
     body
 }
 
-fn form_case(name: impl Into<String>, path: &str, parts: &[(&[u8], Option<&[u8]>, &[u8])]) -> Case {
+fn form_case(name: impl Into<String>, path: &str, parts: &[Part]) -> Case {
     Case {
         content_type: Some("multipart/form-data; boundary=XyZ".into()),
         body: multipart("XyZ", parts),
@@ -201,7 +204,7 @@ fn corpus(env: &TestEnv) -> Vec<Case> {
         "a,b",
     ] {
         for repeat in [1, 2] {
-            let mut parts: Vec<(&[u8], Option<&[u8]>, &[u8])> = vec![
+            let mut parts: Vec<Part> = vec![
                 (b"file", Some(b"Dockerfile"), dockerfile),
                 (b"repository", None, good_repository.as_bytes()),
             ];

@@ -358,16 +358,17 @@ impl PrivateDaemon {
         std::fs::write(dir.path().join("daemon.json"), "{}").unwrap();
         let mut daemon = PrivateDaemon { dir, child: None };
         daemon.resume();
-        let save = Command::new("docker")
+        let mut save = Command::new("docker")
             .args(["save", &env.base_image])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let loaded = Command::new("docker")
             .args(["-H", &daemon.host(), "load"])
-            .stdin(save.stdout.unwrap())
+            .stdin(save.stdout.take().unwrap())
             .output()
             .unwrap();
+        assert!(save.wait().unwrap().success(), "docker save failed");
         assert!(
             loaded.status.success(),
             "{}",
