@@ -1,8 +1,12 @@
 //! The domain: what a build is, what a valid request is, and the queue that runs them.
 
+pub mod context;
+pub mod credentials;
+pub mod docker_config;
 pub mod dockerfile;
 mod logs;
 pub mod model;
+pub mod options;
 mod queue;
 pub mod reference;
 mod runner;
@@ -10,11 +14,15 @@ pub mod status;
 mod vault;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::docker::{BuilderPool, DockerError};
 use crate::store::{Changes, ListFilter, Store, StoreError};
+use context::{ContextError, ContextUpload, DockerfileSource, PreparedContext};
+use credentials::CredentialResolver;
 use dockerfile::DockerfileError;
-use model::{Build, Credentials, NewBuild, TagPlan, Timestamp};
+use model::{Build, BuildOptions, Credentials, NewBuild, TagPlan, Timestamp};
+use options::{NetworkPolicy, OptionError, OptionsRequest};
 use reference::ReferenceError;
 use status::Status;
 use vault::CredentialVault;
@@ -25,6 +33,12 @@ pub enum BuildError {
     InvalidDockerfile(#[from] DockerfileError),
     #[error(transparent)]
     InvalidReference(#[from] ReferenceError),
+    #[error(transparent)]
+    InvalidOption(#[from] OptionError),
+    #[error(transparent)]
+    InvalidContext(#[from] ContextError),
+    #[error("send the Dockerfile as 'file', or a 'context' archive that holds it")]
+    NoDockerfile,
     #[error("build {0} not found")]
     NotFound(i64),
     #[error("build {id} is {status}; only a finished build can be deleted")]
@@ -37,16 +51,28 @@ pub enum BuildError {
 
 /// A build request as it arrives, before validation.
 pub struct SubmitRequest {
-    pub dockerfile: Vec<u8>,
+    /// The `file` field: the Dockerfile itself.
+    pub dockerfile: Option<Vec<u8>>,
+    pub context: Option<ContextUpload>,
     pub repository: String,
     pub tags: TagPlan,
     pub push: bool,
     pub credentials: Option<Credentials>,
+    pub options: OptionsRequest,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// What a submission may be.
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub max_dockerfile_bytes: usize,
+    pub networks: NetworkPolicy,
+}
+
+/// How builds run.
+pub struct RunSettings {
+    /// The daemon's part of a build is stopped past this.
+    pub build_timeout: Duration,
+    pub credentials: CredentialResolver,
 }
 
 /// The build service the HTTP layer talks to. Cheap to clone.
@@ -62,6 +88,7 @@ struct Engine {
     pool: BuilderPool,
     vault: CredentialVault,
     queue: queue::Wakeup,
+    settings: RunSettings,
 }
 
 impl BuildService {
@@ -70,12 +97,14 @@ impl BuildService {
         store: Store,
         pool: BuilderPool,
         limits: Limits,
+        settings: RunSettings,
     ) -> Result<Self, StoreError> {
         let engine = Arc::new(Engine {
             store,
             pool,
             vault: CredentialVault::default(),
             queue: queue::Wakeup::default(),
+            settings,
         });
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
@@ -89,14 +118,37 @@ impl BuildService {
     }
 
     pub async fn submit(&self, request: SubmitRequest) -> Result<Build, BuildError> {
-        let new = self.validate(request.dockerfile, &request.repository, &request.tags)?;
+        let SubmitRequest {
+            dockerfile,
+            context,
+            repository,
+            tags,
+            push,
+            credentials,
+            options,
+        } = request;
+        // The cheap checks first: a bad tag never waits for an archive to be read.
+        reference::validate_repository(&repository)?;
+        if let TagPlan::Listed(tags) = &tags {
+            tags.iter()
+                .try_for_each(|tag| reference::validate_tag(tag))?;
+        }
+        let dockerfile_field = options.dockerfile.clone();
+        let mut build_options = options.validate(&self.limits.networks)?;
+        let (dockerfile, context) = self
+            .dockerfile_and_context(dockerfile, context, dockerfile_field, &mut build_options)
+            .await?;
         let new = NewBuild {
-            push: request.push,
-            registry_username: request.credentials.as_ref().map(|c| c.username.clone()),
-            ..new
+            repository,
+            tags,
+            push,
+            registry_username: credentials.as_ref().map(|c| c.username.clone()),
+            dockerfile,
+            context,
+            options: build_options,
+            created_at: Timestamp::now(),
         };
         let engine = self.engine.clone();
-        let credentials = request.credentials;
         let build = self
             .engine
             .store
@@ -112,27 +164,57 @@ impl BuildService {
         Ok(build)
     }
 
-    fn validate(
+    /// The Dockerfile's text and the checked context, from whichever of the two
+    /// fields were sent; records where the Dockerfile came from in `options`.
+    async fn dockerfile_and_context(
         &self,
-        dockerfile: Vec<u8>,
-        repository: &str,
-        tags: &TagPlan,
-    ) -> Result<NewBuild, BuildError> {
-        let dockerfile =
-            dockerfile::validate_dockerfile(dockerfile, self.limits.max_dockerfile_bytes)?;
-        reference::validate_repository(repository)?;
-        if let TagPlan::Listed(tags) = tags {
-            tags.iter()
-                .try_for_each(|tag| reference::validate_tag(tag))?;
-        }
-        Ok(NewBuild {
-            repository: repository.to_string(),
-            tags: tags.clone(),
-            push: true,
-            registry_username: None,
-            dockerfile,
-            created_at: Timestamp::now(),
-        })
+        file: Option<Vec<u8>>,
+        upload: Option<ContextUpload>,
+        dockerfile_field: Option<String>,
+        options: &mut BuildOptions,
+    ) -> Result<(String, Option<PreparedContext>), BuildError> {
+        let limit = self.limits.max_dockerfile_bytes;
+        let Some(upload) = upload else {
+            if dockerfile_field.is_some() {
+                return Err(OptionError {
+                    field: "dockerfile",
+                    message: "names a path inside a context; send a 'context' archive".into(),
+                }
+                .into());
+            }
+            let file = file.ok_or(BuildError::NoDockerfile)?;
+            return Ok((dockerfile::validate_dockerfile(file, limit)?, None));
+        };
+        options.context_bytes = Some(upload.bytes);
+        let source = match (file, dockerfile_field) {
+            (Some(_), Some(_)) => {
+                return Err(OptionError {
+                    field: "dockerfile",
+                    message: "not with 'file': the uploaded file is the Dockerfile".into(),
+                }
+                .into())
+            }
+            (Some(file), None) => {
+                DockerfileSource::Uploaded(dockerfile::validate_dockerfile(file, limit)?)
+            }
+            (None, path) => {
+                let path = options::dockerfile_path(path.as_deref().unwrap_or("Dockerfile"))?;
+                options.dockerfile = Some(path.clone());
+                DockerfileSource::InContext(path)
+            }
+        };
+        let uploaded = match &source {
+            DockerfileSource::Uploaded(text) => Some(text.clone()),
+            DockerfileSource::InContext(_) => None,
+        };
+        let prepared = tokio::task::spawn_blocking(move || context::prepare(upload, source, limit))
+            .await
+            .map_err(|err| ContextError::Io(std::io::Error::other(err)))??;
+        let text = match prepared.dockerfile_in_context {
+            Some(bytes) => dockerfile::validate_dockerfile(bytes, limit)?,
+            None => uploaded.ok_or(BuildError::NoDockerfile)?,
+        };
+        Ok((text, Some(prepared.context)))
     }
 
     pub async fn get(&self, id: i64) -> Result<Build, BuildError> {

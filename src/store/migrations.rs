@@ -6,7 +6,10 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Every migration, in order. Migration N (1-based) moves `user_version` from N-1 to N.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_builds.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_builds.sql"),
+    include_str!("migrations/002_contexts.sql"),
+];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;

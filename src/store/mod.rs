@@ -5,6 +5,7 @@ mod files;
 mod migrations;
 mod rows;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use r2d2::Pool;
@@ -37,6 +38,7 @@ pub enum StoreError {
 pub struct Changes {
     pub image_id: Option<String>,
     pub digest: Option<String>,
+    pub digests: Option<BTreeMap<String, String>>,
     pub error: Option<String>,
 }
 
@@ -70,7 +72,7 @@ impl Store {
             });
         let pool = Pool::builder().max_size(8).build(manager)?;
         migrations::apply(&mut *pool.get()?)?;
-        let files = BuildFiles::open(data_dir.join("builds"))?;
+        let files = BuildFiles::open(data_dir.join("builds"), data_dir.join("uploads"))?;
         Ok(Store { pool, files })
     }
 
@@ -106,8 +108,9 @@ impl Store {
                 TagPlan::TimestampAndId => Vec::new(),
             };
             tx.execute(
-                "INSERT INTO builds (status, repository, tags, push, registry_username, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO builds (status, repository, tags, push, registry_username, created_at,
+                                     options, context_dockerfile)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     Status::Queued.as_str(),
                     new.repository,
@@ -115,6 +118,8 @@ impl Store {
                     new.push,
                     new.registry_username,
                     new.created_at.to_rfc3339(),
+                    rows::to_json(&new.options),
+                    new.context.as_ref().map(|c| c.dockerfile_path.as_str()),
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -125,7 +130,17 @@ impl Store {
                     params![id, rows::tags_to_json(&[tag])],
                 )?;
             }
-            files.write_dockerfile(id, &new.dockerfile)?;
+            let stored =
+                files
+                    .write_dockerfile(id, &new.dockerfile)
+                    .and_then(|()| match new.context {
+                        Some(context) => files.keep_context(id, context.archive),
+                        None => Ok(()),
+                    });
+            if let Err(err) = stored {
+                files.remove(id)?;
+                return Err(err.into());
+            }
             before_commit(id);
             if let Err(err) = tx.commit() {
                 files.remove(id)?;
@@ -283,7 +298,7 @@ fn transition(
     let now = Timestamp::now().to_rfc3339();
     let status = to.as_str();
     let allowed: Vec<&str> = to.predecessors().iter().map(|s| s.as_str()).collect();
-    let placeholders: Vec<String> = (7..7 + allowed.len()).map(|n| format!("?{n}")).collect();
+    let placeholders: Vec<String> = (8..8 + allowed.len()).map(|n| format!("?{n}")).collect();
     let placeholders = placeholders.join(", ");
     let sql = format!(
         "UPDATE builds SET
@@ -293,9 +308,11 @@ fn transition(
             error = COALESCE(?4, error),
             started_at = CASE WHEN ?1 = 'building' THEN ?5 ELSE started_at END,
             built_at = CASE WHEN ?1 = 'pushing' OR (?1 = 'succeeded' AND built_at IS NULL) THEN ?5 ELSE built_at END,
-            finished_at = CASE WHEN ?1 IN ('succeeded', 'failed') THEN ?5 ELSE NULL END
+            finished_at = CASE WHEN ?1 IN ('succeeded', 'failed') THEN ?5 ELSE NULL END,
+            digests = COALESCE(?7, digests)
          WHERE id = ?6 AND status IN ({placeholders})"
     );
+    let digests = changes.digests.as_ref().map(rows::to_json);
     let mut values: Vec<&dyn rusqlite::ToSql> = vec![
         &status,
         &changes.image_id,
@@ -303,6 +320,7 @@ fn transition(
         &changes.error,
         &now,
         &id,
+        &digests,
     ];
     values.extend(allowed.iter().map(|s| s as &dyn rusqlite::ToSql));
     let updated = conn.execute(&sql, values.as_slice())?;
