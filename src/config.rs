@@ -337,6 +337,57 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_toml_is_the_defaults() {
+        let shipped = include_str!("../config.toml");
+        let parsed: Config = toml::from_str(shipped).expect("config.toml parses");
+        assert_eq!(parsed, Config::default());
+        let example = shipped
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .skip_while(|line| !line.starts_with("[registries."))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let example: Config = toml::from_str(&example).expect("the registries example parses");
+        assert_eq!(example.registries["docker.io"].username, "alice");
+    }
+
+    #[test]
+    fn build_limits_must_fit_the_build_api() {
+        let limits = |memory, shares| Config {
+            build_memory_bytes: memory,
+            build_cpu_shares: shares,
+            ..Config::default()
+        };
+        assert!(limits(0, 0).validate().is_ok());
+        assert!(limits(64 << 20, 512).validate().is_ok());
+        assert!(limits(i32::MAX as u64, 262_144).validate().is_ok());
+        assert!(limits(i32::MAX as u64 + 1, 0).validate().is_err());
+        assert!(limits(1024, 0).validate().is_err());
+        assert!(limits(0, 1).validate().is_err());
+    }
+
+    #[test]
+    fn a_login_needs_exactly_one_password_source() {
+        let login = |password: Option<&str>, password_env: Option<&str>| Config {
+            registries: [(
+                "r.example".to_string(),
+                RegistryLogin {
+                    username: "u".into(),
+                    password: password.map(|p| Secret::new(p.into())),
+                    password_env: password_env.map(str::to_string),
+                },
+            )]
+            .into(),
+            ..Config::default()
+        };
+        assert!(login(Some("p"), None).validate().is_ok());
+        assert!(login(None, None).validate().is_err());
+        assert!(login(Some("p"), Some("PATH")).validate().is_err());
+        let shown = format!("{:?}", login(Some("hunter2"), None));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
     fn zero_slots_is_refused() {
         let err = Config::load(ServeArgs {
             config: Some(PathBuf::from("/nonexistent/none.toml")),

@@ -552,3 +552,35 @@ fn every_tag_is_pushed_with_its_digest() {
         "digest is the first tag's"
     );
 }
+
+#[test]
+fn pull_fetches_the_base_image_even_when_it_is_present() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let base = format!("{}/{}", env.registry, unique("base"));
+    let pushed = server.wait_final(
+        server.submit(field(
+            with_file(env.dockerfile("true")),
+            "repository",
+            &base,
+        )),
+        BUILD_TIME,
+    );
+    assert_eq!(pushed["status"], "succeeded", "{pushed}");
+    let dockerfile = format!("FROM {base}:latest\nRUN true\n");
+    let repository = format!("{}/{}", env.registry, unique("pulled"));
+    for pull in ["false", "true"] {
+        let build = build_only(
+            &server,
+            field(with_file(dockerfile.clone()), "pull", pull),
+            &repository,
+        );
+        assert_eq!(build["status"], "succeeded", "{build}");
+        let logs = server.logs(build["id"].as_i64().unwrap());
+        assert_eq!(
+            logs.contains("Pulling from"),
+            pull == "true",
+            "pull={pull}: {logs}"
+        );
+    }
+}
