@@ -1,13 +1,21 @@
 //! Settings: defaults < config.toml < `DOCKPUB_*` env < command-line flags.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Deserialize;
 
-use crate::builds::model::Secret;
+use crate::builds::model::{Credentials, Secret};
 
 const DEFAULT_CONFIG_FILE: &str = "config.toml";
+
+/// bollard sends the build's memory limit and CPU shares as i32, so larger values
+/// cannot reach the daemon; Docker refuses a memory limit under 6 MiB.
+const MIN_BUILD_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
+const MAX_BUILD_MEMORY_BYTES: u64 = i32::MAX as u64;
+/// Docker's own range for CPU shares.
+const BUILD_CPU_SHARES: std::ops::RangeInclusive<u64> = 2..=262_144;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -21,6 +29,19 @@ pub struct Config {
     pub build_network: Option<String>,
     pub max_upload_bytes: usize,
     pub max_dockerfile_bytes: usize,
+    /// Largest build context archive accepted; it is streamed to disk, not counted
+    /// against `max_upload_bytes`.
+    pub max_context_bytes: u64,
+    /// Network modes a build may ask for besides `build_network`.
+    pub allowed_build_networks: Vec<String>,
+    /// Memory limit of each build step's container; 0 means no limit.
+    pub build_memory_bytes: u64,
+    /// CPU shares of each build step's container; 0 means Docker's default.
+    pub build_cpu_shares: u64,
+    /// A build (the daemon's part, before the push) running longer fails.
+    pub build_timeout_secs: u64,
+    /// Push and pull logins by registry host (`docker.io` for Docker Hub).
+    pub registries: BTreeMap<String, RegistryLogin>,
     /// Queued builds accepted before submissions get 429.
     pub max_queued_builds: usize,
     /// On SIGTERM/SIGINT, how long running builds may take to finish before they
@@ -42,6 +63,16 @@ pub struct AuthConfig {
     pub tokens: Vec<Secret>,
 }
 
+/// `[registries."HOST"]`: a username and either the password or the name of the
+/// environment variable holding it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLogin {
+    pub username: String,
+    pub password: Option<Secret>,
+    pub password_env: Option<String>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -58,6 +89,12 @@ impl Default for Config {
             retention_keep_last: None,
             retention_interval_secs: 600,
             auth: AuthConfig::default(),
+            max_context_bytes: 1024 * 1024 * 1024,
+            allowed_build_networks: Vec::new(),
+            build_memory_bytes: 0,
+            build_cpu_shares: 0,
+            build_timeout_secs: 3600,
+            registries: BTreeMap::new(),
         }
     }
 }
@@ -112,6 +149,21 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_tokens: Option<Vec<String>>,
+    /// Largest build context archive accepted [default: 1 GiB]
+    #[arg(long, env = "DOCKPUB_MAX_CONTEXT_BYTES")]
+    pub max_context_bytes: Option<u64>,
+    /// Network modes builds may ask for besides --build-network, comma-separated
+    #[arg(long, env = "DOCKPUB_ALLOWED_BUILD_NETWORKS", value_delimiter = ',')]
+    pub allowed_build_networks: Option<Vec<String>>,
+    /// Memory limit of each build step, in bytes; 0 for none [default: 0]
+    #[arg(long, env = "DOCKPUB_BUILD_MEMORY_BYTES")]
+    pub build_memory_bytes: Option<u64>,
+    /// CPU shares of each build step; 0 for Docker's default [default: 0]
+    #[arg(long, env = "DOCKPUB_BUILD_CPU_SHARES")]
+    pub build_cpu_shares: Option<u64>,
+    /// Seconds a build may run before it is stopped [default: 3600]
+    #[arg(long, env = "DOCKPUB_BUILD_TIMEOUT_SECS")]
+    pub build_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +224,11 @@ impl Config {
             retention_keep_last,
             retention_interval_secs,
             api_tokens,
+            max_context_bytes,
+            allowed_build_networks,
+            build_memory_bytes,
+            build_cpu_shares,
+            build_timeout_secs,
         } = args;
         set(&mut self.bind, bind);
         set(&mut self.data_dir, data_dir);
@@ -193,6 +250,11 @@ impl Config {
         self.auth
             .tokens
             .retain(|token| !token.expose().trim().is_empty());
+        set(&mut self.max_context_bytes, max_context_bytes);
+        set(&mut self.allowed_build_networks, allowed_build_networks);
+        set(&mut self.build_memory_bytes, build_memory_bytes);
+        set(&mut self.build_cpu_shares, build_cpu_shares);
+        set(&mut self.build_timeout_secs, build_timeout_secs);
         if docker_host.is_some() {
             self.docker_host = docker_host;
         }
@@ -202,23 +264,94 @@ impl Config {
         // An empty value is how a file or variable says "the default".
         self.docker_host.take_if(|host| host.is_empty());
         self.build_network.take_if(|network| network.is_empty());
+        self.allowed_build_networks
+            .retain(|network| !network.is_empty());
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
-            ("max_concurrent_builds", self.max_concurrent_builds),
-            ("max_upload_bytes", self.max_upload_bytes),
-            ("max_dockerfile_bytes", self.max_dockerfile_bytes),
-            ("max_queued_builds", self.max_queued_builds),
-            (
-                "retention_interval_secs",
-                self.retention_interval_secs as usize,
-            ),
+            ("max_concurrent_builds", self.max_concurrent_builds as u64),
+            ("max_upload_bytes", self.max_upload_bytes as u64),
+            ("max_dockerfile_bytes", self.max_dockerfile_bytes as u64),
+            ("max_context_bytes", self.max_context_bytes),
+            ("build_timeout_secs", self.build_timeout_secs),
+            ("max_queued_builds", self.max_queued_builds as u64),
+            ("retention_interval_secs", self.retention_interval_secs),
         ];
-        match positive.iter().find(|(_, value)| *value == 0) {
-            Some((key, _)) => Err(ConfigError::Invalid(format!("{key} must be at least 1"))),
-            None => Ok(()),
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
         }
+        self.validate_build_limits()?;
+        self.registry_credentials()?;
+        Ok(())
+    }
+
+    fn validate_build_limits(&self) -> Result<(), ConfigError> {
+        let memory = self.build_memory_bytes;
+        if memory != 0 && !(MIN_BUILD_MEMORY_BYTES..=MAX_BUILD_MEMORY_BYTES).contains(&memory) {
+            return Err(ConfigError::Invalid(format!(
+                "build_memory_bytes must be 0 (no limit) or from {MIN_BUILD_MEMORY_BYTES} (Docker's minimum) \
+                 to {MAX_BUILD_MEMORY_BYTES} (the largest the build API takes), got {memory}"
+            )));
+        }
+        let shares = self.build_cpu_shares;
+        if shares != 0 && !BUILD_CPU_SHARES.contains(&shares) {
+            return Err(ConfigError::Invalid(format!(
+                "build_cpu_shares must be 0 (Docker's default) or from {} to {}, got {shares}",
+                BUILD_CPU_SHARES.start(),
+                BUILD_CPU_SHARES.end()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The logins of `[registries]`, with passwords read from their variables now,
+    /// so a missing variable stops the start rather than a push later.
+    pub fn registry_credentials(&self) -> Result<Vec<(String, Credentials)>, ConfigError> {
+        self.registries
+            .iter()
+            .map(|(host, login)| Ok((host.clone(), login.credentials(host)?)))
+            .collect()
+    }
+
+    /// Every network a build may ask for: the default one and the allowed ones.
+    pub fn build_networks(&self) -> Vec<String> {
+        let mut networks: Vec<String> = self.build_network.iter().cloned().collect();
+        for network in &self.allowed_build_networks {
+            if !networks.contains(network) {
+                networks.push(network.clone());
+            }
+        }
+        networks
+    }
+}
+
+impl RegistryLogin {
+    fn credentials(&self, host: &str) -> Result<Credentials, ConfigError> {
+        let invalid = |what: String| ConfigError::Invalid(format!("registries.\"{host}\": {what}"));
+        if self.username.is_empty() {
+            return Err(invalid("username must not be empty".into()));
+        }
+        let password = match (&self.password, &self.password_env) {
+            (Some(password), None) => password.clone(),
+            (None, Some(variable)) => match std::env::var(variable) {
+                Ok(value) if !value.is_empty() => Secret::new(value),
+                _ => {
+                    return Err(invalid(format!(
+                        "the variable {variable} named by password_env is not set"
+                    )))
+                }
+            },
+            _ => {
+                return Err(invalid(
+                    "set exactly one of password and password_env".into(),
+                ))
+            }
+        };
+        Ok(Credentials {
+            username: self.username.clone(),
+            password,
+        })
     }
 }
 
@@ -272,6 +405,57 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("bindd"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_config_toml_is_the_defaults() {
+        let shipped = include_str!("../config.toml");
+        let parsed: Config = toml::from_str(shipped).expect("config.toml parses");
+        assert_eq!(parsed, Config::default());
+        let example = shipped
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .skip_while(|line| !line.starts_with("[registries."))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let example: Config = toml::from_str(&example).expect("the registries example parses");
+        assert_eq!(example.registries["docker.io"].username, "alice");
+    }
+
+    #[test]
+    fn build_limits_must_fit_the_build_api() {
+        let limits = |memory, shares| Config {
+            build_memory_bytes: memory,
+            build_cpu_shares: shares,
+            ..Config::default()
+        };
+        assert!(limits(0, 0).validate().is_ok());
+        assert!(limits(64 << 20, 512).validate().is_ok());
+        assert!(limits(i32::MAX as u64, 262_144).validate().is_ok());
+        assert!(limits(i32::MAX as u64 + 1, 0).validate().is_err());
+        assert!(limits(1024, 0).validate().is_err());
+        assert!(limits(0, 1).validate().is_err());
+    }
+
+    #[test]
+    fn a_login_needs_exactly_one_password_source() {
+        let login = |password: Option<&str>, password_env: Option<&str>| Config {
+            registries: [(
+                "r.example".to_string(),
+                RegistryLogin {
+                    username: "u".into(),
+                    password: password.map(|p| Secret::new(p.into())),
+                    password_env: password_env.map(str::to_string),
+                },
+            )]
+            .into(),
+            ..Config::default()
+        };
+        assert!(login(Some("p"), None).validate().is_ok());
+        assert!(login(None, None).validate().is_err());
+        assert!(login(Some("p"), Some("PATH")).validate().is_err());
+        let shown = format!("{:?}", login(Some("hunter2"), None));
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 
-use builds::{BuildService, Limits, Retention};
-use config::Config;
+use builds::credentials::CredentialResolver;
+use builds::options::NetworkPolicy;
+use builds::{BuildService, Limits, Retention, RunSettings};
+use config::{Config, ConfigError};
 use docker::{BuilderConfig, BuilderPool};
 use store::{Store, StoreError};
 
@@ -26,6 +28,8 @@ pub enum StartError {
     Listen(#[from] std::io::Error),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Binds `config.bind` and serves until SIGTERM or SIGINT; then stops accepting,
@@ -80,17 +84,35 @@ pub async fn launch(
         host: config.docker_host.clone(),
         max_concurrent_builds: config.max_concurrent_builds,
         build_network: config.build_network.clone(),
+        // Config validation keeps both within i32; 0 means "not set".
+        build_memory_bytes: i32::try_from(config.build_memory_bytes)
+            .ok()
+            .filter(|&m| m > 0),
+        build_cpu_shares: i32::try_from(config.build_cpu_shares)
+            .ok()
+            .filter(|&s| s > 0),
     }]);
     let limits = Limits {
         max_dockerfile_bytes: config.max_dockerfile_bytes,
         max_queued_builds: config.max_queued_builds,
+        networks: NetworkPolicy {
+            default: config.build_network.clone(),
+            allowed: config.build_networks(),
+        },
+    };
+    let settings = RunSettings {
+        build_timeout: Duration::from_secs(config.build_timeout_secs),
+        credentials: CredentialResolver::new(
+            config.registry_credentials()?,
+            builds::docker_config::DockerConfig::from_env(),
+        ),
     };
     let retention = Retention {
         days: config.retention_days,
         keep_last: config.retention_keep_last,
         interval: Duration::from_secs(config.retention_interval_secs),
     };
-    let service = BuildService::start(store, pool, limits, retention).await?;
+    let service = BuildService::start(store, pool, limits, settings, retention).await?;
     let address = listener.local_addr()?;
     if !address.ip().is_loopback() && config.auth.tokens.is_empty() {
         log::warn!(

@@ -489,14 +489,18 @@ fn three_hundred_malformed_requests_get_4xx_json_and_leave_nothing() {
         server.get_json("/api/v1/builds")["builds"],
         serde_json::json!([])
     );
-    let builds_dir: Vec<_> = std::fs::read_dir(server.data_dir().join("builds"))
-        .unwrap()
-        .collect();
-    assert!(builds_dir.is_empty(), "stray files: {builds_dir:?}");
+    for folder in ["builds", "uploads"] {
+        let left: Vec<_> = std::fs::read_dir(server.data_dir().join(folder))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "stray files in {folder}: {left:?}");
+    }
     let stray: Vec<String> = std::fs::read_dir(server.data_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| !name.starts_with("dockpub.sqlite3") && name != "builds")
+        .filter(|name| {
+            !name.starts_with("dockpub.sqlite3") && name != "builds" && name != "uploads"
+        })
         .collect();
     assert!(stray.is_empty(), "stray files in the data dir: {stray:?}");
     assert!(!server.log().contains("panicked"));

@@ -38,9 +38,40 @@ pub fn validate_dockerfile(bytes: Vec<u8>, limit: usize) -> Result<String, Docke
     }
 }
 
+/// The images `FROM` lines name, so their registries' logins can be given to the
+/// build. Names with `${...}` and earlier stages (`FROM x AS name`) are skipped:
+/// only the daemon knows what they resolve to.
+pub fn base_images(dockerfile: &str) -> Vec<String> {
+    let mut stages: Vec<String> = Vec::new();
+    let mut images = Vec::new();
+    for line in dockerfile.lines() {
+        let mut words = line.split_whitespace();
+        if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("FROM")) {
+            continue;
+        }
+        let mut words = words.skip_while(|w| w.starts_with("--"));
+        let Some(image) = words.next() else { continue };
+        let is_stage = stages.iter().any(|s| s.eq_ignore_ascii_case(image));
+        if !image.contains('$') && !is_stage && image != "scratch" {
+            images.push(image.to_string());
+        }
+        if words.next().is_some_and(|w| w.eq_ignore_ascii_case("AS")) {
+            stages.extend(words.next().map(str::to_string));
+        }
+    }
+    images
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_base_images() {
+        let text = "ARG V=1\nFROM --platform=linux/amd64 127.0.0.1:5000/base:1 AS build\n\
+                    RUN make\nfrom build\nFROM alice/app:${V}\nFROM scratch\nFROM busybox\n";
+        assert_eq!(base_images(text), vec!["127.0.0.1:5000/base:1", "busybox"]);
+    }
 
     fn check(text: &[u8]) -> Result<String, DockerfileError> {
         validate_dockerfile(text.to_vec(), 1024)

@@ -12,6 +12,7 @@ use super::model::Build;
 use super::queue;
 use super::status::Status;
 use super::vault::CredentialVault;
+use super::RunSettings;
 use crate::docker::BuilderPool;
 use crate::store::{Changes, Store, StoreError};
 
@@ -28,6 +29,7 @@ pub struct Engine {
     pub stopping: CancellationToken,
     /// Set when the shutdown grace is over: running builds stop and go back to the queue.
     pub interrupting: CancellationToken,
+    pub settings: RunSettings,
 }
 
 impl Engine {

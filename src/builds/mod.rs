@@ -1,12 +1,16 @@
 //! The domain: what a build is, what a valid request is, and the queue that runs them.
 
 mod cancel;
+pub mod context;
+pub mod credentials;
+pub mod docker_config;
 pub mod dockerfile;
 mod engine;
 mod events;
 mod follow;
 mod logs;
 pub mod model;
+pub mod options;
 pub mod progress;
 mod queue;
 pub mod reference;
@@ -24,11 +28,14 @@ use tokio_util::task::TaskTracker;
 use crate::docker::{BuilderPool, DockerError};
 use crate::store::{Changes, ListFilter, Store, StoreError};
 use cancel::CancelSignals;
+use context::{ContextError, ContextUpload, DockerfileSource, PreparedContext};
+use credentials::CredentialResolver;
 use dockerfile::DockerfileError;
 use engine::Engine;
 use events::Event;
 pub use follow::Followed;
-use model::{Build, Credentials, NewBuild, TagPlan, Timestamp};
+use model::{Build, BuildOptions, Credentials, NewBuild, TagPlan, Timestamp};
+use options::{NetworkPolicy, OptionError, OptionsRequest};
 use reference::ReferenceError;
 pub use retention::Retention;
 use status::Status;
@@ -43,6 +50,12 @@ pub enum BuildError {
     InvalidDockerfile(#[from] DockerfileError),
     #[error(transparent)]
     InvalidReference(#[from] ReferenceError),
+    #[error(transparent)]
+    InvalidOption(#[from] OptionError),
+    #[error(transparent)]
+    InvalidContext(#[from] ContextError),
+    #[error("send the Dockerfile as 'file', or a 'context' archive that holds it")]
+    NoDockerfile,
     #[error("build {0} not found")]
     NotFound(i64),
     #[error("build {id} is {status}; only a finished build can be {action}")]
@@ -63,17 +76,29 @@ pub enum BuildError {
 
 /// A build request as it arrives, before validation.
 pub struct SubmitRequest {
-    pub dockerfile: Vec<u8>,
+    /// The `file` field: the Dockerfile itself.
+    pub dockerfile: Option<Vec<u8>>,
+    pub context: Option<ContextUpload>,
     pub repository: String,
     pub tags: TagPlan,
     pub push: bool,
     pub credentials: Option<Credentials>,
+    pub options: OptionsRequest,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// What a submission may be.
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub max_dockerfile_bytes: usize,
     pub max_queued_builds: usize,
+    pub networks: NetworkPolicy,
+}
+
+/// How builds run.
+pub struct RunSettings {
+    /// The daemon's part of a build is stopped past this.
+    pub build_timeout: Duration,
+    pub credentials: CredentialResolver,
 }
 
 /// The build service the HTTP layer talks to. Cheap to clone.
@@ -89,6 +114,7 @@ impl BuildService {
         store: Store,
         pool: BuilderPool,
         limits: Limits,
+        settings: RunSettings,
         retention: Retention,
     ) -> Result<Self, StoreError> {
         let engine = Arc::new(Engine {
@@ -101,6 +127,7 @@ impl BuildService {
             runners: TaskTracker::new(),
             stopping: CancellationToken::new(),
             interrupting: CancellationToken::new(),
+            settings,
         });
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
@@ -149,23 +176,38 @@ impl BuildService {
     }
 
     pub async fn submit(&self, request: SubmitRequest) -> Result<Build, BuildError> {
-        let dockerfile =
-            dockerfile::validate_dockerfile(request.dockerfile, self.limits.max_dockerfile_bytes)?;
-        reference::validate_repository(&request.repository)?;
-        if let TagPlan::Listed(tags) = &request.tags {
+        let SubmitRequest {
+            dockerfile,
+            context,
+            repository,
+            tags,
+            push,
+            credentials,
+            options,
+        } = request;
+        // The cheap checks first: a bad tag never waits for an archive to be read.
+        reference::validate_repository(&repository)?;
+        if let TagPlan::Listed(tags) = &tags {
             tags.iter()
                 .try_for_each(|tag| reference::validate_tag(tag))?;
         }
+        let dockerfile_field = options.dockerfile.clone();
+        let mut build_options = options.validate(&self.limits.networks)?;
+        let (dockerfile, context) = self
+            .dockerfile_and_context(dockerfile, context, dockerfile_field, &mut build_options)
+            .await?;
         let new = NewBuild {
-            repository: request.repository,
-            tags: request.tags,
-            push: request.push,
+            repository,
+            tags,
+            push,
             registry_username: None,
             dockerfile,
+            context,
+            options: build_options,
             created_at: Timestamp::now(),
             retry_of: None,
         };
-        self.enqueue(new, request.credentials).await
+        self.enqueue(new, credentials).await
     }
 
     /// A new build from a finished one's stored Dockerfile and settings, pushed
@@ -183,12 +225,21 @@ impl BuildService {
                 action: "retried",
             });
         }
+        let context = match original.context_dockerfile {
+            Some(dockerfile_path) => Some(PreparedContext {
+                archive: self.engine.store.stage_copy_of_context(id).await?,
+                dockerfile_path,
+            }),
+            None => None,
+        };
         let new = NewBuild {
             repository: original.repository,
             tags: TagPlan::Listed(original.tags),
             push: original.push,
             registry_username: None,
             dockerfile: self.engine.store.read_dockerfile(id).await?,
+            context,
+            options: original.options,
             created_at: Timestamp::now(),
             retry_of: Some(id),
         };
@@ -229,6 +280,59 @@ impl BuildService {
         }
         self.engine.queue.wake();
         Ok(build)
+    }
+
+    /// The Dockerfile's text and the checked context, from whichever of the two
+    /// fields were sent; records where the Dockerfile came from in `options`.
+    async fn dockerfile_and_context(
+        &self,
+        file: Option<Vec<u8>>,
+        upload: Option<ContextUpload>,
+        dockerfile_field: Option<String>,
+        options: &mut BuildOptions,
+    ) -> Result<(String, Option<PreparedContext>), BuildError> {
+        let limit = self.limits.max_dockerfile_bytes;
+        let Some(upload) = upload else {
+            if dockerfile_field.is_some() {
+                return Err(OptionError {
+                    field: "dockerfile",
+                    message: "names a path inside a context; send a 'context' archive".into(),
+                }
+                .into());
+            }
+            let file = file.ok_or(BuildError::NoDockerfile)?;
+            return Ok((dockerfile::validate_dockerfile(file, limit)?, None));
+        };
+        options.context_bytes = Some(upload.bytes);
+        let source = match (file, dockerfile_field) {
+            (Some(_), Some(_)) => {
+                return Err(OptionError {
+                    field: "dockerfile",
+                    message: "not with 'file': the uploaded file is the Dockerfile".into(),
+                }
+                .into())
+            }
+            (Some(file), None) => {
+                DockerfileSource::Uploaded(dockerfile::validate_dockerfile(file, limit)?)
+            }
+            (None, path) => {
+                let path = options::dockerfile_path(path.as_deref().unwrap_or("Dockerfile"))?;
+                options.dockerfile = Some(path.clone());
+                DockerfileSource::InContext(path)
+            }
+        };
+        let uploaded = match &source {
+            DockerfileSource::Uploaded(text) => Some(text.clone()),
+            DockerfileSource::InContext(_) => None,
+        };
+        let prepared = tokio::task::spawn_blocking(move || context::prepare(upload, source, limit))
+            .await
+            .map_err(|err| ContextError::Io(std::io::Error::other(err)))??;
+        let text = match prepared.dockerfile_in_context {
+            Some(bytes) => dockerfile::validate_dockerfile(bytes, limit)?,
+            None => uploaded.ok_or(BuildError::NoDockerfile)?,
+        };
+        Ok((text, Some(prepared.context)))
     }
 
     pub async fn get(&self, id: i64) -> Result<Build, BuildError> {

@@ -1,9 +1,12 @@
 //! What a build is: the record the store keeps and the API shows.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
 
+use super::context::PreparedContext;
 use super::progress::Progress;
 use super::status::Status;
 
@@ -17,7 +20,10 @@ pub struct Build {
     /// Kept so a recovered build can tell that it needed credentials; the password never is.
     pub registry_username: Option<String>,
     pub image_id: Option<String>,
+    /// The first tag's digest, kept for clients of the single-tag API.
     pub digest: Option<String>,
+    /// The manifest digest the registry confirmed, per tag.
+    pub digests: BTreeMap<String, String>,
     pub error: Option<String>,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
@@ -27,6 +33,28 @@ pub struct Build {
     pub retry_of: Option<i64>,
     /// Live progress of a running build; held in memory, never stored.
     pub progress: Option<Progress>,
+    pub options: BuildOptions,
+    /// Where the daemon finds the Dockerfile inside the stored context archive;
+    /// None when the build has no context, only its Dockerfile.
+    pub context_dockerfile: Option<String>,
+}
+
+/// How a build is made, as the request chose it (validated), shown in the build object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BuildOptions {
+    /// The Dockerfile's path inside the context, when it was taken from there.
+    pub dockerfile: Option<String>,
+    /// Size of the uploaded context archive; None when there was none.
+    pub context_bytes: Option<u64>,
+    pub build_args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Option<String>,
+    pub no_cache: bool,
+    pub pull: bool,
+    /// Network mode of RUN steps; None means the daemon's default.
+    pub network: Option<String>,
 }
 
 impl Build {
@@ -46,13 +74,15 @@ pub enum TagPlan {
     TimestampAndId,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct NewBuild {
     pub repository: String,
     pub tags: TagPlan,
     pub push: bool,
     pub registry_username: Option<String>,
     pub dockerfile: String,
+    pub context: Option<PreparedContext>,
+    pub options: BuildOptions,
     pub created_at: Timestamp,
     pub retry_of: Option<i64>,
 }
@@ -72,8 +102,7 @@ pub struct Credentials {
 }
 
 /// A string that never shows itself in Debug or Display output.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
@@ -83,6 +112,13 @@ impl Secret {
 
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// Config files hold passwords too; they are read into a Secret at once.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
     }
 }
 

@@ -1,14 +1,17 @@
 //! Runs one claimed build on its builder: build, tag, push, confirm, and record
 //! every step. Whatever happens (a failure, a cancel), the build ends in a final state.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use super::credentials::{auth_server, registry_of, CredentialError};
+use super::dockerfile::base_images;
 use super::engine::Engine;
 use super::logs::LogWriter;
 use super::model::{Build, Credentials};
 use super::progress::ProgressTracker;
 use super::status::Status;
-use crate::docker::{step_container, BuildSpec, Builder, DockerError, Slot};
+use crate::docker::{step_container, BuildSource, BuildSpec, Builder, DockerError, Slot};
 use crate::store::{Changes, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +20,8 @@ enum RunError {
     Docker(#[from] DockerError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
     #[error("registry credentials are kept in memory only and were lost when dockpub restarted; submit the build again with its credentials")]
     CredentialsLost,
     #[error("the build was moved out of {0} while it ran")]
@@ -41,7 +46,8 @@ impl RunError {
 /// What a successful run produced.
 struct Outcome {
     image_id: String,
-    digest: Option<String>,
+    /// Per pushed tag; empty for a build-only run.
+    digests: BTreeMap<String, String>,
 }
 
 /// The build's log and progress, fed as its output arrives.
@@ -70,7 +76,7 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     let cancel = engine.cancels.token(id);
     let output = match start_output(&engine, id).await {
         Ok(output) => output,
-        Err(err) => return finish(&engine, id, Err(err)).await,
+        Err(err) => return finish(&engine, &build, Err(err)).await,
     };
     let result = tokio::select! {
         result = execute(&engine, &build, slot.builder(), &output) => result,
@@ -93,7 +99,7 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     output.progress.stop();
     // The whole log is stored before the build is seen to end.
     output.log.finish().await;
-    finish(&engine, id, result).await;
+    finish(&engine, &build, result).await;
     drop(slot);
 }
 
@@ -106,13 +112,16 @@ async fn start_output(engine: &Arc<Engine>, id: i64) -> Result<Output, RunError>
     })
 }
 
-async fn finish(engine: &Engine, id: i64, result: Result<Outcome, RunError>) {
+async fn finish(engine: &Engine, build: &Build, result: Result<Outcome, RunError>) {
+    let id = build.id;
+    let first_tag = build.tags.first().cloned();
     let (status, changes) = match result {
         Ok(outcome) => (
             Status::Succeeded,
             Changes {
                 image_id: Some(outcome.image_id),
-                digest: outcome.digest,
+                digest: first_tag.and_then(|tag| outcome.digests.get(&tag).cloned()),
+                digests: Some(outcome.digests),
                 error: None,
             },
         ),
@@ -145,15 +154,12 @@ async fn execute(
     builder: &Builder,
     output: &Output,
 ) -> Result<Outcome, RunError> {
-    let credentials = engine.vault.get(build.id);
-    if build.push && build.registry_username.is_some() && credentials.is_none() {
-        return Err(RunError::CredentialsLost);
-    }
-    let image_id = build_image(engine, build, builder, output).await?;
+    let push_login = push_login(engine, build).await?;
+    let image_id = build_image(engine, build, builder, push_login.as_ref(), output).await?;
     if !build.push {
         return Ok(Outcome {
             image_id,
-            digest: None,
+            digests: BTreeMap::new(),
         });
     }
     let changes = Changes {
@@ -167,11 +173,49 @@ async fn execute(
     {
         return Err(RunError::Interrupted(Status::Building));
     }
-    let digest = push_tags(build, builder, credentials.as_ref(), output).await?;
-    Ok(Outcome {
-        image_id,
-        digest: Some(digest),
-    })
+    let digests = push_tags(build, builder, push_login.as_ref(), output).await?;
+    Ok(Outcome { image_id, digests })
+}
+
+/// The request's login when it sent one; else what the config or Docker's config
+/// has for the repository's registry.
+async fn push_login(engine: &Engine, build: &Build) -> Result<Option<Credentials>, RunError> {
+    if let Some(credentials) = engine.vault.get(build.id) {
+        return Ok(Some(credentials));
+    }
+    if build.push && build.registry_username.is_some() {
+        return Err(RunError::CredentialsLost);
+    }
+    let registry = registry_of(&build.repository);
+    Ok(engine.settings.credentials.resolve(&registry).await?)
+}
+
+/// Logins for every registry the build may pull from: those of its `FROM` images,
+/// and the one it pushes to (with the push's login).
+async fn pull_logins(
+    engine: &Engine,
+    build: &Build,
+    dockerfile: &str,
+    push_login: Option<&Credentials>,
+) -> Result<Vec<(String, Credentials)>, RunError> {
+    let push_registry = registry_of(&build.repository);
+    let mut registries: Vec<String> = base_images(dockerfile)
+        .iter()
+        .map(|image| registry_of(image))
+        .filter(|registry| *registry != push_registry)
+        .collect();
+    registries.sort();
+    registries.dedup();
+    let mut logins: Vec<(String, Credentials)> = push_login
+        .map(|login| (auth_server(&push_registry).to_string(), login.clone()))
+        .into_iter()
+        .collect();
+    for registry in registries {
+        if let Some(login) = engine.settings.credentials.resolve(&registry).await? {
+            logins.push((auth_server(&registry).to_string(), login));
+        }
+    }
+    Ok(logins)
 }
 
 /// Builds with the first tag, then adds the others. Returns the image id.
@@ -179,16 +223,29 @@ async fn build_image(
     engine: &Engine,
     build: &Build,
     builder: &Builder,
+    push_login: Option<&Credentials>,
     output: &Output,
 ) -> Result<String, RunError> {
     let dockerfile = engine.store.read_dockerfile(build.id).await?;
+    let context_path = engine.store.files().context_path(build.id);
+    let source = match &build.context_dockerfile {
+        Some(path) => BuildSource::Archive {
+            path: &context_path,
+            dockerfile: path,
+        },
+        None => BuildSource::Dockerfile(&dockerfile),
+    };
+    let pull_logins = pull_logins(engine, build, &dockerfile, push_login).await?;
     let mut references = build.image_references();
     let first = references
         .next()
         .unwrap_or_else(|| build.repository.clone());
     let spec = BuildSpec {
-        dockerfile: &dockerfile,
+        source,
         reference: &first,
+        options: &build.options,
+        pull_logins: &pull_logins,
+        timeout: engine.settings.build_timeout,
     };
     let image_id = builder.build(spec, |line| output.build_line(line)).await?;
     for tag in build.tags.iter().skip(1) {
@@ -198,14 +255,14 @@ async fn build_image(
     Ok(image_id)
 }
 
-/// Pushes every tag; returns the digest of the first, which all tags share.
+/// Pushes every tag; returns the digest the registry confirmed for each.
 async fn push_tags(
     build: &Build,
     builder: &Builder,
     credentials: Option<&Credentials>,
     output: &Output,
-) -> Result<String, RunError> {
-    let mut first_digest = None;
+) -> Result<BTreeMap<String, String>, RunError> {
+    let mut digests = BTreeMap::new();
     for tag in &build.tags {
         let digest = builder
             .push(&build.repository, tag, credentials, |update| {
@@ -217,14 +274,15 @@ async fn push_tags(
         output.log.line(format!(
             "dockpub: registry confirmed {reference} at {digest}"
         ));
-        first_digest.get_or_insert(digest);
+        digests.insert(tag.clone(), digest);
     }
-    first_digest.ok_or_else(|| {
-        RunError::Docker(DockerError::Unconfirmed {
+    if digests.is_empty() {
+        return Err(RunError::Docker(DockerError::Unconfirmed {
             reference: build.repository.clone(),
             reason: "the build has no tags to push".into(),
-        })
-    })
+        }));
+    }
+    Ok(digests)
 }
 
 /// A cancelled build leaves no step container and no tag of its own behind.

@@ -1,15 +1,47 @@
-//! Building an image from a Dockerfile with the daemon's builder.
+//! Building an image with the daemon's builder: the context streamed from its
+//! file, the request's options, the configured limits, and a deadline.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::LazyLock;
+use std::time::Duration;
 
 use bollard::models::BuildInfo;
-use bollard::query_parameters::BuildImageOptionsBuilder;
-use futures_util::StreamExt;
+use bollard::query_parameters::{
+    BuildImageOptions, BuildImageOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures_util::{Stream, StreamExt};
+use regex::Regex;
+use tokio_util::io::ReaderStream;
 
-use super::{Builder, DockerError};
+use super::auth::registry_config;
+use super::{is_not_found, Builder, DockerError};
+use crate::builds::model::{BuildOptions, Credentials};
+
+/// How the legacy builder names the container of a RUN step it started.
+static STEP_CONTAINER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"---> Running in ([0-9a-f]{12,64})").expect("container regex"));
+/// How long a stopped build's containers may take to go away.
+const CONTAINER_REMOVAL: Duration = Duration::from_secs(20);
+const CONTEXT_CHUNK: usize = 64 * 1024;
+
+/// What the daemon builds from.
+pub enum BuildSource<'a> {
+    /// A lone Dockerfile, packed into a one-file context here.
+    Dockerfile(&'a str),
+    /// A stored context archive (plain or gzip tar) and the Dockerfile's path in it.
+    Archive { path: &'a Path, dockerfile: &'a str },
+}
 
 pub struct BuildSpec<'a> {
-    pub dockerfile: &'a str,
+    pub source: BuildSource<'a>,
     /// `repository:tag` the image is tagged with when it is built.
     pub reference: &'a str,
+    pub options: &'a BuildOptions,
+    /// Logins for the registries the build pulls from, by auth server address.
+    pub pull_logins: &'a [(String, Credentials)],
+    /// The build is stopped, and fails, past this.
+    pub timeout: Duration,
 }
 
 impl Builder {
@@ -20,74 +52,170 @@ impl Builder {
         F: FnMut(String) + Send,
     {
         let docker = self.client().await?;
-        let mut options = BuildImageOptionsBuilder::default()
-            .dockerfile("Dockerfile")
+        let (body, dockerfile) = match spec.source {
+            BuildSource::Dockerfile(text) => (
+                bollard::body_full(dockerfile_context(text)?.into()),
+                "Dockerfile",
+            ),
+            BuildSource::Archive { path, dockerfile } => {
+                let file = tokio::fs::File::open(path).await.map_err(|err| {
+                    DockerError::BuildFailed(format!("cannot open the stored context: {err}"))
+                })?;
+                let chunks = ReaderStream::with_capacity(file, CONTEXT_CHUNK);
+                (bollard::body_try_stream(chunks), dockerfile)
+            }
+        };
+        let options = self.build_options(&spec, dockerfile);
+        let logins = (!spec.pull_logins.is_empty()).then(|| registry_config(spec.pull_logins));
+        let stream = docker.build_image(options, logins, Some(body));
+        let mut containers = Vec::new();
+        let followed =
+            tokio::time::timeout(spec.timeout, follow(stream, &mut on_line, &mut containers)).await;
+        match followed {
+            Ok(result) => result,
+            Err(_) => {
+                // Dropping the stream closed the connection, which cancels the build;
+                // its step containers are then removed here if the daemon left any.
+                let secs = spec.timeout.as_secs();
+                on_line(format!("dockpub: timed out after {secs} s; build stopped"));
+                self.remove_containers(&containers).await?;
+                Err(DockerError::TimedOut { secs })
+            }
+        }
+    }
+
+    fn build_options(&self, spec: &BuildSpec<'_>, dockerfile: &str) -> BuildImageOptions {
+        let options = spec.options;
+        let mut builder = BuildImageOptionsBuilder::default()
+            .dockerfile(dockerfile)
             .t(spec.reference)
             .rm(true)
             // Intermediate containers of a failed step are removed too: nothing left behind.
-            .forcerm(true);
-        if let Some(network) = &self.config.build_network {
-            options = options.networkmode(network);
+            .forcerm(true)
+            .nocache(options.no_cache);
+        if options.pull {
+            builder = builder.pull("1");
         }
-        let context = dockerfile_context(spec.dockerfile)?;
-        let mut stream = docker.build_image(
-            options.build(),
-            None,
-            Some(bollard::body_full(context.into())),
-        );
+        if !options.build_args.is_empty() {
+            builder = builder.buildargs(&to_hash_map(&options.build_args));
+        }
+        if !options.labels.is_empty() {
+            builder = builder.labels(&to_hash_map(&options.labels));
+        }
+        if let Some(target) = &options.target {
+            builder = builder.target(target);
+        }
+        if let Some(platform) = &options.platform {
+            builder = builder.platform(platform);
+        }
+        if let Some(network) = options
+            .network
+            .as_ref()
+            .or(self.config.build_network.as_ref())
+        {
+            builder = builder.networkmode(network);
+        }
+        if let Some(memory) = self.config.build_memory_bytes {
+            builder = builder.memory(memory);
+        }
+        if let Some(shares) = self.config.build_cpu_shares {
+            builder = builder.cpushares(shares);
+        }
+        builder.build()
+    }
 
-        let mut lines = LineSplitter::default();
-        let mut image_id = None;
-        while let Some(item) = stream.next().await {
-            let info = match item {
-                Ok(info) => info,
-                Err(bollard::errors::Error::DockerStreamError { error }) => {
-                    lines.finish().into_iter().for_each(&mut on_line);
-                    on_line(error.trim_end().to_string());
-                    return Err(DockerError::BuildFailed(error.trim().to_string()));
+    /// Force-removes the given containers and waits until the daemon reports them gone.
+    async fn remove_containers(&self, ids: &[String]) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        let deadline = tokio::time::Instant::now() + CONTAINER_REMOVAL;
+        for id in ids {
+            loop {
+                match docker.inspect_container(id, None).await {
+                    Err(err) if is_not_found(&err) => break,
+                    Err(err) => return Err(err.into()),
+                    Ok(_) => {}
                 }
-                Err(err) => return Err(err.into()),
-            };
-            if let Some(id) = info.aux.as_ref().and_then(|aux| aux.id.clone()) {
-                image_id = Some(id);
+                if tokio::time::Instant::now() > deadline {
+                    return Err(DockerError::BuildFailed(format!(
+                        "the stopped build's container {id} is still there after {} s",
+                        CONTAINER_REMOVAL.as_secs()
+                    )));
+                }
+                // 409: the daemon is already removing it; 404: gone meanwhile.
+                if let Err(err) = docker.remove_container(id, Some(options.clone())).await {
+                    log::debug!("removing build container {id}: {err}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            lines.push(&info).into_iter().for_each(&mut on_line);
+            log::info!("build container {id} is gone");
         }
-        lines.finish().into_iter().for_each(&mut on_line);
-        image_id.ok_or(DockerError::NoImageId)
+        Ok(())
     }
 }
 
 /// The container a build step runs in, from the legacy builder's
 /// ` ---> Running in 0123abcd` line.
 pub fn step_container(line: &str) -> Option<&str> {
-    let id = line.trim_start().strip_prefix("---> Running in ")?.trim();
-    (!id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit())).then_some(id)
+    STEP_CONTAINER
+        .captures(line)
+        .and_then(|found| found.get(1))
+        .map(|id| id.as_str())
 }
 
 impl Builder {
-    /// Kills and removes a build step's container. The daemon does this itself when
-    /// a build is abandoned, but in its own time; a cancel must not leave it running.
+    /// Kills and removes a build step's container, and waits until it is gone. The
+    /// daemon does this itself when a build is abandoned, but in its own time; a
+    /// cancel must not leave it running.
     pub async fn remove_step_container(&self, container: &str) -> Result<(), DockerError> {
-        let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .build();
-        match self
-            .client()
-            .await?
-            .remove_container(container, Some(options))
-            .await
-        {
-            Err(err) if super::is_not_found(&err) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            other => other.map_err(DockerError::from),
-        }
+        self.remove_containers(&[container.to_string()]).await
     }
 }
 
-/// The build context: a tar archive holding only the Dockerfile.
+/// Reads the build's output to its end; notes every step container it starts.
+async fn follow<F>(
+    stream: impl Stream<Item = Result<BuildInfo, bollard::errors::Error>>,
+    on_line: &mut F,
+    containers: &mut Vec<String>,
+) -> Result<String, DockerError>
+where
+    F: FnMut(String) + Send,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut lines = LineSplitter::default();
+    let mut image_id = None;
+    while let Some(item) = stream.next().await {
+        let info = match item {
+            Ok(info) => info,
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                lines.finish().into_iter().for_each(&mut *on_line);
+                on_line(error.trim_end().to_string());
+                return Err(DockerError::BuildFailed(error.trim().to_string()));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if let Some(id) = info.aux.as_ref().and_then(|aux| aux.id.clone()) {
+            image_id = Some(id);
+        }
+        for line in lines.push(&info) {
+            if let Some(found) = STEP_CONTAINER.captures(&line) {
+                containers.push(found[1].to_string());
+            }
+            on_line(line);
+        }
+    }
+    lines.finish().into_iter().for_each(&mut *on_line);
+    image_id.ok_or(DockerError::NoImageId)
+}
+
+fn to_hash_map(map: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The build context of a lone Dockerfile: a tar archive holding only it.
 fn dockerfile_context(dockerfile: &str) -> Result<Vec<u8>, DockerError> {
     let mut archive = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
@@ -177,6 +305,13 @@ mod tests {
         );
         assert_eq!(step_container(" ---> 9b96ae2a7a6d"), None);
         assert_eq!(step_container("Running in x"), None);
+    }
+
+    #[test]
+    fn finds_step_containers() {
+        let line = " ---> Running in 3f2a1b4c5d6e";
+        assert_eq!(&STEP_CONTAINER.captures(line).unwrap()[1], "3f2a1b4c5d6e");
+        assert!(STEP_CONTAINER.captures(" ---> 3f2a1b4c5d6e").is_none());
     }
 
     #[test]

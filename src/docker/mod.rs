@@ -1,6 +1,7 @@
 //! Everything bollard. The daemon side is a pool of builders, each a handle on one
 //! Docker Engine with its own build slots; nothing else in dockpub talks to Docker.
 
+mod auth;
 mod build;
 mod pool;
 mod push;
@@ -8,7 +9,7 @@ mod push;
 use bollard::Docker;
 use tokio::sync::OnceCell;
 
-pub use build::{step_container, BuildSpec};
+pub use build::{step_container, BuildSource, BuildSpec};
 pub use pool::{BuilderPool, Slot};
 pub use push::PushUpdate;
 
@@ -22,6 +23,8 @@ pub enum DockerError {
     /// A Dockerfile step failed: the daemon's own message.
     #[error("{0}")]
     BuildFailed(String),
+    #[error("timed out after {secs} s")]
+    TimedOut { secs: u64 },
     #[error("the daemon ended the build without reporting an image id")]
     NoImageId,
     #[error("push of {reference} failed: {message}")]
@@ -58,6 +61,9 @@ pub struct BuilderConfig {
     pub host: Option<String>,
     pub max_concurrent_builds: usize,
     pub build_network: Option<String>,
+    /// Memory limit of each step's container (bollard takes i32: see config).
+    pub build_memory_bytes: Option<i32>,
+    pub build_cpu_shares: Option<i32>,
 }
 
 /// A handle on one Docker Engine.

@@ -100,6 +100,8 @@ mod tests {
             host: None,
             max_concurrent_builds: slots,
             build_network: None,
+            build_memory_bytes: None,
+            build_cpu_shares: None,
         }])
     }
 

@@ -8,12 +8,10 @@ use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder}
 use futures_util::StreamExt;
 use regex::Regex;
 
+use super::auth;
 use super::{Builder, DockerError};
+use crate::builds::credentials::{auth_server, registry_of};
 use crate::builds::model::Credentials;
-use crate::builds::reference::registry_host;
-
-/// Where the docker CLI sends credentials for names without a registry host.
-const DOCKER_HUB_AUTH_SERVER: &str = "https://index.docker.io/v1/";
 
 /// The push's last status line: `TAG: digest: sha256:HEX size: N`.
 static PUSHED_DIGEST: LazyLock<Regex> =
@@ -175,14 +173,11 @@ fn docker_credentials(
     repository: &str,
     credentials: Option<&Credentials>,
 ) -> Option<DockerCredentials> {
-    let credentials = credentials?;
-    let server = registry_host(repository).unwrap_or(DOCKER_HUB_AUTH_SERVER);
-    Some(DockerCredentials {
-        username: Some(credentials.username.clone()),
-        password: Some(credentials.password.expose().to_string()),
-        serveraddress: Some(server.to_string()),
-        ..Default::default()
-    })
+    let registry = registry_of(repository);
+    Some(auth::docker_credentials(
+        auth_server(&registry),
+        credentials?,
+    ))
 }
 
 #[cfg(test)]

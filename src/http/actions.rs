@@ -4,7 +4,7 @@ use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::ApiError;
-use super::form::{non_multipart_content_type, read_form};
+use super::form::{non_multipart_content_type, read_form, FieldKinds};
 use super::v1::credentials;
 use super::views::{build_url, BuildView};
 use super::{method_not_allowed, parse_id, AppState};
@@ -67,7 +67,16 @@ async fn retry_credentials(
     if let Some(content_type) = non_multipart_content_type(req) {
         return Err(ApiError::NotMultipart(content_type));
     }
-    let mut form = read_form(req, payload, state.upload, &[]).await?;
+    let mut form = read_form(
+        req,
+        payload,
+        &state.upload,
+        FieldKinds {
+            files: &[],
+            archives: &[],
+        },
+    )
+    .await?;
     let username = form.text("username")?;
     let password = form.text("password")?;
     form.reject_unknown()?;

@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
 
+use crate::builds::context::ContextError;
 use crate::builds::reference::ReferenceError;
 use crate::builds::BuildError;
 use crate::docker::DockerError;
@@ -20,8 +21,16 @@ pub enum ApiError {
     Build(#[from] BuildError),
     #[error("expected a multipart/form-data body, got Content-Type '{0}'")]
     NotMultipart(String),
-    #[error("the request body is larger than the limit of {limit} bytes")]
-    TooLarge { limit: usize },
+    #[error("the request body is larger than the limit of {limit} bytes{}", context_limit.map(|c| format!(" (plus {c} for the context archive)")).unwrap_or_default())]
+    TooLarge {
+        limit: usize,
+        context_limit: Option<u64>,
+    },
+    #[error("the context archive is larger than the limit of {limit} bytes")]
+    ContextTooLarge { limit: u64 },
+    /// Our disk, not the request: a 500.
+    #[error("cannot store the upload: {0}")]
+    Staging(std::io::Error),
     #[error("malformed multipart body: {0}")]
     BadMultipart(String),
     #[error("missing field '{0}'")]
@@ -55,7 +64,8 @@ impl ApiError {
         match self {
             ApiError::Build(err) => build_error_code(err),
             ApiError::NotMultipart(_) => "unsupported_media_type",
-            ApiError::TooLarge { .. } => "payload_too_large",
+            ApiError::TooLarge { .. } | ApiError::ContextTooLarge { .. } => "payload_too_large",
+            ApiError::Staging(_) => "storage_error",
             ApiError::BadMultipart(_) => "invalid_multipart",
             ApiError::MissingField(_) => "missing_field",
             ApiError::UnknownField(_) => "unknown_field",
@@ -74,6 +84,10 @@ fn build_error_code(err: &BuildError) -> &'static str {
         BuildError::InvalidDockerfile(_) => "invalid_dockerfile",
         BuildError::InvalidReference(ReferenceError::InvalidTag(_)) => "invalid_tag",
         BuildError::InvalidReference(_) => "invalid_repository",
+        BuildError::InvalidOption(_) => "invalid_option",
+        BuildError::InvalidContext(ContextError::Io(_)) => "storage_error",
+        BuildError::InvalidContext(_) => "invalid_context",
+        BuildError::NoDockerfile => "missing_field",
         BuildError::NotFound(_) => "build_not_found",
         BuildError::NotFinal { .. } => "build_not_final",
         BuildError::AlreadyFinal { .. } => "build_final",
@@ -86,9 +100,12 @@ fn build_error_code(err: &BuildError) -> &'static str {
 
 fn build_error_status(err: &BuildError) -> StatusCode {
     match err {
-        BuildError::InvalidDockerfile(_) | BuildError::InvalidReference(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        BuildError::InvalidContext(ContextError::Io(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        BuildError::InvalidDockerfile(_)
+        | BuildError::InvalidReference(_)
+        | BuildError::InvalidOption(_)
+        | BuildError::InvalidContext(_)
+        | BuildError::NoDockerfile => StatusCode::BAD_REQUEST,
         BuildError::NotFound(_) => StatusCode::NOT_FOUND,
         BuildError::NotFinal { .. } | BuildError::AlreadyFinal { .. } => StatusCode::CONFLICT,
         BuildError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -103,7 +120,10 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Build(err) => build_error_status(err),
             ApiError::NotMultipart(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge { .. } | ApiError::ContextTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::Staging(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::BadMultipart(_)
             | ApiError::MissingField(_)
             | ApiError::UnknownField(_)

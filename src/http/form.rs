@@ -1,9 +1,12 @@
 //! Reading a multipart/form-data body into named fields, within size limits,
-//! before anything is validated or stored.
+//! before anything is validated or stored. Text and Dockerfile fields are kept in
+//! memory (bounded by `max_upload_bytes`); archive fields are streamed to a
+//! temporary file (bounded by `max_context_bytes`) that is removed unless kept.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
-use actix_multipart::Multipart;
+use actix_multipart::{Field, Multipart};
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{web, HttpRequest};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,25 +17,41 @@ use std::time::Duration;
 use actix_web::error::PayloadError;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncWriteExt, BufWriter};
 
 use super::error::ApiError;
+use crate::builds::context::ContextUpload;
 
 /// How often a wait on the multipart parser checks whether the body has ended.
 const STALL_CHECK: Duration = Duration::from_millis(200);
 
 /// The longest value a text field (repository, tag, credentials…) may have.
 const MAX_TEXT_FIELD_BYTES: usize = 8 * 1024;
+const ARCHIVE_WRITE_BUFFER: usize = 256 * 1024;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct UploadLimits {
     pub max_upload_bytes: usize,
     pub max_dockerfile_bytes: usize,
+    pub max_context_bytes: u64,
+    /// Where archive fields are written while they arrive.
+    pub staging_dir: PathBuf,
+}
+
+/// Which fields are more than short text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FieldKinds<'a> {
+    /// Kept in memory up to the Dockerfile limit.
+    pub files: &'a [&'a str],
+    /// Streamed to disk up to the context limit.
+    pub archives: &'a [&'a str],
 }
 
 /// The fields of one form, by name, each value in the order sent.
 #[derive(Debug, Default)]
 pub struct Form {
     fields: HashMap<String, Vec<Vec<u8>>>,
+    uploads: HashMap<String, ContextUpload>,
     order: Vec<String>,
 }
 
@@ -50,49 +69,43 @@ pub fn non_multipart_content_type(req: &HttpRequest) -> Option<String> {
     (!is_multipart).then_some(content_type)
 }
 
-/// Reads the whole form. Any field named in `file_fields` may hold up to the
-/// Dockerfile limit (one byte more is kept so validation can say it is too large);
-/// every other field is text.
+/// Reads the whole form.
 pub async fn read_form(
     req: &HttpRequest,
     payload: web::Payload,
-    limits: UploadLimits,
-    file_fields: &[&str],
+    limits: &UploadLimits,
+    kinds: FieldKinds<'_>,
 ) -> Result<Form, ApiError> {
     if let Some(content_type) = non_multipart_content_type(req) {
         return Err(ApiError::NotMultipart(content_type));
     }
-    let too_large = ApiError::TooLarge {
-        limit: limits.max_upload_bytes,
-    };
-    if declared_length(req).is_some_and(|length| length > limits.max_upload_bytes) {
-        return Err(too_large);
+    let mut body_limit = limits.max_upload_bytes as u64;
+    if !kinds.archives.is_empty() {
+        body_limit += limits.max_context_bytes;
+    }
+    if declared_length(req).is_some_and(|length| length > body_limit) {
+        return Err(too_large(limits, kinds));
     }
     let ended = Arc::new(AtomicBool::new(false));
     let mut multipart = Multipart::new(req.headers(), mark_end(payload, ended.clone()));
     let mut form = Form::default();
-    let mut total = 0usize;
+    let mut in_memory = 0usize;
     while let Some(field) = next_unless_stalled(&mut multipart, &ended).await? {
         let mut field = field.map_err(|err| ApiError::BadMultipart(err.to_string()))?;
         let name = field.name().unwrap_or_default().to_string();
-        let keep = if file_fields.contains(&name.as_str()) {
-            limits.max_dockerfile_bytes + 1
-        } else {
-            MAX_TEXT_FIELD_BYTES + 1
-        };
-        let mut value = Vec::new();
-        while let Some(chunk) = next_unless_stalled(&mut field, &ended).await? {
-            let chunk = chunk.map_err(|err| ApiError::BadMultipart(err.to_string()))?;
-            total += chunk.len();
-            if total > limits.max_upload_bytes {
-                return Err(too_large);
+        if kinds.archives.contains(&name.as_str()) {
+            if form.uploads.contains_key(&name) {
+                return Err(ApiError::invalid_field(&name, "sent more than once"));
             }
-            // Past the field's limit the rest is read but not kept: the answer is a
-            // clear 400, not a connection cut mid-upload.
-            let room = keep.saturating_sub(value.len());
-            value.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            let upload = stream_to_file(&mut field, limits, &ended).await?;
+            form.order.push(name.clone());
+            form.uploads.insert(name, upload);
+            continue;
         }
-        if value.len() > MAX_TEXT_FIELD_BYTES && !file_fields.contains(&name.as_str()) {
+        let is_file = kinds.files.contains(&name.as_str());
+        let value =
+            read_in_memory(&mut field, limits, kinds, is_file, &mut in_memory, &ended).await?;
+        if value.len() > MAX_TEXT_FIELD_BYTES && !is_file {
             return Err(ApiError::invalid_field(
                 &name,
                 format!("longer than {MAX_TEXT_FIELD_BYTES} bytes"),
@@ -101,6 +114,75 @@ pub async fn read_form(
         form.add(name, value);
     }
     Ok(form)
+}
+
+fn too_large(limits: &UploadLimits, kinds: FieldKinds<'_>) -> ApiError {
+    ApiError::TooLarge {
+        limit: limits.max_upload_bytes,
+        context_limit: (!kinds.archives.is_empty()).then_some(limits.max_context_bytes),
+    }
+}
+
+/// A file field (which may hold up to the Dockerfile limit, plus one byte so
+/// validation can say it is too large) or a text field.
+async fn read_in_memory(
+    field: &mut Field,
+    limits: &UploadLimits,
+    kinds: FieldKinds<'_>,
+    is_file: bool,
+    total: &mut usize,
+    ended: &AtomicBool,
+) -> Result<Vec<u8>, ApiError> {
+    let keep = if is_file {
+        limits.max_dockerfile_bytes + 1
+    } else {
+        MAX_TEXT_FIELD_BYTES + 1
+    };
+    let mut value = Vec::new();
+    while let Some(chunk) = next_unless_stalled(field, ended).await? {
+        let chunk = chunk.map_err(|err| ApiError::BadMultipart(err.to_string()))?;
+        *total += chunk.len();
+        if *total > limits.max_upload_bytes {
+            return Err(too_large(limits, kinds));
+        }
+        // Past the field's limit the rest is read but not kept: the answer is a
+        // clear 400, not a connection cut mid-upload.
+        let room = keep.saturating_sub(value.len());
+        value.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    Ok(value)
+}
+
+/// Writes an archive field to a new temporary file as it arrives. On any error the
+/// file is removed (dropping the `TempPath` deletes it).
+async fn stream_to_file(
+    field: &mut Field,
+    limits: &UploadLimits,
+    ended: &AtomicBool,
+) -> Result<ContextUpload, ApiError> {
+    let temp = tempfile::NamedTempFile::new_in(&limits.staging_dir).map_err(ApiError::Staging)?;
+    let (file, path) = temp.into_parts();
+    let mut writer =
+        BufWriter::with_capacity(ARCHIVE_WRITE_BUFFER, tokio::fs::File::from_std(file));
+    let mut bytes = 0u64;
+    while let Some(chunk) = next_unless_stalled(field, ended).await? {
+        let chunk = chunk.map_err(|err| ApiError::BadMultipart(err.to_string()))?;
+        bytes += chunk.len() as u64;
+        if bytes > limits.max_context_bytes {
+            return Err(ApiError::ContextTooLarge {
+                limit: limits.max_context_bytes,
+            });
+        }
+        writer.write_all(&chunk).await.map_err(ApiError::Staging)?;
+    }
+    writer.flush().await.map_err(ApiError::Staging)?;
+    // Kept archives are a build's record: on disk before the build is accepted.
+    writer
+        .into_inner()
+        .sync_all()
+        .await
+        .map_err(ApiError::Staging)?;
+    Ok(ContextUpload { file: path, bytes })
 }
 
 /// Sets `ended` once the request body has been read to its end.
@@ -134,7 +216,7 @@ async fn next_unless_stalled<S: Stream + Unpin>(
     }
 }
 
-fn declared_length(req: &HttpRequest) -> Option<usize> {
+fn declared_length(req: &HttpRequest) -> Option<u64> {
     req.headers()
         .get(CONTENT_LENGTH)?
         .to_str()
@@ -162,6 +244,11 @@ impl Form {
         Ok(values.pop())
     }
 
+    /// An archive field, streamed to a temporary file.
+    pub fn upload(&mut self, name: &str) -> Option<ContextUpload> {
+        self.uploads.remove(name)
+    }
+
     /// A text field that may be sent at most once.
     pub fn text(&mut self, name: &str) -> Result<Option<String>, ApiError> {
         self.bytes(name)?.map(|value| utf8(name, value)).transpose()
@@ -185,7 +272,7 @@ impl Form {
         match self
             .order
             .into_iter()
-            .find(|name| self.fields.contains_key(name))
+            .find(|name| self.fields.contains_key(name) || self.uploads.contains_key(name))
         {
             Some(name) => Err(ApiError::UnknownField(name)),
             None => Ok(()),

@@ -46,11 +46,14 @@ pub fn server(
     config: &Config,
     listener: TcpListener,
 ) -> std::io::Result<Server> {
+    let staging_dir = builds.store().files().staging_dir().to_path_buf();
     let state = web::Data::new(AppState {
         builds,
         upload: UploadLimits {
             max_upload_bytes: config.max_upload_bytes,
             max_dockerfile_bytes: config.max_dockerfile_bytes,
+            max_context_bytes: config.max_context_bytes,
+            staging_dir,
         },
         tokens: config.auth.tokens.clone(),
     });

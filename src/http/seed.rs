@@ -7,10 +7,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{ApiError, SeedError};
-use super::form::{non_multipart_content_type, read_form, Form};
+use super::form::{non_multipart_content_type, read_form, FieldKinds, Form};
 use super::views::SeedBuildView;
 use super::{parse_id, AppState};
 use crate::builds::model::{Credentials, Secret, TagPlan};
+use crate::builds::options::OptionsRequest;
 use crate::builds::{BuildError, SubmitRequest};
 use crate::store::ListFilter;
 
@@ -48,7 +49,11 @@ async fn create_build(
     if let Some(content_type) = non_multipart_content_type(&req) {
         return Err(ApiError::NotMultipart(content_type).into());
     }
-    let form = read_form(&req, payload, state.upload, &["file"]).await?;
+    let kinds = FieldKinds {
+        files: &["file"],
+        archives: &[],
+    };
+    let form = read_form(&req, payload, &state.upload, kinds).await?;
     let request = submit_request(form)?;
     let build = state.builds.submit(request).await?;
     Ok(HttpResponse::Accepted().json(json!({ "data": SeedBuildView::from(&build) })))
@@ -70,7 +75,8 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, SeedError> {
         )
     })?;
     Ok(SubmitRequest {
-        dockerfile,
+        dockerfile: Some(dockerfile),
+        context: None,
         repository,
         tags: TagPlan::TimestampAndId,
         push: true,
@@ -78,6 +84,7 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, SeedError> {
             username,
             password: Secret::new(password),
         }),
+        options: OptionsRequest::default(),
     })
 }
 

@@ -5,10 +5,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::form::{parse_flag, read_form, Form};
+use super::form::{parse_flag, read_form, FieldKinds, Form};
 use super::views::{build_url, BuildList, BuildView};
 use super::{actions, live, method_not_allowed, parse_id, AppState};
 use crate::builds::model::{Credentials, Secret, TagPlan};
+use crate::builds::options::OptionsRequest;
 use crate::builds::status::Status;
 use crate::builds::SubmitRequest;
 use crate::store::ListFilter;
@@ -38,7 +39,11 @@ async fn create_build(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let form = read_form(&req, payload, state.upload, &["file"]).await?;
+    let kinds = FieldKinds {
+        files: &["file"],
+        archives: &["context"],
+    };
+    let form = read_form(&req, payload, &state.upload, kinds).await?;
     let request = submit_request(form)?;
     let build = state.builds.submit(request).await?;
     Ok(HttpResponse::Accepted()
@@ -48,24 +53,40 @@ async fn create_build(
 
 fn submit_request(mut form: Form) -> Result<SubmitRequest, ApiError> {
     let dockerfile = form.bytes("file")?;
+    let context = form.upload("context");
     let repository = form.text("repository")?;
     let mut tags = form.texts("tag")?;
     let push = form.flag("push")?.unwrap_or(true);
     let username = form.text("username")?;
     let password = form.text("password")?;
+    let options = options_request(&mut form)?;
     form.reject_unknown()?;
 
-    let dockerfile = dockerfile.ok_or(ApiError::MissingField("file"))?;
     let repository = repository.ok_or(ApiError::MissingField("repository"))?;
     if tags.is_empty() {
         tags.push("latest".into());
     }
     Ok(SubmitRequest {
         dockerfile,
+        context,
         repository,
         tags: TagPlan::Listed(tags),
         push,
         credentials: credentials(username, password)?,
+        options,
+    })
+}
+
+fn options_request(form: &mut Form) -> Result<OptionsRequest, ApiError> {
+    Ok(OptionsRequest {
+        dockerfile: form.text("dockerfile")?,
+        build_args: form.texts("build_arg")?,
+        labels: form.texts("label")?,
+        target: form.text("target")?,
+        platform: form.text("platform")?,
+        no_cache: form.flag("no_cache")?.unwrap_or(false),
+        pull: form.flag("pull")?.unwrap_or(false),
+        network: form.text("network")?,
     })
 }
 

@@ -1,8 +1,10 @@
 //! The JSON shapes builds take on the wire.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
-use crate::builds::model::{Build, Timestamp};
+use crate::builds::model::{Build, BuildOptions, Timestamp};
 use crate::builds::progress::Progress;
 use crate::builds::status::Status;
 
@@ -14,7 +16,10 @@ pub struct BuildView<'a> {
     tags: &'a [String],
     push: bool,
     image_id: Option<&'a str>,
+    /// The first tag's digest (older clients read this one).
     digest: Option<&'a str>,
+    digests: &'a BTreeMap<String, String>,
+    options: &'a BuildOptions,
     error: Option<&'a str>,
     created_at: String,
     started_at: Option<String>,
@@ -47,6 +52,8 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             push: build.push,
             image_id: build.image_id.as_deref(),
             digest: build.digest.as_deref(),
+            digests: &build.digests,
+            options: &build.options,
             error: build.error.as_deref(),
             created_at: build.created_at.to_rfc3339(),
             started_at: build.started_at.map(Timestamp::to_rfc3339),

@@ -1,17 +1,57 @@
-//! The files a build keeps beside its row: `builds/{id}/Dockerfile`.
+//! The files a build keeps beside its row: `builds/{id}/Dockerfile` and, when one
+//! was sent, `builds/{id}/context.tar` (the checked archive, streamed to the daemon
+//! on every run, so a build recovered after a restart has it too). Uploads wait in
+//! the staging folder until they are checked and kept, or removed.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempPath;
 
 #[derive(Debug, Clone)]
 pub struct BuildFiles {
     root: PathBuf,
+    staging: PathBuf,
 }
 
 impl BuildFiles {
-    pub fn open(root: PathBuf) -> io::Result<Self> {
+    /// Opens `root`, and empties `staging`: what is there was left by a crash mid-upload.
+    pub fn open(root: PathBuf, staging: PathBuf) -> io::Result<Self> {
         std::fs::create_dir_all(&root)?;
-        Ok(BuildFiles { root })
+        match std::fs::remove_dir_all(&staging) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+        std::fs::create_dir_all(&staging)?;
+        Ok(BuildFiles { root, staging })
+    }
+
+    /// Where uploads are written while they arrive; on the same file system as the
+    /// builds' folders, so keeping one is a rename.
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
+    pub fn context_path(&self, id: i64) -> PathBuf {
+        self.dir(id).join("context.tar")
+    }
+
+    /// A copy of a build's stored context in the staging folder, for a retry to keep.
+    pub fn stage_copy_of_context(&self, id: i64) -> io::Result<TempPath> {
+        let mut copy = tempfile::NamedTempFile::new_in(&self.staging)?;
+        std::io::copy(
+            &mut std::fs::File::open(self.context_path(id))?,
+            copy.as_file_mut(),
+        )?;
+        copy.as_file().sync_all()?;
+        Ok(copy.into_temp_path())
+    }
+
+    pub fn keep_context(&self, id: i64, archive: TempPath) -> io::Result<()> {
+        std::fs::create_dir_all(self.dir(id))?;
+        archive
+            .persist(self.context_path(id))
+            .map_err(|err| err.error)
     }
 
     fn dir(&self, id: i64) -> PathBuf {

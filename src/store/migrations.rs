@@ -9,6 +9,7 @@ use super::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_builds.sql"),
     include_str!("migrations/002_retry_of.sql"),
+    include_str!("migrations/003_contexts.sql"),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@ mod files;
 mod migrations;
 mod rows;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ pub enum StoreError {
 pub struct Changes {
     pub image_id: Option<String>,
     pub digest: Option<String>,
+    pub digests: Option<BTreeMap<String, String>>,
     pub error: Option<String>,
 }
 
@@ -73,7 +75,7 @@ impl Store {
             });
         let pool = Pool::builder().max_size(8).build(manager)?;
         migrations::apply(&mut *pool.get()?)?;
-        let files = BuildFiles::open(data_dir.join("builds"))?;
+        let files = BuildFiles::open(data_dir.join("builds"), data_dir.join("uploads"))?;
         Ok(Store { pool, files })
     }
 
@@ -116,8 +118,9 @@ impl Store {
                 TagPlan::TimestampAndId => Vec::new(),
             };
             tx.execute(
-                "INSERT INTO builds (status, repository, tags, push, registry_username, created_at, retry_of)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO builds (status, repository, tags, push, registry_username, created_at, retry_of,
+                                     options, context_dockerfile)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     Status::Queued.as_str(),
                     new.repository,
@@ -126,6 +129,8 @@ impl Store {
                     new.registry_username,
                     new.created_at.to_rfc3339(),
                     new.retry_of,
+                    rows::to_json(&new.options),
+                    new.context.as_ref().map(|c| c.dockerfile_path.as_str()),
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -136,7 +141,17 @@ impl Store {
                     params![id, rows::tags_to_json(&[tag])],
                 )?;
             }
-            files.write_dockerfile(id, &new.dockerfile)?;
+            let stored =
+                files
+                    .write_dockerfile(id, &new.dockerfile)
+                    .and_then(|()| match new.context {
+                        Some(context) => files.keep_context(id, context.archive),
+                        None => Ok(()),
+                    });
+            if let Err(err) = stored {
+                files.remove(id)?;
+                return Err(err.into());
+            }
             before_commit(id);
             if let Err(err) = tx.commit() {
                 files.remove(id)?;
@@ -302,6 +317,12 @@ impl Store {
         .await
     }
 
+    /// A staged copy of build `id`'s context archive (see [`BuildFiles::stage_copy_of_context`]).
+    pub async fn stage_copy_of_context(&self, id: i64) -> Result<tempfile::TempPath, StoreError> {
+        self.blocking(move |_, files| Ok(files.stage_copy_of_context(id)?))
+            .await
+    }
+
     pub async fn read_dockerfile(&self, id: i64) -> Result<String, StoreError> {
         self.blocking(move |_, files| Ok(files.read_dockerfile(id)?))
             .await
@@ -366,7 +387,7 @@ fn transition(
     if allowed.is_empty() {
         return Ok(None);
     }
-    let placeholders: Vec<String> = (7..7 + allowed.len()).map(|n| format!("?{n}")).collect();
+    let placeholders: Vec<String> = (8..8 + allowed.len()).map(|n| format!("?{n}")).collect();
     let placeholders = placeholders.join(", ");
     let finals = final_statuses();
     let sql = format!(
@@ -380,9 +401,11 @@ fn transition(
                 WHEN ?1 = 'pushing' OR (?1 = 'succeeded' AND built_at IS NULL) THEN ?5
                 WHEN ?1 = 'queued' THEN NULL
                 ELSE built_at END,
-            finished_at = CASE WHEN ?1 IN ({finals}) THEN ?5 ELSE NULL END
+            finished_at = CASE WHEN ?1 IN ({finals}) THEN ?5 ELSE NULL END,
+            digests = CASE WHEN ?1 = 'queued' THEN '{{}}' ELSE COALESCE(?7, digests) END
          WHERE id = ?6 AND status IN ({placeholders})"
     );
+    let digests = changes.digests.as_ref().map(rows::to_json);
     let mut values: Vec<&dyn rusqlite::ToSql> = vec![
         &status,
         &changes.image_id,
@@ -390,6 +413,7 @@ fn transition(
         &changes.error,
         &now,
         &id,
+        &digests,
     ];
     values.extend(allowed.iter().map(|s| s as &dyn rusqlite::ToSql));
     let updated = conn.execute(&sql, values.as_slice())?;

@@ -6,7 +6,7 @@ use super::StoreError;
 use crate::builds::model::{Build, Timestamp};
 
 pub const BUILD_COLUMNS: &str = "id, status, repository, tags, push, registry_username, image_id, \
-     digest, error, created_at, started_at, built_at, finished_at, retry_of";
+     digest, error, created_at, started_at, built_at, finished_at, retry_of, options, digests, context_dockerfile";
 
 /// Reads one row; the outer error is SQLite's, the inner one a row that does not parse.
 pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreError>> {
@@ -15,6 +15,8 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
     let tags: String = row.get(3)?;
     let created_at: String = row.get(9)?;
     let times: [Option<String>; 3] = [row.get(10)?, row.get(11)?, row.get(12)?];
+    let options: String = row.get(14)?;
+    let digests: String = row.get(15)?;
     let parsed = (|| {
         let corrupt = |what: &str| StoreError::Corrupt(format!("build {id}: {what}"));
         let [started_at, built_at, finished_at] = times.map(|t| t.as_deref().map(Timestamp::parse));
@@ -39,6 +41,9 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
             finished_at: time(finished_at)?,
             retry_of: row.get(13)?,
             progress: None,
+            options: serde_json::from_str(&options).map_err(|_| corrupt("bad options"))?,
+            digests: serde_json::from_str(&digests).map_err(|_| corrupt("bad digests"))?,
+            context_dockerfile: row.get(16)?,
         })
     })();
     Ok(parsed)
@@ -46,4 +51,8 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
 
 pub fn tags_to_json(tags: &[String]) -> String {
     serde_json::to_string(tags).expect("a list of strings always serializes")
+}
+
+pub fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("options and digests always serialize")
 }

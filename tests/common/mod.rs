@@ -80,6 +80,7 @@ pub struct Server {
     pub base: String,
     pub client: Client,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     starts: usize,
 }
 
@@ -90,6 +91,11 @@ impl Server {
 
     /// Starts `dockpub serve` on port 0 with build network `none` and `extra` flags.
     pub fn start_with(extra: &[&str]) -> Server {
+        Server::start_with_env(extra, &[])
+    }
+
+    /// As [`Server::start_with`], with these environment variables set for dockpub.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut args: Vec<String> = [
             "serve",
@@ -104,7 +110,11 @@ impl Server {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let (child, base) = spawn(dir.path(), &args, 0);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, base) = spawn(dir.path(), &args, &env, 0);
         Server {
             dir,
             child,
@@ -114,8 +124,14 @@ impl Server {
                 .build()
                 .unwrap(),
             args,
+            env,
             starts: 1,
         }
+    }
+
+    /// The dockpub process's id, to read its /proc entries.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -144,7 +160,7 @@ impl Server {
 
     /// Starts again on the same data folder (on a new port).
     pub fn restart(&mut self) {
-        let (child, base) = spawn(self.dir.path(), &self.args, self.starts);
+        let (child, base) = spawn(self.dir.path(), &self.args, &self.env, self.starts);
         self.child = child;
         self.base = base;
         self.starts += 1;
@@ -217,11 +233,14 @@ impl Drop for Server {
     }
 }
 
-fn spawn(dir: &Path, args: &[String], start: usize) -> (Child, String) {
+// The child is handed to a Server, whose Drop kills and reaps it.
+#[allow(clippy::zombie_processes)]
+fn spawn(dir: &Path, args: &[String], env: &[(String, String)], start: usize) -> (Child, String) {
     let log_path = dir.join(format!("server-{start}.log"));
     let log = std::fs::File::create(&log_path).expect("server log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_dockpub"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(dir)
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())

@@ -1,0 +1,255 @@
+//! Build contexts: an uploaded tar archive (plain or gzip, told apart by its first
+//! bytes), checked entry by entry, with `.dockerignore` applied and an uploaded
+//! Dockerfile added, ready to be streamed to the daemon. Everything here reads and
+//! writes files in a streaming way: an archive is never held in memory.
+
+mod check;
+mod dockerignore;
+mod rewrite;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
+use std::path::Path;
+
+use flate2::read::MultiGzDecoder;
+use tar::EntryType;
+use tempfile::TempPath;
+
+use check::EntryChecker;
+pub use check::{clean_path, Unsafe};
+pub use dockerignore::IgnoreError;
+use dockerignore::IgnoreRules;
+
+/// Where an uploaded Dockerfile is put inside the context; the daemon reads it and
+/// then drops it (it is listed in `.dockerignore`), as the docker CLI does with `-f`.
+const INJECTED_DOCKERFILE: &str = ".dockpub-Dockerfile";
+const DOCKERIGNORE: &str = ".dockerignore";
+const MAX_DOCKERIGNORE_BYTES: u64 = 1024 * 1024;
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const READ_BUFFER: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("the context is not a readable tar archive (plain or gzip-compressed): {0}")]
+    NotAnArchive(String),
+    #[error("context entry '{entry}': {reason}")]
+    UnsafeEntry { entry: String, reason: Unsafe },
+    #[error("the context has no Dockerfile at '{0}': name it with the 'dockerfile' field, or send it as 'file'")]
+    NoDockerfile(String),
+    #[error("the context's '{0}' is not a regular file")]
+    DockerfileNotAFile(String),
+    #[error("the context's .dockerignore is larger than {MAX_DOCKERIGNORE_BYTES} bytes")]
+    DockerignoreTooLarge,
+    #[error(transparent)]
+    Dockerignore(#[from] IgnoreError),
+    /// Our own disk failed, not the upload.
+    #[error("cannot write the context: {0}")]
+    Io(std::io::Error),
+}
+
+/// An uploaded archive, staged in a temporary file that is removed unless kept.
+#[derive(Debug)]
+pub struct ContextUpload {
+    pub file: TempPath,
+    pub bytes: u64,
+}
+
+/// Where the build's Dockerfile comes from.
+pub enum DockerfileSource {
+    /// Sent as its own field: it is added to the context.
+    Uploaded(String),
+    /// A path inside the context, already checked by [`clean_path`].
+    InContext(String),
+}
+
+/// A checked context, ready to be kept beside the build.
+#[derive(Debug)]
+pub struct PreparedContext {
+    pub archive: TempPath,
+    /// Where the daemon finds the Dockerfile inside `archive`.
+    pub dockerfile_path: String,
+}
+
+/// What [`prepare`] found: the context and, when it came from there, the Dockerfile.
+pub struct Prepared {
+    pub context: PreparedContext,
+    pub dockerfile_in_context: Option<Vec<u8>>,
+}
+
+/// What one pass over the archive learned.
+#[derive(Default)]
+struct Scan {
+    dockerfile: Option<Vec<u8>>,
+    dockerignore: Option<Vec<u8>>,
+    /// Names taken that an injected Dockerfile must not use.
+    taken: HashSet<String>,
+}
+
+/// Checks every entry of the upload, then keeps it as it is or, when entries are
+/// ignored or a Dockerfile is added, writes a new archive beside it. Blocking.
+pub fn prepare(
+    upload: ContextUpload,
+    source: DockerfileSource,
+    max_dockerfile_bytes: usize,
+) -> Result<Prepared, ContextError> {
+    let wanted = match &source {
+        DockerfileSource::InContext(path) => Some(path.as_str()),
+        DockerfileSource::Uploaded(_) => None,
+    };
+    let scan = scan(&upload.file, wanted, max_dockerfile_bytes as u64 + 1)?;
+    let ignore = match &scan.dockerignore {
+        Some(bytes) => IgnoreRules::parse(&String::from_utf8_lossy(bytes))?,
+        None => IgnoreRules::parse("")?,
+    };
+    match source {
+        DockerfileSource::InContext(path) => {
+            let dockerfile = scan
+                .dockerfile
+                .ok_or_else(|| ContextError::NoDockerfile(path.clone()))?;
+            let archive = if ignore.is_empty() {
+                upload.file
+            } else {
+                rewrite::write_beside(&upload.file, &ignore, &path, None)?
+            };
+            Ok(Prepared {
+                context: PreparedContext {
+                    archive,
+                    dockerfile_path: path,
+                },
+                dockerfile_in_context: Some(dockerfile),
+            })
+        }
+        DockerfileSource::Uploaded(dockerfile) => {
+            let name = free_name(&scan.taken);
+            let injected = rewrite::Injected {
+                name: &name,
+                dockerfile: &dockerfile,
+                dockerignore: scan.dockerignore.as_deref(),
+            };
+            let archive = rewrite::write_beside(&upload.file, &ignore, &name, Some(injected))?;
+            Ok(Prepared {
+                context: PreparedContext {
+                    archive,
+                    dockerfile_path: name,
+                },
+                dockerfile_in_context: None,
+            })
+        }
+    }
+}
+
+fn free_name(taken: &HashSet<String>) -> String {
+    (1..)
+        .map(|n| match n {
+            1 => INJECTED_DOCKERFILE.to_string(),
+            n => format!("{INJECTED_DOCKERFILE}-{n}"),
+        })
+        .find(|name| !taken.contains(name))
+        .expect("some name is free")
+}
+
+/// Opens the archive for reading, decompressing it when it starts as gzip does.
+fn open(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, ContextError> {
+    let mut file = File::open(path).map_err(ContextError::Io)?;
+    let mut magic = [0u8; 2];
+    let read = file.read(&mut magic).map_err(ContextError::Io)?;
+    file.rewind().map_err(ContextError::Io)?;
+    let reader = BufReader::with_capacity(READ_BUFFER, file);
+    let reader: Box<dyn Read> = if read == 2 && magic == GZIP_MAGIC {
+        Box::new(MultiGzDecoder::new(reader))
+    } else {
+        Box::new(reader)
+    };
+    Ok(tar::Archive::new(reader))
+}
+
+fn not_an_archive(err: std::io::Error) -> ContextError {
+    ContextError::NotAnArchive(err.to_string())
+}
+
+/// Headers the tar reader applies to the next entry; they are not files.
+fn is_metadata(kind: EntryType) -> bool {
+    matches!(
+        kind,
+        EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink
+    )
+}
+
+/// An entry's kind and cleaned name; None for headers that only describe the next
+/// entry. A name that leaves the context is refused here.
+fn describe<R: Read>(
+    entry: &tar::Entry<'_, R>,
+) -> Result<Option<(EntryType, String)>, ContextError> {
+    let kind = entry.header().entry_type();
+    if is_metadata(kind) {
+        return Ok(None);
+    }
+    let raw = entry.path().map_err(not_an_archive)?;
+    let name = clean_path(&raw).map_err(|reason| ContextError::UnsafeEntry {
+        entry: raw.display().to_string(),
+        reason,
+    })?;
+    Ok(Some((kind, name)))
+}
+
+fn is_regular(kind: EntryType) -> bool {
+    matches!(kind, EntryType::Regular | EntryType::Continuous)
+}
+
+/// Checks every entry and reads the few it needs: the Dockerfile and `.dockerignore`.
+fn scan(
+    path: &Path,
+    dockerfile: Option<&str>,
+    dockerfile_limit: u64,
+) -> Result<Scan, ContextError> {
+    let mut archive = open(path)?;
+    let mut checker = EntryChecker::default();
+    let mut found = Scan::default();
+    for entry in archive.entries().map_err(not_an_archive)? {
+        let mut entry = entry.map_err(not_an_archive)?;
+        let Some((kind, name)) = describe(&entry)? else {
+            continue;
+        };
+        let target = entry.link_name().map_err(not_an_archive)?;
+        checker
+            .check(&name, kind, target.as_deref())
+            .map_err(|reason| ContextError::UnsafeEntry {
+                entry: entry
+                    .path()
+                    .map_or(name.clone(), |p| p.display().to_string()),
+                reason,
+            })?;
+        if name.starts_with(INJECTED_DOCKERFILE) {
+            found.taken.insert(name.clone());
+        }
+        if Some(name.as_str()) == dockerfile {
+            if !is_regular(kind) {
+                return Err(ContextError::DockerfileNotAFile(name));
+            }
+            found.dockerfile = Some(read_at_most(&mut entry, dockerfile_limit)?);
+        } else if name == DOCKERIGNORE && is_regular(kind) {
+            let text = read_at_most(&mut entry, MAX_DOCKERIGNORE_BYTES + 1)?;
+            if text.len() as u64 > MAX_DOCKERIGNORE_BYTES {
+                return Err(ContextError::DockerignoreTooLarge);
+            }
+            found.dockerignore = Some(text);
+        }
+    }
+    Ok(found)
+}
+
+fn read_at_most(reader: &mut impl Read, limit: u64) -> Result<Vec<u8>, ContextError> {
+    let mut bytes = Vec::new();
+    reader
+        .take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(not_an_archive)?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests;

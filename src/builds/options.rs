@@ -1,0 +1,249 @@
+//! Build options as a request sends them, checked one by one before anything is
+//! stored: each error names its field.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::context::clean_path;
+use super::model::BuildOptions;
+
+/// Build argument names as Dockerfile ARG instructions can refer to them.
+static ARG_KEY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("arg regex"));
+/// Label keys: Docker's recommended reverse-DNS style, with `/` allowed.
+static LABEL_KEY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[A-Za-z0-9](?:[A-Za-z0-9._/-]*[A-Za-z0-9])?$").expect("label regex")
+});
+/// Stage names as `FROM image AS name` accepts them.
+static STAGE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$").expect("stage regex"));
+/// `os[/arch[/variant]]`, e.g. linux/amd64 or linux/arm/v7.
+static PLATFORM: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9_]+(?:/[a-z0-9_.-]+){0,2}$").expect("platform regex"));
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field '{field}': {message}")]
+pub struct OptionError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> OptionError {
+    OptionError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// The option fields of a build request, as text.
+#[derive(Debug, Default)]
+pub struct OptionsRequest {
+    pub dockerfile: Option<String>,
+    pub build_args: Vec<String>,
+    pub labels: Vec<String>,
+    pub target: Option<String>,
+    pub platform: Option<String>,
+    pub no_cache: bool,
+    pub pull: bool,
+    pub network: Option<String>,
+}
+
+/// Which networks a build may ask for.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkPolicy {
+    /// Used when a build names none; None is the daemon's default.
+    pub default: Option<String>,
+    pub allowed: Vec<String>,
+}
+
+impl OptionsRequest {
+    /// The options to store; `dockerfile` and `context_bytes` are the context's to fill.
+    pub fn validate(self, networks: &NetworkPolicy) -> Result<BuildOptions, OptionError> {
+        Ok(BuildOptions {
+            dockerfile: None,
+            context_bytes: None,
+            build_args: key_values("build_arg", self.build_args, &ARG_KEY)?,
+            labels: key_values("label", self.labels, &LABEL_KEY)?,
+            target: matching(
+                "target",
+                self.target,
+                &STAGE,
+                "a stage name such as 'build'",
+            )?,
+            platform: matching(
+                "platform",
+                self.platform,
+                &PLATFORM,
+                "os[/arch[/variant]] such as 'linux/amd64'",
+            )?,
+            no_cache: self.no_cache,
+            pull: self.pull,
+            network: network(self.network, networks)?,
+        })
+    }
+}
+
+/// The Dockerfile's path inside a context: relative, without `..`.
+pub fn dockerfile_path(path: &str) -> Result<String, OptionError> {
+    match clean_path(Path::new(path)) {
+        Ok(clean) if !clean.is_empty() => Ok(clean),
+        Ok(_) => Err(invalid("dockerfile", "must name a file")),
+        Err(reason) => Err(invalid("dockerfile", format!("'{path}': {reason}"))),
+    }
+}
+
+fn key_values(
+    field: &'static str,
+    pairs: Vec<String>,
+    key_rule: &Regex,
+) -> Result<BTreeMap<String, String>, OptionError> {
+    let mut map = BTreeMap::new();
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(invalid(field, format!("'{pair}' is not KEY=VALUE")));
+        };
+        if !key_rule.is_match(key) {
+            return Err(invalid(field, format!("'{key}' is not a valid key")));
+        }
+        if map.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(invalid(field, format!("'{key}' is given more than once")));
+        }
+    }
+    Ok(map)
+}
+
+fn matching(
+    field: &'static str,
+    value: Option<String>,
+    rule: &Regex,
+    expected: &str,
+) -> Result<Option<String>, OptionError> {
+    match value {
+        Some(value) if !rule.is_match(&value) => {
+            Err(invalid(field, format!("'{value}' is not {expected}")))
+        }
+        other => Ok(other.filter(|v| !v.is_empty())),
+    }
+}
+
+fn network(asked: Option<String>, policy: &NetworkPolicy) -> Result<Option<String>, OptionError> {
+    let Some(asked) = asked.filter(|n| !n.is_empty()) else {
+        return Ok(policy.default.clone());
+    };
+    if policy.allowed.contains(&asked) {
+        return Ok(Some(asked));
+    }
+    let allowed = if policy.allowed.is_empty() {
+        "none may be chosen: the server's default is used".to_string()
+    } else {
+        format!("allowed: {}", policy.allowed.join(", "))
+    };
+    Err(invalid(
+        "network",
+        format!("'{asked}' is not allowed ({allowed})"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> NetworkPolicy {
+        NetworkPolicy {
+            default: Some("none".into()),
+            allowed: vec!["none".into(), "host".into()],
+        }
+    }
+
+    #[test]
+    fn valid_options_are_kept() {
+        let options = OptionsRequest {
+            build_args: vec!["A=1".into(), "B_2=x=y".into(), "EMPTY=".into()],
+            labels: vec!["org.example/team=core".into()],
+            target: Some("build-stage".into()),
+            platform: Some("linux/arm/v7".into()),
+            no_cache: true,
+            ..OptionsRequest::default()
+        }
+        .validate(&policy())
+        .unwrap();
+        assert_eq!(options.build_args["B_2"], "x=y");
+        assert_eq!(options.build_args["EMPTY"], "");
+        assert_eq!(options.labels["org.example/team"], "core");
+        assert_eq!(options.network.as_deref(), Some("none"), "the default");
+        assert!(options.no_cache && !options.pull);
+    }
+
+    #[test]
+    fn bad_options_name_their_field() {
+        let cases: Vec<(OptionsRequest, &str)> = vec![
+            (
+                OptionsRequest {
+                    build_args: vec!["NOEQUALS".into()],
+                    ..Default::default()
+                },
+                "build_arg",
+            ),
+            (
+                OptionsRequest {
+                    build_args: vec!["1A=x".into()],
+                    ..Default::default()
+                },
+                "build_arg",
+            ),
+            (
+                OptionsRequest {
+                    build_args: vec!["A=1".into(), "A=2".into()],
+                    ..Default::default()
+                },
+                "build_arg",
+            ),
+            (
+                OptionsRequest {
+                    labels: vec!["bad key=x".into()],
+                    ..Default::default()
+                },
+                "label",
+            ),
+            (
+                OptionsRequest {
+                    target: Some("-x".into()),
+                    ..Default::default()
+                },
+                "target",
+            ),
+            (
+                OptionsRequest {
+                    platform: Some("Linux/AMD64".into()),
+                    ..Default::default()
+                },
+                "platform",
+            ),
+            (
+                OptionsRequest {
+                    network: Some("bridge".into()),
+                    ..Default::default()
+                },
+                "network",
+            ),
+        ];
+        for (request, field) in cases {
+            let err = request.validate(&policy()).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    #[test]
+    fn dockerfile_paths_stay_inside() {
+        assert_eq!(
+            dockerfile_path("./docker/Dockerfile.prod"),
+            Ok("docker/Dockerfile.prod".into())
+        );
+        assert!(dockerfile_path("../Dockerfile").is_err());
+        assert!(dockerfile_path("/Dockerfile").is_err());
+        assert!(dockerfile_path(".").is_err());
+    }
+}
