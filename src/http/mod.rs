@@ -4,6 +4,7 @@ mod actions;
 mod error;
 mod form;
 mod live;
+mod page;
 mod seed;
 mod v1;
 mod views;
@@ -31,6 +32,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .service(web::scope("/api/v1").configure(v1::routes))
         .configure(seed::routes)
+        .configure(page::routes)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::NoRoute)
         }));
