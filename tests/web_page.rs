@@ -246,6 +246,12 @@ impl Drop for Browser {
     }
 }
 
+fn log_at_bottom(browser: &Browser) -> bool {
+    let script = "const log = document.getElementById('log');
+        return log.scrollTop + log.clientHeight >= log.scrollHeight - 2;";
+    browser.js(script) == true
+}
+
 /// A browser console entry's text.
 fn message(entry: &Value) -> &str {
     entry["message"].as_str().unwrap_or_default()
@@ -323,6 +329,7 @@ fn the_page_submits_follows_cancels_and_deletes_builds() {
         .text("build-facts")
         .contains(record["digest"].as_str().unwrap()));
     assert!(browser.text("log").contains("web-page-says-hello"));
+    assert!(log_at_bottom(&browser), "the log does not follow");
     assert_eq!(browser.text("step-value"), "step 3 of 3");
     let bytes_bar = browser.js("const bar = document.getElementById('bytes-bar');
          return { now: Number(bar.getAttribute('aria-valuenow')),
@@ -403,10 +410,13 @@ fn the_page_submits_follows_cancels_and_deletes_builds() {
         "console errors: {errors:?}"
     );
 
-    // 3. A slow build, pasted as text, cancelled from the page.
+    // 3. A slow build, pasted as text, cancelled from the page. It prints for a
+    // while first: the log follows it until the reader scrolls up.
     browser.type_into(
         "dockerfile-text",
-        &env.dockerfile("echo sleeping && sleep 60"),
+        &env.dockerfile(
+            "for i in $(seq 1 60); do echo line-$i; sleep 0.1; done; echo sleeping; sleep 60",
+        ),
     );
     browser.type_into(
         "repository",
@@ -415,10 +425,25 @@ fn the_page_submits_follows_cancels_and_deletes_builds() {
     browser.type_into("tags", "");
     let slow = click_to_new_build(&browser, "submit-button");
     browser.wait_for(
+        "the log to fill its box",
+        BUILD_TIME,
+        "const log = document.getElementById('log');
+         return log.textContent.includes('line-35') && log.scrollHeight > log.clientHeight;",
+    );
+    assert!(log_at_bottom(&browser), "the log does not follow");
+    browser.js("document.getElementById('log').scrollTop = 0;");
+    browser.wait_for(
         "the slow build to reach its sleep",
         BUILD_TIME,
         "return document.getElementById('log').textContent.includes('sleeping');",
     );
+    assert_eq!(
+        browser.js("return document.getElementById('log').scrollTop;"),
+        0,
+        "the log pulled the reader down"
+    );
+    browser.click("log-bottom");
+    assert!(log_at_bottom(&browser));
     assert_eq!(browser.text("build-status"), "building");
     assert!(!browser.is_shown("delete-button"));
     let clicked = Instant::now();
