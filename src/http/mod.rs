@@ -5,6 +5,7 @@ mod auth;
 mod error;
 mod form;
 mod live;
+mod page;
 mod seed;
 mod v1;
 mod views;
@@ -36,6 +37,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .service(web::scope("/api/v1").configure(v1::routes))
         .configure(seed::routes)
+        .configure(page::routes)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::NoRoute)
         }));

@@ -1,0 +1,759 @@
+// dockpub's web page: plain JavaScript against the /api/v1 JSON API.
+// Everything the server says is put on the page as text (textContent), never as
+// HTML, so a build's log or error cannot inject markup.
+"use strict";
+
+const API = "/api/v1";
+const TOKEN_KEY = "dockpub.token";
+const LIST_POLL_MS = 2000;
+const PAGE_SIZE = 20;
+const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+const RUNNING = new Set(["queued", "building", "pushing"]);
+
+const $ = (id) => document.getElementById(id);
+
+// ---- talking to the API ----------------------------------------------------
+
+class ApiFailure extends Error {
+  constructor(message, code, status) {
+    super(message);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+function storedToken() {
+  try {
+    return localStorage.getItem(TOKEN_KEY) || "";
+  } catch (_) {
+    return ""; // storage can be off (private modes); then there is no token
+  }
+}
+
+// Every request carries the token when one is set (EventSource could not send it,
+// which is why the event stream is read with fetch too).
+function withAuth(headers) {
+  const token = storedToken();
+  const all = new Headers(headers || {});
+  if (token) all.set("Authorization", "Bearer " + token);
+  return all;
+}
+
+async function request(path, options) {
+  const init = Object.assign({}, options);
+  init.headers = withAuth(init.headers);
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new ApiFailure("Cannot reach the dockpub server (" + err.message + ").", "network", 0);
+  }
+  if (!response.ok) throw await failureOf(response);
+  return response;
+}
+
+async function requestJson(path, options) {
+  const response = await request(path, options);
+  return response.status === 204 ? null : response.json();
+}
+
+// The API's errors are {"error":{"code","message"}}; anything else (a proxy, an
+// auth layer) still gets a sentence.
+async function failureOf(response) {
+  let code = "http_" + response.status;
+  let message = "";
+  try {
+    const body = await response.json();
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || "";
+    } else if (body && body.message) {
+      message = body.message;
+    }
+  } catch (_) {
+    // not JSON: fall through to the status line
+  }
+  if (!message) message = "the server answered " + response.status + " " + response.statusText;
+  if (response.status === 401) message += " (set the API token at the top of the page)";
+  if (code === "unknown_field") message += " (this server does not accept that field yet)";
+  return new ApiFailure(message, code, response.status);
+}
+
+function showError(element, prefix, err) {
+  element.textContent = prefix + ": " + err.message;
+  element.hidden = false;
+}
+
+function clearError(element) {
+  element.hidden = true;
+  element.textContent = "";
+}
+
+// ---- formatting -------------------------------------------------------------
+
+function formatBytes(bytes) {
+  if (bytes == null) return "?";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return (unit === 0 ? value : value.toFixed(1)) + " " + units[unit];
+}
+
+function formatTime(text) {
+  if (!text) return "";
+  const date = new Date(text);
+  return date.toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
+}
+
+function formatDuration(fromText, toText) {
+  if (!fromText || !toText) return "";
+  const seconds = (new Date(toText) - new Date(fromText)) / 1000;
+  if (seconds < 60) return seconds.toFixed(1) + " s";
+  return Math.floor(seconds / 60) + " min " + Math.round(seconds % 60) + " s";
+}
+
+function imageName(build) {
+  return build.repository + ":" + build.tags.join(", ");
+}
+
+function setBadge(element, status) {
+  element.textContent = status;
+  element.className = "badge status-" + status;
+}
+
+// ---- token -------------------------------------------------------------------
+
+function setUpToken() {
+  $("token").value = storedToken();
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("token").value.trim();
+    try {
+      if (token) localStorage.setItem(TOKEN_KEY, token);
+      else localStorage.removeItem(TOKEN_KEY);
+      $("token-note").textContent = token ? "saved" : "cleared";
+    } catch (err) {
+      $("token-note").textContent = "cannot save: " + err.message;
+    }
+    refreshList();
+    // An open build whose stream was refused for want of a token tries again.
+    if (view.build && !view.stream) {
+      view.build = null;
+      openFromHash();
+    }
+  });
+}
+
+// ---- the builds list ---------------------------------------------------------
+
+const list = {
+  // `before` cursors of the pages above the current one; the first page has none.
+  cursors: [],
+  before: null,
+  next: null,
+  rows: new Map(),
+  timer: null,
+  loading: false,
+};
+
+function listPath() {
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if (list.before != null) query.set("before", String(list.before));
+  const status = $("status-filter").value;
+  if (status) query.set("status", status);
+  return API + "/builds?" + query;
+}
+
+async function refreshList() {
+  if (list.loading) return;
+  list.loading = true;
+  clearTimeout(list.timer);
+  try {
+    const page = await requestJson(listPath());
+    renderList(page);
+    clearError($("list-error"));
+  } catch (err) {
+    showError($("list-error"), "Cannot load the builds", err);
+  } finally {
+    list.loading = false;
+    list.timer = setTimeout(pollList, LIST_POLL_MS);
+  }
+}
+
+function pollList() {
+  // A hidden tab need not keep asking; it catches up when shown again.
+  if (document.hidden) list.timer = setTimeout(pollList, LIST_POLL_MS);
+  else refreshList();
+}
+
+function renderList(page) {
+  const ol = $("build-list");
+  const seen = new Set();
+  page.builds.forEach((build, index) => {
+    seen.add(build.id);
+    let row = list.rows.get(build.id);
+    if (!row) {
+      row = makeRow(build.id);
+      list.rows.set(build.id, row);
+    }
+    fillRow(row, build);
+    // Rows move only when the order changed, so a focused row keeps its focus.
+    if (ol.children[index] !== row) ol.insertBefore(row, ol.children[index] || null);
+  });
+  for (const [id, row] of list.rows) {
+    if (!seen.has(id)) {
+      row.remove();
+      list.rows.delete(id);
+    }
+  }
+  $("list-empty").hidden = page.builds.length > 0;
+  list.next = page.next;
+  $("older").disabled = !page.next;
+  $("newer").disabled = list.cursors.length === 0;
+  $("page-label").textContent = "page " + (list.cursors.length + 1);
+  markSelectedRow();
+}
+
+function makeRow(id) {
+  const li = document.createElement("li");
+  li.dataset.id = String(id);
+  const link = document.createElement("a");
+  link.href = "#/builds/" + id;
+  link.className = "row";
+  for (const part of ["number", "badge", "name", "time"]) {
+    const span = document.createElement("span");
+    span.className = part;
+    link.appendChild(span);
+  }
+  li.appendChild(link);
+  return li;
+}
+
+function fillRow(row, build) {
+  const link = row.firstChild;
+  link.querySelector(".number").textContent = "#" + build.id;
+  setBadge(link.querySelector(".badge"), build.status);
+  link.querySelector(".name").textContent = imageName(build);
+  link.querySelector(".time").textContent = formatTime(build.created_at);
+  link.setAttribute("aria-label", "Build " + build.id + ", " + build.status + ", " + imageName(build));
+  // The open build learns its status from its own event stream; the list is the
+  // fallback when that stream is down.
+  if (view.build && view.build.id === build.id && !view.stream) renderBuild(build);
+}
+
+function markSelectedRow() {
+  for (const [id, row] of list.rows) {
+    const selected = view.build != null && view.build.id === id;
+    row.classList.toggle("selected", selected);
+    if (selected) row.firstChild.setAttribute("aria-current", "true");
+    else row.firstChild.removeAttribute("aria-current");
+  }
+}
+
+function setUpList() {
+  $("older").addEventListener("click", () => {
+    if (!list.next) return;
+    list.cursors.push(list.before);
+    list.before = new URLSearchParams(list.next.split("?")[1]).get("before");
+    refreshList();
+  });
+  $("newer").addEventListener("click", () => {
+    if (list.cursors.length === 0) return;
+    list.before = list.cursors.pop();
+    refreshList();
+  });
+  $("status-filter").addEventListener("change", () => {
+    list.cursors = [];
+    list.before = null;
+    refreshList();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) refreshList();
+  });
+}
+
+// ---- submitting --------------------------------------------------------------
+
+function splitTags(text) {
+  return text.split(/[\s,]+/).filter(Boolean);
+}
+
+function buildArgs(text) {
+  return text
+    .split("\n")
+    .map((line) => line.trim())
+    .filter(Boolean);
+}
+
+// Optional fields are sent only when filled, so the form works with servers that
+// do not know them (they answer 400 unknown_field, shown in words).
+function submitForm() {
+  const form = new FormData();
+  const file = $("dockerfile-file").files[0];
+  const pasted = $("dockerfile-text").value;
+  if (file) form.append("file", file, file.name);
+  else if (pasted.trim()) form.append("file", new Blob([pasted], { type: "text/plain" }), "Dockerfile");
+  else throw new Error("choose a Dockerfile or paste one");
+  const repository = $("repository").value.trim();
+  if (!repository) throw new Error("the repository is missing");
+  form.append("repository", repository);
+  for (const tag of splitTags($("tags").value)) form.append("tag", tag);
+  form.append("push", $("push").checked ? "true" : "false");
+  for (const arg of buildArgs($("build-args").value)) form.append("build_arg", arg);
+  const context = $("context").files[0];
+  if (context) form.append("context", context, context.name);
+  appendLogin(form, $("username").value, $("password").value);
+  return form;
+}
+
+function appendLogin(form, username, password) {
+  if (username || password) {
+    form.append("username", username);
+    form.append("password", password);
+  }
+}
+
+function setUpSubmit() {
+  $("submit-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = $("submit-button");
+    const errorBox = $("submit-error");
+    let form;
+    try {
+      form = submitForm();
+    } catch (err) {
+      showError(errorBox, "Cannot build", err);
+      return;
+    }
+    button.disabled = true;
+    button.textContent = "Submitting…";
+    try {
+      const build = await requestJson(API + "/builds", { method: "POST", body: form });
+      clearError(errorBox);
+      $("password").value = ""; // held for this build only, like the server does
+      if (list.before != null || $("status-filter").value) {
+        list.cursors = [];
+        list.before = null;
+        $("status-filter").value = "";
+      }
+      location.hash = "#/builds/" + build.id;
+      refreshList();
+    } catch (err) {
+      showError(errorBox, "The build was not accepted", err);
+    } finally {
+      button.disabled = false;
+      button.textContent = "Build";
+    }
+  });
+}
+
+// ---- one build ---------------------------------------------------------------
+
+// The server forgets a build's progress once it is final; the page remembers the
+// last it saw, so going back to a build still shows how far its push got.
+const lastProgress = new Map();
+
+const view = {
+  build: null,
+  progress: null,
+  stream: null, // the AbortController of the open event stream
+  lastLine: 0,
+  followBottom: true,
+  confirmingDelete: false,
+};
+
+function selectedId() {
+  const match = /^#\/builds\/(\d+)$/.exec(location.hash);
+  return match ? Number(match[1]) : null;
+}
+
+function openFromHash() {
+  const id = selectedId();
+  if (view.build && view.build.id === id) return;
+  closeStream();
+  view.build = null;
+  view.progress = lastProgress.get(id) || null;
+  view.lastLine = 0;
+  view.followBottom = true;
+  view.confirmingDelete = false;
+  $("log").textContent = "";
+  clearError($("action-error"));
+  $("build-view").hidden = id == null;
+  $("no-build").hidden = id != null;
+  markSelectedRow();
+  if (id == null) return;
+  $("build-heading").textContent = "Build #" + id;
+  $("log-state").textContent = "loading…";
+  view.build = { id, status: "queued", tags: [], repository: "" };
+  loadBuild(id);
+}
+
+async function loadBuild(id) {
+  try {
+    const build = await requestJson(API + "/builds/" + id);
+    if (selectedId() !== id) return;
+    renderBuild(build);
+    markSelectedRow();
+    $("build-heading").focus({ preventScroll: !narrowScreen() });
+    if (narrowScreen()) $("build-view").scrollIntoView({ block: "start" });
+    follow(id);
+  } catch (err) {
+    if (selectedId() !== id) return;
+    $("log-state").textContent = "";
+    showError($("action-error"), "Cannot load build #" + id, err);
+  }
+}
+
+function narrowScreen() {
+  return window.matchMedia("(max-width: 760px)").matches;
+}
+
+function renderBuild(build) {
+  view.build = build;
+  if (build.progress) rememberProgress(build.id, build.progress);
+  $("build-heading").textContent = "Build #" + build.id;
+  setBadge($("build-status"), build.status);
+  renderFacts(build);
+  const error = $("build-error");
+  error.hidden = !build.error;
+  error.textContent = build.error ? build.error : "";
+  renderStages(build);
+  renderMeters(build, view.progress);
+  renderActions(build);
+}
+
+function rememberProgress(id, progress) {
+  view.progress = progress;
+  lastProgress.set(id, progress);
+}
+
+function renderFacts(build) {
+  const facts = [
+    ["Image", imageName(build)],
+    ["Push", build.push ? "yes" : "no, build only"],
+    ["Created", formatTime(build.created_at)],
+  ];
+  if (build.started_at) facts.push(["Started", formatTime(build.started_at)]);
+  if (build.finished_at) facts.push(["Took", formatDuration(build.started_at || build.created_at, build.finished_at)]);
+  if (build.image_id) facts.push(["Image id", build.image_id]);
+  if (build.digest) facts.push(["Digest", build.digest]);
+  if (build.retry_of) facts.push(["Retry of", "#" + build.retry_of, "#/builds/" + build.retry_of]);
+  const dl = $("build-facts");
+  dl.replaceChildren();
+  for (const [term, value, href] of facts) {
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    if (href) {
+      const link = document.createElement("a");
+      link.href = href;
+      link.textContent = value;
+      dd.appendChild(link);
+    } else {
+      dd.textContent = value;
+    }
+    dl.append(dt, dd);
+  }
+}
+
+// The stages a build went through, from its timestamps: a build that failed while
+// building never reached pushing, and one with push=false skips it.
+function renderStages(build) {
+  const final = FINAL.has(build.status);
+  const current = final ? "done" : build.status;
+  const reached = {
+    queued: true,
+    building: Boolean(build.started_at) || build.status === "building",
+    pushing: (Boolean(build.built_at) && build.push) || build.status === "pushing",
+    done: final,
+  };
+  for (const li of $("stages").children) {
+    const stage = li.dataset.stage;
+    let state = reached[stage] ? "past" : "";
+    if (stage === "pushing" && !build.push) state = "skipped";
+    if (stage === current) state = "current status-" + build.status;
+    li.className = state;
+    if (stage === current) li.setAttribute("aria-current", "step");
+    else li.removeAttribute("aria-current");
+    if (stage === "done") li.textContent = final ? build.status : "done";
+    if (stage === "pushing") li.textContent = build.push ? "pushing" : "no push";
+  }
+}
+
+function setBar(id, valueId, done, total, text) {
+  const bar = $(id);
+  const fraction = total > 0 ? Math.min(done / total, 1) : 0;
+  bar.firstChild.style.width = (fraction * 100).toFixed(1) + "%";
+  bar.setAttribute("aria-valuemin", "0");
+  bar.setAttribute("aria-valuemax", String(total || 0));
+  bar.setAttribute("aria-valuenow", String(Math.min(done || 0, total || 0)));
+  bar.setAttribute("aria-valuetext", text);
+  bar.classList.toggle("full", total > 0 && done >= total);
+  $(valueId).textContent = text;
+}
+
+function renderMeters(build, progress) {
+  const p = progress || {};
+  const succeeded = build.status === "succeeded";
+  // Build step: the daemon's "Step N/M"; a build that got past building did them all.
+  const pastBuilding = Boolean(build.built_at) || build.status === "pushing";
+  if (p.steps) {
+    const step = pastBuilding ? p.steps : p.step || 0;
+    setBar("step-bar", "step-value", step, p.steps, "step " + step + " of " + p.steps);
+  } else if (pastBuilding) {
+    setBar("step-bar", "step-value", 1, 1, "all steps");
+  } else {
+    setBar("step-bar", "step-value", 0, 0, "–");
+  }
+
+  $("layers-meter").hidden = !build.push;
+  $("bytes-meter").hidden = !build.push;
+  if (!build.push) return;
+  // Succeeded means the registry confirmed the digest: everything was pushed,
+  // whatever the last progress report (sent at most every 250 ms) had reached.
+  let layersDone = p.layers_done || 0;
+  let layersTotal = p.layers_total || 0;
+  let bytesDone = p.bytes_done || 0;
+  let bytesTotal = p.bytes_total || 0;
+  if (succeeded) {
+    layersTotal = Math.max(layersTotal, layersDone, 1);
+    layersDone = layersTotal;
+    bytesTotal = Math.max(bytesTotal, bytesDone);
+    bytesDone = bytesTotal;
+  }
+  const layersText = p.layers_total != null || succeeded
+    ? (succeeded && p.layers_total == null ? "all layers" : layersDone + " of " + layersTotal + " layers")
+    : "–";
+  setBar("layers-bar", "layers-value", layersDone, layersTotal, layersText);
+  const bytesText = bytesTotal > 0
+    ? formatBytes(bytesDone) + " of " + formatBytes(bytesTotal)
+    : succeeded ? "all bytes" : "–";
+  if (succeeded && bytesTotal === 0) setBar("bytes-bar", "bytes-value", 1, 1, bytesText);
+  else setBar("bytes-bar", "bytes-value", bytesDone, bytesTotal, bytesText);
+}
+
+function renderActions(build) {
+  const running = RUNNING.has(build.status);
+  $("cancel-button").hidden = !running;
+  $("retry-button").hidden = running;
+  $("retry-login").hidden = running || !build.push;
+  $("delete-button").hidden = running || view.confirmingDelete;
+  $("delete-confirm").hidden = running || !view.confirmingDelete;
+}
+
+// ---- the event stream --------------------------------------------------------
+
+function closeStream() {
+  if (view.stream) view.stream.abort();
+  view.stream = null;
+}
+
+// Reads /events with fetch (so the Bearer token can be sent) and parses SSE:
+// status, log (id = line number), progress, done. A dropped stream is resumed
+// with Last-Event-ID after the last line it gave.
+async function follow(id) {
+  closeStream();
+  const controller = new AbortController();
+  view.stream = controller;
+  $("log-state").textContent = "following…";
+  let finished = false;
+  let refused = false;
+  try {
+    const headers = {};
+    if (view.lastLine > 0) headers["Last-Event-ID"] = String(view.lastLine);
+    const response = await request(API + "/builds/" + id + "/events", {
+      headers,
+      signal: controller.signal,
+    });
+    finished = await readEvents(response.body, (event) => handleEvent(id, event));
+  } catch (err) {
+    if (err.name === "AbortError") return;
+    if (selectedId() === id) showError($("action-error"), "Lost the live log", err);
+    refused = err.status >= 400 && err.status < 500;
+  }
+  if (view.stream !== controller) return; // another build was opened meanwhile
+  view.stream = null;
+  if (refused) {
+    // Gone or not allowed: asking again would get the same answer.
+    $("log-state").textContent = "";
+  } else if (finished) {
+    $("log-state").textContent = "";
+    clearError($("action-error"));
+  } else {
+    $("log-state").textContent = "reconnecting…";
+    setTimeout(() => {
+      if (selectedId() === id && !view.stream) follow(id);
+    }, 2000);
+  }
+}
+
+async function readEvents(body, onEvent) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let event = { type: "message", data: [], id: null };
+  let sawDone = false;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    const lines = buffer.split("\n");
+    buffer = lines.pop();
+    const batch = [];
+    for (const raw of lines) {
+      const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+      if (line === "") {
+        if (event.data.length > 0) batch.push(event);
+        event = { type: "message", data: [], id: null };
+        continue;
+      }
+      if (line.startsWith(":")) continue; // a comment, e.g. a keep-alive
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") event.type = value;
+      else if (field === "data") event.data.push(value);
+      else if (field === "id") event.id = value;
+    }
+    if (batch.length > 0) {
+      onEvent(batch);
+      if (batch.some((e) => e.type === "done")) sawDone = true;
+    }
+  }
+  return sawDone;
+}
+
+// A batch of events from one read: log lines are appended in one go, so a build
+// that prints thousands of lines does not lay the page out thousands of times.
+function handleEvent(id, batch) {
+  if (selectedId() !== id) return;
+  let text = "";
+  for (const event of batch) {
+    const data = event.data.join("\n");
+    if (event.type === "log") {
+      text += data + "\n";
+      if (event.id) view.lastLine = Number(event.id);
+    } else if (event.type === "progress") {
+      rememberProgress(id, JSON.parse(data));
+      renderMeters(view.build, view.progress);
+    } else if (event.type === "status" || event.type === "done") {
+      renderBuild(JSON.parse(data));
+      const row = list.rows.get(id);
+      if (row) fillRow(row, view.build);
+    }
+  }
+  if (text) appendLog(text);
+}
+
+function appendLog(text) {
+  const log = $("log");
+  log.appendChild(document.createTextNode(text));
+  if (view.followBottom) log.scrollTop = log.scrollHeight;
+}
+
+function setUpLog() {
+  const log = $("log");
+  // Following stops when the reader scrolls up and starts again at the bottom.
+  log.addEventListener("scroll", () => {
+    view.followBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+    $("log-bottom").hidden = view.followBottom;
+  });
+  $("log-bottom").addEventListener("click", () => {
+    log.scrollTop = log.scrollHeight;
+    view.followBottom = true;
+    $("log-bottom").hidden = true;
+  });
+}
+
+// ---- actions -----------------------------------------------------------------
+
+async function act(label, path, options) {
+  const id = view.build.id;
+  const errorBox = $("action-error");
+  const buttons = document.querySelectorAll("#build-actions button, #retry-login button");
+  buttons.forEach((b) => (b.disabled = true));
+  try {
+    const result = await requestJson(API + "/builds/" + id + path, options);
+    clearError(errorBox);
+    return result;
+  } catch (err) {
+    showError(errorBox, label + " failed", err);
+    return undefined;
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+  }
+}
+
+function setUpActions() {
+  $("cancel-button").addEventListener("click", async () => {
+    const build = await act("Cancel", "/cancel", { method: "POST" });
+    if (build && selectedId() === build.id) renderBuild(build);
+    refreshList();
+  });
+  const retry = async (form) => {
+    const build = await act("Retry", "/retry", { method: "POST", body: form });
+    if (build) {
+      location.hash = "#/builds/" + build.id;
+      refreshList();
+    }
+  };
+  $("retry-button").addEventListener("click", () => retry(undefined));
+  $("retry-login-button").addEventListener("click", () => {
+    const form = new FormData();
+    appendLogin(form, $("retry-username").value, $("retry-password").value);
+    $("retry-password").value = "";
+    retry(form);
+  });
+  $("delete-button").addEventListener("click", () => {
+    view.confirmingDelete = true;
+    renderActions(view.build);
+    $("delete-no").focus();
+  });
+  $("delete-no").addEventListener("click", () => {
+    view.confirmingDelete = false;
+    renderActions(view.build);
+    $("delete-button").focus();
+  });
+  $("delete-yes").addEventListener("click", async () => {
+    const id = view.build.id;
+    const deleted = await act("Delete", "", { method: "DELETE" });
+    view.confirmingDelete = false;
+    if (deleted === null) {
+      closeStream();
+      location.hash = "#/";
+      showNotice("Build #" + id + " deleted.");
+      refreshList();
+    } else {
+      renderActions(view.build);
+    }
+  });
+}
+
+function showNotice(text) {
+  const notice = $("notice");
+  notice.textContent = text;
+  setTimeout(() => {
+    if (notice.textContent === text) notice.textContent = "";
+  }, 5000);
+}
+
+// ---- start -------------------------------------------------------------------
+
+function start() {
+  setUpToken();
+  setUpList();
+  setUpSubmit();
+  setUpLog();
+  setUpActions();
+  window.addEventListener("hashchange", openFromHash);
+  openFromHash();
+  refreshList();
+}
+
+start();
