@@ -206,8 +206,10 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
-        let mut config = Config::default();
-        config.max_concurrent_builds = 0;
+        let config = Config {
+            max_concurrent_builds: 0,
+            ..Config::default()
+        };
         assert!(config.validate().is_err());
     }
 }

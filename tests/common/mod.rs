@@ -217,6 +217,8 @@ impl Drop for Server {
     }
 }
 
+// The child goes to the caller, whose Server kills and waits for it on drop.
+#[allow(clippy::zombie_processes)]
 fn spawn(dir: &Path, args: &[String], start: usize) -> (Child, String) {
     let log_path = dir.join(format!("server-{start}.log"));
     let log = std::fs::File::create(&log_path).expect("server log");
