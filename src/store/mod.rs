@@ -1,5 +1,6 @@
 //! Everything SQLite: the r2d2 pool, migrations, and the build and log tables.
-//! Every call runs on tokio's blocking pool, never on the async runtime.
+//! Every call runs on tokio's blocking pool, never on the async runtime, except the
+//! short reads of one build or one page of builds (see [`Store::read`]).
 
 mod files;
 mod migrations;
@@ -68,7 +69,13 @@ impl Store {
                      PRAGMA busy_timeout = 5000;",
                 )
             });
-        let pool = Pool::builder().max_size(8).build(manager)?;
+        // No test query on every checkout: a connection to a local file does not go
+        // stale the way a network connection does, and r2d2_sqlite's test parses and
+        // runs `SELECT 1` each time (a measurable share of a `GET` on the API).
+        let pool = Pool::builder()
+            .max_size(8)
+            .test_on_check_out(false)
+            .build(manager)?;
         migrations::apply(&mut *pool.get()?)?;
         let files = BuildFiles::open(data_dir.join("builds"))?;
         Ok(Store { pool, files })
@@ -87,6 +94,23 @@ impl Store {
         let pool = self.pool.clone();
         let files = self.files.clone();
         tokio::task::spawn_blocking(move || work(&mut *pool.get()?, &files)).await?
+    }
+
+    /// Runs a short read (one build, one page of builds) at once on the calling
+    /// thread when a pooled connection is idle, and on the blocking pool otherwise.
+    /// Handing a read of a few rows to the blocking pool and back costs more than
+    /// the read (two thread wake-ups; 2-3x the CPU of `GET /api/v1/builds/{id}`,
+    /// see BENCHMARKS.md). Such a read never waits: in WAL mode a reader does not
+    /// wait for writers, and `try_get` does not wait for a connection.
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        match self.pool.try_get() {
+            Some(conn) => work(&conn),
+            None => self.blocking(move |conn, _| work(conn)).await,
+        }
     }
 
     /// Inserts a queued build and stores its Dockerfile; both or neither.
@@ -138,12 +162,12 @@ impl Store {
     }
 
     pub async fn get_build(&self, id: i64) -> Result<Option<Build>, StoreError> {
-        self.blocking(move |conn, _| select_build(conn, id)).await
+        self.read(move |conn| select_build(conn, id)).await
     }
 
     /// Newest first.
     pub async fn list_builds(&self, filter: ListFilter) -> Result<Vec<Build>, StoreError> {
-        self.blocking(move |conn, _| {
+        self.read(move |conn| {
             let sql = format!(
                 "SELECT {BUILD_COLUMNS} FROM builds
                  WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2)
@@ -310,4 +334,68 @@ fn transition(
         return Ok(None);
     }
     select_build(conn, id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn new_build(n: usize) -> NewBuild {
+        NewBuild {
+            repository: "bench/app".into(),
+            tags: TagPlan::Listed(vec![format!("t{n}")]),
+            push: false,
+            registry_username: None,
+            dockerfile: "FROM scratch\n".into(),
+            created_at: Timestamp::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_run_inline_and_wait_on_the_blocking_pool_when_no_connection_is_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            ids.push(store.insert_build(new_build(n), |_| {}).await.unwrap().id);
+        }
+        let build = store.get_build(ids[1]).await.unwrap().unwrap();
+        assert_eq!(build.tags, vec!["t1".to_string()]);
+        let filter = ListFilter {
+            status: None,
+            before: None,
+            limit: 2,
+        };
+        let listed: Vec<i64> = store
+            .list_builds(filter)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(listed, vec![ids[2], ids[1]]);
+
+        // Every connection taken: the read must not fail, it waits for one.
+        let held: Vec<_> = (0..8).map(|_| store.pool.get().unwrap()).collect();
+        assert!(store.pool.try_get().is_none());
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            let id = ids[0];
+            async move { store.get_build(id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a read went ahead without a connection"
+        );
+        drop(held);
+        let found = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting read never finished")
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.map(|b| b.id), Some(ids[0]));
+    }
 }
