@@ -704,7 +704,7 @@ def machine_info():
         "nproc": sh_out("nproc"), "cpu": cpu, "memory": mem, "kernel": platform.release(),
         "docker": sh_out("docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})'"),
         "storage_driver": sh_out("docker info --format '{{.Driver}}'"),
-        "wrk": sh_out("wrk --version 2>&1 | head -1 | cut -c1-40"),
+        "wrk": sh_out("wrk --version 2>&1 | head -1 | sed 's/ Copyright.*//'"),
         "rustc": sh_out("rustc --version"),
         "commit": sh_out(f"git -C {shlex.quote(ROOT)} rev-parse --short HEAD") +
         (" (with uncommitted changes)" if sh_out(f"git -C {shlex.quote(ROOT)} status --porcelain -- src Cargo.toml Cargo.lock") else ""),
