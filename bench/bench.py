@@ -833,8 +833,8 @@ def write_report(ctx, results, path):
                 f"{fmt_s(api[kind + '_server_us'], ' µs', 1)} | {fmt_s(api[kind + '_wrk_us'], ' µs', 1)} | "
                 f"{fmt_s(api[kind + '_capacity'], '', 0)} |")
         add("\nThe CPU columns are read from /proc (dockpub's utime + stime over the run, and wrk's from "
-            "getrusage) and divided by the requests served: unlike req/s they hardly depend on what else "
-            "the machine runs. The last column is cores × 10⁶ / (dockpub µs + wrk µs): what the same two "
+            "getrusage) and divided by the requests served: unlike req/s they depend much less on what "
+            "else the machine runs (cache and scheduler effects still move them by 10–20 %). The last column is cores × 10⁶ / (dockpub µs + wrk µs): what the same two "
             "programs would reach on two otherwise idle cores. It is derived, not measured; the targets "
             "are judged on the measured req/s.")
         add(f"\nRSS with {api['rows']} rows: {api['idle_rss_with_rows'] / MIB:.1f} MiB idle, "
