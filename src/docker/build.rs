@@ -242,10 +242,16 @@ impl LineSplitter {
         let mut complete = Vec::new();
         if let Some(text) = &info.stream {
             self.partial.push_str(text);
-            while let Some(end) = self.partial.find('\n') {
-                let line: String = self.partial.drain(..=end).collect();
-                complete.push(line.trim_end_matches(['\n', '\r']).to_string());
+            // One pass, then one drain: draining line by line from the front moves the
+            // rest of the piece each time, quadratic in the lines a piece holds (the
+            // daemon sends up to 32 KiB of RUN output per message).
+            let mut start = 0;
+            while let Some(offset) = self.partial[start..].find('\n') {
+                let end = start + offset;
+                complete.push(self.partial[start..end].trim_end_matches('\r').to_string());
+                start = end + 1;
             }
+            self.partial.drain(..start);
         }
         if let Some(status) = &info.status {
             complete.extend(self.finish());
@@ -312,6 +318,20 @@ mod tests {
         let line = " ---> Running in 3f2a1b4c5d6e";
         assert_eq!(&STEP_CONTAINER.captures(line).unwrap()[1], "3f2a1b4c5d6e");
         assert!(STEP_CONTAINER.captures(" ---> 3f2a1b4c5d6e").is_none());
+    }
+
+    #[test]
+    fn splits_a_piece_of_many_lines_in_order() {
+        let mut splitter = LineSplitter::default();
+        let text: String = (1..=5000).map(|n| format!("{n}\r\n")).collect();
+        let (head, tail) = text.split_at(text.len() / 2 + 3);
+        let mut lines = splitter.push(&stream(head));
+        lines.extend(splitter.push(&stream(tail)));
+        let expected: Vec<String> = (1..=5000).map(|n| n.to_string()).collect();
+        assert_eq!(lines, expected);
+        assert_eq!(splitter.finish(), None);
+        assert_eq!(splitter.push(&stream("\n\nlast")), vec!["", ""]);
+        assert_eq!(splitter.finish(), Some("last".to_string()));
     }
 
     #[test]
