@@ -505,3 +505,52 @@ fn the_page_submits_follows_cancels_and_deletes_builds() {
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
 }
+
+#[test]
+fn the_page_asks_for_the_token_and_sends_the_saved_one() {
+    let env = TestEnv::get();
+    let server = Server::start_with(&["--api-tokens", "page-token-1234"]);
+    let browser = Browser::start();
+    browser.goto(&server.url("/"));
+    let refusal = browser.wait_for(
+        "the refusal, in words",
+        Duration::from_secs(10),
+        "const e = document.getElementById('list-error');
+         return !e.hidden && e.textContent.includes('API token') ? e.textContent : null;",
+    );
+    assert!(
+        refusal.as_str().unwrap().contains("401") || refusal.as_str().unwrap().contains("Bearer"),
+        "{refusal}"
+    );
+
+    browser.type_into("token", "page-token-1234");
+    browser.js("document.getElementById('token-form').requestSubmit();");
+    browser.wait_for(
+        "the list to load with the token",
+        Duration::from_secs(10),
+        "return document.getElementById('list-error').hidden || null;",
+    );
+    // Saved in the browser: a reload still sends it, and a build goes through.
+    browser.goto(&server.url("/"));
+    assert_eq!(
+        browser.js("return document.getElementById('token').value;"),
+        "page-token-1234"
+    );
+    browser.type_into("dockerfile-text", &env.dockerfile("echo with-a-token"));
+    browser.type_into(
+        "repository",
+        &format!("{}/{}", env.registry, unique("web-token")),
+    );
+    let id = click_to_new_build(&browser, "submit-button");
+    wait_for_status(&browser, "succeeded", BUILD_TIME);
+    let stored = server
+        .client
+        .get(server.url(&format!("/api/v1/builds/{id}")))
+        .bearer_auth("page-token-1234")
+        .send()
+        .unwrap();
+    assert_eq!(
+        stored.json::<serde_json::Value>().unwrap()["status"],
+        "succeeded"
+    );
+}
