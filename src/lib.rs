@@ -5,6 +5,7 @@
 //! validation, the queue) → `docker` (bollard) and `store` (SQLite).
 
 pub mod builds;
+pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod http;

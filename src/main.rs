@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dockpub::cli::{self, ClientArgs, Request, SubmitArgs};
 use dockpub::config::{Config, ServeArgs};
 
 #[derive(Parser)]
@@ -22,13 +23,73 @@ struct Cli {
 enum Command {
     /// Run the HTTP service (the default)
     Serve(ServeArgs),
+    /// Submit a build: a Dockerfile, or a directory as its context
+    Submit {
+        #[command(flatten)]
+        submit: SubmitArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the newest builds
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one build
+    Status {
+        id: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a build's log
+    Logs {
+        id: i64,
+        /// Keep printing until the build ends
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a queued or running build
+    Cancel {
+        id: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run a finished build again
+    Retry {
+        id: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a finished build (with --force, cancel it first)
+    Delete {
+        id: i64,
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command.unwrap_or(Command::Serve(cli.serve));
+    let (request, client) = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => return serve(args).await,
+        Command::Submit { submit, client } => (Request::Submit(submit), client),
+        Command::List { client } => (Request::List, client),
+        Command::Status { id, client } => (Request::Status(id), client),
+        Command::Logs { id, follow, client } => (Request::Logs { id, follow }, client),
+        Command::Cancel { id, client } => (Request::Cancel(id), client),
+        Command::Retry { id, client } => (Request::Retry(id), client),
+        Command::Delete { id, force, client } => (Request::Delete { id, force }, client),
+    };
+    cli::run(request, client).await
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match Config::load(args) {
         Ok(config) => config,
         Err(err) => {

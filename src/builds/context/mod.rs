@@ -18,8 +18,7 @@ use tempfile::TempPath;
 
 use check::EntryChecker;
 pub use check::{clean_path, Unsafe};
-pub use dockerignore::IgnoreError;
-use dockerignore::IgnoreRules;
+pub use dockerignore::{IgnoreError, IgnoreRules};
 
 /// Where an uploaded Dockerfile is put inside the context; the daemon reads it and
 /// then drops it (it is listed in `.dockerignore`), as the docker CLI does with `-f`.

@@ -1,0 +1,145 @@
+//! The HTTP calls the CLI makes.
+
+use reqwest::multipart::{Form, Part};
+use reqwest::{Client, RequestBuilder, Response};
+use serde_json::Value;
+
+use super::pack::{self, Packed};
+use super::SubmitArgs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach the server: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the server answered {status}: {message}")]
+    Api { status: u16, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot pack the build context: {0}")]
+    Pack(String),
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+pub struct ApiClient {
+    http: Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl ApiClient {
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        ApiClient {
+            http: Client::new(),
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Response, CliError> {
+        checked(self.request(reqwest::Method::GET, path).send().await?).await
+    }
+
+    pub async fn list(&self) -> Result<Value, CliError> {
+        Ok(self.get("/api/v1/builds").await?.json().await?)
+    }
+
+    pub async fn build(&self, id: i64) -> Result<Value, CliError> {
+        Ok(self
+            .get(&format!("/api/v1/builds/{id}"))
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn logs(&self, id: i64) -> Result<String, CliError> {
+        Ok(self
+            .get(&format!("/api/v1/builds/{id}/logs"))
+            .await?
+            .text()
+            .await?)
+    }
+
+    pub async fn cancel(&self, id: i64) -> Result<Value, CliError> {
+        let response = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/api/v1/builds/{id}/cancel"),
+            )
+            .send()
+            .await?;
+        Ok(checked(response).await?.json().await?)
+    }
+
+    pub async fn retry(&self, id: i64) -> Result<Value, CliError> {
+        let response = self
+            .request(reqwest::Method::POST, &format!("/api/v1/builds/{id}/retry"))
+            .send()
+            .await?;
+        Ok(checked(response).await?.json().await?)
+    }
+
+    pub async fn delete(&self, id: i64, force: bool) -> Result<(), CliError> {
+        let path = format!("/api/v1/builds/{id}?force={force}");
+        checked(self.request(reqwest::Method::DELETE, &path).send().await?).await?;
+        Ok(())
+    }
+
+    /// Sends a Dockerfile as `file`, or a directory packed as `context`.
+    pub async fn submit(
+        &self,
+        submit: &SubmitArgs,
+        show_progress: bool,
+    ) -> Result<Value, CliError> {
+        let mut form = Form::new().text("repository", submit.repository.clone());
+        for tag in &submit.tags {
+            form = form.text("tag", tag.clone());
+        }
+        for build_arg in &submit.build_args {
+            form = form.text("build_arg", build_arg.clone());
+        }
+        if submit.no_push {
+            form = form.text("push", "false");
+        }
+        let packed = pack::pack(&submit.path).await?;
+        form = match &packed {
+            Packed::Dockerfile(bytes) => {
+                form.part("file", Part::bytes(bytes.clone()).file_name("Dockerfile"))
+            }
+            Packed::Context(archive) => {
+                form.part("context", archive.upload_part(show_progress).await?)
+            }
+        };
+        let response = self
+            .request(reqwest::Method::POST, "/api/v1/builds")
+            .multipart(form)
+            .send()
+            .await?;
+        Ok(checked(response).await?.json().await?)
+    }
+}
+
+/// The response when it is a success; the server's own error message otherwise.
+async fn checked(response: Response) -> Result<Response, CliError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|json| json["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or(body);
+    Err(CliError::Api {
+        status: status.as_u16(),
+        message,
+    })
+}

@@ -1,0 +1,161 @@
+//! The CLI client: `dockpub submit|list|status|logs|cancel|retry|delete`, talking
+//! to a dockpub server over its HTTP API, for scripts and people at a terminal.
+
+mod api;
+mod follow;
+mod pack;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+use api::{ApiClient, CliError};
+
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The dockpub server
+    #[arg(long, env = "DOCKPUB_URL", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// API token, when the server wants one
+    #[arg(long, env = "DOCKPUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How to print answers
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// A Dockerfile, or a directory sent as the build context (tarred and gzipped
+    /// here, honouring its .dockerignore)
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Repository to push to, e.g. 127.0.0.1:5000/team/app
+    #[arg(short, long)]
+    pub repository: String,
+    /// Tag (repeatable) [default: latest]
+    #[arg(short, long = "tag")]
+    pub tags: Vec<String>,
+    /// Build argument KEY=VALUE (repeatable)
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Build without pushing
+    #[arg(long)]
+    pub no_push: bool,
+    /// Show the log and push progress live; exit non-zero unless the build succeeds
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+/// What the client was asked to do.
+#[derive(Debug)]
+pub enum Request {
+    Submit(SubmitArgs),
+    List,
+    Status(i64),
+    Logs { id: i64, follow: bool },
+    Cancel(i64),
+    Retry(i64),
+    Delete { id: i64, force: bool },
+}
+
+pub async fn run(request: Request, args: ClientArgs) -> ExitCode {
+    let client = ApiClient::new(&args.server, args.token.clone());
+    match execute(&client, request, args.output).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("dockpub: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(
+    client: &ApiClient,
+    request: Request,
+    output: Output,
+) -> Result<ExitCode, CliError> {
+    let answer = match request {
+        Request::Submit(submit) => return submit_build(client, submit, output).await,
+        Request::Logs { id, follow: true } => return follow::follow(client, id, output).await,
+        Request::Logs { id, follow: false } => {
+            print!("{}", client.logs(id).await?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Request::List => client.list().await?,
+        Request::Status(id) => client.build(id).await?,
+        Request::Cancel(id) => client.cancel(id).await?,
+        Request::Retry(id) => client.retry(id).await?,
+        Request::Delete { id, force } => {
+            client.delete(id, force).await?;
+            Value::Null
+        }
+    };
+    print_answer(&answer, output);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn submit_build(
+    client: &ApiClient,
+    submit: SubmitArgs,
+    output: Output,
+) -> Result<ExitCode, CliError> {
+    let follow = submit.follow;
+    let build = client.submit(&submit, output == Output::Text).await?;
+    let id = build["id"]
+        .as_i64()
+        .ok_or_else(|| CliError::Unexpected(build.to_string()))?;
+    if !follow {
+        print_answer(&build, output);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if output == Output::Text {
+        println!("build {id} queued");
+    }
+    follow::follow(client, id, output).await
+}
+
+fn print_answer(answer: &Value, output: Output) {
+    match (output, answer) {
+        (_, Value::Null) => {}
+        (Output::Json, answer) => println!("{answer}"),
+        (Output::Text, Value::Object(list)) if list.contains_key("builds") => {
+            for build in list["builds"].as_array().into_iter().flatten() {
+                println!("{}", summary(build));
+            }
+        }
+        (Output::Text, build) => println!("{}", summary(build)),
+    }
+}
+
+/// `12  succeeded  127.0.0.1:5000/app:latest  sha256:…`
+fn summary(build: &Value) -> String {
+    let tags: Vec<&str> = build["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut line = format!(
+        "{:<6} {:<10} {}:{}",
+        build["id"],
+        build["status"].as_str().unwrap_or("?"),
+        build["repository"].as_str().unwrap_or("?"),
+        tags.join(",")
+    );
+    if let Some(digest) = build["digest"].as_str() {
+        line.push_str(&format!("  {digest}"));
+    }
+    if let Some(error) = build["error"].as_str() {
+        line.push_str(&format!("  error: {error}"));
+    }
+    line
+}

@@ -1,0 +1,119 @@
+//! Packing what `dockpub submit` sends: a Dockerfile as it is, or a directory as a
+//! gzipped tar written to a temporary file (never held in memory), leaving out what
+//! its `.dockerignore` excludes, as the docker CLI does.
+
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::multipart::Part;
+use reqwest::Body;
+use tempfile::NamedTempFile;
+use tokio_util::io::ReaderStream;
+
+use super::api::CliError;
+use crate::builds::context::IgnoreRules;
+
+pub enum Packed {
+    Dockerfile(Vec<u8>),
+    Context(Archive),
+}
+
+pub struct Archive {
+    file: NamedTempFile,
+    bytes: u64,
+}
+
+pub async fn pack(path: &Path) -> Result<Packed, CliError> {
+    if path.is_file() {
+        return Ok(Packed::Dockerfile(tokio::fs::read(path).await?));
+    }
+    let dir = path.to_path_buf();
+    let archive = tokio::task::spawn_blocking(move || pack_dir(&dir))
+        .await
+        .map_err(|err| CliError::Pack(err.to_string()))??;
+    Ok(Packed::Context(archive))
+}
+
+fn pack_dir(dir: &Path) -> Result<Archive, CliError> {
+    let rules = match std::fs::read_to_string(dir.join(".dockerignore")) {
+        Ok(text) => IgnoreRules::parse(&text).map_err(|err| CliError::Pack(err.to_string()))?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            IgnoreRules::parse("").expect("no rules parse")
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let file = NamedTempFile::new()?;
+    let gzip = GzEncoder::new(BufWriter::new(file.reopen()?), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gzip);
+    tar.follow_symlinks(false);
+    for relative in files_in(dir)? {
+        let name = relative.to_string_lossy().replace('\\', "/");
+        // Like the docker CLI: the Dockerfile and .dockerignore always go; the daemon drops them if listed.
+        let always = name == "Dockerfile" || name == ".dockerignore";
+        if always || !rules.excludes(&name) {
+            tar.append_path_with_name(dir.join(&relative), &name)?;
+        }
+    }
+    tar.into_inner()?
+        .finish()?
+        .into_inner()
+        .map_err(|err| err.into_error())?
+        .sync_all()?;
+    let bytes = file.as_file().metadata()?.len();
+    Ok(Archive { file, bytes })
+}
+
+/// Every file and link below `dir`, relative to it, in a stable order.
+fn files_in(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
+    let mut found = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        let mut entries: Vec<_> =
+            std::fs::read_dir(dir.join(&relative))?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|entry| entry.file_name());
+        for entry in entries {
+            let path = relative.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+impl Archive {
+    /// The archive as a streamed form part, with an upload progress bar when asked.
+    pub async fn upload_part(&self, show_progress: bool) -> Result<Part, CliError> {
+        let file = tokio::fs::File::open(self.file.path()).await?;
+        let bar = if show_progress {
+            let bar = ProgressBar::new(self.bytes);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "upload {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .expect("a valid template"),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let chunks = ReaderStream::new(file).inspect(move |chunk| {
+            if let Ok(chunk) = chunk {
+                bar.inc(chunk.len() as u64);
+                if bar.position() >= bar.length().unwrap_or(0) {
+                    bar.finish();
+                }
+            }
+        });
+        Ok(
+            Part::stream_with_length(Body::wrap_stream(chunks), self.bytes)
+                .file_name("context.tar.gz"),
+        )
+    }
+}
