@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod http;
+pub mod metrics;
 pub mod store;
 
 use std::net::TcpListener;

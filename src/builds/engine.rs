@@ -8,12 +8,13 @@ use tokio_util::task::TaskTracker;
 
 use super::cancel::CancelSignals;
 use super::events::{Event, EventHub};
-use super::model::Build;
+use super::model::{Build, Timestamp};
 use super::queue;
 use super::status::Status;
 use super::vault::CredentialVault;
 use super::RunSettings;
 use crate::docker::BuilderPool;
+use crate::metrics::Metrics;
 use crate::store::{Changes, Store, StoreError};
 
 pub struct Engine {
@@ -30,6 +31,7 @@ pub struct Engine {
     /// Set when the shutdown grace is over: running builds stop and go back to the queue.
     pub interrupting: CancellationToken,
     pub settings: RunSettings,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Engine {
@@ -69,9 +71,38 @@ impl Engine {
             (None, _) => log::debug!("build {id}: did not move to {to}: its status had changed"),
         }
         if let Some(build) = &moved {
+            self.count(build);
             self.events
                 .publish(id, Event::Status(Arc::new(build.clone())));
         }
         Ok(moved)
+    }
+
+    /// Final statuses and the time spent in each phase, for /metrics.
+    fn count(&self, build: &Build) {
+        if build.status.is_final() {
+            self.metrics
+                .builds_total
+                .with_label_values(&[build.status.as_str()])
+                .inc();
+        }
+        let seconds = |from: Option<Timestamp>, to: Option<Timestamp>| match (from, to) {
+            (Some(from), Some(to)) => Some((to.0 - from.0).num_milliseconds() as f64 / 1000.0),
+            _ => None,
+        };
+        let phase = match build.status {
+            Status::Pushing => seconds(build.started_at, build.built_at).map(|s| ("build", s)),
+            Status::Succeeded if build.push => {
+                seconds(build.built_at, build.finished_at).map(|s| ("push", s))
+            }
+            Status::Succeeded => seconds(build.started_at, build.finished_at).map(|s| ("build", s)),
+            _ => None,
+        };
+        if let Some((phase, seconds)) = phase {
+            self.metrics
+                .phase_seconds
+                .with_label_values(&[phase])
+                .observe(seconds);
+        }
     }
 }

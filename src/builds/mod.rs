@@ -128,6 +128,7 @@ impl BuildService {
             stopping: CancellationToken::new(),
             interrupting: CancellationToken::new(),
             settings,
+            metrics: Arc::default(),
         });
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
@@ -155,6 +156,30 @@ impl BuildService {
             engine.runners.wait().await;
         }
         log::info!("shutdown: no build is running");
+    }
+
+    /// Every metric in Prometheus' text format, gauges read fresh from the store
+    /// and the daemons.
+    pub async fn metrics_text(&self) -> Result<String, BuildError> {
+        let metrics = &self.engine.metrics;
+        let counts = self.engine.store.status_counts().await?;
+        let count = |status: Status| counts.get(status.as_str()).copied().unwrap_or(0);
+        metrics.queue_depth.set(count(Status::Queued));
+        metrics
+            .running_builds
+            .set(count(Status::Building) + count(Status::Pushing));
+        for builder in self.engine.pool.builders() {
+            let up = builder.ping().await.is_ok();
+            metrics
+                .docker_up
+                .with_label_values(&[builder.name()])
+                .set(i64::from(up));
+        }
+        Ok(metrics.render())
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.engine.metrics
     }
 
     /// What keeps dockpub from building right now; empty when it is ready.

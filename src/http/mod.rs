@@ -5,6 +5,7 @@ mod auth;
 mod error;
 mod form;
 mod live;
+mod metrics;
 mod page;
 mod seed;
 mod v1;
@@ -35,6 +36,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(query_errors())
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
+        .configure(metrics::routes)
         .service(web::scope("/api/v1").configure(v1::routes))
         .configure(seed::routes)
         .configure(page::routes)
@@ -63,6 +65,7 @@ pub fn server(
         App::new()
             .app_data(state.clone())
             .wrap(from_fn(auth::require_token))
+            .wrap(from_fn(metrics::count_requests))
             .configure(configure_routes)
     })
     // dockpub handles SIGTERM/SIGINT itself, to drain builds (see `crate::serve`).

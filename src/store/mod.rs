@@ -267,6 +267,19 @@ impl Store {
         .await
     }
 
+    /// How many builds are in each status, by status name.
+    pub async fn status_counts(
+        &self,
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        self.blocking(|conn, _| {
+            let mut statement =
+                conn.prepare_cached("SELECT status, COUNT(*) FROM builds GROUP BY status")?;
+            let counts = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(counts.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     /// Whether SQLite answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.blocking(|conn, _| {

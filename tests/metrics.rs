@@ -1,0 +1,96 @@
+//! /metrics moves as builds run: scraped before and after, in Prometheus' text format.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{field, unique, with_file, Server, TestEnv};
+
+fn scrape(server: &Server) -> String {
+    let response = server.get("/metrics");
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    response.text().unwrap()
+}
+
+/// The value of the sample whose name and labels are exactly `series`; 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|value| value.trim().parse().expect("a number"))
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_move_as_builds_run() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let before = scrape(&server);
+    let repository = format!("{}/{}", env.registry, unique("metrics"));
+    let ok = server.submit(field(
+        with_file(env.dockerfile("true")),
+        "repository",
+        &repository,
+    ));
+    let bad = server.submit(field(
+        with_file(env.dockerfile("false")),
+        "repository",
+        &repository,
+    ));
+    assert_eq!(
+        server.wait_final(ok, Duration::from_secs(120))["status"],
+        "succeeded"
+    );
+    assert_eq!(
+        server.wait_final(bad, Duration::from_secs(120))["status"],
+        "failed"
+    );
+    let after = scrape(&server);
+
+    let grew = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(
+        grew(r#"dockpub_builds_total{status="succeeded"}"#),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(grew(r#"dockpub_builds_total{status="failed"}"#), 1.0);
+    assert_eq!(
+        grew(r#"dockpub_build_duration_seconds_count{phase="build"}"#),
+        1.0
+    );
+    assert_eq!(
+        grew(r#"dockpub_build_duration_seconds_count{phase="push"}"#),
+        1.0
+    );
+    assert!(
+        sample(
+            &after,
+            r#"dockpub_build_duration_seconds_sum{phase="build"}"#
+        ) > 0.0
+    );
+    assert_eq!(
+        grew(r#"dockpub_http_requests_total{method="POST",route="/api/v1/builds",status="202"}"#),
+        2.0
+    );
+    assert!(
+        grew(
+            r#"dockpub_http_requests_total{method="GET",route="/api/v1/builds/{id}",status="200"}"#
+        ) >= 2.0
+    );
+    assert!(
+        sample(
+            &after,
+            r#"dockpub_http_request_duration_seconds_count{method="GET",route="/api/v1/builds/{id}"}"#
+        ) >= 2.0
+    );
+    assert_eq!(sample(&after, r#"dockpub_docker_up{builder="local"}"#), 1.0);
+    assert!(after.contains("dockpub_queue_depth 0"), "{after}");
+    assert!(after.contains("dockpub_running_builds 0"));
+}
