@@ -15,6 +15,7 @@ use super::vault::CredentialVault;
 use super::RunSettings;
 use crate::docker::BuilderPool;
 use crate::store::{Changes, Store, StoreError};
+use crate::webhooks::Webhooks;
 
 pub struct Engine {
     pub store: Store,
@@ -30,10 +31,13 @@ pub struct Engine {
     /// Set when the shutdown grace is over: running builds stop and go back to the queue.
     pub interrupting: CancellationToken,
     pub settings: RunSettings,
+    /// Told of every status change; sends nothing on the build's path.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl Engine {
-    /// Every status change goes through here: one log line and one event each.
+    /// Every status change goes through here: one log line, one event and the
+    /// webhooks' delivery rows each.
     pub async fn transition(
         &self,
         id: i64,
@@ -54,6 +58,14 @@ impl Engine {
         self.transition_from_any(id, Some(from), to, changes).await
     }
 
+    /// A build the store just claimed (queued → building, outside
+    /// [`Engine::transition`]): its event and its `started` webhooks.
+    pub async fn announce_start(&self, build: &Build) {
+        self.events
+            .publish(build.id, Event::Status(Arc::new(build.clone())));
+        self.webhooks.notify(build).await;
+    }
+
     async fn transition_from_any(
         &self,
         id: i64,
@@ -71,6 +83,7 @@ impl Engine {
         if let Some(build) = &moved {
             self.events
                 .publish(id, Event::Status(Arc::new(build.clone())));
+            self.webhooks.notify(build).await;
         }
         Ok(moved)
     }
