@@ -355,6 +355,7 @@ fn corpus(env: &TestEnv) -> Vec<Case> {
             (Method::GET, "/events"),
             (Method::POST, "/cancel"),
             (Method::POST, "/retry"),
+            (Method::GET, "/deliveries"),
         ] {
             cases.push(case(
                 format!("{method} id {id}{suffix}"),
@@ -362,6 +363,11 @@ fn corpus(env: &TestEnv) -> Vec<Case> {
                 format!("/api/v1/builds/{id}{suffix}"),
             ));
         }
+        cases.push(case(
+            format!("redeliver id {id}"),
+            Method::POST,
+            format!("/api/v1/deliveries/{id}/redeliver"),
+        ));
         cases.push(case(
             format!("seed id {id}"),
             Method::GET,
@@ -415,6 +421,9 @@ fn corpus(env: &TestEnv) -> Vec<Case> {
         (Method::POST, "/api/v1/builds/1/events"),
         (Method::GET, "/api/v1/builds/1/cancel"),
         (Method::GET, "/api/v1/builds/1/retry"),
+        (Method::POST, "/api/v1/builds/1/deliveries"),
+        (Method::GET, "/api/v1/deliveries/1/redeliver"),
+        (Method::GET, "/api/v1/deliveries/1"),
         (Method::PUT, "/api/dockerfile-build/"),
         (Method::PATCH, "/api/dockerfile-build"),
         (Method::GET, "/api/v2/builds"),

@@ -43,7 +43,7 @@ pub enum ApiError {
     UnknownField(String),
     #[error("field '{field}': {message}")]
     InvalidField { field: String, message: String },
-    #[error("'{0}' is not a build id: ids are positive integers")]
+    #[error("'{0}' is not an id: build and delivery ids are positive integers")]
     InvalidId(String),
     #[error("invalid query: {0}")]
     InvalidQuery(String),

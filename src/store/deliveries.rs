@@ -178,3 +178,84 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Delivery, StoreEr
     })();
     Ok(parsed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhooks::model::{DeliveryState, WebhookEvent};
+
+    fn new_delivery(build_id: i64) -> NewDelivery {
+        NewDelivery {
+            delivery_id: NewDelivery::new_id(),
+            build_id,
+            event: WebhookEvent::Succeeded,
+            url: "http://127.0.0.1:9/hook".into(),
+            secret_env: "HOOK_SECRET".into(),
+            body: "{}".into(),
+            created_at: Timestamp::now(),
+            redelivery_of: None,
+        }
+    }
+
+    fn at(seconds_from_now: i64) -> Timestamp {
+        Timestamp(chrono::Utc::now() + chrono::Duration::seconds(seconds_from_now))
+    }
+
+    #[tokio::test]
+    async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ids = store
+            .insert_deliveries(vec![new_delivery(1), new_delivery(1)])
+            .await
+            .unwrap();
+        let claimed = store.claim_due_deliveries(at(0), at(15), 1).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].id, ids[0]);
+        assert_eq!(claimed[0].attempts, 1);
+        let rest = store.claim_due_deliveries(at(0), at(15), 5).await.unwrap();
+        assert_eq!(rest.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[1]]);
+        assert!(store
+            .claim_due_deliveries(at(1), at(15), 5)
+            .await
+            .unwrap()
+            .is_empty());
+        // A crash mid-attempt: once the lease is over, it is due again.
+        let again = store.claim_due_deliveries(at(16), at(30), 5).await.unwrap();
+        assert_eq!(again.len(), 2);
+        assert!(again.iter().all(|d| d.attempts == 2));
+    }
+
+    #[tokio::test]
+    async fn an_ended_delivery_is_kept_while_its_build_is_and_goes_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // No build 7 exists: as if it was deleted while its delivery was pending.
+        let id = store
+            .insert_deliveries(vec![new_delivery(7)])
+            .await
+            .unwrap()[0];
+        let retry = AttemptRecord {
+            state: DeliveryState::Pending,
+            last_status: Some(500),
+            last_error: None,
+            next_attempt_at: Some(at(2)),
+        };
+        store.record_attempt(id, retry).await.unwrap();
+        let pending = store.get_delivery(id).await.unwrap().unwrap();
+        assert_eq!(pending.last_status, Some(500));
+        assert_eq!(
+            store.next_delivery_due().await.unwrap(),
+            pending.next_attempt_at
+        );
+        let failed = AttemptRecord {
+            state: DeliveryState::Failed,
+            last_status: None,
+            last_error: Some("no answer".into()),
+            next_attempt_at: None,
+        };
+        store.record_attempt(id, failed).await.unwrap();
+        assert!(store.get_delivery(id).await.unwrap().is_none());
+        assert_eq!(store.next_delivery_due().await.unwrap(), None);
+    }
+}
