@@ -328,6 +328,17 @@ fn corpus(env: &TestEnv) -> Vec<Case> {
             (b"repository", None, b"x/y"),
         ],
     ));
+    for callback_url in ["http://127.0.0.1:9/hook", "not a url", "file:///etc/passwd"] {
+        cases.push(form_case(
+            format!("callback_url {callback_url}"),
+            "/api/v1/builds",
+            &[
+                (b"file", None, dockerfile),
+                (b"repository", None, good_repository.as_bytes()),
+                (b"callback_url", None, callback_url.as_bytes()),
+            ],
+        ));
+    }
     // Ids and queries.
     let ids = [
         "-1",
