@@ -62,6 +62,7 @@ async fn seed_one(
         options: BuildOptions::default(),
         created_at: Timestamp::now(),
         retry_of: None,
+        callback_url: None,
     };
     let build = store.insert_build(new, usize::MAX, |_| {}).await?;
     // 64 hex digits that differ per build and per kind.

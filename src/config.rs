@@ -7,6 +7,9 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::builds::model::{Credentials, Secret};
+use crate::webhooks::callback::AllowedHosts;
+use crate::webhooks::model::WebhookEvent;
+use crate::webhooks::{WebhookSettings, WebhookTarget};
 
 const DEFAULT_CONFIG_FILE: &str = "config.toml";
 
@@ -54,6 +57,33 @@ pub struct Config {
     /// How often the pruner runs.
     pub retention_interval_secs: u64,
     pub auth: AuthConfig,
+    /// `[[webhooks]]`: URLs told of build events.
+    pub webhooks: Vec<WebhookConfig>,
+    /// Hosts a build's `callback_url` may name: exact, or `*.suffix`. Empty: no callbacks.
+    pub allowed_callback_hosts: Vec<String>,
+    /// The environment variable holding the secret that signs per-build callbacks.
+    pub callback_secret_env: Option<String>,
+    /// Seconds before each retry of a failed webhook delivery; then it fails.
+    pub webhook_retry_backoff_secs: Vec<u64>,
+}
+
+/// `[[webhooks]]`: where to send which build events, signed with the secret in
+/// the variable `secret_env`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    #[serde(default = "final_events")]
+    pub events: Vec<WebhookEvent>,
+    pub secret_env: String,
+}
+
+/// A webhook that names no events is told when builds end.
+fn final_events() -> Vec<WebhookEvent> {
+    WebhookEvent::ALL
+        .into_iter()
+        .filter(|e| e.is_final())
+        .collect()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -95,6 +125,10 @@ impl Default for Config {
             build_cpu_shares: 0,
             build_timeout_secs: 3600,
             registries: BTreeMap::new(),
+            webhooks: Vec::new(),
+            allowed_callback_hosts: Vec::new(),
+            callback_secret_env: None,
+            webhook_retry_backoff_secs: vec![1, 2, 4, 8, 16],
         }
     }
 }
@@ -164,6 +198,19 @@ pub struct ServeArgs {
     /// Seconds a build may run before it is stopped [default: 3600]
     #[arg(long, env = "DOCKPUB_BUILD_TIMEOUT_SECS")]
     pub build_timeout_secs: Option<u64>,
+    /// Hosts a build's callback_url may name (exact or *.suffix), comma-separated [default: none]
+    #[arg(long, env = "DOCKPUB_ALLOWED_CALLBACK_HOSTS", value_delimiter = ',')]
+    pub allowed_callback_hosts: Option<Vec<String>>,
+    /// Environment variable holding the secret that signs per-build callbacks
+    #[arg(long, env = "DOCKPUB_CALLBACK_SECRET_ENV")]
+    pub callback_secret_env: Option<String>,
+    /// Seconds before each webhook retry, comma-separated [default: 1,2,4,8,16]
+    #[arg(
+        long,
+        env = "DOCKPUB_WEBHOOK_RETRY_BACKOFF_SECS",
+        value_delimiter = ','
+    )]
+    pub webhook_retry_backoff_secs: Option<Vec<u64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +276,9 @@ impl Config {
             build_memory_bytes,
             build_cpu_shares,
             build_timeout_secs,
+            allowed_callback_hosts,
+            callback_secret_env,
+            webhook_retry_backoff_secs,
         } = args;
         set(&mut self.bind, bind);
         set(&mut self.data_dir, data_dir);
@@ -255,6 +305,17 @@ impl Config {
         set(&mut self.build_memory_bytes, build_memory_bytes);
         set(&mut self.build_cpu_shares, build_cpu_shares);
         set(&mut self.build_timeout_secs, build_timeout_secs);
+        set(&mut self.allowed_callback_hosts, allowed_callback_hosts);
+        set(
+            &mut self.webhook_retry_backoff_secs,
+            webhook_retry_backoff_secs,
+        );
+        if callback_secret_env.is_some() {
+            self.callback_secret_env = callback_secret_env;
+        }
+        self.callback_secret_env.take_if(|name| name.is_empty());
+        self.allowed_callback_hosts
+            .retain(|host| !host.trim().is_empty());
         if docker_host.is_some() {
             self.docker_host = docker_host;
         }
@@ -283,6 +344,7 @@ impl Config {
         }
         self.validate_build_limits()?;
         self.registry_credentials()?;
+        self.webhook_settings()?;
         Ok(())
     }
 
@@ -312,6 +374,54 @@ impl Config {
             .iter()
             .map(|(host, login)| Ok((host.clone(), login.credentials(host)?)))
             .collect()
+    }
+
+    /// The webhook settings, with every signing secret read from its variable now,
+    /// so a missing variable stops the start rather than a delivery later.
+    pub fn webhook_settings(&self) -> Result<WebhookSettings, ConfigError> {
+        let invalid = |what: String| Err(ConfigError::Invalid(what));
+        if self.webhook_retry_backoff_secs.contains(&0) {
+            return invalid("webhook_retry_backoff_secs: every wait must be at least 1".into());
+        }
+        let mut secrets = std::collections::HashMap::new();
+        for (index, webhook) in self.webhooks.iter().enumerate() {
+            let key = format!("webhooks[{index}]");
+            if let Err(why) = http_url(&webhook.url) {
+                return invalid(format!("{key}.url: {why}"));
+            }
+            if webhook.events.is_empty() {
+                return invalid(format!("{key}.events: name at least one event"));
+            }
+            let secret = read_secret(&webhook.secret_env, &format!("{key}.secret_env"))?;
+            secrets.insert(webhook.secret_env.clone(), secret);
+        }
+        match (
+            &self.callback_secret_env,
+            self.allowed_callback_hosts.is_empty(),
+        ) {
+            (Some(name), _) => {
+                secrets.insert(name.clone(), read_secret(name, "callback_secret_env")?);
+            }
+            (None, false) => {
+                return invalid(
+                    "allowed_callback_hosts is set, so callback_secret_env must name the variable \
+                     holding the secret that signs callbacks"
+                        .into(),
+                )
+            }
+            (None, true) => {}
+        }
+        Ok(WebhookSettings {
+            targets: self.webhooks.iter().map(WebhookConfig::target).collect(),
+            allowed_callback_hosts: AllowedHosts::new(&self.allowed_callback_hosts),
+            callback_secret_env: self.callback_secret_env.clone(),
+            secrets,
+            backoff: self
+                .webhook_retry_backoff_secs
+                .iter()
+                .map(|&secs| std::time::Duration::from_secs(secs))
+                .collect(),
+        })
     }
 
     /// Every network a build may ask for: the default one and the allowed ones.
@@ -352,6 +462,34 @@ impl RegistryLogin {
             username: self.username.clone(),
             password,
         })
+    }
+}
+
+impl WebhookConfig {
+    fn target(&self) -> WebhookTarget {
+        WebhookTarget {
+            url: self.url.clone(),
+            events: self.events.clone(),
+            secret_env: self.secret_env.clone(),
+        }
+    }
+}
+
+fn http_url(text: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(text).map_err(|err| format!("not a URL: {err}"))?;
+    match url.scheme() {
+        "http" | "https" => Ok(()),
+        other => Err(format!("scheme '{other}': only http and https")),
+    }
+}
+
+/// A signing secret from the variable `name`; `key` says which setting named it.
+fn read_secret(name: &str, key: &str) -> Result<Secret, ConfigError> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Ok(Secret::new(value)),
+        _ => Err(ConfigError::Invalid(format!(
+            "{key}: the variable {name} is not set (or empty)"
+        ))),
     }
 }
 
@@ -456,6 +594,41 @@ mod tests {
         assert!(login(Some("p"), Some("PATH")).validate().is_err());
         let shown = format!("{:?}", login(Some("hunter2"), None));
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn webhooks_need_known_events_http_urls_and_their_secrets() {
+        let parse = |text: &str| toml::from_str::<Config>(text);
+        let hook = |url: &str, rest: &str| format!("[[webhooks]]\nurl = \"{url}\"\n{rest}\n");
+        assert!(parse(&hook(
+            "http://x/",
+            "events = [\"finished\"]\nsecret_env = \"PATH\""
+        ))
+        .is_err());
+        let config = parse(&hook("http://x/", "secret_env = \"PATH\"")).unwrap();
+        assert_eq!(
+            config.webhooks[0].events.len(),
+            3,
+            "the final events by default"
+        );
+        let settings = config.webhook_settings().unwrap();
+        assert!(!format!("{settings:?}").contains(&std::env::var("PATH").unwrap()));
+        let unset = parse(&hook("http://x/", "secret_env = \"DOCKPUB_SURELY_UNSET\"")).unwrap();
+        let err = unset.validate().unwrap_err().to_string();
+        assert!(err.contains("DOCKPUB_SURELY_UNSET"), "{err}");
+        let ftp = parse(&hook("ftp://x/", "secret_env = \"PATH\"")).unwrap();
+        assert!(ftp.validate().is_err());
+        let hosts_without_secret = Config {
+            allowed_callback_hosts: vec!["hooks.example.com".into()],
+            ..Config::default()
+        };
+        let err = hosts_without_secret.validate().unwrap_err().to_string();
+        assert!(err.contains("callback_secret_env"), "{err}");
+        let zero_wait = Config {
+            webhook_retry_backoff_secs: vec![1, 0],
+            ..Config::default()
+        };
+        assert!(zero_wait.validate().is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod http;
 pub mod metrics;
 pub mod store;
+pub mod webhooks;
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use builds::{BuildService, Limits, Retention, RunSettings};
 use config::{Config, ConfigError};
 use docker::{BuilderConfig, BuilderPool};
 use store::{Store, StoreError};
+use webhooks::Webhooks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -114,7 +116,9 @@ pub async fn launch(
         keep_last: config.retention_keep_last,
         interval: Duration::from_secs(config.retention_interval_secs),
     };
-    let service = BuildService::start(store, pool, limits, settings, retention).await?;
+    // The payload's build object is the API's, rendered by the HTTP layer's view.
+    let webhooks = Webhooks::start(store.clone(), config.webhook_settings()?, http::build_json);
+    let service = BuildService::start(store, pool, limits, settings, retention, webhooks).await?;
     let address = listener.local_addr()?;
     if !address.ip().is_loopback() && config.auth.tokens.is_empty() {
         log::warn!(

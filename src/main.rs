@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP service (the default)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Submit a build: a Dockerfile, or a directory as its context
     Submit {
         #[command(flatten)]
@@ -75,8 +75,8 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (request, client) = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
-        Command::Serve(args) => return serve(args).await,
+    let (request, client) = match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
+        Command::Serve(args) => return serve(*args).await,
         Command::Submit { submit, client } => (Request::Submit(submit), client),
         Command::List { client } => (Request::List, client),
         Command::Status { id, client } => (Request::Status(id), client),

@@ -328,6 +328,17 @@ fn corpus(env: &TestEnv) -> Vec<Case> {
             (b"repository", None, b"x/y"),
         ],
     ));
+    for callback_url in ["http://127.0.0.1:9/hook", "not a url", "file:///etc/passwd"] {
+        cases.push(form_case(
+            format!("callback_url {callback_url}"),
+            "/api/v1/builds",
+            &[
+                (b"file", None, dockerfile),
+                (b"repository", None, good_repository.as_bytes()),
+                (b"callback_url", None, callback_url.as_bytes()),
+            ],
+        ));
+    }
     // Ids and queries.
     let ids = [
         "-1",
@@ -355,6 +366,7 @@ fn corpus(env: &TestEnv) -> Vec<Case> {
             (Method::GET, "/events"),
             (Method::POST, "/cancel"),
             (Method::POST, "/retry"),
+            (Method::GET, "/deliveries"),
         ] {
             cases.push(case(
                 format!("{method} id {id}{suffix}"),
@@ -362,6 +374,11 @@ fn corpus(env: &TestEnv) -> Vec<Case> {
                 format!("/api/v1/builds/{id}{suffix}"),
             ));
         }
+        cases.push(case(
+            format!("redeliver id {id}"),
+            Method::POST,
+            format!("/api/v1/deliveries/{id}/redeliver"),
+        ));
         cases.push(case(
             format!("seed id {id}"),
             Method::GET,
@@ -415,6 +432,9 @@ fn corpus(env: &TestEnv) -> Vec<Case> {
         (Method::POST, "/api/v1/builds/1/events"),
         (Method::GET, "/api/v1/builds/1/cancel"),
         (Method::GET, "/api/v1/builds/1/retry"),
+        (Method::POST, "/api/v1/builds/1/deliveries"),
+        (Method::GET, "/api/v1/deliveries/1/redeliver"),
+        (Method::GET, "/api/v1/deliveries/1"),
         (Method::PUT, "/api/dockerfile-build/"),
         (Method::PATCH, "/api/dockerfile-build"),
         (Method::GET, "/api/v2/builds"),

@@ -16,6 +16,7 @@ use super::RunSettings;
 use crate::docker::BuilderPool;
 use crate::metrics::Metrics;
 use crate::store::{Changes, Store, StoreError};
+use crate::webhooks::Webhooks;
 
 pub struct Engine {
     pub store: Store,
@@ -32,10 +33,13 @@ pub struct Engine {
     pub interrupting: CancellationToken,
     pub settings: RunSettings,
     pub metrics: Arc<Metrics>,
+    /// Told of every status change; sends nothing on the build's path.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl Engine {
-    /// Every status change goes through here: one log line and one event each.
+    /// Every status change goes through here: one log line, one event and the
+    /// webhooks' delivery rows each.
     pub async fn transition(
         &self,
         id: i64,
@@ -56,6 +60,14 @@ impl Engine {
         self.transition_from_any(id, Some(from), to, changes).await
     }
 
+    /// A build the store just claimed (queued → building, outside
+    /// [`Engine::transition`]): its event and its `started` webhooks.
+    pub async fn announce_start(&self, build: &Build) {
+        self.events
+            .publish(build.id, Event::Status(Arc::new(build.clone())));
+        self.webhooks.notify(build).await;
+    }
+
     async fn transition_from_any(
         &self,
         id: i64,
@@ -74,6 +86,7 @@ impl Engine {
             self.count(build);
             self.events
                 .publish(id, Event::Status(Arc::new(build.clone())));
+            self.webhooks.notify(build).await;
         }
         Ok(moved)
     }

@@ -27,6 +27,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::docker::{BuilderPool, DockerError};
 use crate::store::{Changes, ListFilter, Store, StoreError};
+use crate::webhooks::callback::CallbackError;
+use crate::webhooks::Webhooks;
 use cancel::CancelSignals;
 use context::{ContextError, ContextUpload, DockerfileSource, PreparedContext};
 use credentials::CredentialResolver;
@@ -54,6 +56,8 @@ pub enum BuildError {
     InvalidOption(#[from] OptionError),
     #[error(transparent)]
     InvalidContext(#[from] ContextError),
+    #[error(transparent)]
+    InvalidCallback(#[from] CallbackError),
     #[error("send the Dockerfile as 'file', or a 'context' archive that holds it")]
     NoDockerfile,
     #[error("build {0} not found")]
@@ -84,6 +88,8 @@ pub struct SubmitRequest {
     pub push: bool,
     pub credentials: Option<Credentials>,
     pub options: OptionsRequest,
+    /// Told when the build ends; only hosts in `allowed_callback_hosts`.
+    pub callback_url: Option<String>,
 }
 
 /// What a submission may be.
@@ -116,6 +122,7 @@ impl BuildService {
         limits: Limits,
         settings: RunSettings,
         retention: Retention,
+        webhooks: Arc<Webhooks>,
     ) -> Result<Self, StoreError> {
         let engine = Arc::new(Engine {
             store,
@@ -129,6 +136,7 @@ impl BuildService {
             interrupting: CancellationToken::new(),
             settings,
             metrics: Arc::default(),
+            webhooks,
         });
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
@@ -200,6 +208,10 @@ impl BuildService {
         &self.engine.store
     }
 
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.engine.webhooks
+    }
+
     pub async fn submit(&self, request: SubmitRequest) -> Result<Build, BuildError> {
         let SubmitRequest {
             dockerfile,
@@ -209,6 +221,7 @@ impl BuildService {
             push,
             credentials,
             options,
+            callback_url,
         } = request;
         // The cheap checks first: a bad tag never waits for an archive to be read.
         reference::validate_repository(&repository)?;
@@ -216,6 +229,9 @@ impl BuildService {
             tags.iter()
                 .try_for_each(|tag| reference::validate_tag(tag))?;
         }
+        let callback_url = callback_url
+            .map(|url| self.engine.webhooks.check_callback_url(&url))
+            .transpose()?;
         let dockerfile_field = options.dockerfile.clone();
         let mut build_options = options.validate(&self.limits.networks)?;
         let (dockerfile, context) = self
@@ -231,6 +247,7 @@ impl BuildService {
             options: build_options,
             created_at: Timestamp::now(),
             retry_of: None,
+            callback_url,
         };
         self.enqueue(new, credentials).await
     }
@@ -267,6 +284,8 @@ impl BuildService {
             options: original.options,
             created_at: Timestamp::now(),
             retry_of: Some(id),
+            // Checked again when a delivery is made, in case the host is no longer allowed.
+            callback_url: original.callback_url,
         };
         self.enqueue(new, credentials).await
     }

@@ -37,6 +37,9 @@ pub struct Build {
     /// Where the daemon finds the Dockerfile inside the stored context archive;
     /// None when the build has no context, only its Dockerfile.
     pub context_dockerfile: Option<String>,
+    /// Told when the build ends (a webhook of its own); checked against
+    /// `allowed_callback_hosts` when the build was submitted.
+    pub callback_url: Option<String>,
 }
 
 /// How a build is made, as the request chose it (validated), shown in the build object.
@@ -85,6 +88,7 @@ pub struct NewBuild {
     pub options: BuildOptions,
     pub created_at: Timestamp,
     pub retry_of: Option<i64>,
+    pub callback_url: Option<String>,
 }
 
 /// One stored log line; `seq` counts from 1 per build and never repeats.

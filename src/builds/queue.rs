@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::engine::Engine;
-use super::events::Event;
 use super::runner;
 use crate::docker::Builder;
 
@@ -45,9 +44,7 @@ async fn dispatch_one(engine: &Arc<Engine>) -> Option<()> {
     match engine.store.claim_next_queued().await {
         Ok(Some(build)) => {
             log::info!("build {}: building on {}", build.id, slot.builder().name());
-            engine
-                .events
-                .publish(build.id, Event::Status(Arc::new(build.clone())));
+            engine.announce_start(&build).await;
             engine
                 .runners
                 .spawn(runner::run(engine.clone(), build, slot));

@@ -11,6 +11,8 @@ use crate::builds::context::ContextError;
 use crate::builds::reference::ReferenceError;
 use crate::builds::BuildError;
 use crate::docker::DockerError;
+use crate::webhooks::callback::CallbackError;
+use crate::webhooks::WebhookError;
 
 /// What a client told "queue full" should wait before submitting again.
 const QUEUE_FULL_RETRY_AFTER_SECS: u32 = 10;
@@ -19,6 +21,8 @@ const QUEUE_FULL_RETRY_AFTER_SECS: u32 = 10;
 pub enum ApiError {
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
     #[error("expected a multipart/form-data body, got Content-Type '{0}'")]
     NotMultipart(String),
     #[error("the request body is larger than the limit of {limit} bytes{}", context_limit.map(|c| format!(" (plus {c} for the context archive)")).unwrap_or_default())]
@@ -39,7 +43,7 @@ pub enum ApiError {
     UnknownField(String),
     #[error("field '{field}': {message}")]
     InvalidField { field: String, message: String },
-    #[error("'{0}' is not a build id: ids are positive integers")]
+    #[error("'{0}' is not an id: build and delivery ids are positive integers")]
     InvalidId(String),
     #[error("invalid query: {0}")]
     InvalidQuery(String),
@@ -63,6 +67,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Build(err) => build_error_code(err),
+            ApiError::Webhook(err) => webhook_error_code(err),
             ApiError::NotMultipart(_) => "unsupported_media_type",
             ApiError::TooLarge { .. } | ApiError::ContextTooLarge { .. } => "payload_too_large",
             ApiError::Staging(_) => "storage_error",
@@ -87,6 +92,8 @@ fn build_error_code(err: &BuildError) -> &'static str {
         BuildError::InvalidOption(_) => "invalid_option",
         BuildError::InvalidContext(ContextError::Io(_)) => "storage_error",
         BuildError::InvalidContext(_) => "invalid_context",
+        BuildError::InvalidCallback(CallbackError::Invalid(_)) => "invalid_callback_url",
+        BuildError::InvalidCallback(CallbackError::HostNotAllowed { .. }) => "callback_not_allowed",
         BuildError::NoDockerfile => "missing_field",
         BuildError::NotFound(_) => "build_not_found",
         BuildError::NotFinal { .. } => "build_not_final",
@@ -105,6 +112,7 @@ fn build_error_status(err: &BuildError) -> StatusCode {
         | BuildError::InvalidReference(_)
         | BuildError::InvalidOption(_)
         | BuildError::InvalidContext(_)
+        | BuildError::InvalidCallback(_)
         | BuildError::NoDockerfile => StatusCode::BAD_REQUEST,
         BuildError::NotFound(_) => StatusCode::NOT_FOUND,
         BuildError::NotFinal { .. } | BuildError::AlreadyFinal { .. } => StatusCode::CONFLICT,
@@ -115,10 +123,27 @@ fn build_error_status(err: &BuildError) -> StatusCode {
     }
 }
 
+fn webhook_error_code(err: &WebhookError) -> &'static str {
+    match err {
+        WebhookError::NotFound(_) => "delivery_not_found",
+        WebhookError::StillPending(_) => "delivery_pending",
+        WebhookError::Store(_) => "store_error",
+    }
+}
+
+fn webhook_error_status(err: &WebhookError) -> StatusCode {
+    match err {
+        WebhookError::NotFound(_) => StatusCode::NOT_FOUND,
+        WebhookError::StillPending(_) => StatusCode::CONFLICT,
+        WebhookError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Build(err) => build_error_status(err),
+            ApiError::Webhook(err) => webhook_error_status(err),
             ApiError::NotMultipart(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge { .. } | ApiError::ContextTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE

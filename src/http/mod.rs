@@ -2,6 +2,7 @@
 
 mod actions;
 mod auth;
+mod deliveries;
 mod error;
 mod form;
 mod live;
@@ -23,6 +24,7 @@ use crate::builds::BuildService;
 use crate::config::Config;
 pub use error::{ApiError, SeedError};
 pub use form::UploadLimits;
+pub use views::build_json;
 
 /// What every handler can reach.
 pub struct AppState {

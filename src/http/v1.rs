@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::form::{parse_flag, read_form, FieldKinds, Form};
 use super::views::{build_url, BuildList, BuildView};
-use super::{actions, live, method_not_allowed, parse_id, AppState};
+use super::{actions, deliveries, live, method_not_allowed, parse_id, AppState};
 use crate::builds::model::{Credentials, Secret, TagPlan};
 use crate::builds::options::OptionsRequest;
 use crate::builds::status::Status;
@@ -31,7 +31,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .configure(live::routes)
-    .configure(actions::routes);
+    .configure(actions::routes)
+    .configure(deliveries::routes);
 }
 
 async fn create_build(
@@ -59,6 +60,7 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, ApiError> {
     let push = form.flag("push")?.unwrap_or(true);
     let username = form.text("username")?;
     let password = form.text("password")?;
+    let callback_url = form.text("callback_url")?;
     let options = options_request(&mut form)?;
     form.reject_unknown()?;
 
@@ -74,6 +76,7 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, ApiError> {
         push,
         credentials: credentials(username, password)?,
         options,
+        callback_url,
     })
 }
 

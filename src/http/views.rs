@@ -42,6 +42,11 @@ pub fn build_url(id: i64) -> String {
     format!("/api/v1/builds/{id}")
 }
 
+/// The build object as JSON, for payloads made outside a handler (webhooks).
+pub fn build_json(build: &Build) -> serde_json::Value {
+    serde_json::to_value(BuildView::from(build)).expect("a build view always serializes")
+}
+
 impl<'a> From<&'a Build> for BuildView<'a> {
     fn from(build: &'a Build) -> Self {
         BuildView {

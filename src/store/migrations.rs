@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_builds.sql"),
     include_str!("migrations/002_retry_of.sql"),
     include_str!("migrations/003_contexts.sql"),
+    include_str!("migrations/004_deliveries.sql"),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {

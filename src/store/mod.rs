@@ -2,6 +2,7 @@
 //! Every call runs on tokio's blocking pool, never on the async runtime, except the
 //! short reads of one build or one page of builds (see [`Store::read`]).
 
+mod deliveries;
 mod files;
 mod migrations;
 mod rows;
@@ -126,8 +127,8 @@ impl Store {
             };
             tx.execute(
                 "INSERT INTO builds (status, repository, tags, push, registry_username, created_at, retry_of,
-                                     options, context_dockerfile)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                     options, context_dockerfile, callback_url)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     Status::Queued.as_str(),
                     new.repository,
@@ -138,6 +139,7 @@ impl Store {
                     new.retry_of,
                     rows::to_json(&new.options),
                     new.context.as_ref().map(|c| c.dockerfile_path.as_str()),
+                    new.callback_url,
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -363,6 +365,12 @@ impl Store {
             if deleted == 0 {
                 return Ok(false);
             }
+            // Pending deliveries still go out (a `cancelled` one right before a
+            // forced delete); they are removed when they end.
+            tx.execute(
+                "DELETE FROM deliveries WHERE build_id = ?1 AND state != 'pending'",
+                [id],
+            )?;
             tx.commit()?;
             files.remove(id)?;
             Ok(true)
@@ -459,6 +467,7 @@ mod tests {
             options: BuildOptions::default(),
             created_at: Timestamp::now(),
             retry_of: None,
+            callback_url: None,
         }
     }
 

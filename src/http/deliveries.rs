@@ -1,0 +1,87 @@
+//! Webhook deliveries: a build's list, and sending one again.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::{method_not_allowed, parse_id, AppState};
+use crate::builds::model::Timestamp;
+use crate::webhooks::model::{Delivery, DeliveryState, WebhookEvent};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/builds/{id}/deliveries")
+            .route(web::get().to(list_deliveries))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/deliveries/{id}/redeliver")
+            .route(web::post().to(redeliver))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+/// A delivery on the wire: its record, without the body or the secret's variable.
+#[derive(Serialize)]
+struct DeliveryView<'a> {
+    id: i64,
+    delivery_id: &'a str,
+    build_id: i64,
+    event: WebhookEvent,
+    url: &'a str,
+    state: DeliveryState,
+    attempts: u32,
+    last_status: Option<u16>,
+    last_error: Option<&'a str>,
+    next_attempt_at: Option<String>,
+    created_at: String,
+    finished_at: Option<String>,
+    redelivery_of: Option<i64>,
+}
+
+impl<'a> From<&'a Delivery> for DeliveryView<'a> {
+    fn from(delivery: &'a Delivery) -> Self {
+        DeliveryView {
+            id: delivery.id,
+            delivery_id: &delivery.delivery_id,
+            build_id: delivery.build_id,
+            event: delivery.event,
+            url: &delivery.url,
+            state: delivery.state,
+            attempts: delivery.attempts,
+            last_status: delivery.last_status,
+            last_error: delivery.last_error.as_deref(),
+            next_attempt_at: delivery.next_attempt_at.map(Timestamp::to_rfc3339),
+            created_at: delivery.created_at.to_rfc3339(),
+            finished_at: delivery.finished_at.map(Timestamp::to_rfc3339),
+            redelivery_of: delivery.redelivery_of,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DeliveryList<'a> {
+    deliveries: Vec<DeliveryView<'a>>,
+}
+
+/// 200 with the build's deliveries, oldest first; 404 for an unknown build.
+async fn list_deliveries(
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    state.builds.get(id).await?;
+    let deliveries = state.builds.webhooks().deliveries(id).await?;
+    Ok(HttpResponse::Ok().json(DeliveryList {
+        deliveries: deliveries.iter().map(DeliveryView::from).collect(),
+    }))
+}
+
+/// 202 with the new delivery that sends an ended one again.
+async fn redeliver(
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let delivery = state.builds.webhooks().redeliver(parse_id(&id)?).await?;
+    Ok(HttpResponse::Accepted().json(DeliveryView::from(&delivery)))
+}
