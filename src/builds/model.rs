@@ -43,7 +43,7 @@ pub struct Build {
 }
 
 /// How a build is made, as the request chose it (validated), shown in the build object.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct BuildOptions {
     /// The Dockerfile's path inside the context, when it was taken from there.

@@ -13,7 +13,7 @@ use crate::docker::PushUpdate;
 
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Progress {
     pub step: Option<u32>,
     pub steps: Option<u32>,

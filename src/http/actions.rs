@@ -3,8 +3,9 @@
 use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::form::{non_multipart_content_type, read_form, FieldKinds};
+use super::openapi::RetryForm;
 use super::v1::credentials;
 use super::views::{build_url, BuildView};
 use super::{method_not_allowed, parse_id, AppState};
@@ -14,16 +15,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/builds/{id}/cancel")
             .route(web::post().to(cancel_build))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("POST")),
     )
     .service(
         web::resource("/builds/{id}/retry")
             .route(web::post().to(retry_build))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("POST")),
     );
 }
 
 /// 200 with the cancelled build; 202 if the daemon has not let go of it yet.
+#[utoipa::path(post, path = "/api/v1/builds/{id}/cancel", tag = "builds", params(("id" = i64, Path)),
+    responses(
+        (status = 200, description = "Cancelled", body = BuildView),
+        (status = 202, description = "Still stopping", body = BuildView),
+        (status = 400, description = "Not an integer id, or a bad value", body = ErrorBody),
+        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Already ended", body = ErrorBody),
+    ))]
 async fn cancel_build(
     id: web::Path<String>,
     state: web::Data<AppState>,
@@ -39,6 +49,18 @@ async fn cancel_build(
 
 /// A new build from the stored Dockerfile; registry credentials, if the push needs
 /// them, come again as multipart `username` and `password`.
+#[utoipa::path(post, path = "/api/v1/builds/{id}/retry", tag = "builds", params(("id" = i64, Path)),
+    request_body(content = Option<RetryForm>, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, description = "The new build, with retry_of", body = BuildView, headers(("Location" = String))),
+        (status = 400, description = "Not an integer id, or a bad value", body = ErrorBody),
+        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not finished", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 415, description = "A body that is not multipart/form-data", body = ErrorBody),
+        (status = 429, description = "The queue is full", body = ErrorBody),
+    ))]
 async fn retry_build(
     req: HttpRequest,
     id: web::Path<String>,

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::{method_not_allowed, parse_id, AppState};
 use crate::builds::model::Timestamp;
 use crate::webhooks::model::{Delivery, DeliveryState, WebhookEvent};
@@ -12,18 +12,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/builds/{id}/deliveries")
             .route(web::get().to(list_deliveries))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET")),
     )
     .service(
         web::resource("/deliveries/{id}/redeliver")
             .route(web::post().to(redeliver))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("POST")),
     );
 }
 
 /// A delivery on the wire: its record, without the body or the secret's variable.
-#[derive(Serialize)]
-struct DeliveryView<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Delivery)]
+pub struct DeliveryView<'a> {
     id: i64,
     delivery_id: &'a str,
     build_id: i64,
@@ -59,12 +60,19 @@ impl<'a> From<&'a Delivery> for DeliveryView<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct DeliveryList<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeliveryList<'a> {
     deliveries: Vec<DeliveryView<'a>>,
 }
 
 /// 200 with the build's deliveries, oldest first; 404 for an unknown build.
+#[utoipa::path(get, path = "/api/v1/builds/{id}/deliveries", tag = "webhooks", params(("id" = i64, Path)),
+    responses(
+        (status = 200, body = DeliveryList),
+        (status = 400, description = "Not an integer id, or a bad value", body = ErrorBody),
+        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 async fn list_deliveries(
     id: web::Path<String>,
     state: web::Data<AppState>,
@@ -78,6 +86,14 @@ async fn list_deliveries(
 }
 
 /// 202 with the new delivery that sends an ended one again.
+#[utoipa::path(post, path = "/api/v1/deliveries/{id}/redeliver", tag = "webhooks", params(("id" = i64, Path)),
+    responses(
+        (status = 202, body = DeliveryView),
+        (status = 400, description = "Not an integer id, or a bad value", body = ErrorBody),
+        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Still pending", body = ErrorBody),
+    ))]
 async fn redeliver(
     id: web::Path<String>,
     state: web::Data<AppState>,

@@ -2,7 +2,7 @@
 //! and a stable code here. The v1 API answers `{"error":{"code","message"}}`; the
 //! seed-compatible API answers in the Django service's `{"message": ...}` shape.
 
-use actix_web::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
@@ -51,8 +51,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("no such route")]
     NoRoute,
-    #[error("method not allowed on this route")]
-    MethodNotAllowed,
+    #[error("method not allowed on this route; it takes {allow}")]
+    MethodNotAllowed { allow: &'static str },
 }
 
 impl ApiError {
@@ -79,7 +79,7 @@ impl ApiError {
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NoRoute => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
         }
     }
 }
@@ -157,7 +157,7 @@ impl ResponseError for ApiError {
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -171,15 +171,35 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => {
                 response.insert_header((WWW_AUTHENTICATE, "Bearer"));
             }
+            ApiError::MethodNotAllowed { allow } => {
+                response.insert_header((ALLOW, *allow));
+            }
             ApiError::Build(BuildError::QueueFull { .. }) => {
                 response.insert_header((RETRY_AFTER, QUEUE_FULL_RETRY_AFTER_SECS.to_string()));
             }
             _ => {}
         }
-        response.json(json!({
-            "error": { "code": self.code(), "message": self.to_string() }
-        }))
+        response.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        })
     }
+}
+
+/// Every v1 error: `{"error": {"code", "message"}}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ErrorDetail {
+    /// Stable and machine-readable, e.g. `invalid_repository`.
+    code: &'static str,
+    /// For people.
+    message: String,
 }
 
 /// An error of the seed-compatible API, in the Django service's shape.
@@ -187,6 +207,8 @@ impl ResponseError for ApiError {
 pub struct SeedError {
     status: StatusCode,
     body: Value,
+    /// Methods the route takes, for a 405's `Allow` header.
+    allow: Option<&'static str>,
 }
 
 impl SeedError {
@@ -194,6 +216,7 @@ impl SeedError {
         SeedError {
             status,
             body: json!({ "message": message.into() }),
+            allow: None,
         }
     }
 
@@ -208,6 +231,14 @@ impl SeedError {
         SeedError {
             status: StatusCode::BAD_REQUEST,
             body: json!({ "message": "File is not valid", "errors": { "file": [reason.into()] } }),
+            allow: None,
+        }
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        SeedError {
+            allow: Some(allow),
+            ..SeedError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.")
         }
     }
 
@@ -254,6 +285,10 @@ impl ResponseError for SeedError {
         if self.status.is_server_error() {
             log::error!("{}: {}", self.status, self.body);
         }
-        HttpResponse::build(self.status).json(&self.body)
+        let mut response = HttpResponse::build(self.status);
+        if let Some(allow) = self.allow {
+            response.insert_header((ALLOW, allow));
+        }
+        response.json(&self.body)
     }
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::form::parse_flag;
 use super::views::BuildView;
 use super::{method_not_allowed, parse_id, AppState};
@@ -19,22 +19,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/builds/{id}/logs")
             .route(web::get().to(build_logs))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET")),
     )
     .service(
         web::resource("/builds/{id}/events")
             .route(web::get().to(build_events))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET")),
     );
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogsQuery {
+    /// true: keep the response open and write each new line until the build ends
     follow: Option<String>,
 }
 
 /// The log so far as text/plain; with `follow=true`, kept open and written to as
 /// lines arrive, ending when the build does.
+#[utoipa::path(get, path = "/api/v1/builds/{id}/logs", tag = "live", params(("id" = i64, Path), LogsQuery),
+    responses(
+        (status = 200, description = "The log, one line per line", body = String, content_type = "text/plain"),
+        (status = 400, description = "Not an integer id, or a bad value", body = ErrorBody),
+        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 async fn build_logs(
     id: web::Path<String>,
     query: web::Query<LogsQuery>,
@@ -71,6 +80,14 @@ async fn build_logs(
 
 /// `status`, `log` (with the line's number as the event id, so `Last-Event-ID`
 /// resumes after it), `progress`, and finally `done` with the final build.
+#[utoipa::path(get, path = "/api/v1/builds/{id}/events", tag = "live",
+    params(("id" = i64, Path), ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this log line")),
+    responses(
+        (status = 200, description = "Server-Sent Events: status, log, progress, done", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "Not an integer id, or a bad value", body = ErrorBody),
+        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 async fn build_events(
     req: HttpRequest,
     id: web::Path<String>,

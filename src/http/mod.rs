@@ -7,6 +7,7 @@ mod error;
 mod form;
 mod live;
 mod metrics;
+mod openapi;
 mod page;
 mod seed;
 mod v1;
@@ -90,8 +91,9 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable", "reasons": problems }))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// The answer to a method a route does not take, naming those it does (`Allow`).
+fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) })
 }
 
 fn query_errors() -> web::QueryConfig {

@@ -4,10 +4,11 @@ use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::form::{parse_flag, read_form, FieldKinds, Form};
+use super::openapi::SubmitForm;
 use super::views::{build_url, BuildList, BuildView};
-use super::{actions, deliveries, live, method_not_allowed, parse_id, AppState};
+use super::{actions, deliveries, live, method_not_allowed, openapi, parse_id, AppState};
 use crate::builds::model::{Credentials, Secret, TagPlan};
 use crate::builds::options::OptionsRequest;
 use crate::builds::status::Status;
@@ -22,19 +23,30 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/builds")
             .route(web::post().to(create_build))
             .route(web::get().to(list_builds))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET, POST")),
     )
     .service(
         web::resource("/builds/{id}")
             .route(web::get().to(get_build))
             .route(web::delete().to(delete_build))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET, DELETE")),
     )
     .configure(live::routes)
     .configure(actions::routes)
-    .configure(deliveries::routes);
+    .configure(deliveries::routes)
+    .configure(openapi::routes);
 }
 
+#[utoipa::path(post, path = "/api/v1/builds", tag = "builds",
+    request_body(content = SubmitForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, description = "Queued", body = BuildView, headers(("Location" = String))),
+        (status = 400, description = "A field is missing, unknown or invalid", body = ErrorBody),
+        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
+        (status = 413, description = "The body or context is too large", body = ErrorBody),
+        (status = 415, description = "Not multipart/form-data", body = ErrorBody),
+        (status = 429, description = "The queue is full", body = ErrorBody),
+    ))]
 async fn create_build(
     req: HttpRequest,
     payload: web::Payload,
@@ -110,10 +122,14 @@ pub(super) fn credentials(
 }
 
 /// Query values arrive as text so a bad one gets a message naming it.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// queued, building, pushing, succeeded, failed or cancelled
     status: Option<String>,
+    /// 1 to 500, default 50
     limit: Option<String>,
+    /// Only builds with a lower id (the next page)
     before: Option<String>,
 }
 
@@ -147,6 +163,12 @@ impl ListQuery {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/builds", tag = "builds", params(ListQuery),
+    responses(
+        (status = 200, description = "Newest first", body = BuildList),
+        (status = 400, description = "A bad query value", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ))]
 async fn list_builds(
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
@@ -183,6 +205,13 @@ fn next_page(filter: &ListFilter, last_id: i64) -> String {
     )
 }
 
+#[utoipa::path(get, path = "/api/v1/builds/{id}", tag = "builds", params(("id" = i64, Path)),
+    responses(
+        (status = 200, body = BuildView),
+        (status = 400, description = "Not an integer id", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 async fn get_build(
     id: web::Path<String>,
     state: web::Data<AppState>,
@@ -191,12 +220,24 @@ async fn get_build(
     Ok(HttpResponse::Ok().json(BuildView::from(&build)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteQuery {
+    /// true: cancel an unfinished build first
     force: Option<String>,
 }
 
 /// 204; `force=true` cancels an unfinished build first.
+#[utoipa::path(delete, path = "/api/v1/builds/{id}", tag = "builds", params(("id" = i64, Path), DeleteQuery),
+    responses(
+        (status = 204, description = "Deleted with its local tags, log and files"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not finished (and no force)", body = ErrorBody),
+        (status = 502, description = "The daemon refused to untag", body = ErrorBody),
+        (status = 503, description = "The daemon is unreachable", body = ErrorBody),
+    ))]
 async fn delete_build(
     id: web::Path<String>,
     query: web::Query<DeleteQuery>,

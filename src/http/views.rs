@@ -3,12 +3,15 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::builds::model::{Build, BuildOptions, Timestamp};
 use crate::builds::progress::Progress;
 use crate::builds::status::Status;
 
-#[derive(Serialize)]
+/// A build, as every v1 route shows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Build)]
 pub struct BuildView<'a> {
     id: i64,
     status: Status,
@@ -30,7 +33,7 @@ pub struct BuildView<'a> {
     links: Links,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Links {
     #[serde(rename = "self")]
     self_: String,
@@ -75,7 +78,7 @@ impl<'a> From<&'a Build> for BuildView<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct BuildList<'a> {
     pub builds: Vec<BuildView<'a>>,
     pub next: Option<String>,

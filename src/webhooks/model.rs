@@ -9,7 +9,7 @@ use crate::builds::model::Timestamp;
 use crate::builds::status::Status;
 
 /// The build events a webhook can be told about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookEvent {
     Started,
@@ -70,7 +70,7 @@ impl FromStr for WebhookEvent {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     /// Not yet answered with a 2xx, and attempts are left.

@@ -1,0 +1,87 @@
+//! `GET /api/v1/openapi.json`: the v1 API described from the handlers' own
+//! annotations and the views' types (utoipa), so it cannot drift from the code.
+
+use actix_web::{web, HttpResponse};
+use utoipa::OpenApi;
+
+use super::{actions, deliveries, error, live, v1, views};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "dockpub",
+        description = "Build uploaded Dockerfiles, push them, and keep an honest record."
+    ),
+    paths(
+        v1::create_build,
+        v1::list_builds,
+        v1::get_build,
+        v1::delete_build,
+        live::build_logs,
+        live::build_events,
+        actions::cancel_build,
+        actions::retry_build,
+        deliveries::list_deliveries,
+        deliveries::redeliver,
+    ),
+    components(schemas(
+        views::BuildView,
+        views::BuildList,
+        error::ErrorBody,
+        SubmitForm,
+        RetryForm
+    ))
+)]
+struct ApiDoc;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/openapi.json", web::get().to(openapi_json));
+}
+
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+/// The fields of `POST /api/v1/builds`. The form is read field by field as it
+/// streams in (http/form.rs); this type only describes it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SubmitForm {
+    /// The Dockerfile (or send `context` holding one)
+    #[schema(value_type = Option<String>, format = Binary)]
+    file: Option<Vec<u8>>,
+    /// The build context: a tar archive, plain or gzipped
+    #[schema(value_type = Option<String>, format = Binary)]
+    context: Option<Vec<u8>>,
+    /// The Dockerfile's path inside `context` (default `Dockerfile`)
+    dockerfile: Option<String>,
+    /// `[host[:port]/]path`, lowercase, no tag
+    repository: String,
+    /// Repeatable; default `latest`
+    tag: Option<Vec<String>>,
+    /// Default true; false builds only
+    push: Option<bool>,
+    /// Registry login for this build (memory only), with `password`
+    username: Option<String>,
+    password: Option<String>,
+    /// Repeatable `KEY=VALUE`
+    build_arg: Option<Vec<String>>,
+    /// Repeatable `KEY=VALUE`
+    label: Option<Vec<String>>,
+    target: Option<String>,
+    platform: Option<String>,
+    no_cache: Option<bool>,
+    pull: Option<bool>,
+    /// Only `build_network` or a value of `allowed_build_networks`
+    network: Option<String>,
+    /// Told when the build ends; its host must be in `allowed_callback_hosts`
+    callback_url: Option<String>,
+}
+
+/// The optional fields of `POST /api/v1/builds/{id}/retry`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct RetryForm {
+    username: Option<String>,
+    password: Option<String>,
+}
