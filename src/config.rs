@@ -54,6 +54,27 @@ pub struct Config {
     /// How often the pruner runs.
     pub retention_interval_secs: u64,
     pub auth: AuthConfig,
+    /// `[[builders]]`: the Docker hosts to build on. Empty: one builder, `local`,
+    /// from `docker_host` with the global `max_concurrent_builds`.
+    pub builders: Vec<BuilderEntry>,
+}
+
+/// One `[[builders]]` entry: a Docker Engine and how many builds it takes at once.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuilderEntry {
+    pub name: String,
+    /// `unix:///path/docker.sock` or `tcp://HOST:PORT`.
+    pub host: String,
+    /// PEM files for a `tcp://` daemon started with `--tlsverify`: all three or none.
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// This builder's slots; unset means the global `max_concurrent_builds`.
+    pub max_concurrent_builds: Option<usize>,
+    /// Platforms builds may ask for here (`linux/amd64`); empty means the daemon's own.
+    #[serde(default)]
+    pub platforms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -95,6 +116,7 @@ impl Default for Config {
             build_cpu_shares: 0,
             build_timeout_secs: 3600,
             registries: BTreeMap::new(),
+            builders: Vec::new(),
         }
     }
 }
@@ -283,6 +305,27 @@ impl Config {
         }
         self.validate_build_limits()?;
         self.registry_credentials()?;
+        self.validate_builders()?;
+        Ok(())
+    }
+
+    fn validate_builders(&self) -> Result<(), ConfigError> {
+        if !self.builders.is_empty() && self.docker_host.is_some() {
+            return Err(ConfigError::Invalid(
+                "docker_host and [[builders]] do not go together: give the host as a builder"
+                    .into(),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for entry in &self.builders {
+            entry.validate()?;
+            if !names.insert(entry.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "builders: the name '{}' is used twice",
+                    entry.name
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -324,6 +367,78 @@ impl Config {
         }
         networks
     }
+}
+
+impl BuilderEntry {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |what: String| ConfigError::Invalid(format!("builders '{}': {what}", self.name));
+        let name_ok = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !name_ok {
+            return Err(ConfigError::Invalid(format!(
+                "builders: name '{}' must be letters, digits, '.', '_' or '-'",
+                self.name
+            )));
+        }
+        let tcp = self.host.starts_with("tcp://");
+        if !tcp && !self.host.starts_with("unix://") {
+            return Err(invalid(format!(
+                "host '{}' must be unix:///path or tcp://HOST:PORT",
+                self.host
+            )));
+        }
+        if self.max_concurrent_builds == Some(0) {
+            return Err(invalid("max_concurrent_builds must be at least 1".into()));
+        }
+        if let Some(platform) = self.platforms.iter().find(|p| !is_platform(p)) {
+            return Err(invalid(format!(
+                "platform '{platform}' is not os/arch[/variant], e.g. linux/amd64"
+            )));
+        }
+        let files = [&self.tls_ca, &self.tls_cert, &self.tls_key];
+        if files.iter().all(|f| f.is_none()) {
+            return Ok(());
+        }
+        if !tcp {
+            return Err(invalid("TLS files need a tcp:// host".into()));
+        }
+        for (key, file) in ["tls_ca", "tls_cert", "tls_key"].iter().zip(files) {
+            let Some(path) = file else {
+                return Err(invalid(
+                    "set all of tls_ca, tls_cert and tls_key, or none".into(),
+                ));
+            };
+            if let Err(err) = std::fs::metadata(path) {
+                return Err(invalid(format!("{key} {}: {err}", path.display())));
+            }
+        }
+        Ok(())
+    }
+
+    /// The three TLS files, when they are set.
+    pub fn tls_files(&self) -> Option<crate::docker::TlsFiles> {
+        Some(crate::docker::TlsFiles {
+            ca: self.tls_ca.clone()?,
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
+    }
+}
+
+/// `os/arch` or `os/arch/variant`, lower case, as Docker writes platforms.
+fn is_platform(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('/').collect();
+    (2..=3).contains(&parts.len())
+        && parts.iter().all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
 }
 
 impl RegistryLogin {

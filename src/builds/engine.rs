@@ -18,7 +18,7 @@ use crate::store::{Changes, Store, StoreError};
 
 pub struct Engine {
     pub store: Store,
-    pub pool: BuilderPool,
+    pub pool: Arc<BuilderPool>,
     pub vault: CredentialVault,
     pub queue: queue::Wakeup,
     pub events: Arc<EventHub>,

@@ -37,6 +37,10 @@ pub struct Build {
     /// Where the daemon finds the Dockerfile inside the stored context archive;
     /// None when the build has no context, only its Dockerfile.
     pub context_dockerfile: Option<String>,
+    /// The builder it runs or last ran on; None while queued.
+    pub builder: Option<String>,
+    /// How many times it was handed to a builder.
+    pub attempts: u32,
 }
 
 /// How a build is made, as the request chose it (validated), shown in the build object.

@@ -2,6 +2,7 @@
 
 mod actions;
 mod auth;
+mod builders;
 mod error;
 mod form;
 mod live;
@@ -35,7 +36,11 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(query_errors())
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .service(web::scope("/api/v1").configure(v1::routes))
+        .service(
+            web::scope("/api/v1")
+                .configure(builders::routes)
+                .configure(v1::routes),
+        )
         .configure(seed::routes)
         .configure(page::routes)
         .default_service(web::to(|| async {
@@ -76,13 +81,19 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// 200 when the store and every builder's daemon answer; 503 with the reasons otherwise.
+/// 200 when the store and at least one builder answer (naming any builder that
+/// does not); 503 with the reasons otherwise.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let problems = state.builds.readiness().await;
-    if problems.is_empty() {
-        return HttpResponse::Ok().json(json!({ "status": "ready" }));
+    let readiness = state.builds.readiness().await;
+    if readiness.problems.is_empty() {
+        return HttpResponse::Ok()
+            .json(json!({ "status": "ready", "builders_down": readiness.builders_down }));
     }
-    HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable", "reasons": problems }))
+    HttpResponse::ServiceUnavailable().json(json!({
+        "status": "unavailable",
+        "reasons": readiness.problems,
+        "builders_down": readiness.builders_down,
+    }))
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {

@@ -193,7 +193,9 @@ struct DeleteQuery {
     force: Option<String>,
 }
 
-/// 204; `force=true` cancels an unfinished build first.
+/// 204; `force=true` cancels an unfinished build first. When the builder that
+/// built the image is down, the record still goes, and the answer is 200 with a
+/// body saying the image was left on that builder.
 async fn delete_build(
     id: web::Path<String>,
     query: web::Query<DeleteQuery>,
@@ -204,9 +206,17 @@ async fn delete_build(
         .as_deref()
         .map(|v| parse_flag("force", v))
         .transpose()?;
-    state
-        .builds
-        .delete(parse_id(&id)?, force.unwrap_or(false))
-        .await?;
-    Ok(HttpResponse::NoContent().finish())
+    let id = parse_id(&id)?;
+    let deleted = state.builds.delete(id, force.unwrap_or(false)).await?;
+    Ok(match deleted.image_left_on {
+        None => HttpResponse::NoContent().finish(),
+        Some(builder) => HttpResponse::Ok().json(serde_json::json!({
+            "id": id,
+            "deleted": true,
+            "image_left_on": builder,
+            "message": format!(
+                "build {id} deleted; builder '{builder}' is down, so its image and local tags were left on it"
+            ),
+        })),
+    })
 }

@@ -10,6 +10,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_builds.sql"),
     include_str!("migrations/002_retry_of.sql"),
     include_str!("migrations/003_contexts.sql"),
+    // 004 belongs to the webhooks branch; on merge it goes before this one.
+    include_str!("migrations/005_builders.sql"),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {

@@ -6,7 +6,8 @@ use super::StoreError;
 use crate::builds::model::{Build, Timestamp};
 
 pub const BUILD_COLUMNS: &str = "id, status, repository, tags, push, registry_username, image_id, \
-     digest, error, created_at, started_at, built_at, finished_at, retry_of, options, digests, context_dockerfile";
+     digest, error, created_at, started_at, built_at, finished_at, retry_of, options, digests, context_dockerfile, \
+     builder, attempts";
 
 /// Reads one row; the outer error is SQLite's, the inner one a row that does not parse.
 pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreError>> {
@@ -44,6 +45,8 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
             options: serde_json::from_str(&options).map_err(|_| corrupt("bad options"))?,
             digests: serde_json::from_str(&digests).map_err(|_| corrupt("bad digests"))?,
             context_dockerfile: row.get(16)?,
+            builder: row.get(17)?,
+            attempts: row.get(18)?,
         })
     })();
     Ok(parsed)

@@ -1,0 +1,81 @@
+//! One task per builder pings its daemon every few seconds and marks it up or
+//! down in the pool: one log line when it goes away, one when it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::pool::{BuilderPool, Change, Member};
+
+/// Time between pings of a builder.
+const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// A daemon that takes longer to answer a ping counts as down.
+const PING_LIMIT: Duration = Duration::from_secs(5);
+
+pub fn spawn_health_checks(pool: Arc<BuilderPool>, stopping: CancellationToken) {
+    for member in pool.members() {
+        let member = member.clone();
+        let pool = pool.clone();
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            loop {
+                check(&pool, &member).await;
+                tokio::select! {
+                    () = tokio::time::sleep(CHECK_INTERVAL) => {}
+                    () = stopping.cancelled() => return,
+                }
+            }
+        });
+    }
+}
+
+async fn check(pool: &BuilderPool, member: &Member) {
+    let builder = &member.builder;
+    let answered = builder.ping_within(PING_LIMIT).await;
+    let platforms = match &answered {
+        Ok(()) if !member.knows_platforms() => daemon_platforms(member).await,
+        _ => None,
+    };
+    match answered {
+        Ok(()) => match member.mark_up(platforms) {
+            Change::Unchanged => {}
+            Change::First => {
+                log::info!("builder '{}': up at {}", builder.name(), builder.host());
+                pool.notify_changed();
+            }
+            Change::Flipped => {
+                log::info!(
+                    "builder '{}': the Docker daemon is back; queued builds start again",
+                    builder.name()
+                );
+                pool.notify_changed();
+            }
+        },
+        Err(err) => {
+            if member.mark_down(err.to_string()) != Change::Unchanged {
+                log::warn!(
+                    "builder '{}': the Docker daemon does not answer ({err}); it gets no builds, \
+                     and builds running there go back to the queue",
+                    builder.name()
+                );
+            }
+        }
+    }
+}
+
+/// The daemon's own platform; None (asked again next time) when it cannot say.
+async fn daemon_platforms(member: &Member) -> Option<Vec<String>> {
+    let builder = &member.builder;
+    match tokio::time::timeout(PING_LIMIT, builder.daemon_platform()).await {
+        Ok(Ok(platform)) => Some(vec![platform]),
+        Ok(Err(err)) => {
+            log::warn!(
+                "builder '{}': cannot read its platform: {err}",
+                builder.name()
+            );
+            None
+        }
+        Err(_) => None,
+    }
+}
