@@ -102,6 +102,11 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
         () = lost.cancelled() => Err(lost_builder(slot.builder(), "the health check failed")),
     };
     let result = blame_a_vanished_builder(result, slot.builder()).await;
+    if let Err(err) = &result {
+        if err.lost_builder() {
+            slot.report_lost(err.to_string());
+        }
+    }
     let result = limit_attempts(result, build.attempts);
     // Dropping the unfinished `execute` closed its daemon connection, which stops
     // the daemon's build; what it already tagged for this build is taken back.

@@ -52,16 +52,35 @@ async fn check(pool: &BuilderPool, member: &Member) {
                 pool.notify_changed();
             }
         },
-        Err(err) => {
-            if member.mark_down(err.to_string()) != Change::Unchanged {
-                log::warn!(
-                    "builder '{}': the Docker daemon does not answer ({err}); it gets no builds, \
-                     and builds running there go back to the queue",
-                    builder.name()
-                );
-            }
-        }
+        Err(err) => mark_down(member, with_causes(&err)),
     }
+}
+
+/// Marks the builder down (its running builds are told to stop); one log line
+/// when it was up before.
+pub(super) fn mark_down(member: &Member, reason: String) {
+    let name = member.builder.name().to_string();
+    if member.mark_down(reason.clone()) != Change::Unchanged {
+        log::warn!(
+            "builder '{name}': the Docker daemon does not answer ({reason}); it gets no builds, \
+             and builds running there go back to the queue"
+        );
+    }
+}
+
+/// The error with the causes under it: a TLS failure only says why in its sources.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// The daemon's own platform; None (asked again next time) when it cannot say.

@@ -255,6 +255,12 @@ impl Slot {
         self.wake_on_drop = false;
     }
 
+    /// A build found the builder gone: it is marked down at once, so the build
+    /// does not go straight back to it, until a health check sees it answer.
+    pub fn report_lost(&self, reason: String) {
+        super::health::mark_down(&self.member, reason);
+    }
+
     /// Counts a build that ended here (not one sent back to the queue).
     pub fn record_done(&self) {
         self.member.done.fetch_add(1, Ordering::Relaxed);
