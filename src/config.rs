@@ -406,12 +406,13 @@ impl BuilderEntry {
         if !tcp {
             return Err(invalid("TLS files need a tcp:// host".into()));
         }
+        if files.iter().any(|f| f.is_none()) {
+            return Err(invalid(
+                "set all of tls_ca, tls_cert and tls_key, or none".into(),
+            ));
+        }
         for (key, file) in ["tls_ca", "tls_cert", "tls_key"].iter().zip(files) {
-            let Some(path) = file else {
-                return Err(invalid(
-                    "set all of tls_ca, tls_cert and tls_key, or none".into(),
-                ));
-            };
+            let Some(path) = file else { continue };
             if let Err(err) = std::fs::metadata(path) {
                 return Err(invalid(format!("{key} {}: {err}", path.display())));
             }
@@ -531,10 +532,19 @@ mod tests {
             .lines()
             .filter_map(|line| line.strip_prefix("# "))
             .skip_while(|line| !line.starts_with("[registries."))
+            .filter(|line| line.starts_with('[') || is_example_key(line))
             .collect::<Vec<_>>()
             .join("\n");
         let example: Config = toml::from_str(&example).expect("the registries example parses");
         assert_eq!(example.registries["docker.io"].username, "alice");
+        assert_eq!(example.builders.len(), 2, "the [[builders]] example parses");
+        assert_eq!(example.builders[1].max_concurrent_builds, Some(4));
+    }
+
+    /// `key = value` of a commented example, as opposed to the prose around it.
+    fn is_example_key(line: &str) -> bool {
+        line.split_once(" = ")
+            .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
     }
 
     #[test]
@@ -571,6 +581,37 @@ mod tests {
         assert!(login(Some("p"), Some("PATH")).validate().is_err());
         let shown = format!("{:?}", login(Some("hunter2"), None));
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn builders_are_checked_at_start() {
+        let with = |entry: &str| -> Result<Config, String> {
+            let config: Config = toml::from_str(entry).map_err(|e| e.to_string())?;
+            config.validate().map_err(|e| e.to_string())?;
+            Ok(config)
+        };
+        let ok = with("[[builders]]\nname = \"a\"\nhost = \"unix:///x.sock\"\nplatforms = [\"linux/arm64/v8\"]\n")
+            .unwrap();
+        assert_eq!(ok.builders[0].max_concurrent_builds, None);
+        let bad = [
+            ("name = \"a b\"\nhost = \"unix:///x\"", "name"),
+            ("name = \"a\"\nhost = \"http://x\"", "host"),
+            ("name = \"a\"\nhost = \"unix:///x\"\ntls_ca = \"/x\"", "tcp://"),
+            ("name = \"a\"\nhost = \"tcp://h:1\"\ntls_ca = \"/x\"", "tls_key"),
+            ("name = \"a\"\nhost = \"tcp://h:1\"\ntls_ca = \"/no\"\ntls_cert = \"/no\"\ntls_key = \"/no\"", "/no"),
+            ("name = \"a\"\nhost = \"unix:///x\"\nmax_concurrent_builds = 0", "at least 1"),
+            ("name = \"a\"\nhost = \"unix:///x\"\nplatforms = [\"amd64\"]", "platform"),
+            ("name = \"a\"\nhost = \"unix:///x\"\ntls = true", "unknown field"),
+        ];
+        for (entry, says) in bad {
+            let err = with(&format!("[[builders]]\n{entry}\n")).unwrap_err();
+            assert!(err.contains(says), "{entry}: {err}");
+        }
+        let twice = "[[builders]]\nname = \"a\"\nhost = \"unix:///x\"\n".repeat(2);
+        assert!(with(&twice).unwrap_err().contains("twice"));
+        let both =
+            "docker_host = \"unix:///y\"\n[[builders]]\nname = \"a\"\nhost = \"unix:///x\"\n";
+        assert!(with(both).unwrap_err().contains("docker_host"));
     }
 
     #[test]

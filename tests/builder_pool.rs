@@ -266,6 +266,26 @@ fn a_build_on_a_builder_that_stops_runs_again_on_the_other_and_the_builder_comes
         })
         .collect();
     assert!(ran_on.contains(&Value::from("second")), "{ran_on:?}");
+
+    // Delete: the image goes from the builder that built it; when that one is
+    // down, the record goes anyway and the answer says what was left where.
+    second.stop();
+    wait_builder_up(&server, "second", false);
+    for (id, builder) in again.iter().zip(&ran_on) {
+        let response = server
+            .client
+            .delete(server.url(&format!("/api/v1/builds/{id}")))
+            .send()
+            .unwrap();
+        if builder == "second" {
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().unwrap();
+            assert_eq!(body["image_left_on"], "second", "{body}");
+        } else {
+            assert_eq!(response.status(), 204);
+        }
+        assert_eq!(server.get(&format!("/api/v1/builds/{id}")).status(), 404);
+    }
 }
 
 #[test]
