@@ -45,8 +45,8 @@ pub(super) enum Change {
     Unchanged,
 }
 
-/// One builder as `/api/v1/builders` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+/// One builder's health and load, for `/api/v1/builders` and the web page.
+#[derive(Debug, Clone)]
 pub struct BuilderStatus {
     pub name: String,
     pub host: String,
