@@ -140,7 +140,8 @@ impl BuildService {
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
         }
-        crate::docker::spawn_health_checks(engine.pool.clone(), engine.stopping.clone());
+        // Until builds are interrupted at shutdown, a lost builder must still requeue them.
+        crate::docker::spawn_health_checks(engine.pool.clone(), engine.interrupting.clone());
         queue::spawn_dispatcher(engine.clone());
         let service = BuildService { engine, limits };
         retention::spawn_pruner(service.clone(), retention);

@@ -140,8 +140,10 @@ fn lost_builder(builder: &Builder, reason: impl Into<String>) -> RunError {
 }
 
 /// A daemon that is being stopped may end a build with an ordinary-looking error
-/// just before it goes away. When the builder does not answer right after the
-/// error, the builder was lost: the build goes back to the queue, not to `failed`.
+/// just before it goes away. When the builder cannot be reached right after the
+/// error (refused, no socket), the builder was lost: the build goes back to the
+/// queue, not to `failed`. A ping that is merely slow keeps the build's own error:
+/// a busy daemon is no reason to run a failing build again.
 async fn blame_a_vanished_builder(
     result: Result<Outcome, RunError>,
     builder: &Builder,
@@ -149,8 +151,10 @@ async fn blame_a_vanished_builder(
     match result {
         Err(RunError::Docker(err)) if !err.is_unreachable() => {
             match builder.ping_within(STILL_THERE_LIMIT).await {
-                Ok(()) => Err(RunError::Docker(err)),
-                Err(gone) => Err(lost_builder(builder, format!("{err} ({gone})"))),
+                Err(gone) if !matches!(gone, DockerError::NoAnswer { .. }) => {
+                    Err(lost_builder(builder, format!("{err} ({gone})")))
+                }
+                _ => Err(RunError::Docker(err)),
             }
         }
         other => other,

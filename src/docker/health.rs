@@ -7,32 +7,47 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::pool::{BuilderPool, Change, Member};
+use super::DockerError;
 
 /// Time between pings of a builder.
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
-/// A daemon that takes longer to answer a ping counts as down.
+/// A ping that takes longer counts as not answered.
 const PING_LIMIT: Duration = Duration::from_secs(5);
+/// Unanswered pings in a row before a builder that is busy rather than gone is
+/// marked down (and its running builds requeued). A refused connection or a
+/// missing socket marks it down at once.
+const SLOW_PINGS_TOLERATED: u32 = 3;
 
-pub fn spawn_health_checks(pool: Arc<BuilderPool>, stopping: CancellationToken) {
+/// Runs until `until` is cancelled.
+pub fn spawn_health_checks(pool: Arc<BuilderPool>, until: CancellationToken) {
     for member in pool.members() {
         let member = member.clone();
         let pool = pool.clone();
-        let stopping = stopping.clone();
+        let until = until.clone();
         tokio::spawn(async move {
+            let mut slow_pings = 0;
             loop {
-                check(&pool, &member).await;
+                check(&pool, &member, &mut slow_pings).await;
                 tokio::select! {
                     () = tokio::time::sleep(CHECK_INTERVAL) => {}
-                    () = stopping.cancelled() => return,
+                    () = until.cancelled() => return,
                 }
             }
         });
     }
 }
 
-async fn check(pool: &BuilderPool, member: &Member) {
+async fn check(pool: &BuilderPool, member: &Member, slow_pings: &mut u32) {
     let builder = &member.builder;
     let answered = builder.ping_within(PING_LIMIT).await;
+    if matches!(answered, Err(DockerError::NoAnswer { .. })) {
+        *slow_pings += 1;
+        if *slow_pings < SLOW_PINGS_TOLERATED {
+            return;
+        }
+    } else {
+        *slow_pings = 0;
+    }
     let platforms = match &answered {
         Ok(()) if !member.knows_platforms() => daemon_platforms(member).await,
         _ => None,
