@@ -442,6 +442,7 @@ function renderFacts(build) {
   if (build.finished_at) facts.push(["Took", formatDuration(build.started_at || build.created_at, build.finished_at)]);
   if (build.image_id) facts.push(["Image id", build.image_id]);
   if (build.digest) facts.push(["Digest", build.digest]);
+  if (build.builder) facts.push(["Builder", build.builder]);
   if (build.retry_of) facts.push(["Retry of", "#" + build.retry_of, "#/builds/" + build.retry_of]);
   const dl = $("build-facts");
   dl.replaceChildren();
@@ -743,6 +744,54 @@ function showNotice(text) {
   }, 5000);
 }
 
+// ---- builders ----------------------------------------------------------------
+
+async function refreshBuilders() {
+  try {
+    const answer = await requestJson(API + "/builders");
+    renderBuilders(answer.builders);
+    clearError($("builders-error"));
+  } catch (err) {
+    showError($("builders-error"), "Cannot load the builders", err);
+  } finally {
+    setTimeout(pollBuilders, LIST_POLL_MS);
+  }
+}
+
+function pollBuilders() {
+  // Like the list: a hidden tab waits and catches up when shown again.
+  if (document.hidden) setTimeout(pollBuilders, LIST_POLL_MS);
+  else refreshBuilders();
+}
+
+// One line per builder: name, up or down, running of slots, builds done and
+// platforms; the last error under it while it is down.
+function renderBuilders(builders) {
+  const items = builders.map((builder) => {
+    const li = document.createElement("li");
+    li.dataset.builder = builder.name;
+    const badge = document.createElement("span");
+    badge.className = "badge " + (builder.up ? "status-succeeded" : "status-failed");
+    badge.textContent = builder.up ? "up" : "down";
+    const name = document.createElement("strong");
+    name.textContent = builder.name;
+    const load = document.createElement("span");
+    load.className = "note";
+    const platforms = builder.platforms.length ? builder.platforms.join(", ") : "platform unknown";
+    load.textContent = `${builder.running}/${builder.slots} running · ${builder.builds_done} done · ${platforms}`;
+    li.append(badge, " ", name, " ", load);
+    li.title = builder.host + (builder.tls ? " (TLS)" : "");
+    if (!builder.up && builder.last_error) {
+      const error = document.createElement("p");
+      error.className = "error";
+      error.textContent = builder.last_error;
+      li.appendChild(error);
+    }
+    return li;
+  });
+  $("builder-list").replaceChildren(...items);
+}
+
 // ---- start -------------------------------------------------------------------
 
 function start() {
@@ -754,6 +803,7 @@ function start() {
   window.addEventListener("hashchange", openFromHash);
   openFromHash();
   refreshList();
+  refreshBuilders();
 }
 
 start();

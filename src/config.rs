@@ -65,6 +65,9 @@ pub struct Config {
     pub callback_secret_env: Option<String>,
     /// Seconds before each retry of a failed webhook delivery; then it fails.
     pub webhook_retry_backoff_secs: Vec<u64>,
+    /// `[[builders]]`: the Docker hosts to build on. Empty: one builder, `local`,
+    /// from `docker_host` with the global `max_concurrent_builds`.
+    pub builders: Vec<BuilderEntry>,
 }
 
 /// `[[webhooks]]`: where to send which build events, signed with the secret in
@@ -84,6 +87,24 @@ fn final_events() -> Vec<WebhookEvent> {
         .into_iter()
         .filter(|e| e.is_final())
         .collect()
+}
+
+/// One `[[builders]]` entry: a Docker Engine and how many builds it takes at once.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuilderEntry {
+    pub name: String,
+    /// `unix:///path/docker.sock` or `tcp://HOST:PORT`.
+    pub host: String,
+    /// PEM files for a `tcp://` daemon started with `--tlsverify`: all three or none.
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// This builder's slots; unset means the global `max_concurrent_builds`.
+    pub max_concurrent_builds: Option<usize>,
+    /// Platforms builds may ask for here (`linux/amd64`); empty means the daemon's own.
+    #[serde(default)]
+    pub platforms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -129,6 +150,7 @@ impl Default for Config {
             allowed_callback_hosts: Vec::new(),
             callback_secret_env: None,
             webhook_retry_backoff_secs: vec![1, 2, 4, 8, 16],
+            builders: Vec::new(),
         }
     }
 }
@@ -345,6 +367,27 @@ impl Config {
         self.validate_build_limits()?;
         self.registry_credentials()?;
         self.webhook_settings()?;
+        self.validate_builders()?;
+        Ok(())
+    }
+
+    fn validate_builders(&self) -> Result<(), ConfigError> {
+        if !self.builders.is_empty() && self.docker_host.is_some() {
+            return Err(ConfigError::Invalid(
+                "docker_host and [[builders]] do not go together: give the host as a builder"
+                    .into(),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for entry in &self.builders {
+            entry.validate()?;
+            if !names.insert(entry.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "builders: the name '{}' is used twice",
+                    entry.name
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -434,6 +477,79 @@ impl Config {
         }
         networks
     }
+}
+
+impl BuilderEntry {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |what: String| ConfigError::Invalid(format!("builders '{}': {what}", self.name));
+        let name_ok = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !name_ok {
+            return Err(ConfigError::Invalid(format!(
+                "builders: name '{}' must be letters, digits, '.', '_' or '-'",
+                self.name
+            )));
+        }
+        let tcp = self.host.starts_with("tcp://");
+        if !tcp && !self.host.starts_with("unix://") {
+            return Err(invalid(format!(
+                "host '{}' must be unix:///path or tcp://HOST:PORT",
+                self.host
+            )));
+        }
+        if self.max_concurrent_builds == Some(0) {
+            return Err(invalid("max_concurrent_builds must be at least 1".into()));
+        }
+        if let Some(platform) = self.platforms.iter().find(|p| !is_platform(p)) {
+            return Err(invalid(format!(
+                "platform '{platform}' is not os/arch[/variant], e.g. linux/amd64"
+            )));
+        }
+        let files = [&self.tls_ca, &self.tls_cert, &self.tls_key];
+        if files.iter().all(|f| f.is_none()) {
+            return Ok(());
+        }
+        if !tcp {
+            return Err(invalid("TLS files need a tcp:// host".into()));
+        }
+        if files.iter().any(|f| f.is_none()) {
+            return Err(invalid(
+                "set all of tls_ca, tls_cert and tls_key, or none".into(),
+            ));
+        }
+        for (key, file) in ["tls_ca", "tls_cert", "tls_key"].iter().zip(files) {
+            let Some(path) = file else { continue };
+            if let Err(err) = std::fs::metadata(path) {
+                return Err(invalid(format!("{key} {}: {err}", path.display())));
+            }
+        }
+        Ok(())
+    }
+
+    /// The three TLS files, when they are set.
+    pub fn tls_files(&self) -> Option<crate::docker::TlsFiles> {
+        Some(crate::docker::TlsFiles {
+            ca: self.tls_ca.clone()?,
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
+    }
+}
+
+/// `os/arch` or `os/arch/variant`, lower case, as Docker writes platforms.
+fn is_platform(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('/').collect();
+    (2..=3).contains(&parts.len())
+        && parts.iter().all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
 }
 
 impl RegistryLogin {
@@ -554,10 +670,19 @@ mod tests {
             .lines()
             .filter_map(|line| line.strip_prefix("# "))
             .skip_while(|line| !line.starts_with("[registries."))
+            .filter(|line| line.starts_with('[') || is_example_key(line))
             .collect::<Vec<_>>()
             .join("\n");
         let example: Config = toml::from_str(&example).expect("the registries example parses");
         assert_eq!(example.registries["docker.io"].username, "alice");
+        assert_eq!(example.builders.len(), 2, "the [[builders]] example parses");
+        assert_eq!(example.builders[1].max_concurrent_builds, Some(4));
+    }
+
+    /// `key = value` of a commented example, as opposed to the prose around it.
+    fn is_example_key(line: &str) -> bool {
+        line.split_once(" = ")
+            .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
     }
 
     #[test]
@@ -629,6 +754,37 @@ mod tests {
             ..Config::default()
         };
         assert!(zero_wait.validate().is_err());
+    }
+
+    #[test]
+    fn builders_are_checked_at_start() {
+        let with = |entry: &str| -> Result<Config, String> {
+            let config: Config = toml::from_str(entry).map_err(|e| e.to_string())?;
+            config.validate().map_err(|e| e.to_string())?;
+            Ok(config)
+        };
+        let ok = with("[[builders]]\nname = \"a\"\nhost = \"unix:///x.sock\"\nplatforms = [\"linux/arm64/v8\"]\n")
+            .unwrap();
+        assert_eq!(ok.builders[0].max_concurrent_builds, None);
+        let bad = [
+            ("name = \"a b\"\nhost = \"unix:///x\"", "name"),
+            ("name = \"a\"\nhost = \"http://x\"", "host"),
+            ("name = \"a\"\nhost = \"unix:///x\"\ntls_ca = \"/x\"", "tcp://"),
+            ("name = \"a\"\nhost = \"tcp://h:1\"\ntls_ca = \"/x\"", "tls_key"),
+            ("name = \"a\"\nhost = \"tcp://h:1\"\ntls_ca = \"/no\"\ntls_cert = \"/no\"\ntls_key = \"/no\"", "/no"),
+            ("name = \"a\"\nhost = \"unix:///x\"\nmax_concurrent_builds = 0", "at least 1"),
+            ("name = \"a\"\nhost = \"unix:///x\"\nplatforms = [\"amd64\"]", "platform"),
+            ("name = \"a\"\nhost = \"unix:///x\"\ntls = true", "unknown field"),
+        ];
+        for (entry, says) in bad {
+            let err = with(&format!("[[builders]]\n{entry}\n")).unwrap_err();
+            assert!(err.contains(says), "{entry}: {err}");
+        }
+        let twice = "[[builders]]\nname = \"a\"\nhost = \"unix:///x\"\n".repeat(2);
+        assert!(with(&twice).unwrap_err().contains("twice"));
+        let both =
+            "docker_host = \"unix:///y\"\n[[builders]]\nname = \"a\"\nhost = \"unix:///x\"\n";
+        assert!(with(both).unwrap_err().contains("docker_host"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod store;
 pub mod webhooks;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -75,15 +76,10 @@ async fn wait_for_stop_signal() {
     }
 }
 
-/// Opens the store, recovers interrupted builds, starts the queue and returns the
-/// running HTTP server on `listener` (which may be bound to port 0) and the build
-/// service behind it.
-pub async fn launch(
-    config: Config,
-    listener: TcpListener,
-) -> Result<(Server, BuildService), StartError> {
-    let store = Store::open(&config.data_dir)?;
-    let pool = BuilderPool::new(vec![BuilderConfig {
+/// The `[[builders]]` of the config, or without any, one builder `local` on
+/// `docker_host` (or DOCKER_HOST, or the local socket) as before the pool.
+fn builder_configs(config: &Config) -> Vec<BuilderConfig> {
+    let common = BuilderConfig {
         name: "local".into(),
         host: config.docker_host.clone(),
         max_concurrent_builds: config.max_concurrent_builds,
@@ -95,7 +91,37 @@ pub async fn launch(
         build_cpu_shares: i32::try_from(config.build_cpu_shares)
             .ok()
             .filter(|&s| s > 0),
-    }]);
+        tls: None,
+        platforms: Vec::new(),
+    };
+    if config.builders.is_empty() {
+        return vec![common];
+    }
+    config
+        .builders
+        .iter()
+        .map(|entry| BuilderConfig {
+            name: entry.name.clone(),
+            host: Some(entry.host.clone()),
+            max_concurrent_builds: entry
+                .max_concurrent_builds
+                .unwrap_or(config.max_concurrent_builds),
+            tls: entry.tls_files(),
+            platforms: entry.platforms.clone(),
+            ..common.clone()
+        })
+        .collect()
+}
+
+/// Opens the store, recovers interrupted builds, starts the queue and returns the
+/// running HTTP server on `listener` (which may be bound to port 0) and the build
+/// service behind it.
+pub async fn launch(
+    config: Config,
+    listener: TcpListener,
+) -> Result<(Server, BuildService), StartError> {
+    let store = Store::open(&config.data_dir)?;
+    let pool = Arc::new(BuilderPool::new(builder_configs(&config)));
     let limits = Limits {
         max_dockerfile_bytes: config.max_dockerfile_bytes,
         max_queued_builds: config.max_queued_builds,

@@ -22,8 +22,11 @@ pub struct Metrics {
     pub phase_seconds: HistogramVec,
     pub queue_depth: IntGauge,
     pub running_builds: IntGauge,
-    /// 1 when the builder's daemon answered the last scrape's ping.
+    /// 1 when the builder is up (its health checks pass).
     pub docker_up: IntGaugeVec,
+    /// Per builder: builds running on it, and its slots.
+    pub builder_running: IntGaugeVec,
+    pub builder_slots: IntGaugeVec,
     pub http_requests_total: IntCounterVec,
     pub http_request_seconds: HistogramVec,
 }
@@ -58,6 +61,19 @@ impl Metrics {
                 &["builder"],
             )
             .expect("valid metric"),
+            builder_running: IntGaugeVec::new(
+                Opts::new(
+                    "dockpub_builder_running_builds",
+                    "Builds running on a builder",
+                ),
+                &["builder"],
+            )
+            .expect("valid metric"),
+            builder_slots: IntGaugeVec::new(
+                Opts::new("dockpub_builder_slots", "Builds a builder may run at once"),
+                &["builder"],
+            )
+            .expect("valid metric"),
             http_requests_total: IntCounterVec::new(
                 Opts::new(
                     "dockpub_http_requests_total",
@@ -82,12 +98,14 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
             Box::new(self.builds_total.clone()),
             Box::new(self.phase_seconds.clone()),
             Box::new(self.queue_depth.clone()),
             Box::new(self.running_builds.clone()),
             Box::new(self.docker_up.clone()),
+            Box::new(self.builder_running.clone()),
+            Box::new(self.builder_slots.clone()),
             Box::new(self.http_requests_total.clone()),
             Box::new(self.http_request_seconds.clone()),
         ];

@@ -91,6 +91,14 @@ fn metrics_move_as_builds_run() {
         ) >= 2.0
     );
     assert_eq!(sample(&after, r#"dockpub_docker_up{builder="local"}"#), 1.0);
+    assert_eq!(
+        sample(&after, r#"dockpub_builder_slots{builder="local"}"#),
+        2.0
+    );
+    assert_eq!(
+        sample(&after, r#"dockpub_builder_running_builds{builder="local"}"#),
+        0.0
+    );
     assert!(after.contains("dockpub_queue_depth 0"), "{after}");
     assert!(after.contains("dockpub_running_builds 0"));
 }

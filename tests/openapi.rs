@@ -23,6 +23,7 @@ fn the_document_lists_every_v1_route() {
         ("/api/v1/builds/{id}/retry", "post"),
         ("/api/v1/builds/{id}/deliveries", "get"),
         ("/api/v1/deliveries/{id}/redeliver", "post"),
+        ("/api/v1/builders", "get"),
     ];
     for (path, method) in expected {
         let operation = &document["paths"][path][method];
@@ -35,7 +36,7 @@ fn the_document_lists_every_v1_route() {
     let paths = document["paths"].as_object().unwrap();
     assert_eq!(
         paths.len(),
-        8,
+        9,
         "undocumented or unexpected paths: {:?}",
         paths.keys()
     );

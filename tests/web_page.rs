@@ -310,6 +310,15 @@ fn the_page_submits_follows_cancels_and_deletes_builds() {
         "console errors while loading the page: {probe:?}"
     );
 
+    // The builders panel: the one builder, up, with its slots.
+    let builder = browser.wait_for(
+        "the builders panel",
+        Duration::from_secs(20),
+        "const li = document.querySelector('#builder-list li[data-builder=\"local\"]'); \
+         return li && li.textContent.includes('up') ? li.textContent : null;",
+    );
+    assert!(builder.as_str().unwrap().contains("running"), "{builder}");
+
     // 1. A Dockerfile chosen as a file; its 20 MB layer makes the push long enough
     // to report progress on the way.
     let dir = tempfile::tempdir().unwrap();

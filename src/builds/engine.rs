@@ -20,7 +20,7 @@ use crate::webhooks::Webhooks;
 
 pub struct Engine {
     pub store: Store,
-    pub pool: BuilderPool,
+    pub pool: Arc<BuilderPool>,
     pub vault: CredentialVault,
     pub queue: queue::Wakeup,
     pub events: Arc<EventHub>,

@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::docker::{BuilderPool, DockerError};
+use crate::docker::{Builder, BuilderPool, BuilderStatus, DockerError};
 use crate::store::{Changes, ListFilter, Store, StoreError};
 use crate::webhooks::callback::CallbackError;
 use crate::webhooks::Webhooks;
@@ -107,6 +107,14 @@ pub struct RunSettings {
     pub credentials: CredentialResolver,
 }
 
+/// What a delete did besides removing the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    /// The builder that built the image, when it was down (or is no longer
+    /// configured) and the image and its local tags were left on it.
+    pub image_left_on: Option<String>,
+}
+
 /// The build service the HTTP layer talks to. Cheap to clone.
 #[derive(Clone)]
 pub struct BuildService {
@@ -118,7 +126,7 @@ impl BuildService {
     /// Requeues builds a previous run left unfinished and starts the dispatcher.
     pub async fn start(
         store: Store,
-        pool: BuilderPool,
+        pool: Arc<BuilderPool>,
         limits: Limits,
         settings: RunSettings,
         retention: Retention,
@@ -141,6 +149,8 @@ impl BuildService {
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
         }
+        // Until builds are interrupted at shutdown, a lost builder must still requeue them.
+        crate::docker::spawn_health_checks(engine.pool.clone(), engine.interrupting.clone());
         queue::spawn_dispatcher(engine.clone());
         let service = BuildService { engine, limits };
         retention::spawn_pruner(service.clone(), retention);
@@ -176,12 +186,20 @@ impl BuildService {
         metrics
             .running_builds
             .set(count(Status::Building) + count(Status::Pushing));
-        for builder in self.engine.pool.builders() {
-            let up = builder.ping().await.is_ok();
+        for builder in self.engine.pool.statuses() {
+            let name = [builder.name.as_str()];
             metrics
                 .docker_up
-                .with_label_values(&[builder.name()])
-                .set(i64::from(up));
+                .with_label_values(&name)
+                .set(i64::from(builder.up));
+            metrics
+                .builder_running
+                .with_label_values(&name)
+                .set(builder.running as i64);
+            metrics
+                .builder_slots
+                .with_label_values(&name)
+                .set(builder.slots as i64);
         }
         Ok(metrics.render())
     }
@@ -190,18 +208,38 @@ impl BuildService {
         &self.engine.metrics
     }
 
-    /// What keeps dockpub from building right now; empty when it is ready.
-    pub async fn readiness(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+    /// Whether dockpub can build right now: the store answers and at least one
+    /// builder does. Builders are pinged now rather than trusting the last health
+    /// check, so a daemon that just went away shows at once.
+    pub async fn readiness(&self) -> Readiness {
+        let mut readiness = Readiness::default();
         if let Err(err) = self.engine.store.ping().await {
-            problems.push(format!("store: {err}"));
+            readiness.problems.push(format!("store: {err}"));
         }
-        for builder in self.engine.pool.builders() {
-            if let Err(err) = builder.ping().await {
-                problems.push(format!("builder '{}': {err}", builder.name()));
+        let pings =
+            self.engine.pool.builders().map(|builder| async move {
+                (builder, builder.ping_within(READY_PING_LIMIT).await)
+            });
+        let mut any_up = false;
+        for (builder, answer) in futures_util::future::join_all(pings).await {
+            match answer {
+                Ok(()) => any_up = true,
+                Err(err) => readiness
+                    .builders_down
+                    .push(format!("builder '{}': {err}", builder.name())),
             }
         }
-        problems
+        if !any_up {
+            readiness
+                .problems
+                .extend(readiness.builders_down.iter().cloned());
+        }
+        readiness
+    }
+
+    /// Every builder with its health and load, in configuration order.
+    pub fn builders(&self) -> Vec<BuilderStatus> {
+        self.engine.pool.statuses()
     }
 
     pub fn store(&self) -> &Store {
@@ -444,7 +482,7 @@ impl BuildService {
     /// Deletes a finished build: first the local tags it created (only those still
     /// naming its image), then its row, logs and stored Dockerfile. With `force`,
     /// an unfinished build is cancelled first.
-    pub async fn delete(&self, id: i64, force: bool) -> Result<(), BuildError> {
+    pub async fn delete(&self, id: i64, force: bool) -> Result<Deleted, BuildError> {
         let mut build = self.get(id).await?;
         if force && !build.status.is_final() {
             build = match self.cancel(id).await {
@@ -460,27 +498,77 @@ impl BuildService {
                 action: "deleted",
             });
         }
-        self.remove_local_tags(&build).await?;
+        let deleted = self.remove_local_tags(&build).await?;
         if !self.engine.store.delete_final_build(id).await? {
             return Err(BuildError::NotFound(id));
         }
-        log::info!("build {id}: deleted");
-        Ok(())
+        match &deleted.image_left_on {
+            Some(builder) => {
+                log::info!("build {id}: deleted; its image was left on builder '{builder}'")
+            }
+            None => log::info!("build {id}: deleted"),
+        }
+        Ok(deleted)
     }
 
-    async fn remove_local_tags(&self, build: &Build) -> Result<(), BuildError> {
-        let Some(image_id) = &build.image_id else {
-            return Ok(());
+    /// Removes the build's local tags from the builder that built it. A builder
+    /// that is down (or gone from the config) keeps them; the delete goes on.
+    async fn remove_local_tags(&self, build: &Build) -> Result<Deleted, BuildError> {
+        let nothing_left = Deleted {
+            image_left_on: None,
         };
-        for builder in self.engine.pool.builders() {
-            for reference in build.image_references() {
-                if builder.remove_tag_of(&reference, image_id).await? {
-                    log::info!("build {}: removed local tag {reference}", build.id);
-                }
+        let Some(image_id) = &build.image_id else {
+            return Ok(nothing_left);
+        };
+        let pool = &self.engine.pool;
+        let Some(name) = &build.builder else {
+            // Built before builders were recorded: any builder that answers may hold it.
+            for builder in pool.builders().filter(|b| pool.is_up(b.name())) {
+                remove_tags_on(builder, build, image_id).await?;
             }
+            return Ok(nothing_left);
+        };
+        let left_on = Deleted {
+            image_left_on: Some(name.clone()),
+        };
+        let Some(builder) = pool.builder(name).filter(|b| pool.is_up(b.name())) else {
+            return Ok(left_on);
+        };
+        match remove_tags_on(builder, build, image_id).await {
+            Ok(()) => Ok(nothing_left),
+            Err(err) if err.is_unreachable() => Ok(left_on),
+            Err(err) => Err(err.into()),
         }
-        Ok(())
     }
+}
+
+/// How long `/readyz` waits for each builder's ping.
+const READY_PING_LIMIT: Duration = Duration::from_secs(3);
+
+/// What `/readyz` reports.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// What keeps dockpub from building at all; empty when it is ready.
+    pub problems: Vec<String>,
+    /// Builders that do not answer (dockpub is still ready while another does).
+    pub builders_down: Vec<String>,
+}
+
+async fn remove_tags_on(
+    builder: &Builder,
+    build: &Build,
+    image_id: &str,
+) -> Result<(), DockerError> {
+    for reference in build.image_references() {
+        if builder.remove_tag_of(&reference, image_id).await? {
+            log::info!(
+                "build {}: removed local tag {reference} on builder '{}'",
+                build.id,
+                builder.name()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Returns once the subscription reports a final status (or can report nothing more).

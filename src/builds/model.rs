@@ -40,6 +40,10 @@ pub struct Build {
     /// Told when the build ends (a webhook of its own); checked against
     /// `allowed_callback_hosts` when the build was submitted.
     pub callback_url: Option<String>,
+    /// The builder it runs or last ran on; None while queued.
+    pub builder: Option<String>,
+    /// How many times it was handed to a builder.
+    pub attempts: u32,
 }
 
 /// How a build is made, as the request chose it (validated), shown in the build object.

@@ -48,7 +48,7 @@ async fn prune(service: &BuildService, retention: Retention) {
     };
     for id in ids {
         match service.delete(id, false).await {
-            Ok(()) => log::info!("retention: pruned build {id}"),
+            Ok(_) => log::info!("retention: pruned build {id}"),
             Err(err) => log::warn!("retention: build {id} kept: {err}"),
         }
     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::credentials::{auth_server, registry_of, CredentialError};
 use super::dockerfile::base_images;
@@ -30,16 +31,31 @@ enum RunError {
     Cancelled,
     #[error("dockpub is shutting down; the build will run again at the next start")]
     ShuttingDown,
+    #[error("builder '{builder}' stopped answering: {reason}")]
+    BuilderLost { builder: String, reason: String },
+    #[error("gave up after {attempts} attempts; the last one: {last}")]
+    TooManyAttempts { attempts: u32, last: Box<RunError> },
 }
+
+/// Runs of one build that may end with its builder lost before it fails.
+const MAX_ATTEMPTS: u32 = 3;
+/// After a daemon error, how long the builder gets to show it is still there.
+const STILL_THERE_LIMIT: Duration = Duration::from_secs(3);
 
 impl RunError {
     /// Errors after which the build goes back to the queue rather than failing.
     fn requeues(&self) -> bool {
         match self {
-            RunError::ShuttingDown => true,
+            RunError::ShuttingDown | RunError::BuilderLost { .. } => true,
             RunError::Docker(err) => err.is_unreachable(),
             _ => false,
         }
+    }
+
+    /// The builder was lost, not the build's own fault: it counts towards
+    /// [`MAX_ATTEMPTS`]. A shutdown does not.
+    fn lost_builder(&self) -> bool {
+        self.requeues() && !matches!(self, RunError::ShuttingDown)
     }
 }
 
@@ -78,13 +94,23 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
         Ok(output) => output,
         Err(err) => return finish(&engine, &build, Err(err)).await,
     };
+    let lost = slot.lost();
     let result = tokio::select! {
         result = execute(&engine, &build, slot.builder(), &output) => result,
         () = cancel.cancelled() => Err(RunError::Cancelled),
         () = engine.interrupting.cancelled() => Err(RunError::ShuttingDown),
+        () = lost.cancelled() => Err(lost_builder(slot.builder(), "the health check failed")),
     };
+    let result = blame_a_vanished_builder(result, slot.builder()).await;
+    if let Err(err) = &result {
+        if err.lost_builder() {
+            slot.report_lost(err.to_string());
+        }
+    }
+    let result = limit_attempts(result, build.attempts);
     // Dropping the unfinished `execute` closed its daemon connection, which stops
     // the daemon's build; what it already tagged for this build is taken back.
+    // A lost builder cannot be cleaned up: what it holds stays there.
     if matches!(result, Err(RunError::Cancelled | RunError::ShuttingDown)) {
         clean_up_cancelled(&engine, id, slot.builder(), &output).await;
     }
@@ -99,8 +125,53 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     output.progress.stop();
     // The whole log is stored before the build is seen to end.
     output.log.finish().await;
+    if !matches!(&result, Err(err) if err.requeues()) {
+        slot.record_done();
+    }
     finish(&engine, &build, result).await;
     drop(slot);
+}
+
+fn lost_builder(builder: &Builder, reason: impl Into<String>) -> RunError {
+    RunError::BuilderLost {
+        builder: builder.name().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A daemon that is being stopped may end a build with an ordinary-looking error
+/// just before it goes away. When the builder cannot be reached right after the
+/// error (refused, no socket), the builder was lost: the build goes back to the
+/// queue, not to `failed`. A ping that is merely slow keeps the build's own error:
+/// a busy daemon is no reason to run a failing build again.
+async fn blame_a_vanished_builder(
+    result: Result<Outcome, RunError>,
+    builder: &Builder,
+) -> Result<Outcome, RunError> {
+    match result {
+        Err(RunError::Docker(err)) if !err.is_unreachable() => {
+            match builder.ping_within(STILL_THERE_LIMIT).await {
+                Err(gone) if !matches!(gone, DockerError::NoAnswer { .. }) => {
+                    Err(lost_builder(builder, format!("{err} ({gone})")))
+                }
+                _ => Err(RunError::Docker(err)),
+            }
+        }
+        other => other,
+    }
+}
+
+/// A build whose builder was lost on its last allowed attempt fails.
+fn limit_attempts(result: Result<Outcome, RunError>, attempts: u32) -> Result<Outcome, RunError> {
+    match result {
+        Err(err) if err.lost_builder() && attempts >= MAX_ATTEMPTS => {
+            Err(RunError::TooManyAttempts {
+                attempts,
+                last: Box::new(err),
+            })
+        }
+        other => other,
+    }
 }
 
 async fn start_output(engine: &Arc<Engine>, id: i64) -> Result<Output, RunError> {

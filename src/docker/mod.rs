@@ -3,14 +3,19 @@
 
 mod auth;
 mod build;
+mod health;
 mod pool;
 mod push;
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use bollard::Docker;
 use tokio::sync::OnceCell;
 
 pub use build::{step_container, BuildSource, BuildSpec};
-pub use pool::{BuilderPool, Slot};
+pub use health::spawn_health_checks;
+pub use pool::{BuilderPool, BuilderStatus, Slot};
 pub use push::PushUpdate;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +38,8 @@ pub enum DockerError {
     Unconfirmed { reference: String, reason: String },
     #[error("Docker daemon error: {0}")]
     Daemon(#[from] bollard::errors::Error),
+    #[error("builder '{builder}' did not answer within {secs} s")]
+    NoAnswer { builder: String, secs: u64 },
 }
 
 impl DockerError {
@@ -40,7 +47,7 @@ impl DockerError {
     pub fn is_unreachable(&self) -> bool {
         use bollard::errors::Error as E;
         match self {
-            DockerError::Unreachable { .. } => true,
+            DockerError::Unreachable { .. } | DockerError::NoAnswer { .. } => true,
             DockerError::Daemon(err) => matches!(
                 err,
                 E::IOError { .. }
@@ -64,7 +71,23 @@ pub struct BuilderConfig {
     /// Memory limit of each step's container (bollard takes i32: see config).
     pub build_memory_bytes: Option<i32>,
     pub build_cpu_shares: Option<i32>,
+    /// Client certificate, key and CA for a `tcp://` daemon started with `--tlsverify`.
+    pub tls: Option<TlsFiles>,
+    /// Platforms (`os/arch`) builds may ask for here; empty means the daemon's own.
+    pub platforms: Vec<String>,
 }
+
+/// PEM files for a daemon reached over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// bollard's request timeout for TLS connections: the one its other connect
+/// functions use by default, so a TLS builder behaves like the others.
+const CONNECT_TIMEOUT_SECS: u64 = 120;
 
 /// A handle on one Docker Engine.
 pub struct Builder {
@@ -88,13 +111,50 @@ impl Builder {
         &self.config.name
     }
 
+    /// Where the daemon is, as configured (or as DOCKER_HOST / the default socket
+    /// say); never includes TLS material.
+    pub fn host(&self) -> String {
+        match &self.config.host {
+            Some(host) => host.clone(),
+            None => std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|host| !host.is_empty())
+                .unwrap_or_else(|| "unix:///var/run/docker.sock".into()),
+        }
+    }
+
+    pub fn uses_tls(&self) -> bool {
+        self.config.tls.is_some()
+    }
+
+    pub fn slots(&self) -> usize {
+        self.config.max_concurrent_builds
+    }
+
+    /// The configured platforms; empty when the daemon's own should be asked.
+    pub fn configured_platforms(&self) -> &[String] {
+        &self.config.platforms
+    }
+
+    fn connect(&self) -> Result<Docker, bollard::errors::Error> {
+        match (&self.config.host, &self.config.tls) {
+            (Some(host), Some(tls)) => Docker::connect_with_ssl(
+                host,
+                &tls.key,
+                &tls.cert,
+                &tls.ca,
+                CONNECT_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            (Some(host), None) => Docker::connect_with_host(host),
+            (None, _) => Docker::connect_with_defaults(),
+        }
+    }
+
     async fn client(&self) -> Result<&Docker, DockerError> {
         self.client
             .get_or_try_init(|| async {
-                let docker = match &self.config.host {
-                    None => Docker::connect_with_defaults(),
-                    Some(host) => Docker::connect_with_host(host),
-                };
+                let docker = self.connect();
                 let unreachable = |source| DockerError::Unreachable {
                     builder: self.config.name.clone(),
                     source,
@@ -109,6 +169,25 @@ impl Builder {
     pub async fn ping(&self) -> Result<(), DockerError> {
         self.client().await?.ping().await?;
         Ok(())
+    }
+
+    /// Like [`Builder::ping`], but a daemon that hangs counts as not answering.
+    pub async fn ping_within(&self, limit: Duration) -> Result<(), DockerError> {
+        match tokio::time::timeout(limit, self.ping()).await {
+            Ok(result) => result,
+            Err(_) => Err(DockerError::NoAnswer {
+                builder: self.name().to_string(),
+                secs: limit.as_secs(),
+            }),
+        }
+    }
+
+    /// The daemon's own platform, as `os/arch` in Go's names (`linux/amd64`).
+    pub async fn daemon_platform(&self) -> Result<String, DockerError> {
+        let info = self.client().await?.info().await?;
+        let os = info.os_type.unwrap_or_else(|| "linux".into());
+        let arch = info.architecture.unwrap_or_default();
+        Ok(format!("{os}/{}", go_architecture(&arch)))
     }
 
     /// Removes `reference` only while it still names `image_id`: a later build may
@@ -137,6 +216,17 @@ impl Builder {
             Err(err) if is_not_found(&err) => Ok(false),
             Err(err) => Err(err.into()),
         }
+    }
+}
+
+/// `docker info` reports the kernel's machine name (`x86_64`); platforms use Go's.
+fn go_architecture(machine: &str) -> &str {
+    match machine {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "armv7l" => "arm",
+        "i386" | "i686" => "386",
+        other => other,
     }
 }
 

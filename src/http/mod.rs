@@ -2,6 +2,7 @@
 
 mod actions;
 mod auth;
+mod builders;
 mod deliveries;
 mod error;
 mod form;
@@ -40,7 +41,11 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .configure(metrics::routes)
-        .service(web::scope("/api/v1").configure(v1::routes))
+        .service(
+            web::scope("/api/v1")
+                .configure(builders::routes)
+                .configure(v1::routes),
+        )
         .configure(seed::routes)
         .configure(page::routes)
         .default_service(web::to(|| async {
@@ -82,13 +87,19 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// 200 when the store and every builder's daemon answer; 503 with the reasons otherwise.
+/// 200 when the store and at least one builder answer (naming any builder that
+/// does not); 503 with the reasons otherwise.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let problems = state.builds.readiness().await;
-    if problems.is_empty() {
-        return HttpResponse::Ok().json(json!({ "status": "ready" }));
+    let readiness = state.builds.readiness().await;
+    if readiness.problems.is_empty() {
+        return HttpResponse::Ok()
+            .json(json!({ "status": "ready", "builders_down": readiness.builders_down }));
     }
-    HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable", "reasons": problems }))
+    HttpResponse::ServiceUnavailable().json(json!({
+        "status": "unavailable",
+        "reasons": readiness.problems,
+        "builders_down": readiness.builders_down,
+    }))
 }
 
 /// The answer to a method a route does not take, naming those it does (`Allow`).

@@ -4,7 +4,7 @@
 use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
-use super::{actions, deliveries, error, live, v1, views};
+use super::{actions, builders, deliveries, error, live, v1, views};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,7 @@ use super::{actions, deliveries, error, live, v1, views};
         actions::retry_build,
         deliveries::list_deliveries,
         deliveries::redeliver,
+        builders::list_builders,
     ),
     components(schemas(
         views::BuildView,

@@ -151,7 +151,7 @@ async fn delete_build(
         )
     })?;
     match state.builds.delete(id, false).await {
-        Ok(()) => Ok(HttpResponse::Ok().json(json!({
+        Ok(_) => Ok(HttpResponse::Ok().json(json!({
             "message": format!("Dockerfile build process with 'id = {id}' is deleted.")
         }))),
         Err(BuildError::NotFinal { status, .. }) => Err(SeedError::new(

@@ -227,10 +227,13 @@ struct DeleteQuery {
     force: Option<String>,
 }
 
-/// 204; `force=true` cancels an unfinished build first.
+/// 204; `force=true` cancels an unfinished build first. When the builder that
+/// built the image is down, the record still goes, and the answer is 200 with a
+/// body saying the image was left on that builder.
 #[utoipa::path(delete, path = "/api/v1/builds/{id}", tag = "builds", params(("id" = i64, Path), DeleteQuery),
     responses(
         (status = 204, description = "Deleted with its local tags, log and files"),
+        (status = 200, description = "Deleted; the image was left on a builder that is down", body = Object),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -248,9 +251,17 @@ async fn delete_build(
         .as_deref()
         .map(|v| parse_flag("force", v))
         .transpose()?;
-    state
-        .builds
-        .delete(parse_id(&id)?, force.unwrap_or(false))
-        .await?;
-    Ok(HttpResponse::NoContent().finish())
+    let id = parse_id(&id)?;
+    let deleted = state.builds.delete(id, force.unwrap_or(false)).await?;
+    Ok(match deleted.image_left_on {
+        None => HttpResponse::NoContent().finish(),
+        Some(builder) => HttpResponse::Ok().json(serde_json::json!({
+            "id": id,
+            "deleted": true,
+            "image_left_on": builder,
+            "message": format!(
+                "build {id} deleted; builder '{builder}' is down, so its image and local tags were left on it"
+            ),
+        })),
+    })
 }

@@ -29,6 +29,9 @@ pub struct BuildView<'a> {
     built_at: Option<String>,
     finished_at: Option<String>,
     retry_of: Option<i64>,
+    /// The builder it runs or last ran on; null while queued.
+    builder: Option<&'a str>,
+    attempts: u32,
     progress: Option<&'a Progress>,
     links: Links,
 }
@@ -68,6 +71,8 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             built_at: build.built_at.map(Timestamp::to_rfc3339),
             finished_at: build.finished_at.map(Timestamp::to_rfc3339),
             retry_of: build.retry_of,
+            builder: build.builder.as_deref(),
+            attempts: build.attempts,
             progress: build.progress.as_ref(),
             links: Links {
                 self_: build_url(build.id),

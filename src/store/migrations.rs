@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/002_retry_of.sql"),
     include_str!("migrations/003_contexts.sql"),
     include_str!("migrations/004_deliveries.sql"),
+    include_str!("migrations/005_builders.sql"),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {

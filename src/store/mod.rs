@@ -195,20 +195,40 @@ impl Store {
         .await
     }
 
-    /// Moves the oldest queued build to `building`, or returns None when none waits.
-    pub async fn claim_next_queued(&self) -> Result<Option<Build>, StoreError> {
+    /// Moves the oldest queued build that `builder` can run (one that asks for no
+    /// platform, or for one of `platforms`) to `building` on it, counting the
+    /// attempt; None when no such build waits.
+    pub async fn claim_next_queued(
+        &self,
+        builder: String,
+        platforms: Vec<String>,
+    ) -> Result<Option<Build>, StoreError> {
         self.blocking(move |conn, _| {
-            let id: Option<i64> = conn
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let platforms = rows::to_json(&platforms);
+            let id: Option<i64> = tx
                 .query_row(
-                    "SELECT id FROM builds WHERE status = 'queued' ORDER BY id LIMIT 1",
-                    [],
+                    "SELECT id FROM builds WHERE status = 'queued'
+                       AND (json_extract(options, '$.platform') IS NULL
+                            OR json_extract(options, '$.platform') IN (SELECT value FROM json_each(?1)))
+                     ORDER BY id LIMIT 1",
+                    [platforms],
                     |row| row.get(0),
                 )
                 .optional()?;
-            match id {
-                Some(id) => transition(conn, id, None, Status::Building, &Changes::default()),
-                None => Ok(None),
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            if transition(&tx, id, None, Status::Building, &Changes::default())?.is_none() {
+                return Ok(None);
             }
+            tx.execute(
+                "UPDATE builds SET builder = ?2, attempts = attempts + 1 WHERE id = ?1",
+                params![id, builder],
+            )?;
+            let claimed = select_build(&tx, id)?;
+            tx.commit()?;
+            Ok(claimed)
         })
         .await
     }
@@ -430,7 +450,8 @@ fn transition(
                 WHEN ?1 = 'queued' THEN NULL
                 ELSE built_at END,
             finished_at = CASE WHEN ?1 IN ({finals}) THEN ?5 ELSE NULL END,
-            digests = CASE WHEN ?1 = 'queued' THEN '{{}}' ELSE COALESCE(?7, digests) END
+            digests = CASE WHEN ?1 = 'queued' THEN '{{}}' ELSE COALESCE(?7, digests) END,
+            builder = CASE WHEN ?1 = 'queued' THEN NULL ELSE builder END
          WHERE id = ?6 AND status IN ({placeholders})"
     );
     let digests = changes.digests.as_ref().map(rows::to_json);
@@ -538,7 +559,11 @@ mod tests {
             .await
             .unwrap()
             .is_none());
-        assert!(store.claim_next_queued().await.unwrap().is_some());
+        assert!(store
+            .claim_next_queued("local".into(), Vec::new())
+            .await
+            .unwrap()
+            .is_some());
         let cancelled = store
             .transition(id, None, Status::Cancelled, Changes::default())
             .await
@@ -553,10 +578,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_builder_claims_only_builds_for_its_platforms_and_counts_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut arm = new_build(0);
+        arm.options.platform = Some("linux/arm64".into());
+        let arm = store.insert_build(arm, 10, |_| {}).await.unwrap();
+        let any = store.insert_build(new_build(1), 10, |_| {}).await.unwrap();
+        let amd64 = vec!["linux/amd64".to_string()];
+        let claimed = store
+            .claim_next_queued("x86".into(), amd64.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (claimed.id, claimed.builder.as_deref(), claimed.attempts),
+            (any.id, Some("x86"), 1)
+        );
+        assert!(store
+            .claim_next_queued("x86".into(), amd64)
+            .await
+            .unwrap()
+            .is_none());
+        let claimed = store
+            .claim_next_queued("pi".into(), vec!["linux/arm64".into()])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.id, arm.id);
+        let requeued = store
+            .transition(arm.id, None, Status::Queued, Changes::default())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((requeued.builder, requeued.attempts), (None, 1));
+    }
+
+    #[tokio::test]
     async fn prunes_only_final_builds_outside_the_newest_kept() {
         let (_dir, store, ids) = store_with(4).await;
         for &id in &ids[..3] {
-            store.claim_next_queued().await.unwrap();
+            store
+                .claim_next_queued("local".into(), Vec::new())
+                .await
+                .unwrap();
             store
                 .transition(id, None, Status::Failed, Changes::default())
                 .await

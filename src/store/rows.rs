@@ -6,7 +6,8 @@ use super::StoreError;
 use crate::builds::model::{Build, Timestamp};
 
 pub const BUILD_COLUMNS: &str = "id, status, repository, tags, push, registry_username, image_id, \
-     digest, error, created_at, started_at, built_at, finished_at, retry_of, options, digests, context_dockerfile, callback_url";
+     digest, error, created_at, started_at, built_at, finished_at, retry_of, options, digests, context_dockerfile, \
+     callback_url, builder, attempts";
 
 /// Reads one row; the outer error is SQLite's, the inner one a row that does not parse.
 pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreError>> {
@@ -45,6 +46,8 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
             digests: serde_json::from_str(&digests).map_err(|_| corrupt("bad digests"))?,
             context_dockerfile: row.get(16)?,
             callback_url: row.get(17)?,
+            builder: row.get(18)?,
+            attempts: row.get(19)?,
         })
     })();
     Ok(parsed)

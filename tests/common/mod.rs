@@ -364,18 +364,126 @@ impl Server {
 pub struct PrivateDaemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Set for a daemon on `tcp://127.0.0.1:port` with `--tlsverify`.
+    tls: Option<(u16, TlsCerts)>,
+}
+
+/// PEM files made with the openssl CLI: a CA, a server certificate for
+/// 127.0.0.1 and a client certificate, all signed by that CA.
+#[derive(Clone)]
+pub struct TlsCerts {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TlsCerts {
+    /// A new CA and its certificates under `dir`.
+    pub fn make(dir: &Path) -> TlsCerts {
+        std::fs::create_dir_all(dir).unwrap();
+        let file = |name: &str| dir.join(name);
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &key[..],
+                &["-days", "2", "-subj", "/CN=dockpub-test-ca"],
+            ]
+            .concat(),
+            &[("-keyout", &file("ca-key.pem")), ("-out", &file("ca.pem"))],
+        );
+        for (who, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+            let ext = file(&format!("{who}.ext"));
+            std::fs::write(
+                &ext,
+                format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
+            )
+            .unwrap();
+            openssl(
+                &[&["req"], &key[..], &["-subj", &format!("/CN={who}")]].concat(),
+                &[
+                    ("-keyout", &file(&format!("{who}-key.pem"))),
+                    ("-out", &file(&format!("{who}.csr"))),
+                ],
+            );
+            openssl(
+                &["x509", "-req", "-days", "2", "-CAcreateserial"],
+                &[
+                    ("-in", &file(&format!("{who}.csr"))),
+                    ("-CA", &file("ca.pem")),
+                    ("-CAkey", &file("ca-key.pem")),
+                    ("-extfile", &ext),
+                    ("-out", &file(&format!("{who}.pem"))),
+                ],
+            );
+        }
+        TlsCerts {
+            ca: file("ca.pem"),
+            server_cert: file("server.pem"),
+            server_key: file("server-key.pem"),
+            client_cert: file("client.pem"),
+            client_key: file("client-key.pem"),
+        }
+    }
+}
+
+fn openssl(args: &[&str], files: &[(&str, &Path)]) {
+    let mut command = Command::new("openssl");
+    command.args(args);
+    for (flag, path) in files {
+        command.arg(flag).arg(path);
+    }
+    let out = command
+        .output()
+        .expect("run openssl (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A free loopback port (free when asked; the caller binds it soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl PrivateDaemon {
     /// Starts it and gives it the base image.
     pub fn start(env: &TestEnv) -> PrivateDaemon {
+        PrivateDaemon::start_with_tls(env, None)
+    }
+
+    /// Starts one on `tcp://127.0.0.1:PORT` that accepts only clients with a
+    /// certificate from `certs`' CA (`--tlsverify`).
+    pub fn start_tls(env: &TestEnv, certs: &TlsCerts) -> PrivateDaemon {
+        PrivateDaemon::start_with_tls(env, Some((free_port(), certs.clone())))
+    }
+
+    fn start_with_tls(env: &TestEnv, tls: Option<(u16, TlsCerts)>) -> PrivateDaemon {
         let dir = tempfile::Builder::new()
             .prefix("dockpub-dockerd")
             .tempdir()
             .expect("temp dir");
         // /etc/docker/daemon.json sets data-root and storage driver; a flag repeating them is refused.
         std::fs::write(dir.path().join("daemon.json"), "{}").unwrap();
-        let mut daemon = PrivateDaemon { dir, child: None };
+        let mut daemon = PrivateDaemon {
+            dir,
+            child: None,
+            tls,
+        };
         daemon.resume();
         let mut save = Command::new("docker")
             .args(["save", &env.base_image])
@@ -383,7 +491,8 @@ impl PrivateDaemon {
             .spawn()
             .unwrap();
         let loaded = Command::new("docker")
-            .args(["-H", &daemon.host(), "load"])
+            .args(daemon.cli_args())
+            .arg("load")
             .stdin(save.stdout.take().unwrap())
             .output()
             .unwrap();
@@ -397,7 +506,28 @@ impl PrivateDaemon {
     }
 
     pub fn host(&self) -> String {
-        format!("unix://{}", self.dir.path().join("docker.sock").display())
+        match &self.tls {
+            Some((port, _)) => format!("tcp://127.0.0.1:{port}"),
+            None => format!("unix://{}", self.dir.path().join("docker.sock").display()),
+        }
+    }
+
+    /// The docker CLI's flags to reach this daemon.
+    fn cli_args(&self) -> Vec<String> {
+        let mut args = vec!["-H".to_string(), self.host()];
+        if let Some((_, certs)) = &self.tls {
+            args.extend(tls_flags(&certs.ca, &certs.client_cert, &certs.client_key));
+        }
+        args
+    }
+
+    /// dockerd's flags for where it listens (and, over TCP, its TLS files).
+    fn listen_args(&self) -> Vec<String> {
+        let mut args = vec!["--host".to_string(), self.host()];
+        if let Some((_, certs)) = &self.tls {
+            args.extend(tls_flags(&certs.ca, &certs.server_cert, &certs.server_key));
+        }
+        args
     }
 
     /// Starts the daemon (again) on the same folders and waits until it answers.
@@ -409,14 +539,8 @@ impl PrivateDaemon {
             .open(path("dockerd.log"))
             .unwrap();
         let child = Command::new("dockerd")
-            .args([
-                "--host",
-                &self.host(),
-                "--data-root",
-                &path("data"),
-                "--exec-root",
-                &path("exec"),
-            ])
+            .args(self.listen_args())
+            .args(["--data-root", &path("data"), "--exec-root", &path("exec")])
             .args([
                 "--pidfile",
                 &path("docker.pid"),
@@ -452,12 +576,24 @@ impl PrivateDaemon {
 
     fn answers(&self) -> bool {
         Command::new("docker")
-            .args(["-H", &self.host(), "info"])
+            .args(self.cli_args())
+            .arg("info")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|status| status.success())
     }
+}
+
+/// `--tlsverify` with a CA, a certificate and its key: the same flags for
+/// dockerd and for the docker CLI.
+fn tls_flags(ca: &Path, cert: &Path, key: &Path) -> Vec<String> {
+    let mut flags = vec!["--tlsverify".to_string()];
+    for (flag, path) in [("--tlscacert", ca), ("--tlscert", cert), ("--tlskey", key)] {
+        flags.push(flag.into());
+        flags.push(path.display().to_string());
+    }
+    flags
 }
 
 impl Drop for PrivateDaemon {

@@ -1,0 +1,115 @@
+//! One task per builder pings its daemon every few seconds and marks it up or
+//! down in the pool: one log line when it goes away, one when it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::pool::{BuilderPool, Change, Member};
+use super::DockerError;
+
+/// Time between pings of a builder.
+const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// A ping that takes longer counts as not answered.
+const PING_LIMIT: Duration = Duration::from_secs(5);
+/// Unanswered pings in a row before a builder that is busy rather than gone is
+/// marked down (and its running builds requeued). A refused connection or a
+/// missing socket marks it down at once.
+const SLOW_PINGS_TOLERATED: u32 = 3;
+
+/// Runs until `until` is cancelled.
+pub fn spawn_health_checks(pool: Arc<BuilderPool>, until: CancellationToken) {
+    for member in pool.members() {
+        let member = member.clone();
+        let pool = pool.clone();
+        let until = until.clone();
+        tokio::spawn(async move {
+            let mut slow_pings = 0;
+            loop {
+                check(&pool, &member, &mut slow_pings).await;
+                tokio::select! {
+                    () = tokio::time::sleep(CHECK_INTERVAL) => {}
+                    () = until.cancelled() => return,
+                }
+            }
+        });
+    }
+}
+
+async fn check(pool: &BuilderPool, member: &Member, slow_pings: &mut u32) {
+    let builder = &member.builder;
+    let answered = builder.ping_within(PING_LIMIT).await;
+    if matches!(answered, Err(DockerError::NoAnswer { .. })) {
+        *slow_pings += 1;
+        if *slow_pings < SLOW_PINGS_TOLERATED {
+            return;
+        }
+    } else {
+        *slow_pings = 0;
+    }
+    let platforms = match &answered {
+        Ok(()) if !member.knows_platforms() => daemon_platforms(member).await,
+        _ => None,
+    };
+    match answered {
+        Ok(()) => match member.mark_up(platforms) {
+            Change::Unchanged => {}
+            Change::First => {
+                log::info!("builder '{}': up at {}", builder.name(), builder.host());
+                pool.notify_changed();
+            }
+            Change::Flipped => {
+                log::info!(
+                    "builder '{}': the Docker daemon is back; queued builds start again",
+                    builder.name()
+                );
+                pool.notify_changed();
+            }
+        },
+        Err(err) => mark_down(member, with_causes(&err)),
+    }
+}
+
+/// Marks the builder down (its running builds are told to stop); one log line
+/// when it was up before.
+pub(super) fn mark_down(member: &Member, reason: String) {
+    let name = member.builder.name().to_string();
+    if member.mark_down(reason.clone()) != Change::Unchanged {
+        log::warn!(
+            "builder '{name}': the Docker daemon does not answer ({reason}); it gets no builds, \
+             and builds running there go back to the queue"
+        );
+    }
+}
+
+/// The error with the causes under it: a TLS failure only says why in its sources.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
+/// The daemon's own platform; None (asked again next time) when it cannot say.
+async fn daemon_platforms(member: &Member) -> Option<Vec<String>> {
+    let builder = &member.builder;
+    match tokio::time::timeout(PING_LIMIT, builder.daemon_platform()).await {
+        Ok(Ok(platform)) => Some(vec![platform]),
+        Ok(Err(err)) => {
+            log::warn!(
+                "builder '{}': cannot read its platform: {err}",
+                builder.name()
+            );
+            None
+        }
+        Err(_) => None,
+    }
+}

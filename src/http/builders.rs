@@ -1,0 +1,65 @@
+//! `GET /api/v1/builders`: every builder, its health and its load.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use super::error::ErrorBody;
+use super::{method_not_allowed, AppState};
+use crate::docker::BuilderStatus;
+
+/// A builder on the wire: its address but never its TLS files.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Builder)]
+pub struct BuilderView<'a> {
+    name: &'a str,
+    host: &'a str,
+    tls: bool,
+    up: bool,
+    running: usize,
+    slots: usize,
+    platforms: &'a [String],
+    last_error: Option<&'a str>,
+    builds_done: u64,
+}
+
+impl<'a> From<&'a BuilderStatus> for BuilderView<'a> {
+    fn from(status: &'a BuilderStatus) -> Self {
+        BuilderView {
+            name: &status.name,
+            host: &status.host,
+            tls: status.tls,
+            up: status.up,
+            running: status.running,
+            slots: status.slots,
+            platforms: &status.platforms,
+            last_error: status.last_error.as_deref(),
+            builds_done: status.builds_done,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BuilderList<'a> {
+    builders: Vec<BuilderView<'a>>,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/builders")
+            .route(web::get().to(list_builders))
+            .default_service(method_not_allowed("GET")),
+    );
+}
+
+/// Name, host (never TLS material), up, running, slots, platforms, last error
+/// and builds done since start, in configuration order.
+#[utoipa::path(get, path = "/api/v1/builders", tag = "builders",
+    responses(
+        (status = 200, body = BuilderList),
+        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
+    ))]
+async fn list_builders(state: web::Data<AppState>) -> HttpResponse {
+    let statuses = state.builds.builders();
+    let builders = statuses.iter().map(BuilderView::from).collect();
+    HttpResponse::Ok().json(BuilderList { builders })
+}
