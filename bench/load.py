@@ -26,11 +26,16 @@ def start_server(binary, data_dir, log_path):
          "--max-concurrent-builds", "2", "--build-network", "none"],
         stderr=log, stdout=subprocess.DEVNULL, cwd=os.path.dirname(data_dir),
     )
+    return process, wait_listening(process, log_path)
+
+
+def wait_listening(process, log_path):
+    """The server's URL from its `listening on` log line; stops the run if it never comes."""
     deadline = time.time() + 30
     while time.time() < deadline:
         found = re.search(r"listening on (http://\S+)", open(log_path).read())
         if found:
-            return process, found.group(1)
+            return found.group(1)
         time.sleep(0.05)
     process.kill()
     raise SystemExit("dockpub did not start:\n" + open(log_path).read())

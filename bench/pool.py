@@ -16,12 +16,13 @@ registry and the base image. Prints a Markdown section on stdout."""
 import argparse
 import json
 import os
-import re
 import subprocess
 import tempfile
 import time
 import urllib.request
 import uuid
+
+from load import wait_listening
 
 
 def start_dockerd(work):
@@ -60,14 +61,7 @@ def start_server(binary, work, builders, slots):
         [binary, "serve", "--config", config, "--bind", "127.0.0.1:0", "--data-dir",
          os.path.join(work, "data"), "--build-network", "none"],
         stderr=open(log_path, "w"), stdout=subprocess.DEVNULL, cwd=work)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        found = re.search(r"listening on (http://\S+)", open(log_path).read())
-        if found:
-            return process, found.group(1)
-        time.sleep(0.05)
-    process.kill()
-    raise SystemExit("dockpub did not start:\n" + open(log_path).read())
+    return process, wait_listening(process, log_path)
 
 
 def get(base, path):
