@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{field, local_image_exists, registry_digest, unique, with_file, Server, TestEnv};
+use common::{
+    field, local_image_exists, pushed_digest, registry_digest, unique, with_file, Server, TestEnv,
+};
 use serde_json::Value;
 
 const BUILD_TIME: Duration = Duration::from_secs(120);
@@ -41,12 +43,7 @@ fn a_pushed_build_reports_the_digest_the_registry_serves() {
     assert!(build["image_id"].as_str().unwrap().starts_with("sha256:"));
     let digest = build["digest"].as_str().unwrap();
     for tag in ["v1", "v2"] {
-        let served = registry_digest(
-            &env.registry,
-            repository.split_once('/').unwrap().1,
-            tag,
-            None,
-        );
+        let served = pushed_digest(&repository, tag, None);
         assert_eq!(served.as_deref(), Some(digest), "tag {tag}");
     }
     let times: Vec<&str> = ["created_at", "started_at", "built_at", "finished_at"]
@@ -130,15 +127,7 @@ fn a_failing_step_fails_the_build_with_its_log() {
     let logs = server.logs(id);
     assert!(logs.contains("Step 3/3 : RUN false"), "{logs}");
     assert!(logs.contains("returned a non-zero code: 1"), "{logs}");
-    assert_eq!(
-        registry_digest(
-            &env.registry,
-            repository.split_once('/').unwrap().1,
-            "latest",
-            None
-        ),
-        None
-    );
+    assert_eq!(pushed_digest(&repository, "latest", None), None);
 }
 
 #[test]
@@ -187,15 +176,7 @@ fn build_only_skips_the_push() {
     assert_eq!(build["push"], false);
     assert_eq!(build["digest"], Value::Null);
     assert!(local_image_exists(&format!("{repository}:latest")));
-    assert_eq!(
-        registry_digest(
-            &env.registry,
-            repository.split_once('/').unwrap().1,
-            "latest",
-            None
-        ),
-        None
-    );
+    assert_eq!(pushed_digest(&repository, "latest", None), None);
 }
 
 #[test]

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{field, registry_digest, unique, with_file, PrivateDaemon, Server, TestEnv, TlsCerts};
+use common::{
+    field, pushed_digest, registry_digest, unique, with_file, PrivateDaemon, Server, TestEnv,
+    TlsCerts,
+};
 use serde_json::Value;
 
 const BUILD_TIME: Duration = Duration::from_secs(180);
@@ -137,12 +140,7 @@ fn two_builders_with_one_slot_each_share_six_builds_never_two_at_once() {
     for (build, (_, repository)) in builds.iter().zip(&ids) {
         assert_eq!(build["status"], "succeeded", "{build}");
         assert_eq!(build["attempts"], 1, "{build}");
-        let digest = registry_digest(
-            &env.registry,
-            repository.split_once('/').unwrap().1,
-            "latest",
-            None,
-        );
+        let digest = pushed_digest(repository, "latest", None);
         assert_eq!(digest.as_deref(), build["digest"].as_str(), "{build}");
     }
     for name in ["machine", "second"] {

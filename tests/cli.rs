@@ -4,7 +4,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{registry_digest, unique, Server, TestEnv};
+use common::{pushed_digest, unique, Server, TestEnv};
 use serde_json::Value;
 
 fn dockpub(server: &Server, args: &[&str]) -> Output {
@@ -69,12 +69,7 @@ fn submit_follow_builds_and_pushes_a_directory_and_exits_0() {
     let status = dockpub(&server, &["status", &id.to_string(), "--output", "json"]);
     let build: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(build["status"], "succeeded");
-    let digest = registry_digest(
-        &env.registry,
-        repository.split_once('/').unwrap().1,
-        "v1",
-        None,
-    );
+    let digest = pushed_digest(&repository, "v1", None);
     assert_eq!(digest.as_deref(), build["digest"].as_str());
 }
 

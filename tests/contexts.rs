@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{field, registry_digest, unique, with_file, Server, TestEnv};
+use common::{field, pushed_digest, registry_digest, unique, with_file, Server, TestEnv};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
 
@@ -514,15 +514,7 @@ fn a_build_past_its_timeout_fails_and_leaves_no_container() {
         &format!("id={container}"),
     ]);
     assert_eq!(left.trim(), "", "container {container} was left behind");
-    assert_eq!(
-        registry_digest(
-            &env.registry,
-            repository.split_once('/').unwrap().1,
-            "latest",
-            None
-        ),
-        None
-    );
+    assert_eq!(pushed_digest(&repository, "latest", None), None);
 }
 
 #[test]

@@ -312,6 +312,15 @@ pub fn registry_digest(
     Some(digest.to_str().unwrap().to_string())
 }
 
+/// The manifest digest the registry serves for `registry/path:tag`, asked of the
+/// registry named in `repository` itself.
+pub fn pushed_digest(repository: &str, tag: &str, auth: Option<(&str, &str)>) -> Option<String> {
+    let (registry, path) = repository
+        .split_once('/')
+        .expect("a repository with its registry host");
+    registry_digest(registry, path, tag, auth)
+}
+
 /// Whether the local daemon has an image by this reference.
 pub fn local_image_exists(reference: &str) -> bool {
     Command::new("docker")
