@@ -41,15 +41,20 @@ def wait_listening(process, log_path):
     raise SystemExit("dockpub did not start:\n" + open(log_path).read())
 
 
-def submit(base, n, run_id):
-    boundary = uuid.uuid4().hex
-    dockerfile = f'FROM scratch\nLABEL dockpub.bench="{run_id}-{n}"\n'
-    fields = [("file", dockerfile, True), ("repository", f"127.0.0.1:1/bench/load-{n}", False), ("push", "false", False)]
+def multipart_body(boundary, fields):
+    """A multipart/form-data body from (name, value, is_file) fields."""
     body = b""
     for name, value, is_file in fields:
         filename = '; filename="Dockerfile"' if is_file else ""
         body += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\n\r\n{value}\r\n'.encode()
-    body += f"--{boundary}--\r\n".encode()
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def submit(base, n, run_id):
+    boundary = uuid.uuid4().hex
+    dockerfile = f'FROM scratch\nLABEL dockpub.bench="{run_id}-{n}"\n'
+    fields = [("file", dockerfile, True), ("repository", f"127.0.0.1:1/bench/load-{n}", False), ("push", "false", False)]
+    body = multipart_body(boundary, fields)
     request = urllib.request.Request(base + "/api/v1/builds", data=body, method="POST",
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     started = time.perf_counter()

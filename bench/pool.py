@@ -22,7 +22,7 @@ import time
 import urllib.request
 import uuid
 
-from load import wait_listening
+from load import multipart_body, wait_listening
 
 
 def start_dockerd(work):
@@ -83,11 +83,7 @@ def submit(base, registry, base_image, n, run_id):
     dockerfile = (f'FROM {base_image}\nLABEL dockpub.bench="{run_id}-{n}"\n'
                   f'RUN i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; seq 1 20000 > /numbers\n')
     fields = [("file", dockerfile, True), ("repository", f"{registry}/bench-pool-{run_id}-{n}", False)]
-    body = b""
-    for name, value, is_file in fields:
-        filename = '; filename="Dockerfile"' if is_file else ""
-        body += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\n\r\n{value}\r\n'.encode()
-    body += f"--{boundary}--\r\n".encode()
+    body = multipart_body(boundary, fields)
     request = urllib.request.Request(base + "/api/v1/builds", data=body, method="POST",
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with urllib.request.urlopen(request, timeout=60) as response:
