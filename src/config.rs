@@ -35,6 +35,11 @@ pub struct Config {
     /// Largest build context archive accepted; it is streamed to disk, not counted
     /// against `max_upload_bytes`.
     pub max_context_bytes: u64,
+    /// Most entries (files, folders, links) a build context may hold.
+    pub max_context_entries: u64,
+    /// Host names (with or without `:port`) the server answers to besides its bind
+    /// address, localhost and loopback addresses; `*` accepts any.
+    pub allowed_hosts: Vec<String>,
     /// Network modes a build may ask for besides `build_network`.
     pub allowed_build_networks: Vec<String>,
     /// Memory limit of each build step's container; 0 means no limit.
@@ -141,6 +146,8 @@ impl Default for Config {
             retention_interval_secs: 600,
             auth: AuthConfig::default(),
             max_context_bytes: 1024 * 1024 * 1024,
+            max_context_entries: 200_000,
+            allowed_hosts: Vec::new(),
             allowed_build_networks: Vec::new(),
             build_memory_bytes: 0,
             build_cpu_shares: 0,
@@ -205,9 +212,15 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_tokens: Option<Vec<String>>,
-    /// Largest build context archive accepted [default: 1 GiB]
+    /// Largest build context accepted, counted decompressed [default: 1 GiB]
     #[arg(long, env = "DOCKPUB_MAX_CONTEXT_BYTES")]
     pub max_context_bytes: Option<u64>,
+    /// Most entries a build context may hold [default: 200000]
+    #[arg(long, env = "DOCKPUB_MAX_CONTEXT_ENTRIES")]
+    pub max_context_entries: Option<u64>,
+    /// Host names the server answers to besides its bind address and localhost, comma-separated
+    #[arg(long, env = "DOCKPUB_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
     /// Network modes builds may ask for besides --build-network, comma-separated
     #[arg(long, env = "DOCKPUB_ALLOWED_BUILD_NETWORKS", value_delimiter = ',')]
     pub allowed_build_networks: Option<Vec<String>>,
@@ -294,6 +307,8 @@ impl Config {
             retention_interval_secs,
             api_tokens,
             max_context_bytes,
+            max_context_entries,
+            allowed_hosts,
             allowed_build_networks,
             build_memory_bytes,
             build_cpu_shares,
@@ -323,6 +338,9 @@ impl Config {
             .tokens
             .retain(|token| !token.expose().trim().is_empty());
         set(&mut self.max_context_bytes, max_context_bytes);
+        set(&mut self.max_context_entries, max_context_entries);
+        set(&mut self.allowed_hosts, allowed_hosts);
+        self.allowed_hosts.retain(|host| !host.trim().is_empty());
         set(&mut self.allowed_build_networks, allowed_build_networks);
         set(&mut self.build_memory_bytes, build_memory_bytes);
         set(&mut self.build_cpu_shares, build_cpu_shares);
@@ -357,6 +375,7 @@ impl Config {
             ("max_upload_bytes", self.max_upload_bytes as u64),
             ("max_dockerfile_bytes", self.max_dockerfile_bytes as u64),
             ("max_context_bytes", self.max_context_bytes),
+            ("max_context_entries", self.max_context_entries),
             ("build_timeout_secs", self.build_timeout_secs),
             ("max_queued_builds", self.max_queued_builds as u64),
             ("retention_interval_secs", self.retention_interval_secs),

@@ -125,6 +125,10 @@ pub async fn launch(
     let limits = Limits {
         max_dockerfile_bytes: config.max_dockerfile_bytes,
         max_queued_builds: config.max_queued_builds,
+        context: builds::context::ContextLimits {
+            max_bytes: config.max_context_bytes,
+            max_entries: config.max_context_entries,
+        },
         networks: NetworkPolicy {
             default: config.build_network.clone(),
             allowed: config.build_networks(),

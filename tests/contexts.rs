@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -573,6 +573,89 @@ fn pull_fetches_the_base_image_even_when_it_is_present() {
             logs.contains("Pulling from"),
             pull == "true",
             "pull={pull}: {logs}"
+        );
+    }
+}
+
+/// A gzip-compressed tar holding a Dockerfile and `zeros` bytes of zeros.
+fn gzip_bomb(env: &TestEnv, zeros: u64) -> Vec<u8> {
+    let dockerfile = env.dockerfile("true");
+    let gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut archive = tar::Builder::new(gzip);
+    let mut append = |name: &str, size: u64, content: &mut dyn std::io::Read| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size);
+        header.set_mode(0o644);
+        archive.append_data(&mut header, name, content).unwrap();
+    };
+    append(
+        "Dockerfile",
+        dockerfile.len() as u64,
+        &mut dockerfile.as_bytes(),
+    );
+    append("zeros", zeros, &mut std::io::repeat(0).take(zeros));
+    archive.into_inner().unwrap().finish().unwrap()
+}
+
+#[test]
+fn a_gzip_bomb_is_measured_decompressed_and_leaves_nothing() {
+    let env = TestEnv::get();
+    let server = Server::start_with(&[
+        "--max-context-bytes",
+        "2000000",
+        "--max-context-entries",
+        "20",
+    ]);
+    let repository = format!("{}/{}", env.registry, unique("bomb"));
+    let bomb = gzip_bomb(&env, 256 * 1024 * 1024);
+    assert!(bomb.len() < 1_000_000, "the bomb is small: {}", bomb.len());
+    let form = field(with_context(bomb), "repository", &repository);
+    assert_refused(
+        &server,
+        form,
+        413,
+        "payload_too_large",
+        "2000000 bytes once decompressed",
+    );
+
+    let dockerfile = env.dockerfile("true");
+    let mut files: Vec<(String, &[u8])> = vec![("Dockerfile".into(), dockerfile.as_bytes())];
+    files.extend((1..30).map(|n| (format!("f{n}"), &b"x"[..])));
+    let named: Vec<(&str, &[u8])> = files.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    let form = field(with_context(tar_of(&named)), "repository", &repository);
+    assert_refused(&server, form, 413, "payload_too_large", "20 entries");
+    assert_nothing_left(&server);
+}
+
+#[test]
+fn a_full_queue_refuses_before_unpacking_a_context() {
+    let env = TestEnv::get();
+    let server = Server::start_with(&["--max-concurrent-builds", "1", "--max-queued-builds", "1"]);
+    let repository = format!("{}/{}", env.registry, unique("full"));
+    let submit = |run: &str| {
+        let form = field(with_file(env.dockerfile(run)), "repository", &repository);
+        server.submit(field(form, "push", "false"))
+    };
+    let running = submit("sleep 60");
+    server.wait_for(running, BUILD_TIME, |b| b["status"] == "building");
+    let queued = submit("true");
+    // A bomb that is also too large: the full queue answers first.
+    let form = field(
+        with_context(gzip_bomb(&env, 64 * 1024 * 1024)),
+        "repository",
+        &repository,
+    );
+    assert_refused(&server, form, 429, "queue_full", "queue is full");
+    for id in [queued, running] {
+        let cancel = server
+            .client
+            .post(server.url(&format!("/api/v1/builds/{id}/cancel")))
+            .send()
+            .unwrap();
+        assert!(
+            cancel.status().is_success(),
+            "cancel {id}: {}",
+            cancel.status()
         );
     }
 }

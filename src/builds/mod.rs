@@ -30,7 +30,7 @@ use crate::store::{Changes, ListFilter, Store, StoreError};
 use crate::webhooks::callback::CallbackError;
 use crate::webhooks::Webhooks;
 use cancel::CancelSignals;
-use context::{ContextError, ContextUpload, DockerfileSource, PreparedContext};
+use context::{ContextError, ContextLimits, ContextUpload, DockerfileSource, PreparedContext};
 use credentials::CredentialResolver;
 use dockerfile::DockerfileError;
 use engine::Engine;
@@ -97,6 +97,8 @@ pub struct SubmitRequest {
 pub struct Limits {
     pub max_dockerfile_bytes: usize,
     pub max_queued_builds: usize,
+    /// What an uploaded context may hold once decompressed.
+    pub context: ContextLimits,
     pub networks: NetworkPolicy,
 }
 
@@ -272,6 +274,8 @@ impl BuildService {
             .transpose()?;
         let dockerfile_field = options.dockerfile.clone();
         let mut build_options = options.validate(&self.limits.networks)?;
+        // Before a context is unpacked and rewritten: a full queue refuses at once.
+        self.check_queue_room().await?;
         let (dockerfile, context) = self
             .dockerfile_and_context(dockerfile, context, dockerfile_field, &mut build_options)
             .await?;
@@ -326,6 +330,16 @@ impl BuildService {
             callback_url: original.callback_url,
         };
         self.enqueue(new, credentials).await
+    }
+
+    /// Refuses when the queue is full; the insert checks again under its lock.
+    async fn check_queue_room(&self) -> Result<(), BuildError> {
+        let limit = self.limits.max_queued_builds;
+        let queued = self.engine.store.queued_count().await?;
+        if queued >= limit as i64 {
+            return Err(BuildError::QueueFull { limit });
+        }
+        Ok(())
     }
 
     async fn enqueue(
@@ -407,9 +421,12 @@ impl BuildService {
             DockerfileSource::Uploaded(text) => Some(text.clone()),
             DockerfileSource::InContext(_) => None,
         };
-        let prepared = tokio::task::spawn_blocking(move || context::prepare(upload, source, limit))
-            .await
-            .map_err(|err| ContextError::Io(std::io::Error::other(err)))??;
+        let context_limits = self.limits.context;
+        let prepared = tokio::task::spawn_blocking(move || {
+            context::prepare(upload, source, limit, context_limits)
+        })
+        .await
+        .map_err(|err| ContextError::Io(std::io::Error::other(err)))??;
         let text = match prepared.dockerfile_in_context {
             Some(bytes) => dockerfile::validate_dockerfile(bytes, limit)?,
             None => uploaded.ok_or(BuildError::NoDockerfile)?,

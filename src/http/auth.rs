@@ -1,4 +1,6 @@
-//! Bearer tokens: when any are configured, every /api route wants one.
+//! Bearer tokens: when any are configured, every route wants one except the few
+//! that are open by design (the page, health, readiness and metrics). Deny by
+//! default: a route added later is protected without anyone remembering to.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -15,8 +17,7 @@ pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let guarded = req.path().starts_with("/api/") || req.path() == "/api";
-    if guarded {
+    if !is_open(routed_path(&req)) {
         let tokens = req
             .app_data::<web::Data<AppState>>()
             .map(|state| state.tokens.as_slice())
@@ -27,6 +28,23 @@ pub async fn require_token(
         }
     }
     next.call(req).await
+}
+
+/// The path as the router matches it (percent-decoded), not the raw request
+/// line: `/%61pi/v1/builds` reaches the same handler as `/api/v1/builds`, so it
+/// must meet the same check.
+fn routed_path(req: &ServiceRequest) -> &str {
+    req.match_info().as_str()
+}
+
+/// Routes anyone may reach, even when tokens are configured.
+fn is_open(path: &str) -> bool {
+    match path {
+        "/" | "/healthz" | "/readyz" | "/metrics" => true,
+        _ => path
+            .strip_prefix("/assets/")
+            .is_some_and(|name| !name.is_empty() && !name.contains(['/', '%'])),
+    }
 }
 
 fn bearer_token(req: &ServiceRequest) -> Option<&str> {
@@ -50,6 +68,25 @@ fn accepts(tokens: &[Secret], given: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_page_health_and_metrics_are_open() {
+        for open in ["/", "/healthz", "/readyz", "/metrics", "/assets/app.js"] {
+            assert!(is_open(open), "{open}");
+        }
+        for guarded in [
+            "/api/v1/builds",
+            "/api",
+            "/anything",
+            "/healthz/",
+            "//healthz",
+            "/assets/",
+            "/assets/a/b",
+            "/assets/..%2Fapi",
+        ] {
+            assert!(!is_open(guarded), "{guarded}");
+        }
+    }
 
     #[test]
     fn accepts_only_a_configured_token() {

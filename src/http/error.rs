@@ -49,6 +49,10 @@ pub enum ApiError {
     InvalidQuery(String),
     #[error("this API wants 'Authorization: Bearer <token>' with a configured token")]
     Unauthorized,
+    #[error("refused: this request comes from another site's page ({0})")]
+    CrossSite(&'static str),
+    #[error("this server does not answer to the host '{0}'; add it to allowed_hosts")]
+    HostNotAllowed(String),
     #[error("no such route")]
     NoRoute,
     #[error("method not allowed on this route; it takes {allow}")]
@@ -78,6 +82,8 @@ impl ApiError {
             ApiError::InvalidId(_) => "invalid_id",
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::CrossSite(_) => "cross_site_request",
+            ApiError::HostNotAllowed(_) => "host_not_allowed",
             ApiError::NoRoute => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
         }
@@ -91,6 +97,9 @@ fn build_error_code(err: &BuildError) -> &'static str {
         BuildError::InvalidReference(_) => "invalid_repository",
         BuildError::InvalidOption(_) => "invalid_option",
         BuildError::InvalidContext(ContextError::Io(_)) => "storage_error",
+        BuildError::InvalidContext(
+            ContextError::TooLarge { .. } | ContextError::TooManyEntries { .. },
+        ) => "payload_too_large",
         BuildError::InvalidContext(_) => "invalid_context",
         BuildError::InvalidCallback(CallbackError::Invalid(_)) => "invalid_callback_url",
         BuildError::InvalidCallback(CallbackError::HostNotAllowed { .. }) => "callback_not_allowed",
@@ -108,6 +117,9 @@ fn build_error_code(err: &BuildError) -> &'static str {
 fn build_error_status(err: &BuildError) -> StatusCode {
     match err {
         BuildError::InvalidContext(ContextError::Io(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        BuildError::InvalidContext(
+            ContextError::TooLarge { .. } | ContextError::TooManyEntries { .. },
+        ) => StatusCode::PAYLOAD_TOO_LARGE,
         BuildError::InvalidDockerfile(_)
         | BuildError::InvalidReference(_)
         | BuildError::InvalidOption(_)
@@ -156,6 +168,8 @@ impl ResponseError for ApiError {
             | ApiError::InvalidId(_)
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
+            ApiError::HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }

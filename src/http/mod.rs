@@ -9,6 +9,7 @@ mod form;
 mod live;
 mod metrics;
 mod openapi;
+mod origin;
 mod page;
 mod seed;
 mod v1;
@@ -33,6 +34,7 @@ pub struct AppState {
     pub builds: BuildService,
     pub upload: UploadLimits,
     pub tokens: Vec<Secret>,
+    pub hosts: origin::HostPolicy,
 }
 
 /// Every route, for the server and for tests alike.
@@ -59,6 +61,10 @@ pub fn server(
     listener: TcpListener,
 ) -> std::io::Result<Server> {
     let staging_dir = builds.store().files().staging_dir().to_path_buf();
+    let hosts = origin::HostPolicy {
+        bind: listener.local_addr()?,
+        allowed: config.allowed_hosts.clone(),
+    };
     let state = web::Data::new(AppState {
         builds,
         upload: UploadLimits {
@@ -68,11 +74,13 @@ pub fn server(
             staging_dir,
         },
         tokens: config.auth.tokens.clone(),
+        hosts,
     });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .wrap(from_fn(auth::require_token))
+            .wrap(from_fn(origin::check_origin))
             .wrap(from_fn(metrics::count_requests))
             .configure(configure_routes)
     })

@@ -290,6 +290,16 @@ impl Store {
     }
 
     /// How many builds are in each status, by status name.
+    /// How many builds wait in the queue.
+    pub async fn queued_count(&self) -> Result<i64, StoreError> {
+        self.blocking(|conn, _| {
+            let mut statement =
+                conn.prepare_cached("SELECT COUNT(*) FROM builds WHERE status = 'queued'")?;
+            Ok(statement.query_row([], |row| row.get(0))?)
+        })
+        .await
+    }
+
     pub async fn status_counts(
         &self,
     ) -> Result<std::collections::HashMap<String, i64>, StoreError> {

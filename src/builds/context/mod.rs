@@ -3,19 +3,24 @@
 //! Dockerfile added, ready to be streamed to the daemon. Everything here reads and
 //! writes files in a streaming way: an archive is never held in memory.
 
+mod bounds;
 mod check;
 mod dockerignore;
 mod rewrite;
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::Path;
+use std::rc::Rc;
 
 use flate2::read::MultiGzDecoder;
 use tar::EntryType;
 use tempfile::TempPath;
 
+use bounds::Bounded;
+pub use bounds::ContextLimits;
 use check::EntryChecker;
 pub use check::{clean_path, Unsafe};
 pub use dockerignore::{IgnoreError, IgnoreRules};
@@ -38,6 +43,10 @@ pub enum ContextError {
     NoDockerfile(String),
     #[error("the context's '{0}' is not a regular file")]
     DockerfileNotAFile(String),
+    #[error("the context is larger than the limit of {limit} bytes once decompressed (max_context_bytes)")]
+    TooLarge { limit: u64 },
+    #[error("the context has more than the limit of {limit} entries (max_context_entries)")]
+    TooManyEntries { limit: u64 },
     #[error("the context's .dockerignore is larger than {MAX_DOCKERIGNORE_BYTES} bytes")]
     DockerignoreTooLarge,
     #[error(transparent)]
@@ -91,12 +100,18 @@ pub fn prepare(
     upload: ContextUpload,
     source: DockerfileSource,
     max_dockerfile_bytes: usize,
+    limits: ContextLimits,
 ) -> Result<Prepared, ContextError> {
     let wanted = match &source {
         DockerfileSource::InContext(path) => Some(path.as_str()),
         DockerfileSource::Uploaded(_) => None,
     };
-    let scan = scan(&upload.file, wanted, max_dockerfile_bytes as u64 + 1)?;
+    let scan = scan(
+        &upload.file,
+        wanted,
+        max_dockerfile_bytes as u64 + 1,
+        limits,
+    )?;
     let ignore = match &scan.dockerignore {
         Some(bytes) => IgnoreRules::parse(&String::from_utf8_lossy(bytes))?,
         None => IgnoreRules::parse("")?,
@@ -109,7 +124,7 @@ pub fn prepare(
             let archive = if ignore.is_empty() {
                 upload.file
             } else {
-                rewrite::write_beside(&upload.file, &ignore, &path, None)?
+                rewrite::write_beside(&upload.file, limits, &ignore, &path, None)?
             };
             Ok(Prepared {
                 context: PreparedContext {
@@ -126,7 +141,8 @@ pub fn prepare(
                 dockerfile: &dockerfile,
                 dockerignore: scan.dockerignore.as_deref(),
             };
-            let archive = rewrite::write_beside(&upload.file, &ignore, &name, Some(injected))?;
+            let archive =
+                rewrite::write_beside(&upload.file, limits, &ignore, &name, Some(injected))?;
             Ok(Prepared {
                 context: PreparedContext {
                     archive,
@@ -148,8 +164,12 @@ fn free_name(taken: &HashSet<String>) -> String {
         .expect("some name is free")
 }
 
-/// Opens the archive for reading, decompressing it when it starts as gzip does.
-fn open(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, ContextError> {
+/// An archive opened for reading, and the flag its reader raises past the size limit.
+type Opened = (tar::Archive<Box<dyn Read>>, Rc<Cell<bool>>);
+
+/// Opens the archive for reading, decompressing it when it starts as gzip does;
+/// reading fails once the tar stream passes `max_bytes`.
+fn open(path: &Path, max_bytes: u64) -> Result<Opened, ContextError> {
     let mut file = File::open(path).map_err(ContextError::Io)?;
     let mut magic = [0u8; 2];
     let read = file.read(&mut magic).map_err(ContextError::Io)?;
@@ -160,11 +180,26 @@ fn open(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, ContextError> {
     } else {
         Box::new(reader)
     };
-    Ok(tar::Archive::new(reader))
+    let (bounded, exceeded) = Bounded::new(reader, max_bytes);
+    Ok((tar::Archive::new(Box::new(bounded)), exceeded))
 }
 
 fn not_an_archive(err: std::io::Error) -> ContextError {
     ContextError::NotAnArchive(err.to_string())
+}
+
+/// A read error of an opened archive: its size limit, or a broken archive.
+fn read_error(
+    exceeded: &Cell<bool>,
+    max_bytes: u64,
+) -> impl Fn(std::io::Error) -> ContextError + '_ {
+    move |err| {
+        if exceeded.get() {
+            ContextError::TooLarge { limit: max_bytes }
+        } else {
+            not_an_archive(err)
+        }
+    }
 }
 
 /// Headers the tar reader applies to the next entry; they are not files.
@@ -204,15 +239,24 @@ fn scan(
     path: &Path,
     dockerfile: Option<&str>,
     dockerfile_limit: u64,
+    limits: ContextLimits,
 ) -> Result<Scan, ContextError> {
-    let mut archive = open(path)?;
+    let (mut archive, exceeded) = open(path, limits.max_bytes)?;
+    let failed = read_error(&exceeded, limits.max_bytes);
     let mut checker = EntryChecker::default();
     let mut found = Scan::default();
-    for entry in archive.entries().map_err(not_an_archive)? {
-        let mut entry = entry.map_err(not_an_archive)?;
+    let mut entries = 0u64;
+    for entry in archive.entries().map_err(&failed)? {
+        let mut entry = entry.map_err(&failed)?;
         let Some((kind, name)) = describe(&entry)? else {
             continue;
         };
+        entries += 1;
+        if entries > limits.max_entries {
+            return Err(ContextError::TooManyEntries {
+                limit: limits.max_entries,
+            });
+        }
         let target = entry.link_name().map_err(not_an_archive)?;
         checker
             .check(&name, kind, target.as_deref())
@@ -229,9 +273,9 @@ fn scan(
             if !is_regular(kind) {
                 return Err(ContextError::DockerfileNotAFile(name));
             }
-            found.dockerfile = Some(read_at_most(&mut entry, dockerfile_limit)?);
+            found.dockerfile = Some(read_at_most(&mut entry, dockerfile_limit).map_err(&failed)?);
         } else if name == DOCKERIGNORE && is_regular(kind) {
-            let text = read_at_most(&mut entry, MAX_DOCKERIGNORE_BYTES + 1)?;
+            let text = read_at_most(&mut entry, MAX_DOCKERIGNORE_BYTES + 1).map_err(&failed)?;
             if text.len() as u64 > MAX_DOCKERIGNORE_BYTES {
                 return Err(ContextError::DockerignoreTooLarge);
             }
@@ -241,12 +285,9 @@ fn scan(
     Ok(found)
 }
 
-fn read_at_most(reader: &mut impl Read, limit: u64) -> Result<Vec<u8>, ContextError> {
+fn read_at_most(reader: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    reader
-        .take(limit)
-        .read_to_end(&mut bytes)
-        .map_err(not_an_archive)?;
+    reader.take(limit).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 

@@ -10,7 +10,7 @@ use tar::{EntryType, Header};
 use tempfile::{NamedTempFile, TempPath};
 
 use super::dockerignore::IgnoreRules;
-use super::{describe, not_an_archive, open, ContextError, DOCKERIGNORE};
+use super::{describe, open, read_error, ContextError, ContextLimits, DOCKERIGNORE};
 
 const WRITE_BUFFER: usize = 64 * 1024;
 
@@ -26,6 +26,7 @@ pub struct Injected<'a> {
 /// never left out, as the docker CLI sends it even when it is ignored.
 pub fn write_beside(
     upload: &Path,
+    limits: ContextLimits,
     ignore: &IgnoreRules,
     keep: &str,
     injected: Option<Injected<'_>>,
@@ -34,7 +35,14 @@ pub fn write_beside(
     let temp = NamedTempFile::new_in(folder).map_err(ContextError::Io)?;
     let (file, path) = temp.into_parts();
     let mut archive = tar::Builder::new(BufWriter::with_capacity(WRITE_BUFFER, file));
-    copy_entries(upload, &mut archive, ignore, keep, injected.is_some())?;
+    copy_entries(
+        upload,
+        limits,
+        &mut archive,
+        ignore,
+        keep,
+        injected.is_some(),
+    )?;
     if let Some(injected) = injected {
         append_injected(&mut archive, &injected)?;
     }
@@ -48,14 +56,16 @@ pub fn write_beside(
 
 fn copy_entries(
     upload: &Path,
+    limits: ContextLimits,
     out: &mut tar::Builder<BufWriter<File>>,
     ignore: &IgnoreRules,
     keep: &str,
     replace_dockerignore: bool,
 ) -> Result<(), ContextError> {
-    let mut source = open(upload)?;
-    for entry in source.entries().map_err(not_an_archive)? {
-        let mut entry = entry.map_err(not_an_archive)?;
+    let (mut source, exceeded) = open(upload, limits.max_bytes)?;
+    let failed = read_error(&exceeded, limits.max_bytes);
+    for entry in source.entries().map_err(&failed)? {
+        let mut entry = entry.map_err(&failed)?;
         let Some((kind, name)) = describe(&entry)? else {
             continue;
         };
@@ -69,15 +79,15 @@ fn copy_entries(
         let mut header = entry.header().clone();
         match kind {
             EntryType::Symlink | EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(not_an_archive)?
-                    .unwrap_or_default();
+                let target = entry.link_name().map_err(&failed)?.unwrap_or_default();
                 out.append_link(&mut header, &name, target)
             }
             _ => out.append_data(&mut header, &name, &mut entry),
         }
-        .map_err(ContextError::Io)?;
+        .map_err(|err| match exceeded.get() {
+            true => failed(err),
+            false => ContextError::Io(err),
+        })?;
     }
     Ok(())
 }

@@ -50,16 +50,30 @@ fn upload(dir: &TempDir, bytes: &[u8]) -> ContextUpload {
     }
 }
 
+const ROOMY: ContextLimits = ContextLimits {
+    max_bytes: 1 << 30,
+    max_entries: 1000,
+};
+
 fn in_context(dir: &TempDir, bytes: &[u8]) -> Result<Prepared, ContextError> {
+    in_context_within(dir, bytes, ROOMY)
+}
+
+fn in_context_within(
+    dir: &TempDir,
+    bytes: &[u8],
+    limits: ContextLimits,
+) -> Result<Prepared, ContextError> {
     prepare(
         upload(dir, bytes),
         DockerfileSource::InContext("Dockerfile".into()),
         1024,
+        limits,
     )
 }
 
 fn names(path: &Path) -> Vec<String> {
-    let mut archive = open(path).unwrap();
+    let (mut archive, _) = open(path, u64::MAX).unwrap();
     archive
         .entries()
         .unwrap()
@@ -68,7 +82,7 @@ fn names(path: &Path) -> Vec<String> {
 }
 
 fn content(path: &Path, wanted: &str) -> String {
-    let mut archive = open(path).unwrap();
+    let (mut archive, _) = open(path, u64::MAX).unwrap();
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
         if entry.path().unwrap().to_str() == Some(wanted) {
@@ -175,6 +189,7 @@ fn an_uploaded_dockerfile_is_added_and_ignored_after_reading() {
         upload(&dir, &bytes),
         DockerfileSource::Uploaded("FROM scratch\n".into()),
         1024,
+        ROOMY,
     )
     .unwrap();
     let archive = &prepared.context.archive;
@@ -184,5 +199,57 @@ fn an_uploaded_dockerfile_is_added_and_ignored_after_reading() {
     assert_eq!(
         content(archive, ".dockerignore"),
         ".dockerignore\n.dockpub-Dockerfile-2\n"
+    );
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_by_its_decompressed_size() {
+    let dir = TempDir::new().unwrap();
+    let zeros = vec![0u8; 8 * 1024 * 1024];
+    let bomb = gzip(&tar_bytes(&[
+        Item::File("Dockerfile", DOCKERFILE),
+        Item::File("zeros", &zeros),
+    ]));
+    assert!(bomb.len() < 64 * 1024, "the test's gzip should be small");
+    let limits = ContextLimits {
+        max_bytes: 1024 * 1024,
+        ..ROOMY
+    };
+    let refused = in_context_within(&dir, &bomb, limits).err().unwrap();
+    assert!(
+        matches!(refused, ContextError::TooLarge { limit } if limit == 1024 * 1024),
+        "{refused}"
+    );
+    // The refused upload is gone with its TempPath; nothing else was written.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_context_within_its_decompressed_limit_is_taken() {
+    let dir = TempDir::new().unwrap();
+    let bytes = tar_bytes(&[Item::File("Dockerfile", DOCKERFILE)]);
+    let limits = ContextLimits {
+        max_bytes: bytes.len() as u64,
+        ..ROOMY
+    };
+    assert!(in_context_within(&dir, &gzip(&bytes), limits).is_ok());
+}
+
+#[test]
+fn too_many_entries_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let names: Vec<String> = (0..11).map(|n| format!("f{n}")).collect();
+    let mut items = vec![Item::File("Dockerfile", DOCKERFILE)];
+    items.extend(names.iter().map(|name| Item::File(name, b"x")));
+    let limits = ContextLimits {
+        max_entries: 10,
+        ..ROOMY
+    };
+    let refused = in_context_within(&dir, &tar_bytes(&items), limits)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(refused, ContextError::TooManyEntries { limit: 10 }),
+        "{refused}"
     );
 }

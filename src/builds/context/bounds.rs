@@ -1,0 +1,77 @@
+//! Limits on what an archive holds once decompressed: a small gzip can expand a
+//! thousandfold, so the upload's own size says little about the disk and the
+//! daemon's work behind it.
+
+use std::cell::Cell;
+use std::io::{self, Read};
+use std::rc::Rc;
+
+/// How large a context may be, counted on the decompressed tar stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextLimits {
+    /// Bytes of the tar stream, headers included.
+    pub max_bytes: u64,
+    /// Entries of the archive (files, folders, links).
+    pub max_entries: u64,
+}
+
+/// A reader that fails once more than `left` bytes went through it, and remembers
+/// that it did, so the failure can be told apart from a broken archive even when
+/// the tar reader wraps the error.
+pub struct Bounded<R> {
+    inner: R,
+    left: u64,
+    exceeded: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Bounded<R> {
+    pub fn new(inner: R, limit: u64) -> (Self, Rc<Cell<bool>>) {
+        let exceeded = Rc::new(Cell::new(false));
+        let reader = Bounded {
+            inner,
+            left: limit,
+            exceeded: exceeded.clone(),
+        };
+        (reader, exceeded)
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // One byte past the limit is enough to know it is exceeded.
+        let window = buf
+            .len()
+            .min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let read = self.inner.read(&mut buf[..window])?;
+        match self.left.checked_sub(read as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(read)
+            }
+            None => {
+                self.exceeded.set(true);
+                Err(io::Error::other(
+                    "the decompressed context exceeds its limit",
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_up_to_the_limit_and_fails_past_it() {
+        let (mut exact, exceeded) = Bounded::new(&[7u8; 10][..], 10);
+        let mut out = Vec::new();
+        exact.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 10);
+        assert!(!exceeded.get());
+
+        let (mut over, exceeded) = Bounded::new(&[7u8; 11][..], 10);
+        assert!(over.read_to_end(&mut Vec::new()).is_err());
+        assert!(exceeded.get());
+    }
+}
