@@ -102,3 +102,40 @@ fn metrics_move_as_builds_run() {
     assert!(after.contains("dockpub_queue_depth 0"), "{after}");
     assert!(after.contains("dockpub_running_builds 0"));
 }
+
+/// Samples (lines that are not comments) in a scrape.
+fn series_count(text: &str) -> usize {
+    text.lines().filter(|line| !line.starts_with('#')).count()
+}
+
+#[test]
+fn invented_methods_and_paths_do_not_grow_the_metrics() {
+    let server = Server::start_with(&["--api-tokens", "metrics-token"]);
+    // Warm every label that honest traffic can produce here first.
+    server.get("/healthz");
+    server.get("/no-such-path");
+    scrape(&server);
+    let before = series_count(&scrape(&server));
+    for n in 0..500 {
+        let method = reqwest::Method::from_bytes(format!("M{n}").as_bytes()).unwrap();
+        let path = format!("/invented/{n}/path-{n}");
+        let response = server
+            .client
+            .request(method, server.url(&path))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+    }
+    let text = scrape(&server);
+    let after = series_count(&text);
+    // One new label set, (unmatched, other): one counter sample for its 401 and
+    // one histogram (12 buckets, +Inf, sum, count).
+    assert!(
+        after <= before + 16,
+        "{before} series grew to {after}:\n{text}"
+    );
+    assert!(
+        !text.contains("M499") && !text.contains("path-499"),
+        "{text}"
+    );
+}

@@ -76,10 +76,15 @@ fn every_api_route_wants_a_configured_token() {
             assert_eq!(response.status(), 401, "{method} {path} with {who}");
             assert_eq!(response.headers()["www-authenticate"], "Bearer");
             let body: Value = response.json().unwrap();
-            assert_eq!(
-                body["error"]["code"], "unauthorized",
-                "{method} {path} with {who}"
-            );
+            if path.starts_with("/api/dockerfile-build") {
+                // The seed-compatible API answers in the Django service's shape.
+                assert!(body["message"].is_string(), "{method} {path}: {body}");
+            } else {
+                assert_eq!(
+                    body["error"]["code"], "unauthorized",
+                    "{method} {path} with {who}"
+                );
+            }
         }
         let response = authorized(request()).send().unwrap();
         assert_ne!(
@@ -347,4 +352,35 @@ fn retention_prunes_old_final_builds_and_their_images() {
         .data_dir()
         .join(format!("builds/{}", ids[0]))
         .exists());
+}
+
+#[test]
+fn an_internal_error_answers_500_internal_with_a_request_id_and_no_detail() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    // A file where the stored builds' folder should be: every new build's files fail.
+    let builds = server.data_dir().join("builds");
+    std::fs::remove_dir_all(&builds).unwrap();
+    std::fs::write(&builds, "not a folder").unwrap();
+    let form = field(
+        with_file(env.dockerfile("true")),
+        "repository",
+        &format!("{}/{}", env.registry, unique("internal")),
+    );
+    let response = server.post_form("/api/v1/builds", form);
+    assert_eq!(response.status(), 500);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["error"]["code"], "internal", "{body}");
+    let request_id = body["error"]["request_id"].as_str().expect("a request id");
+    let text = body.to_string();
+    let data_dir = server.data_dir().display().to_string();
+    for leak in [data_dir.as_str(), "Not a directory", "stored files", "sqlite"] {
+        assert!(!text.contains(leak), "'{leak}' reached the client: {text}");
+    }
+    let log = server.log();
+    let logged = log
+        .lines()
+        .find(|line| line.contains(request_id))
+        .expect("the request id is in the log");
+    assert!(logged.contains("Not a directory"), "{logged}");
 }

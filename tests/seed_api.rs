@@ -227,10 +227,28 @@ fn seed_errors_keep_the_old_messages() {
         .unwrap()
         .contains("dockerfile_build_id"));
 
+    let response = server.client.put(server.url(ROUTE)).send().unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, POST, DELETE");
+    assert_eq!(
+        response.json::<Value>().unwrap(),
+        json!({"message": "Method not allowed."})
+    );
+
     assert_eq!(
         server.get_json(ROUTE),
         json!({"data": []}),
         "a rejected upload left a build"
+    );
+
+    let guarded = Server::start_with(&["--api-tokens", "seed-token"]);
+    let response = guarded.get(ROUTE);
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let body: Value = response.json().unwrap();
+    assert!(
+        body["message"].is_string() && body.get("error").is_none(),
+        "{body}"
     );
 }
 

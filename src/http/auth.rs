@@ -9,7 +9,8 @@ use actix_web::middleware::Next;
 use actix_web::{web, Error};
 use subtle::ConstantTimeEq;
 
-use super::error::ApiError;
+use super::error::{ApiError, SeedError};
+use super::seed::SEED_API;
 use super::AppState;
 use crate::builds::model::Secret;
 
@@ -24,7 +25,7 @@ pub async fn require_token(
             .unwrap_or_default();
         let given = bearer_token(&req);
         if !tokens.is_empty() && !given.is_some_and(|given| accepts(tokens, given)) {
-            return Err(ApiError::Unauthorized.into());
+            return Err(unauthorized(routed_path(&req)));
         }
     }
     next.call(req).await
@@ -35,6 +36,15 @@ pub async fn require_token(
 /// must meet the same check.
 fn routed_path(req: &ServiceRequest) -> &str {
     req.match_info().as_str()
+}
+
+/// A 401 in the shape of the API the path belongs to.
+fn unauthorized(path: &str) -> Error {
+    if path.starts_with(SEED_API) {
+        SeedError::unauthorized().into()
+    } else {
+        ApiError::Unauthorized.into()
+    }
 }
 
 /// Routes anyone may reach, even when tokens are configured.

@@ -2,7 +2,7 @@
 //! and a stable code here. The v1 API answers `{"error":{"code","message"}}`; the
 //! seed-compatible API answers in the Django service's `{"message": ...}` shape.
 
-use actix_web::http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::http::header::{HeaderName, ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::builds::context::ContextError;
 use crate::builds::reference::ReferenceError;
 use crate::builds::BuildError;
-use crate::docker::DockerError;
+use crate::store::StoreError;
 use crate::webhooks::callback::CallbackError;
 use crate::webhooks::WebhookError;
 
@@ -69,117 +69,111 @@ impl ApiError {
 
     /// The stable, machine-readable code clients match on.
     pub fn code(&self) -> &'static str {
+        self.kind().1
+    }
+
+    /// The status and the code, decided together so they cannot drift apart.
+    fn kind(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::Build(err) => build_error_code(err),
-            ApiError::Webhook(err) => webhook_error_code(err),
-            ApiError::NotMultipart(_) => "unsupported_media_type",
-            ApiError::TooLarge { .. } | ApiError::ContextTooLarge { .. } => "payload_too_large",
-            ApiError::Staging(_) => "storage_error",
-            ApiError::BadMultipart(_) => "invalid_multipart",
-            ApiError::MissingField(_) => "missing_field",
-            ApiError::UnknownField(_) => "unknown_field",
-            ApiError::InvalidField { .. } => "invalid_field",
-            ApiError::InvalidId(_) => "invalid_id",
-            ApiError::InvalidQuery(_) => "invalid_query",
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::CrossSite(_) => "cross_site_request",
-            ApiError::HostNotAllowed(_) => "host_not_allowed",
-            ApiError::NoRoute => "not_found",
-            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Build(err) => build_error_kind(err),
+            ApiError::Webhook(err) => webhook_error_kind(err),
+            ApiError::NotMultipart(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::TooLarge { .. } | ApiError::ContextTooLarge { .. } => TOO_LARGE,
+            ApiError::Staging(err) => io_error_kind(err),
+            ApiError::BadMultipart(_) => bad_request("invalid_multipart"),
+            ApiError::MissingField(_) => bad_request("missing_field"),
+            ApiError::UnknownField(_) => bad_request("unknown_field"),
+            ApiError::InvalidField { .. } => bad_request("invalid_field"),
+            ApiError::InvalidId(_) => bad_request("invalid_id"),
+            ApiError::InvalidQuery(_) => bad_request("invalid_query"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::CrossSite(_) => (StatusCode::FORBIDDEN, "cross_site_request"),
+            ApiError::HostNotAllowed(_) => (StatusCode::MISDIRECTED_REQUEST, "host_not_allowed"),
+            ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
         }
     }
+
+    /// Our own failure: the client learns only that it happened, and under
+    /// which id the log has the detail (SQLite's words and file paths stay here).
+    fn is_internal(&self) -> bool {
+        self.kind().0 == StatusCode::INTERNAL_SERVER_ERROR
+    }
 }
 
-fn build_error_code(err: &BuildError) -> &'static str {
+const TOO_LARGE: (StatusCode, &str) = (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+const INTERNAL: (StatusCode, &str) = (StatusCode::INTERNAL_SERVER_ERROR, "internal");
+const DISK_FULL: (StatusCode, &str) = (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage");
+
+fn bad_request(code: &'static str) -> (StatusCode, &'static str) {
+    (StatusCode::BAD_REQUEST, code)
+}
+
+fn io_error_kind(err: &std::io::Error) -> (StatusCode, &'static str) {
+    if err.kind() == std::io::ErrorKind::StorageFull {
+        DISK_FULL
+    } else {
+        INTERNAL
+    }
+}
+
+fn store_error_kind(err: &StoreError) -> (StatusCode, &'static str) {
+    if err.is_disk_full() {
+        DISK_FULL
+    } else {
+        INTERNAL
+    }
+}
+
+fn build_error_kind(err: &BuildError) -> (StatusCode, &'static str) {
     match err {
-        BuildError::InvalidDockerfile(_) => "invalid_dockerfile",
-        BuildError::InvalidReference(ReferenceError::InvalidTag(_)) => "invalid_tag",
-        BuildError::InvalidReference(_) => "invalid_repository",
-        BuildError::InvalidOption(_) => "invalid_option",
-        BuildError::InvalidContext(ContextError::Io(_)) => "storage_error",
+        BuildError::InvalidDockerfile(_) => bad_request("invalid_dockerfile"),
+        BuildError::InvalidReference(ReferenceError::InvalidTag(_)) => bad_request("invalid_tag"),
+        BuildError::InvalidReference(_) => bad_request("invalid_repository"),
+        BuildError::InvalidOption(_) => bad_request("invalid_option"),
+        BuildError::InvalidContext(ContextError::Io(err)) => io_error_kind(err),
         BuildError::InvalidContext(
             ContextError::TooLarge { .. } | ContextError::TooManyEntries { .. },
-        ) => "payload_too_large",
-        BuildError::InvalidContext(_) => "invalid_context",
-        BuildError::InvalidCallback(CallbackError::Invalid(_)) => "invalid_callback_url",
-        BuildError::InvalidCallback(CallbackError::HostNotAllowed { .. }) => "callback_not_allowed",
-        BuildError::NoDockerfile => "missing_field",
-        BuildError::NotFound(_) => "build_not_found",
-        BuildError::NotFinal { .. } => "build_not_final",
-        BuildError::AlreadyFinal { .. } => "build_final",
-        BuildError::QueueFull { .. } => "queue_full",
-        BuildError::Store(_) => "store_error",
-        BuildError::Docker(DockerError::Unreachable { .. }) => "docker_unavailable",
-        BuildError::Docker(_) => "docker_error",
+        ) => TOO_LARGE,
+        BuildError::InvalidContext(_) => bad_request("invalid_context"),
+        BuildError::InvalidCallback(CallbackError::Invalid(_)) => {
+            bad_request("invalid_callback_url")
+        }
+        BuildError::InvalidCallback(CallbackError::HostNotAllowed { .. }) => {
+            bad_request("callback_not_allowed")
+        }
+        BuildError::NoDockerfile => bad_request("missing_field"),
+        BuildError::NotFound(_) => (StatusCode::NOT_FOUND, "build_not_found"),
+        BuildError::NotFinal { .. } => (StatusCode::CONFLICT, "build_not_final"),
+        BuildError::AlreadyFinal { .. } => (StatusCode::CONFLICT, "build_final"),
+        BuildError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+        BuildError::Store(err) => store_error_kind(err),
+        BuildError::Docker(err) if err.is_unreachable() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable")
+        }
+        BuildError::Docker(_) => (StatusCode::BAD_GATEWAY, "docker_error"),
     }
 }
 
-fn build_error_status(err: &BuildError) -> StatusCode {
+fn webhook_error_kind(err: &WebhookError) -> (StatusCode, &'static str) {
     match err {
-        BuildError::InvalidContext(ContextError::Io(_)) => StatusCode::INTERNAL_SERVER_ERROR,
-        BuildError::InvalidContext(
-            ContextError::TooLarge { .. } | ContextError::TooManyEntries { .. },
-        ) => StatusCode::PAYLOAD_TOO_LARGE,
-        BuildError::InvalidDockerfile(_)
-        | BuildError::InvalidReference(_)
-        | BuildError::InvalidOption(_)
-        | BuildError::InvalidContext(_)
-        | BuildError::InvalidCallback(_)
-        | BuildError::NoDockerfile => StatusCode::BAD_REQUEST,
-        BuildError::NotFound(_) => StatusCode::NOT_FOUND,
-        BuildError::NotFinal { .. } | BuildError::AlreadyFinal { .. } => StatusCode::CONFLICT,
-        BuildError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-        BuildError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        BuildError::Docker(DockerError::Unreachable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-        BuildError::Docker(_) => StatusCode::BAD_GATEWAY,
-    }
-}
-
-fn webhook_error_code(err: &WebhookError) -> &'static str {
-    match err {
-        WebhookError::NotFound(_) => "delivery_not_found",
-        WebhookError::StillPending(_) => "delivery_pending",
-        WebhookError::Store(_) => "store_error",
-    }
-}
-
-fn webhook_error_status(err: &WebhookError) -> StatusCode {
-    match err {
-        WebhookError::NotFound(_) => StatusCode::NOT_FOUND,
-        WebhookError::StillPending(_) => StatusCode::CONFLICT,
-        WebhookError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        WebhookError::NotFound(_) => (StatusCode::NOT_FOUND, "delivery_not_found"),
+        WebhookError::StillPending(_) => (StatusCode::CONFLICT, "delivery_pending"),
+        WebhookError::Store(err) => store_error_kind(err),
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::Build(err) => build_error_status(err),
-            ApiError::Webhook(err) => webhook_error_status(err),
-            ApiError::NotMultipart(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooLarge { .. } | ApiError::ContextTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
-            ApiError::Staging(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::BadMultipart(_)
-            | ApiError::MissingField(_)
-            | ApiError::UnknownField(_)
-            | ApiError::InvalidField { .. }
-            | ApiError::InvalidId(_)
-            | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
-            ApiError::HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
-            ApiError::NoRoute => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-        }
+        self.kind().0
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        if status.is_server_error() {
-            log::error!("{status}: {self}");
-        }
+        let (status, code) = self.kind();
         let mut response = HttpResponse::build(status);
         match self {
             ApiError::Unauthorized => {
@@ -193,12 +187,36 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
+        if self.is_internal() {
+            let request_id = uuid::Uuid::new_v4().to_string();
+            log::error!("request {request_id}: {status}: {self}");
+            return response.json(json!({
+                "error": {
+                    "code": code,
+                    "message": format!("internal error; the server log has the detail under request id {request_id}"),
+                    "request_id": request_id,
+                }
+            }));
+        }
+        if status.is_server_error() {
+            log::error!("{status}: {self}");
+        }
         response.json(ErrorBody {
             error: ErrorDetail {
-                code: self.code(),
-                message: self.to_string(),
+                code,
+                message: self.public_message(),
             },
         })
+    }
+}
+
+impl ApiError {
+    /// What a client may read: a full disk is said plainly, without its path.
+    fn public_message(&self) -> String {
+        match self.kind() {
+            DISK_FULL => "the server's storage is full; try again later".to_string(),
+            _ => self.to_string(),
+        }
     }
 }
 
@@ -221,8 +239,8 @@ struct ErrorDetail {
 pub struct SeedError {
     status: StatusCode,
     body: Value,
-    /// Methods the route takes, for a 405's `Allow` header.
-    allow: Option<&'static str>,
+    /// `Allow` on a 405, `WWW-Authenticate` on a 401.
+    header: Option<(HeaderName, &'static str)>,
 }
 
 impl SeedError {
@@ -230,7 +248,7 @@ impl SeedError {
         SeedError {
             status,
             body: json!({ "message": message.into() }),
-            allow: None,
+            header: None,
         }
     }
 
@@ -245,14 +263,24 @@ impl SeedError {
         SeedError {
             status: StatusCode::BAD_REQUEST,
             body: json!({ "message": "File is not valid", "errors": { "file": [reason.into()] } }),
-            allow: None,
+            header: None,
         }
     }
 
     pub fn method_not_allowed(allow: &'static str) -> Self {
         SeedError {
-            allow: Some(allow),
+            header: Some((ALLOW, allow)),
             ..SeedError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.")
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        SeedError {
+            header: Some((WWW_AUTHENTICATE, "Bearer")),
+            ..SeedError::new(
+                StatusCode::UNAUTHORIZED,
+                "Authentication credentials were not provided or are not valid.",
+            )
         }
     }
 
@@ -273,7 +301,15 @@ impl From<ApiError> for SeedError {
             ),
             ApiError::Build(BuildError::InvalidDockerfile(reason)) => SeedError::invalid_file(reason.to_string()),
             ApiError::Build(BuildError::NotFound(id)) => SeedError::not_found(id),
-            other => SeedError::new(other.status_code(), other.to_string()),
+            other if other.is_internal() => {
+                let request_id = uuid::Uuid::new_v4();
+                log::error!("request {request_id}: {other}");
+                SeedError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Internal error; the server log has the detail under request id {request_id}."),
+                )
+            }
+            other => SeedError::new(other.status_code(), other.public_message()),
         }
     }
 }
@@ -300,8 +336,8 @@ impl ResponseError for SeedError {
             log::error!("{}: {}", self.status, self.body);
         }
         let mut response = HttpResponse::build(self.status);
-        if let Some(allow) = self.allow {
-            response.insert_header((ALLOW, allow));
+        if let Some((name, value)) = &self.header {
+            response.insert_header((name.clone(), *value));
         }
         response.json(&self.body)
     }

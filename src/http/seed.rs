@@ -15,6 +15,9 @@ use crate::builds::options::OptionsRequest;
 use crate::builds::{BuildError, SubmitRequest};
 use crate::store::ListFilter;
 
+/// Where the seed-compatible API lives; its errors have their own shape.
+pub const SEED_API: &str = "/api/dockerfile-build";
+
 /// The old service listed every build; this keeps the answer bounded.
 const MAX_LISTED: usize = 1000;
 
@@ -27,16 +30,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .into()
     });
     cfg.service(
-        web::resource(["/api/dockerfile-build/", "/api/dockerfile-build"])
+        web::resource(["/api/dockerfile-build/", SEED_API])
             .app_data(query_errors)
             .route(web::post().to(create_build))
             .route(web::get().to(get_builds))
             .route(web::delete().to(delete_build))
             .default_service(web::to(|| async {
-                Err::<HttpResponse, _>(SeedError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "Method not allowed.",
-                ))
+                Err::<HttpResponse, _>(SeedError::method_not_allowed("GET, POST, DELETE"))
             })),
     );
 }
