@@ -35,11 +35,26 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Locked(#[from] store::LockError),
+}
+
+impl StartError {
+    /// 2 when the settings or the data directory stand in the way, as for an
+    /// invalid configuration; 1 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_) | StartError::Locked(_) => 2,
+            StartError::Listen(_) | StartError::Store(_) => 1,
+        }
+    }
 }
 
 /// Binds `config.bind` and serves until SIGTERM or SIGINT; then stops accepting,
 /// lets running builds finish within the grace period, and stops.
 pub async fn serve(config: Config) -> Result<(), StartError> {
+    // Before anything is bound, opened or recovered.
+    let _lock = store::DataDirLock::acquire(&config.data_dir)?;
     let listener = TcpListener::bind(&config.bind)?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let (server, builds) = launch(config, listener).await?;

@@ -374,7 +374,12 @@ fn an_internal_error_answers_500_internal_with_a_request_id_and_no_detail() {
     let request_id = body["error"]["request_id"].as_str().expect("a request id");
     let text = body.to_string();
     let data_dir = server.data_dir().display().to_string();
-    for leak in [data_dir.as_str(), "Not a directory", "stored files", "sqlite"] {
+    for leak in [
+        data_dir.as_str(),
+        "Not a directory",
+        "stored files",
+        "sqlite",
+    ] {
         assert!(!text.contains(leak), "'{leak}' reached the client: {text}");
     }
     let log = server.log();
@@ -383,4 +388,29 @@ fn an_internal_error_answers_500_internal_with_a_request_id_and_no_detail() {
         .find(|line| line.contains(request_id))
         .expect("the request id is in the log");
     assert!(logged.contains("Not a directory"), "{logged}");
+}
+
+#[test]
+fn a_second_instance_on_the_same_data_dir_exits_at_once_with_code_2() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let running = submit(&server, &env, "sleep 5", false);
+    server.wait_for(running, BUILD_TIME, |b| b["status"] == "building");
+    let started = Instant::now();
+    let second = Command::new(env!("CARGO_BIN_EXE_dockpub"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(server.data_dir())
+        .output()
+        .expect("run a second dockpub");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(second.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&format!("pid {}", server.pid())),
+        "the holder is named: {stderr}"
+    );
+    // The first one's build was left alone: one attempt, and it finishes.
+    let build = server.wait_final(running, BUILD_TIME);
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert!(!server.log().contains("interrupted by a restart"));
 }

@@ -4,6 +4,7 @@
 
 mod deliveries;
 mod files;
+mod lock;
 mod migrations;
 mod rows;
 
@@ -18,6 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::builds::model::{Build, LogLine, NewBuild, TagPlan, Timestamp};
 use crate::builds::status::Status;
 pub use files::BuildFiles;
+pub use lock::{DataDirLock, LockError};
 use rows::{build_from_row, BUILD_COLUMNS};
 
 #[derive(Debug, thiserror::Error)]
