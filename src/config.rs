@@ -52,6 +52,9 @@ pub struct Config {
     pub registries: BTreeMap<String, RegistryLogin>,
     /// Queued builds accepted before submissions get 429.
     pub max_queued_builds: usize,
+    /// A queued build that has not started after this many seconds fails,
+    /// saying what it waited for (unset: it waits).
+    pub max_queue_wait_secs: Option<u64>,
     /// On SIGTERM/SIGINT, how long running builds may take to finish before they
     /// are stopped and left queued for the next start.
     pub shutdown_grace_secs: u64,
@@ -140,6 +143,7 @@ impl Default for Config {
             max_upload_bytes: 16 * 1024 * 1024,
             max_dockerfile_bytes: 1024 * 1024,
             max_queued_builds: 1000,
+            max_queue_wait_secs: None,
             shutdown_grace_secs: 30,
             retention_days: None,
             retention_keep_last: None,
@@ -192,6 +196,9 @@ pub struct ServeArgs {
     /// Queued builds accepted before submissions get 429 [default: 1000]
     #[arg(long, env = "DOCKPUB_MAX_QUEUED_BUILDS")]
     pub max_queued_builds: Option<usize>,
+    /// Fail a build that waited this many seconds in the queue [default: wait]
+    #[arg(long, env = "DOCKPUB_MAX_QUEUE_WAIT_SECS")]
+    pub max_queue_wait_secs: Option<u64>,
     /// Seconds running builds get to finish on SIGTERM/SIGINT [default: 30]
     #[arg(long, env = "DOCKPUB_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
@@ -301,6 +308,7 @@ impl Config {
             max_upload_bytes,
             max_dockerfile_bytes,
             max_queued_builds,
+            max_queue_wait_secs,
             shutdown_grace_secs,
             retention_days,
             retention_keep_last,
@@ -325,6 +333,9 @@ impl Config {
         set(&mut self.max_queued_builds, max_queued_builds);
         set(&mut self.shutdown_grace_secs, shutdown_grace_secs);
         set(&mut self.retention_interval_secs, retention_interval_secs);
+        if max_queue_wait_secs.is_some() {
+            self.max_queue_wait_secs = max_queue_wait_secs;
+        }
         if retention_days.is_some() {
             self.retention_days = retention_days;
         }
@@ -382,6 +393,11 @@ impl Config {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+        }
+        if self.max_queue_wait_secs == Some(0) {
+            return Err(ConfigError::Invalid(
+                "max_queue_wait_secs must be at least 1 (or unset: builds wait)".into(),
+            ));
         }
         self.validate_build_limits()?;
         self.registry_credentials()?;
@@ -523,7 +539,11 @@ impl BuilderEntry {
         if self.max_concurrent_builds == Some(0) {
             return Err(invalid("max_concurrent_builds must be at least 1".into()));
         }
-        if let Some(platform) = self.platforms.iter().find(|p| !is_platform(p)) {
+        if let Some(platform) = self
+            .platforms
+            .iter()
+            .find(|p| !crate::builds::options::is_platform(p))
+        {
             return Err(invalid(format!(
                 "platform '{platform}' is not os/arch[/variant], e.g. linux/amd64"
             )));
@@ -557,18 +577,6 @@ impl BuilderEntry {
             key: self.tls_key.clone()?,
         })
     }
-}
-
-/// `os/arch` or `os/arch/variant`, lower case, as Docker writes platforms.
-fn is_platform(text: &str) -> bool {
-    let parts: Vec<&str> = text.split('/').collect();
-    (2..=3).contains(&parts.len())
-        && parts.iter().all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        })
 }
 
 impl RegistryLogin {

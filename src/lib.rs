@@ -140,6 +140,7 @@ pub async fn launch(
     let limits = Limits {
         max_dockerfile_bytes: config.max_dockerfile_bytes,
         max_queued_builds: config.max_queued_builds,
+        max_queue_wait: config.max_queue_wait_secs.map(Duration::from_secs),
         context: builds::context::ContextLimits {
             max_bytes: config.max_context_bytes,
             max_entries: config.max_context_entries,

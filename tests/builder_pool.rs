@@ -22,6 +22,7 @@ struct Entry<'a> {
     host: String,
     slots: usize,
     tls: Option<(&'a Path, &'a Path, &'a Path)>,
+    platforms: &'a [&'a str],
 }
 
 impl<'a> Entry<'a> {
@@ -31,6 +32,7 @@ impl<'a> Entry<'a> {
             host,
             slots: 1,
             tls: None,
+            platforms: &[],
         }
     }
 }
@@ -43,6 +45,9 @@ fn start_with_builders(dir: &Path, entries: &[Entry]) -> Server {
             "[[builders]]\nname = \"{}\"\nhost = \"{}\"\nmax_concurrent_builds = {}\n",
             entry.name, entry.host, entry.slots
         ));
+        if !entry.platforms.is_empty() {
+            text.push_str(&format!("platforms = {:?}\n", entry.platforms));
+        }
         if let Some((ca, cert, key)) = entry.tls {
             text.push_str(&format!(
                 "tls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
@@ -111,25 +116,38 @@ fn two_builders_with_one_slot_each_share_six_builds_never_two_at_once() {
     let env = TestEnv::get();
     let second = PrivateDaemon::start(&env);
     let dir = temp_dir();
+    // A builder that never answers, the only one with linux/arm64.
+    let nowhere = format!("unix:///tmp/{}.sock", unique("arm-daemon"));
     let server = start_with_builders(
         dir.path(),
         &[
             Entry::plain("machine", MACHINE_DAEMON.into()),
             Entry::plain("second", second.host()),
+            Entry {
+                platforms: &["linux/arm64"],
+                ..Entry::plain("arm", nowhere)
+            },
         ],
     );
     wait_builder_up(&server, "machine", true);
     wait_builder_up(&server, "second", true);
-    // No builder has this platform: it waits while the others run.
-    let arm = server.submit(field(
-        field(
-            with_file(env.dockerfile("true")),
-            "repository",
-            &format!("{}/{}", env.registry, unique("arm")),
-        ),
-        "platform",
-        "linux/arm64",
-    ));
+    let arm_form = |platform: &str| {
+        let repository = format!("{}/{}", env.registry, unique("arm"));
+        let form = field(with_file(env.dockerfile("true")), "repository", &repository);
+        field(form, "platform", platform)
+    };
+    // No builder offers it: refused at once, naming what the pool offers.
+    let refused = server.post_form("/api/v1/builds", arm_form("linux/s390x"));
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("linux/amd64, linux/arm64"), "{message}");
+    // Its only builder is down: it waits, saying so, while the others run.
+    let arm = server.submit(arm_form("linux/arm64"));
+    assert_eq!(
+        server.build(arm)["waiting_for"],
+        "platform linux/arm64: its builders are down"
+    );
     let ids: Vec<(i64, String)> = (0..6)
         .map(|n| submit(&server, &env, &format!("sleep 2 && echo pool-{n}"), true))
         .collect();

@@ -414,3 +414,64 @@ fn a_second_instance_on_the_same_data_dir_exits_at_once_with_code_2() {
     assert_eq!(build["status"], "succeeded", "{build}");
     assert!(!server.log().contains("interrupted by a restart"));
 }
+
+#[test]
+fn a_build_that_cannot_start_says_why_and_fails_after_max_queue_wait() {
+    let env = TestEnv::get();
+    let nowhere = format!("unix:///tmp/{}.sock", unique("no-daemon"));
+    let server = Server::start_with(&["--docker-host", &nowhere, "--max-queue-wait-secs", "2"]);
+    let id = submit(&server, &env, "true", false);
+    let queued = server.build(id);
+    assert_eq!(queued["status"], "queued");
+    assert_eq!(queued["waiting_for"], "no builder up", "{queued}");
+    let failed = server.wait_for(id, Duration::from_secs(30), |b| b["status"] == "failed");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("max_queue_wait_secs (2 s)") && error.contains("no builder up"),
+        "{error}"
+    );
+    assert_eq!(failed["waiting_for"], Value::Null);
+}
+
+#[test]
+fn platforms_no_builder_offers_are_refused_and_busy_slots_are_named() {
+    let env = TestEnv::get();
+    let server = Server::start_with(&["--max-concurrent-builds", "1"]);
+    let ready = Instant::now();
+    while server.get("/readyz").status() != 200 {
+        assert!(
+            ready.elapsed() < Duration::from_secs(20),
+            "the builder never came up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let repository = format!("{}/{}", env.registry, unique("plat"));
+    for (platform, needle) in [
+        ("linux/arm64", "the pool offers linux/amd64"),
+        ("linux", "os/arch"),
+        ("xx", "os/arch"),
+    ] {
+        let form = field(with_file(env.dockerfile("true")), "repository", &repository);
+        let response = server.post_form("/api/v1/builds", field(form, "platform", platform));
+        assert_eq!(response.status(), 400, "platform {platform}");
+        let body: Value = response.json().unwrap();
+        assert_eq!(body["error"]["code"], "invalid_option", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{platform}: {message}");
+    }
+    let running = submit(&server, &env, "sleep 30", false);
+    server.wait_for(running, BUILD_TIME, |b| b["status"] == "building");
+    let waiting = submit(&server, &env, "true", false);
+    assert_eq!(
+        server.build(waiting)["waiting_for"],
+        "every slot is busy (1 running)"
+    );
+    for id in [waiting, running] {
+        let response = server
+            .client
+            .post(server.url(&format!("/api/v1/builds/{id}/cancel")))
+            .send()
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+}

@@ -3,6 +3,7 @@
 mod cancel;
 pub mod context;
 pub mod credentials;
+mod deadline;
 pub mod docker_config;
 pub mod dockerfile;
 mod engine;
@@ -18,6 +19,7 @@ mod retention;
 mod runner;
 pub mod status;
 mod vault;
+mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +99,8 @@ pub struct SubmitRequest {
 pub struct Limits {
     pub max_dockerfile_bytes: usize,
     pub max_queued_builds: usize,
+    /// A queued build that never started fails after this long.
+    pub max_queue_wait: Option<Duration>,
     /// What an uploaded context may hold once decompressed.
     pub context: ContextLimits,
     pub networks: NetworkPolicy,
@@ -156,6 +160,9 @@ impl BuildService {
         queue::spawn_dispatcher(engine.clone());
         let service = BuildService { engine, limits };
         retention::spawn_pruner(service.clone(), retention);
+        if let Some(limit) = service.limits.max_queue_wait {
+            deadline::spawn_queue_deadline(service.clone(), limit);
+        }
         Ok(service)
     }
 
@@ -274,6 +281,7 @@ impl BuildService {
             .transpose()?;
         let dockerfile_field = options.dockerfile.clone();
         let mut build_options = options.validate(&self.limits.networks)?;
+        self.check_platform(&build_options)?;
         // Before a context is unpacked and rewritten: a full queue refuses at once.
         self.check_queue_room().await?;
         let (dockerfile, context) = self
@@ -446,13 +454,38 @@ impl BuildService {
         Ok(builds.into_iter().map(|b| self.with_progress(b)).collect())
     }
 
+    /// The parts of a build that live in memory: a running build's progress, and
+    /// why a queued one waits.
     fn with_progress(&self, build: Build) -> Build {
-        if !build.status.is_running() {
-            return build;
+        match build.status {
+            Status::Queued => Build {
+                waiting_for: waiting::waiting_for(
+                    &self.engine.pool.statuses(),
+                    build.options.platform.as_deref(),
+                ),
+                ..build
+            },
+            status if status.is_running() => Build {
+                progress: self.engine.events.progress(build.id),
+                ..build
+            },
+            _ => build,
         }
-        Build {
-            progress: self.engine.events.progress(build.id),
-            ..build
+    }
+
+    /// A platform that no builder has, or could have, is refused now rather
+    /// than left waiting in the queue forever.
+    fn check_platform(&self, options: &BuildOptions) -> Result<(), BuildError> {
+        let Some(platform) = &options.platform else {
+            return Ok(());
+        };
+        match waiting::unschedulable_platform(&self.engine.pool.statuses(), platform) {
+            Some(message) => Err(OptionError {
+                field: "platform",
+                message,
+            }
+            .into()),
+            None => Ok(()),
         }
     }
 

@@ -33,6 +33,8 @@ pub struct Build {
     pub retry_of: Option<i64>,
     /// Live progress of a running build; held in memory, never stored.
     pub progress: Option<Progress>,
+    /// Why a queued build has not started; read off the builders, never stored.
+    pub waiting_for: Option<String>,
     pub options: BuildOptions,
     /// Where the daemon finds the Dockerfile inside the stored context archive;
     /// None when the build has no context, only its Dockerfile.

@@ -20,9 +20,14 @@ static LABEL_KEY: LazyLock<Regex> = LazyLock::new(|| {
 /// Stage names as `FROM image AS name` accepts them.
 static STAGE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$").expect("stage regex"));
-/// `os[/arch[/variant]]`, e.g. linux/amd64 or linux/arm/v7.
+/// `os/arch[/variant]`, lower case as Docker writes them: linux/amd64, linux/arm/v7.
 static PLATFORM: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z0-9_]+(?:/[a-z0-9_.-]+){0,2}$").expect("platform regex"));
+    LazyLock::new(|| Regex::new(r"^[a-z0-9_]+(?:/[a-z0-9_.-]+){1,2}$").expect("platform regex"));
+
+/// The one platform rule, for requests and for `[[builders]] platforms` alike.
+pub fn is_platform(text: &str) -> bool {
+    PLATFORM.is_match(text)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("field '{field}': {message}")]
@@ -77,7 +82,7 @@ impl OptionsRequest {
                 "platform",
                 self.platform,
                 &PLATFORM,
-                "os[/arch[/variant]] such as 'linux/amd64'",
+                "os/arch[/variant] such as 'linux/amd64'",
             )?,
             no_cache: self.no_cache,
             pull: self.pull,

@@ -33,6 +33,9 @@ pub struct BuildView<'a> {
     builder: Option<&'a str>,
     attempts: u32,
     progress: Option<&'a Progress>,
+    /// Why a queued build has not started yet, e.g. "no builder up"; null when
+    /// it is not queued or is about to start.
+    waiting_for: Option<&'a str>,
     links: Links,
 }
 
@@ -74,6 +77,7 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             builder: build.builder.as_deref(),
             attempts: build.attempts,
             progress: build.progress.as_ref(),
+            waiting_for: build.waiting_for.as_deref(),
             links: Links {
                 self_: build_url(build.id),
                 logs: format!("{}/logs", build_url(build.id)),

@@ -304,7 +304,6 @@ impl Store {
         .await
     }
 
-    /// How many builds are in each status, by status name.
     /// How many builds wait in the queue.
     pub async fn queued_count(&self) -> Result<i64, StoreError> {
         self.blocking(|conn, _| {
@@ -315,6 +314,21 @@ impl Store {
         .await
     }
 
+    /// Queued builds that were never handed to a builder and were created
+    /// before `cutoff`, oldest first.
+    pub async fn queued_unstarted_before(&self, cutoff: Timestamp) -> Result<Vec<i64>, StoreError> {
+        self.blocking(move |conn, _| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id FROM builds WHERE status = 'queued' AND attempts = 0 AND created_at < ?1
+                 ORDER BY id",
+            )?;
+            let ids = statement.query_map([cutoff.to_rfc3339()], |row| row.get(0))?;
+            Ok(ids.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// How many builds are in each status, by status name.
     pub async fn status_counts(
         &self,
     ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
