@@ -475,3 +475,19 @@ fn platforms_no_builder_offers_are_refused_and_busy_slots_are_named() {
         assert!(response.status().is_success());
     }
 }
+
+#[test]
+fn a_daemon_without_its_default_bridge_gets_a_hint_naming_build_network() {
+    let env = TestEnv::get();
+    let server = Server::start_with(&["--allowed-build-networks", "bridge"]);
+    let repository = format!("{}/{}", env.registry, unique("bridge"));
+    let form = field(with_file(env.dockerfile("true")), "repository", &repository);
+    let form = field(field(form, "push", "false"), "network", "bridge");
+    let build = server.wait_final(server.submit(form), BUILD_TIME);
+    assert_eq!(build["status"], "failed", "{build}");
+    let error = build["error"].as_str().unwrap();
+    assert!(
+        error.contains("docker0") && error.contains("build_network"),
+        "{error}"
+    );
+}

@@ -126,10 +126,22 @@ fn serve_one(
     }
 }
 
-fn signature(secret: &str, body: &[u8]) -> String {
+/// Verifies as the README tells a receiver to: HMAC-SHA256 of
+/// "TIMESTAMP.DELIVERY_ID.BODY", and a timestamp within five minutes of now.
+fn assert_signed(secret: &str, received: &Received) {
+    let timestamp = received.header("x-dockpub-timestamp");
+    let sent: i64 = timestamp
+        .parse()
+        .expect("X-Dockpub-Timestamp is Unix seconds");
+    assert!(
+        (chrono::Utc::now().timestamp() - sent).abs() < 300,
+        "{timestamp}"
+    );
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    mac.update(format!("{timestamp}.{}.", received.header("x-dockpub-delivery")).as_bytes());
+    mac.update(&received.body);
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(received.header("x-dockpub-signature-256"), expected);
 }
 
 /// A dockpub with one `[[webhooks]]` entry for `url` and these extra config lines.
@@ -234,10 +246,7 @@ fn succeeded_and_failed_builds_each_deliver_once_with_a_signature_that_verifies(
     for (hook, (id, event)) in received.iter().zip([(good, "succeeded"), (bad, "failed")]) {
         assert_eq!(hook.header("x-dockpub-event"), event);
         assert_eq!(hook.header("content-type"), "application/json");
-        assert_eq!(
-            hook.header("x-dockpub-signature-256"),
-            signature(&setup.secret, &hook.body)
-        );
+        assert_signed(&setup.secret, hook);
         assert!(!hook.header("x-dockpub-delivery").is_empty());
         let payload = hook.json();
         assert_eq!(payload["event"], event);
@@ -256,10 +265,7 @@ fn succeeded_and_failed_builds_each_deliver_once_with_a_signature_that_verifies(
     let callbacks = callback_receiver.received.lock().unwrap();
     assert_eq!(callbacks.len(), 1);
     let callback = &callbacks[0];
-    assert_eq!(
-        callback.header("x-dockpub-signature-256"),
-        signature(&setup.callback_secret, &callback.body)
-    );
+    assert_signed(&setup.callback_secret, callback);
     assert_eq!(callback.json()["build"]["id"], good);
 
     let listed = wait_deliveries(server, good, |list| {
@@ -286,6 +292,38 @@ fn succeeded_and_failed_builds_each_deliver_once_with_a_signature_that_verifies(
             .iter()
             .any(|d| d.to_string().contains(secret.as_str())));
     }
+    drop(callbacks);
+
+    // The operator takes the callback's host off the list: a redelivery made
+    // after that is checked again, and not sent.
+    let config = setup._config_dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[\"127.0.0.1\"]", "[\"*.hooks.example\"]"),
+    )
+    .unwrap();
+    let mut setup = setup;
+    setup.server.kill();
+    setup.server.restart();
+    let server = &setup.server;
+    let callback_delivery = listed[1]["id"].as_i64().unwrap();
+    let response = server
+        .client
+        .post(server.url(&format!("/api/v1/deliveries/{callback_delivery}/redeliver")))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let redelivered = wait_deliveries(server, good, |list| {
+        list.len() == 3 && list[2]["attempts"].as_u64() > Some(0)
+    });
+    let error = redelivered[2]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("allowed_callback_hosts"),
+        "{}",
+        redelivered[2]
+    );
+    assert_eq!(callback_receiver.count(), 1, "the redelivery was sent");
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod dockerfile;
 mod engine;
 mod events;
 mod follow;
+mod hints;
 mod logs;
 pub mod model;
 pub mod options;

@@ -201,7 +201,7 @@ async fn finish(engine: &Engine, build: &Build, result: Result<Outcome, RunError
         Err(err) => (
             Status::Failed,
             Changes {
-                error: Some(err.to_string()),
+                error: Some(super::hints::with_hint(err.to_string())),
                 ..Changes::default()
             },
         ),

@@ -1,13 +1,14 @@
 //! The delivery task: sends due deliveries, each attempt in a task of its own,
 //! and stores how each attempt went. Nothing here runs on a build's path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, USER_AGENT};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use super::callback::AllowedHosts;
 use super::model::{AttemptRecord, Delivery, DeliveryState};
 use super::sign;
 use crate::builds::model::{Secret, Timestamp};
@@ -23,9 +24,17 @@ const MAX_IN_FLIGHT: usize = 16;
 /// Even with nothing due, the store is looked at this often.
 const IDLE_RECHECK: Duration = Duration::from_secs(60);
 
+/// Who may be sent deliveries: the config's `[[webhooks]]` URLs, and any URL whose
+/// host `allowed_callback_hosts` allows at the time of the attempt.
+pub struct Receivers {
+    pub configured: HashSet<String>,
+    pub callback_hosts: AllowedHosts,
+}
+
 struct Sender {
     store: Store,
     client: reqwest::Client,
+    receivers: Receivers,
     secrets: HashMap<String, Secret>,
     backoff: Vec<Duration>,
     wakeup: Arc<Notify>,
@@ -34,6 +43,7 @@ struct Sender {
 
 pub fn spawn(
     store: Store,
+    receivers: Receivers,
     secrets: HashMap<String, Secret>,
     backoff: Vec<Duration>,
     wakeup: Arc<Notify>,
@@ -46,6 +56,7 @@ pub fn spawn(
     let sender = Arc::new(Sender {
         store,
         client,
+        receivers,
         secrets,
         backoff,
         wakeup,
@@ -120,13 +131,27 @@ impl Sender {
 
     /// The receiver's status code, or why there was none.
     async fn send(&self, delivery: &Delivery) -> Result<u16, String> {
+        // Every attempt, a redelivery's too: the host may have been taken off
+        // the list since the delivery was stored.
+        if !self.receivers.configured.contains(&delivery.url) {
+            self.receivers
+                .callback_hosts
+                .check(&delivery.url)
+                .map_err(|err| format!("not sent: {err}"))?;
+        }
         let secret = self.secrets.get(&delivery.secret_env).ok_or_else(|| {
             format!(
                 "the signing secret's variable {} is no longer configured",
                 delivery.secret_env
             )
         })?;
-        let signature = sign::signature(secret.expose().as_bytes(), delivery.body.as_bytes());
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = sign::signature(
+            secret.expose().as_bytes(),
+            timestamp,
+            &delivery.delivery_id,
+            delivery.body.as_bytes(),
+        );
         let response = self
             .client
             .post(&delivery.url)
@@ -134,6 +159,7 @@ impl Sender {
             .header(USER_AGENT, concat!("dockpub/", env!("CARGO_PKG_VERSION")))
             .header("X-Dockpub-Event", delivery.event.as_str())
             .header("X-Dockpub-Delivery", &delivery.delivery_id)
+            .header("X-Dockpub-Timestamp", timestamp.to_string())
             .header("X-Dockpub-Signature-256", signature)
             .body(delivery.body.clone())
             .send()

@@ -72,8 +72,13 @@ impl Webhooks {
     /// Starts the delivery task, which first sends whatever a previous run left pending.
     pub fn start(store: Store, settings: WebhookSettings, render: RenderBuild) -> Arc<Webhooks> {
         let wakeup = Arc::new(Notify::new());
+        let receivers = delivery::Receivers {
+            configured: settings.targets.iter().map(|t| t.url.clone()).collect(),
+            callback_hosts: settings.allowed_callback_hosts.clone(),
+        };
         delivery::spawn(
             store.clone(),
+            receivers,
             settings.secrets,
             settings.backoff,
             wakeup.clone(),

@@ -2,8 +2,8 @@
 //! inside it. Anything that could reach outside the context when unpacked, or
 //! create device nodes, is refused before the archive goes near the daemon.
 
-use std::collections::HashSet;
-use std::path::{Component, Path};
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
 
 use tar::EntryType;
 
@@ -52,7 +52,8 @@ pub fn clean_path(path: &Path) -> Result<String, Unsafe> {
 /// through one of them into a place the link check never looked at.
 #[derive(Default)]
 pub struct EntryChecker {
-    links: HashSet<String>,
+    /// Symlinks by path, with their targets.
+    links: HashMap<String, PathBuf>,
 }
 
 impl EntryChecker {
@@ -69,31 +70,37 @@ impl EntryChecker {
         match kind {
             EntryType::Char | EntryType::Block => Err(Unsafe::DeviceNode),
             EntryType::Fifo => Err(Unsafe::Fifo),
-            EntryType::Symlink => {
-                let target = link_target.unwrap_or(Path::new(""));
-                let parent = path.rsplit_once('/').map_or("", |(dir, _)| dir);
-                if !stays_inside(parent, target) {
-                    return Err(Unsafe::LinkOutside(target.display().to_string()));
-                }
-                self.links.insert(path.to_string());
-                Ok(())
-            }
+            EntryType::Symlink => self.add_symlink(path, link_target.unwrap_or(Path::new(""))),
             // A hard link's target is another entry, named from the context's root.
             EntryType::Link => {
                 let target = link_target.unwrap_or(Path::new(""));
-                match clean_path(target) {
-                    Ok(_) => Ok(()),
-                    Err(_) => Err(Unsafe::LinkOutside(target.display().to_string())),
+                let Ok(entry) = clean_path(target) else {
+                    return Err(Unsafe::LinkOutside(target.display().to_string()));
+                };
+                // A hard link to a symlink is that symlink again, read from the
+                // hard link's own folder, where its target may lead elsewhere.
+                match self.links.get(&entry).cloned() {
+                    Some(symlink_target) => self.add_symlink(path, &symlink_target),
+                    None => Ok(()),
                 }
             }
             _ => Ok(()),
         }
     }
 
+    fn add_symlink(&mut self, path: &str, target: &Path) -> Result<(), Unsafe> {
+        let parent = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        if !stays_inside(parent, target) {
+            return Err(Unsafe::LinkOutside(target.display().to_string()));
+        }
+        self.links.insert(path.to_string(), target.to_path_buf());
+        Ok(())
+    }
+
     fn link_above<'a>(&self, path: &'a str) -> Option<&'a str> {
         path.match_indices('/')
             .map(|(end, _)| &path[..end])
-            .find(|ancestor| self.links.contains(*ancestor))
+            .find(|ancestor| self.links.contains_key(*ancestor))
     }
 }
 
@@ -167,6 +174,25 @@ mod tests {
         assert!(checker
             .check("h", EntryType::Link, Some(Path::new("/etc/passwd")))
             .is_err());
+    }
+
+    #[test]
+    fn a_hard_link_to_a_symlink_is_checked_as_that_symlink_where_it_lies() {
+        let mut checker = EntryChecker::default();
+        let symlink = checker.check("a/b/up", EntryType::Symlink, Some(Path::new("../../x")));
+        assert!(symlink.is_ok(), "inside, seen from a/b");
+        assert_eq!(
+            checker.check("h", EntryType::Link, Some(Path::new("a/b/up"))),
+            Err(Unsafe::LinkOutside("../../x".into())),
+            "the same target from the root leaves the context"
+        );
+        assert!(checker
+            .check("c/d/h", EntryType::Link, Some(Path::new("a/b/up")))
+            .is_ok());
+        assert_eq!(
+            checker.check("c/d/h/inner", EntryType::Regular, None),
+            Err(Unsafe::ThroughLink("c/d/h".into()))
+        );
     }
 
     #[test]
