@@ -63,6 +63,7 @@ async fn seed_one(
         created_at: Timestamp::now(),
         retry_of: None,
         callback_url: None,
+        submitted_by: None,
     };
     let build = store.insert_build(new, usize::MAX, |_| {}).await?;
     // 64 hex digits that differ per build and per kind.

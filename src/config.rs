@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use crate::builds::access::{
+    is_token_name, ApiToken, Grant, RepositoryPattern, Scope, TokenSecret,
+};
 use crate::builds::model::{Credentials, Secret};
 use crate::webhooks::callback::AllowedHosts;
 use crate::webhooks::model::WebhookEvent;
@@ -65,6 +70,8 @@ pub struct Config {
     /// How often the pruner runs.
     pub retention_interval_secs: u64,
     pub auth: AuthConfig,
+    /// `[[tokens]]`: named API tokens with scopes and repository patterns.
+    pub tokens: Vec<TokenEntry>,
     /// `[[webhooks]]`: URLs told of build events.
     pub webhooks: Vec<WebhookConfig>,
     /// Hosts a build's `callback_url` may name: exact, or `*.suffix`. Empty: no callbacks.
@@ -115,6 +122,22 @@ pub struct BuilderEntry {
     pub platforms: Vec<String>,
 }
 
+/// One `[[tokens]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// Recorded on its builds as `submitted_by`; never the token itself.
+    pub name: String,
+    /// The environment variable holding the token.
+    pub token_env: Option<String>,
+    /// Or the hex SHA-256 of the token, so the file holds no secret.
+    pub token_sha256: Option<String>,
+    pub scopes: Vec<Scope>,
+    /// Globs (`*` matches anything) of the repositories it may build; empty: all.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
@@ -149,6 +172,7 @@ impl Default for Config {
             retention_keep_last: None,
             retention_interval_secs: 600,
             auth: AuthConfig::default(),
+            tokens: Vec::new(),
             max_context_bytes: 1024 * 1024 * 1024,
             max_context_entries: 200_000,
             allowed_hosts: Vec::new(),
@@ -400,6 +424,7 @@ impl Config {
             ));
         }
         self.validate_build_limits()?;
+        self.api_tokens()?;
         self.registry_credentials()?;
         self.webhook_settings()?;
         self.validate_builders()?;
@@ -443,6 +468,34 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// Every API token: `[[tokens]]`, then the `[auth] tokens`, which are admin
+    /// tokens named `auth-token-1`, `auth-token-2`, …. Variables are read now, so a
+    /// missing one stops the start.
+    pub fn api_tokens(&self) -> Result<Vec<ApiToken>, ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut tokens = Vec::new();
+        for entry in &self.tokens {
+            if !names.insert(entry.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "tokens: the name '{}' is used twice",
+                    entry.name
+                )));
+            }
+            tokens.push(entry.token()?);
+        }
+        for (n, secret) in self.auth.tokens.iter().enumerate() {
+            tokens.push(ApiToken {
+                secret: TokenSecret::Plain(secret.clone()),
+                grant: Arc::new(Grant {
+                    name: Some(format!("auth-token-{}", n + 1)),
+                    scope: Scope::Admin,
+                    repositories: Vec::new(),
+                }),
+            });
+        }
+        Ok(tokens)
     }
 
     /// The logins of `[registries]`, with passwords read from their variables now,
@@ -579,6 +632,54 @@ impl BuilderEntry {
     }
 }
 
+impl TokenEntry {
+    fn token(&self) -> Result<ApiToken, ConfigError> {
+        let invalid =
+            |what: String| ConfigError::Invalid(format!("tokens '{}': {what}", self.name));
+        if !is_token_name(&self.name) {
+            return Err(invalid("name must be 1 to 64 of A-Z a-z 0-9 . _ -".into()));
+        }
+        let secret = match (&self.token_env, &self.token_sha256) {
+            (Some(variable), None) => match std::env::var(variable) {
+                Ok(value) if !value.trim().is_empty() => TokenSecret::Plain(Secret::new(value)),
+                _ => {
+                    return Err(invalid(format!(
+                        "the variable {variable} named by token_env is not set"
+                    )))
+                }
+            },
+            (None, Some(digest)) => {
+                let bytes = hex::decode(digest)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok());
+                TokenSecret::Sha256(bytes.ok_or_else(|| {
+                    invalid("token_sha256 must be 64 hex digits (sha256sum of the token)".into())
+                })?)
+            }
+            _ => return Err(invalid("set one of token_env and token_sha256".into())),
+        };
+        let scope =
+            self.scopes.iter().max().copied().ok_or_else(|| {
+                invalid("scopes must name at least one of read, build, admin".into())
+            })?;
+        if self.repositories.iter().any(|p| p.trim().is_empty()) {
+            return Err(invalid("an empty repository pattern".into()));
+        }
+        Ok(ApiToken {
+            secret,
+            grant: Arc::new(Grant {
+                name: Some(self.name.clone()),
+                scope,
+                repositories: self
+                    .repositories
+                    .iter()
+                    .map(|p| RepositoryPattern::new(p))
+                    .collect(),
+            }),
+        })
+    }
+}
+
 impl RegistryLogin {
     fn credentials(&self, host: &str) -> Result<Credentials, ConfigError> {
         let invalid = |what: String| ConfigError::Invalid(format!("registries.\"{host}\": {what}"));
@@ -686,6 +787,50 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("bindd"), "{err}");
+    }
+
+    #[test]
+    fn tokens_need_one_secret_a_valid_name_and_a_scope() {
+        let refused = |entry: &str, words: &str| {
+            let config: Config = toml::from_str(&format!("[[tokens]]\n{entry}")).unwrap();
+            let err = config.api_tokens().unwrap_err().to_string();
+            assert!(err.contains(words), "{entry}: {err}");
+        };
+        let digest = "a".repeat(64);
+        refused(
+            "name = \"a\"\nscopes = [\"read\"]",
+            "one of token_env and token_sha256",
+        );
+        refused(
+            &format!(
+                "name = \"a\"\ntoken_sha256 = \"{digest}\"\ntoken_env = \"X\"\nscopes = [\"read\"]"
+            ),
+            "one of",
+        );
+        refused(
+            "name = \"a\"\ntoken_sha256 = \"abc\"\nscopes = [\"read\"]",
+            "64 hex digits",
+        );
+        refused(
+            &format!("name = \"a b\"\ntoken_sha256 = \"{digest}\"\nscopes = [\"read\"]"),
+            "name",
+        );
+        refused(
+            &format!("name = \"a\"\ntoken_sha256 = \"{digest}\"\nscopes = []"),
+            "scopes",
+        );
+        refused(
+            "name = \"a\"\ntoken_env = \"DOCKPUB_TEST_UNSET_TOKEN_VAR\"\nscopes = [\"read\"]",
+            "not set",
+        );
+        let config: Config = toml::from_str(&format!(
+            "[[tokens]]\nname = \"ci\"\ntoken_sha256 = \"{digest}\"\nscopes = [\"read\", \"build\"]\n\n[auth]\ntokens = [\"legacy\"]\n"
+        ))
+        .unwrap();
+        let tokens = config.api_tokens().unwrap();
+        assert_eq!(tokens[0].grant.scope, Scope::Build);
+        assert_eq!(tokens[1].grant.name.as_deref(), Some("auth-token-1"));
+        assert_eq!(tokens[1].grant.scope, Scope::Admin);
     }
 
     #[test]

@@ -166,13 +166,14 @@ pub async fn launch(
     let webhooks = Webhooks::start(store.clone(), config.webhook_settings()?, http::build_json);
     let service = BuildService::start(store, pool, limits, settings, retention, webhooks).await?;
     let address = listener.local_addr()?;
-    if !address.ip().is_loopback() && config.auth.tokens.is_empty() {
+    let tokens = config.api_tokens()?;
+    if !address.ip().is_loopback() && tokens.is_empty() {
         log::warn!(
             "WARNING: listening on {address}, beyond loopback, with no API tokens: anyone who reaches it can run \
-             any Dockerfile on your Docker daemon. Set [auth] tokens or DOCKPUB_API_TOKENS."
+             any Dockerfile on your Docker daemon. Set [[tokens]], [auth] tokens or DOCKPUB_API_TOKENS."
         );
     }
-    let server = http::server(service.clone(), &config, listener)?;
+    let server = http::server(service.clone(), &config, tokens, listener)?;
     log::info!("dockpub listening on http://{address}");
     Ok((server, service))
 }

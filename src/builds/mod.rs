@@ -1,5 +1,6 @@
 //! The domain: what a build is, what a valid request is, and the queue that runs them.
 
+pub mod access;
 mod cancel;
 pub mod context;
 pub mod credentials;
@@ -32,6 +33,7 @@ use crate::docker::{Builder, BuilderPool, BuilderStatus, DockerError};
 use crate::store::{Changes, ListFilter, Store, StoreError};
 use crate::webhooks::callback::CallbackError;
 use crate::webhooks::Webhooks;
+use access::{AccessError, Grant};
 use cancel::CancelSignals;
 use context::{ContextError, ContextLimits, ContextUpload, DockerfileSource, PreparedContext};
 use credentials::CredentialResolver;
@@ -75,6 +77,8 @@ pub enum BuildError {
     AlreadyFinal { id: i64, status: Status },
     #[error("the queue is full ({limit} builds wait); try again later")]
     QueueFull { limit: usize },
+    #[error(transparent)]
+    Forbidden(#[from] AccessError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -260,7 +264,12 @@ impl BuildService {
         &self.engine.webhooks
     }
 
-    pub async fn submit(&self, request: SubmitRequest) -> Result<Build, BuildError> {
+    /// Queues a build for `caller`, who must be allowed its repository.
+    pub async fn submit(
+        &self,
+        request: SubmitRequest,
+        caller: &Grant,
+    ) -> Result<Build, BuildError> {
         let SubmitRequest {
             dockerfile,
             context,
@@ -273,6 +282,7 @@ impl BuildService {
         } = request;
         // The cheap checks first: a bad tag never waits for an archive to be read.
         reference::validate_repository(&repository)?;
+        caller.check_repository(&repository)?;
         if let TagPlan::Listed(tags) = &tags {
             tags.iter()
                 .try_for_each(|tag| reference::validate_tag(tag))?;
@@ -299,6 +309,7 @@ impl BuildService {
             created_at: Timestamp::now(),
             retry_of: None,
             callback_url,
+            submitted_by: caller.name.clone(),
         };
         self.enqueue(new, credentials).await
     }
@@ -309,8 +320,10 @@ impl BuildService {
         &self,
         id: i64,
         credentials: Option<Credentials>,
+        caller: &Grant,
     ) -> Result<Build, BuildError> {
         let original = self.get(id).await?;
+        caller.check_owner(&original)?;
         if !original.status.is_final() {
             return Err(BuildError::NotFinal {
                 id,
@@ -337,6 +350,7 @@ impl BuildService {
             retry_of: Some(id),
             // Checked again when a delivery is made, in case the host is no longer allowed.
             callback_url: original.callback_url,
+            submitted_by: caller.name.clone(),
         };
         self.enqueue(new, credentials).await
     }
@@ -498,9 +512,10 @@ impl BuildService {
 
     /// Cancels a queued build at once; stops a running one's daemon work and waits
     /// (up to [`CANCEL_WAIT`]) until it ends. Returns the build as it is then.
-    pub async fn cancel(&self, id: i64) -> Result<Build, BuildError> {
+    pub async fn cancel(&self, id: i64, caller: &Grant) -> Result<Build, BuildError> {
         let mut subscription = self.engine.events.subscribe(id);
         let build = self.get(id).await?;
+        caller.check_owner(&build)?;
         if build.status.is_final() {
             return Err(BuildError::AlreadyFinal {
                 id,
@@ -536,7 +551,8 @@ impl BuildService {
     pub async fn delete(&self, id: i64, force: bool) -> Result<Deleted, BuildError> {
         let mut build = self.get(id).await?;
         if force && !build.status.is_final() {
-            build = match self.cancel(id).await {
+            // Delete is the admin's, so its cancel is too.
+            build = match self.cancel(id, &Grant::open()).await {
                 Ok(build) => build,
                 Err(BuildError::AlreadyFinal { .. }) => self.get(id).await?,
                 Err(err) => return Err(err),

@@ -46,6 +46,8 @@ pub struct Build {
     pub builder: Option<String>,
     /// How many times it was handed to a builder.
     pub attempts: u32,
+    /// The name of the API token that submitted it; None when tokens were off.
+    pub submitted_by: Option<String>,
 }
 
 /// How a build is made, as the request chose it (validated), shown in the build object.
@@ -95,6 +97,7 @@ pub struct NewBuild {
     pub created_at: Timestamp,
     pub retry_of: Option<i64>,
     pub callback_url: Option<String>,
+    pub submitted_by: Option<String>,
 }
 
 /// One stored log line; `seq` counts from 1 per build and never repeats.

@@ -3,6 +3,7 @@
 use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::form::{non_multipart_content_type, read_form, FieldKinds};
 use super::openapi::RetryForm;
@@ -37,8 +38,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 async fn cancel_build(
     id: web::Path<String>,
     state: web::Data<AppState>,
+    caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    let build = state.builds.cancel(parse_id(&id)?).await?;
+    let build = state.builds.cancel(parse_id(&id)?, &caller.0).await?;
     let mut response = if build.status.is_final() {
         HttpResponse::Ok()
     } else {
@@ -66,10 +68,11 @@ async fn retry_build(
     id: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
+    caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let credentials = retry_credentials(&req, payload, &state).await?;
-    let build = state.builds.retry(id, credentials).await?;
+    let build = state.builds.retry(id, credentials, &caller.0).await?;
     Ok(HttpResponse::Accepted()
         .insert_header((LOCATION, build_url(build.id)))
         .json(BuildView::from(&build)))

@@ -2,33 +2,84 @@
 //! that are open by design (the page, health, readiness and metrics). Deny by
 //! default: a route added later is protected without anyone remembering to.
 
+use std::future::{ready, Ready};
+use std::sync::Arc;
+
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
+use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{web, Error};
-use subtle::ConstantTimeEq;
+use actix_web::{web, Error, FromRequest, HttpMessage, HttpRequest};
 
 use super::error::{ApiError, SeedError};
 use super::seed::SEED_API;
 use super::AppState;
-use crate::builds::model::Secret;
+use crate::builds::access::{find_token, Grant, Scope};
 
 pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    if !is_open(routed_path(&req)) {
-        let tokens = req
-            .app_data::<web::Data<AppState>>()
-            .map(|state| state.tokens.as_slice())
-            .unwrap_or_default();
-        let given = bearer_token(&req);
-        if !tokens.is_empty() && !given.is_some_and(|given| accepts(tokens, given)) {
-            return Err(unauthorized(routed_path(&req)));
-        }
+    let path = routed_path(&req).to_string();
+    let tokens = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.tokens.as_slice())
+        .unwrap_or_default();
+    if is_open(&path) || tokens.is_empty() {
+        return next.call(req).await;
     }
+    let Some(grant) = bearer_token(&req).and_then(|given| find_token(tokens, given)) else {
+        return Err(unauthorized(&path));
+    };
+    let pattern = req.resource_map().match_pattern(&path);
+    let needed = required_scope(req.method(), pattern.as_deref());
+    if !grant.has(needed) {
+        return Err(ApiError::MissingScope {
+            token: grant.name.clone().unwrap_or_default(),
+            needed,
+        }
+        .into());
+    }
+    let grant = grant.clone();
+    req.extensions_mut().insert(grant);
     next.call(req).await
+}
+
+/// The scope a route needs, by the pattern the router matched. Anything not
+/// listed, an unknown path included, is the admin's.
+fn required_scope(method: &Method, pattern: Option<&str>) -> Scope {
+    let reads = matches!(*method, Method::GET | Method::HEAD);
+    match (pattern, *method == Method::POST) {
+        (Some("/api/v1/builds" | "/api/dockerfile-build/" | "/api/dockerfile-build"), true) => {
+            Scope::Build
+        }
+        (Some("/api/v1/builds/{id}/cancel" | "/api/v1/builds/{id}/retry"), true) => Scope::Build,
+        (Some(pattern), false) if reads && !pattern.contains("deliver") => Scope::Read,
+        _ => Scope::Admin,
+    }
+}
+
+/// Who is calling, as the token check found them; the open grant when no
+/// tokens are configured.
+pub struct Caller(pub Arc<Grant>);
+
+impl FromRequest for Caller {
+    type Error = Error;
+    type Future = Ready<Result<Caller, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let found = req.extensions().get::<Arc<Grant>>().cloned();
+        let tokens_off = req
+            .app_data::<web::Data<AppState>>()
+            .is_some_and(|state| state.tokens.is_empty());
+        ready(match found {
+            Some(grant) => Ok(Caller(grant)),
+            None if tokens_off => Ok(Caller(Arc::new(Grant::open()))),
+            // Tokens are on and no check ran: refuse rather than guess.
+            None => Err(ApiError::Unauthorized.into()),
+        })
+    }
 }
 
 /// The path as the router matches it (percent-decoded), not the raw request
@@ -63,21 +114,45 @@ fn bearer_token(req: &ServiceRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Compares against every token, in constant time for tokens of the same length.
-fn accepts(tokens: &[Secret], given: &str) -> bool {
-    tokens.iter().fold(0u8, |found, token| {
-        found
-            | token
-                .expose()
-                .as_bytes()
-                .ct_eq(given.as_bytes())
-                .unwrap_u8()
-    }) == 1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_need_the_scope_of_what_they_do() {
+        let cases = [
+            (Method::GET, Some("/api/v1/builds/{id}"), Scope::Read),
+            (Method::HEAD, Some("/api/v1/builds/{id}/logs"), Scope::Read),
+            (Method::POST, Some("/api/v1/builds"), Scope::Build),
+            (Method::POST, Some("/api/dockerfile-build/"), Scope::Build),
+            (
+                Method::POST,
+                Some("/api/v1/builds/{id}/retry"),
+                Scope::Build,
+            ),
+            (Method::DELETE, Some("/api/v1/builds/{id}"), Scope::Admin),
+            (Method::DELETE, Some("/api/dockerfile-build/"), Scope::Admin),
+            (
+                Method::GET,
+                Some("/api/v1/builds/{id}/deliveries"),
+                Scope::Admin,
+            ),
+            (
+                Method::POST,
+                Some("/api/v1/deliveries/{id}/redeliver"),
+                Scope::Admin,
+            ),
+            (Method::GET, None, Scope::Admin),
+            (Method::PUT, Some("/api/v1/builds"), Scope::Admin),
+        ];
+        for (method, pattern, scope) in cases {
+            assert_eq!(
+                required_scope(&method, pattern),
+                scope,
+                "{method} {pattern:?}"
+            );
+        }
+    }
 
     #[test]
     fn only_the_page_health_and_metrics_are_open() {
@@ -96,15 +171,5 @@ mod tests {
         ] {
             assert!(!is_open(guarded), "{guarded}");
         }
-    }
-
-    #[test]
-    fn accepts_only_a_configured_token() {
-        let tokens = vec![Secret::new("alpha".into()), Secret::new("beta".into())];
-        assert!(accepts(&tokens, "alpha"));
-        assert!(accepts(&tokens, "beta"));
-        assert!(!accepts(&tokens, "alph"));
-        assert!(!accepts(&tokens, "gamma"));
-        assert!(!accepts(&tokens, ""));
     }
 }

@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
 
+use crate::builds::access::{AccessError, Scope};
 use crate::builds::context::ContextError;
 use crate::builds::reference::ReferenceError;
 use crate::builds::BuildError;
@@ -49,6 +50,8 @@ pub enum ApiError {
     InvalidQuery(String),
     #[error("this API wants 'Authorization: Bearer <token>' with a configured token")]
     Unauthorized,
+    #[error("token '{token}' lacks the '{needed}' scope this route needs")]
+    MissingScope { token: String, needed: Scope },
     #[error("refused: this request comes from another site's page ({0})")]
     CrossSite(&'static str),
     #[error("this server does not answer to the host '{0}'; add it to allowed_hosts")]
@@ -89,6 +92,7 @@ impl ApiError {
             ApiError::InvalidId(_) => bad_request("invalid_id"),
             ApiError::InvalidQuery(_) => bad_request("invalid_query"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::MissingScope { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::CrossSite(_) => (StatusCode::FORBIDDEN, "cross_site_request"),
             ApiError::HostNotAllowed(_) => (StatusCode::MISDIRECTED_REQUEST, "host_not_allowed"),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
@@ -151,6 +155,12 @@ fn build_error_kind(err: &BuildError) -> (StatusCode, &'static str) {
         BuildError::NotFinal { .. } => (StatusCode::CONFLICT, "build_not_final"),
         BuildError::AlreadyFinal { .. } => (StatusCode::CONFLICT, "build_final"),
         BuildError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+        BuildError::Forbidden(AccessError::ForbiddenRepository { .. }) => {
+            (StatusCode::FORBIDDEN, "forbidden_repository")
+        }
+        BuildError::Forbidden(AccessError::NotOwnBuild { .. }) => {
+            (StatusCode::FORBIDDEN, "forbidden")
+        }
         BuildError::Store(err) => store_error_kind(err),
         BuildError::Docker(err) if err.is_unreachable() => {
             (StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable")

@@ -22,7 +22,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;
 
-use crate::builds::model::Secret;
+use crate::builds::access::ApiToken;
 use crate::builds::BuildService;
 use crate::config::Config;
 pub use error::{ApiError, SeedError};
@@ -33,7 +33,7 @@ pub use views::build_json;
 pub struct AppState {
     pub builds: BuildService,
     pub upload: UploadLimits,
-    pub tokens: Vec<Secret>,
+    pub tokens: Vec<ApiToken>,
     pub hosts: origin::HostPolicy,
 }
 
@@ -58,6 +58,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
 pub fn server(
     builds: BuildService,
     config: &Config,
+    tokens: Vec<ApiToken>,
     listener: TcpListener,
 ) -> std::io::Result<Server> {
     let staging_dir = builds.store().files().staging_dir().to_path_buf();
@@ -73,7 +74,7 @@ pub fn server(
             max_context_bytes: config.max_context_bytes,
             staging_dir,
         },
-        tokens: config.auth.tokens.clone(),
+        tokens,
         hosts,
     });
     let server = HttpServer::new(move || {

@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::Caller;
 use super::error::{ApiError, SeedError};
 use super::form::{non_multipart_content_type, read_form, FieldKinds, Form};
 use super::views::SeedBuildView;
@@ -45,6 +46,7 @@ async fn create_build(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+    caller: Caller,
 ) -> Result<HttpResponse, SeedError> {
     if let Some(content_type) = non_multipart_content_type(&req) {
         return Err(ApiError::NotMultipart(content_type).into());
@@ -55,7 +57,7 @@ async fn create_build(
     };
     let form = read_form(&req, payload, &state.upload, kinds).await?;
     let request = submit_request(form)?;
-    let build = state.builds.submit(request).await?;
+    let build = state.builds.submit(request, &caller.0).await?;
     Ok(HttpResponse::Accepted().json(json!({ "data": SeedBuildView::from(&build) })))
 }
 
@@ -131,9 +133,8 @@ async fn get_builds(
     let builds = state
         .builds
         .list(ListFilter {
-            status: None,
-            before: None,
             limit: MAX_LISTED,
+            ..ListFilter::default()
         })
         .await?;
     let data: Vec<_> = builds.iter().map(SeedBuildView::from).collect();

@@ -4,11 +4,13 @@ use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::form::{parse_flag, read_form, FieldKinds, Form};
 use super::openapi::SubmitForm;
 use super::views::{build_url, BuildList, BuildView};
 use super::{actions, deliveries, live, method_not_allowed, openapi, parse_id, AppState};
+use crate::builds::access::is_token_name;
 use crate::builds::model::{Credentials, Secret, TagPlan};
 use crate::builds::options::OptionsRequest;
 use crate::builds::status::Status;
@@ -51,6 +53,7 @@ async fn create_build(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+    caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let kinds = FieldKinds {
         files: &["file"],
@@ -58,7 +61,7 @@ async fn create_build(
     };
     let form = read_form(&req, payload, &state.upload, kinds).await?;
     let request = submit_request(form)?;
-    let build = state.builds.submit(request).await?;
+    let build = state.builds.submit(request, &caller.0).await?;
     Ok(HttpResponse::Accepted()
         .insert_header((LOCATION, build_url(build.id)))
         .json(BuildView::from(&build)))
@@ -131,6 +134,8 @@ struct ListQuery {
     limit: Option<String>,
     /// Only builds with a lower id (the next page)
     before: Option<String>,
+    /// Only builds submitted with the API token of this name
+    submitted_by: Option<String>,
 }
 
 impl ListQuery {
@@ -155,9 +160,19 @@ impl ListQuery {
                 })?,
         };
         let before = self.before.as_deref().map(parse_id).transpose()?;
+        let submitted_by = match self.submitted_by.as_deref() {
+            None | Some("") => None,
+            Some(name) if is_token_name(name) => Some(name.to_string()),
+            Some(name) => {
+                return Err(ApiError::InvalidQuery(format!(
+                    "submitted_by: '{name}' is not a token name ([A-Za-z0-9._-], 1 to 64)"
+                )))
+            }
+        };
         Ok(ListFilter {
             status,
             before,
+            submitted_by,
             limit,
         })
     }
@@ -179,7 +194,7 @@ async fn list_builds(
         .builds
         .list(ListFilter {
             limit: filter.limit + 1,
-            ..filter
+            ..filter.clone()
         })
         .await?;
     let has_more = builds.len() > filter.limit;
@@ -199,8 +214,14 @@ fn next_page(filter: &ListFilter, last_id: i64) -> String {
         .status
         .map(|s| format!("&status={s}"))
         .unwrap_or_default();
+    // Token names are [A-Za-z0-9._-]: nothing to escape in a query string.
+    let submitted_by = filter
+        .submitted_by
+        .as_ref()
+        .map(|name| format!("&submitted_by={name}"))
+        .unwrap_or_default();
     format!(
-        "/api/v1/builds?limit={}&before={last_id}{status}",
+        "/api/v1/builds?limit={}&before={last_id}{status}{submitted_by}",
         filter.limit
     )
 }

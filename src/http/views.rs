@@ -32,6 +32,8 @@ pub struct BuildView<'a> {
     /// The builder it runs or last ran on; null while queued.
     builder: Option<&'a str>,
     attempts: u32,
+    /// The name of the API token that submitted it; null when tokens are off.
+    submitted_by: Option<&'a str>,
     progress: Option<&'a Progress>,
     /// Why a queued build has not started yet, e.g. "no builder up"; null when
     /// it is not queued or is about to start.
@@ -76,6 +78,7 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             retry_of: build.retry_of,
             builder: build.builder.as_deref(),
             attempts: build.attempts,
+            submitted_by: build.submitted_by.as_deref(),
             progress: build.progress.as_ref(),
             waiting_for: build.waiting_for.as_deref(),
             links: Links {

@@ -62,11 +62,13 @@ pub struct Changes {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub status: Option<Status>,
     /// Only builds with an id below this one (paging cursor).
     pub before: Option<i64>,
+    /// Only builds submitted with the token of this name.
+    pub submitted_by: Option<String>,
     pub limit: usize,
 }
 
@@ -142,8 +144,8 @@ impl Store {
             };
             tx.execute(
                 "INSERT INTO builds (status, repository, tags, push, registry_username, created_at, retry_of,
-                                     options, context_dockerfile, callback_url)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                     options, context_dockerfile, callback_url, submitted_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     Status::Queued.as_str(),
                     new.repository,
@@ -155,6 +157,7 @@ impl Store {
                     rows::to_json(&new.options),
                     new.context.as_ref().map(|c| c.dockerfile_path.as_str()),
                     new.callback_url,
+                    new.submitted_by,
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -197,12 +200,18 @@ impl Store {
             let sql = format!(
                 "SELECT {BUILD_COLUMNS} FROM builds
                  WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2)
+                   AND (?4 IS NULL OR submitted_by = ?4)
                  ORDER BY id DESC LIMIT ?3"
             );
             let mut statement = conn.prepare_cached(&sql)?;
             let status = filter.status.map(Status::as_str);
             let rows = statement.query_map(
-                params![status, filter.before, filter.limit as i64],
+                params![
+                    status,
+                    filter.before,
+                    filter.limit as i64,
+                    filter.submitted_by
+                ],
                 build_from_row,
             )?;
             rows.map(|row| row?).collect()
@@ -528,6 +537,7 @@ mod tests {
             created_at: Timestamp::now(),
             retry_of: None,
             callback_url: None,
+            submitted_by: None,
         }
     }
 
@@ -556,6 +566,7 @@ mod tests {
         let filter = ListFilter {
             status: None,
             before: Some(ids[2]),
+            submitted_by: None,
             limit: 5,
         };
         let listed: Vec<i64> = store
@@ -578,6 +589,7 @@ mod tests {
         let all = ListFilter {
             status: None,
             before: None,
+            submitted_by: None,
             limit: 10,
         };
         assert_eq!(store.list_builds(all).await.unwrap().len(), 2);

@@ -7,7 +7,7 @@ use crate::builds::model::{Build, Timestamp};
 
 pub const BUILD_COLUMNS: &str = "id, status, repository, tags, push, registry_username, image_id, \
      digest, error, created_at, started_at, built_at, finished_at, retry_of, options, digests, context_dockerfile, \
-     callback_url, builder, attempts";
+     callback_url, builder, attempts, submitted_by";
 
 /// Reads one row; the outer error is SQLite's, the inner one a row that does not parse.
 pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreError>> {
@@ -49,6 +49,7 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
             callback_url: row.get(17)?,
             builder: row.get(18)?,
             attempts: row.get(19)?,
+            submitted_by: row.get(20)?,
         })
     })();
     Ok(parsed)
