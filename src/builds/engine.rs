@@ -15,6 +15,7 @@ use super::vault::CredentialVault;
 use super::RunSettings;
 use crate::docker::BuilderPool;
 use crate::metrics::Metrics;
+use crate::named_locks::NamedLocks;
 use crate::store::{Changes, Store, StoreError};
 use crate::webhooks::Webhooks;
 
@@ -35,6 +36,9 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// Told of every status change; sends nothing on the build's path.
     pub webhooks: Arc<Webhooks>,
+    /// One per `repository:tag`, across builders: held while a build applies,
+    /// pushes, confirms and records its tags, and while a tag is taken back.
+    pub tag_locks: NamedLocks,
 }
 
 impl Engine {

@@ -46,6 +46,8 @@ pub struct Build {
     pub builder: Option<String>,
     /// How many times it was handed to a builder.
     pub attempts: u32,
+    /// Per tag a later build took over: that build's id. See README, "Same tag".
+    pub tag_moved_by: BTreeMap<String, i64>,
 }
 
 /// How a build is made, as the request chose it (validated), shown in the build object.

@@ -32,6 +32,9 @@ pub struct BuildView<'a> {
     /// The builder it runs or last ran on; null while queued.
     builder: Option<&'a str>,
     attempts: u32,
+    /// Per tag, the build that later took it over (pushed another image under it,
+    /// or moved the local tag on the same builder); empty while this build owns all its tags.
+    tag_moved_by: &'a BTreeMap<String, i64>,
     progress: Option<&'a Progress>,
     /// Why a queued build has not started yet, e.g. "no builder up"; null when
     /// it is not queued or is about to start.
@@ -76,6 +79,7 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             retry_of: build.retry_of,
             builder: build.builder.as_deref(),
             attempts: build.attempts,
+            tag_moved_by: &build.tag_moved_by,
             progress: build.progress.as_ref(),
             waiting_for: build.waiting_for.as_deref(),
             links: Links {

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_contexts.sql"),
     include_str!("migrations/004_deliveries.sql"),
     include_str!("migrations/005_builders.sql"),
+    include_str!("migrations/006_tag_moved_by.sql"),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
