@@ -69,7 +69,9 @@ fn same_tag_builds_each_push_their_own_image_and_the_earlier_says_its_tag_moved(
         })
         .collect();
     for (repository, ids) in &pairs {
-        let builds = ids.map(|id| succeeded(&server, id));
+        ids.map(|id| succeeded(&server, id));
+        // Read again once both ended: the later one marks the earlier one.
+        let builds = ids.map(|id| server.build(id));
         assert_ne!(builds[0]["image_id"], builds[1]["image_id"]);
         for build in &builds {
             assert_registry_has_its_image(repository, build);
@@ -136,8 +138,14 @@ fn deleting_the_older_of_two_identical_builds_keeps_the_newer_ones_image_and_tag
     let repository = format!("{}/{}", env.registry, unique("identical"));
     let reference = format!("{repository}:same");
     let dockerfile = label_only(&env);
-    let older = succeeded(&server, submit(&server, &dockerfile, &repository, "same", false));
-    let newer = succeeded(&server, submit(&server, &dockerfile, &repository, "same", false));
+    let older = succeeded(
+        &server,
+        submit(&server, &dockerfile, &repository, "same", false),
+    );
+    let newer = succeeded(
+        &server,
+        submit(&server, &dockerfile, &repository, "same", false),
+    );
     let image_id = newer["image_id"].as_str().unwrap();
     assert_eq!(older["image_id"], newer["image_id"], "the layer cache");
 
@@ -145,7 +153,10 @@ fn deleting_the_older_of_two_identical_builds_keeps_the_newer_ones_image_and_tag
     assert_eq!(response.status(), 204);
     assert!(local_image_exists(&reference), "the newer build's tag went");
     assert!(local_image_exists(image_id), "the newer build's image went");
-    assert_eq!(server.build(newer["id"].as_i64().unwrap())["image_id"], image_id);
+    assert_eq!(
+        server.build(newer["id"].as_i64().unwrap())["image_id"],
+        image_id
+    );
 
     // With nobody else naming them, the tag and the image go.
     let response = server.delete(&format!("/api/v1/builds/{}", newer["id"]));
@@ -200,15 +211,24 @@ fn retention_keeps_the_newest_succeeded_build_and_its_shared_image() {
     let repository = format!("{}/{}", env.registry, unique("retained"));
     let reference = format!("{repository}:same");
     let dockerfile = label_only(&env);
-    let older = succeeded(&server, submit(&server, &dockerfile, &repository, "same", false));
-    let newer = succeeded(&server, submit(&server, &dockerfile, &repository, "same", false));
+    let older = succeeded(
+        &server,
+        submit(&server, &dockerfile, &repository, "same", false),
+    );
+    let newer = succeeded(
+        &server,
+        submit(&server, &dockerfile, &repository, "same", false),
+    );
     let broken = format!("{dockerfile}RUN false\n");
     let failed = server.wait_final(
         submit(&server, &broken, &repository, "broken", false),
         BUILD_TIME,
     );
     assert_eq!(failed["status"], "failed");
-    let kept = vec![failed["id"].as_i64().unwrap(), newer["id"].as_i64().unwrap()];
+    let kept = vec![
+        failed["id"].as_i64().unwrap(),
+        newer["id"].as_i64().unwrap(),
+    ];
 
     let deadline = Instant::now() + Duration::from_secs(30);
     while listed_ids(&server) != kept {
@@ -283,7 +303,10 @@ fn retries_racing_deletes_answer_202_or_404_and_never_5xx() {
                 start.wait();
                 let url = server.url(&format!("/api/v1/builds/{id}/retry"));
                 let response = server.client.post(url).send().unwrap();
-                (response.status().as_u16(), response.json::<Value>().unwrap())
+                (
+                    response.status().as_u16(),
+                    response.json::<Value>().unwrap(),
+                )
             })
         };
         start.wait();

@@ -44,8 +44,9 @@ impl fmt::Display for Release {
 }
 
 /// Removes `build`'s tags on `builder` that still name `image_id` and that no other
-/// build needs. Runs under the same per-tag locks as a build publishing its tags,
-/// so a build that is tagging or pushing is seen with its image.
+/// build needs. Runs under the same per-tag locks as a build applying its tags,
+/// and a build records its image before it applies them, so every build whose
+/// tag this could be is on the record here.
 pub async fn release(
     engine: &Engine,
     builder: &Builder,

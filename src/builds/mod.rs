@@ -153,6 +153,7 @@ impl BuildService {
             settings,
             metrics: Arc::default(),
             webhooks,
+            publish_locks: Default::default(),
             tag_locks: Default::default(),
         });
         for id in engine.store.requeue_interrupted().await? {

@@ -74,9 +74,9 @@ struct Outcome {
     image_id: String,
     /// Per pushed tag; empty for a build-only run.
     digests: BTreeMap<String, String>,
-    /// The build's tag locks, held until its success is recorded: the last build to
-    /// record a tag is the last to have published it.
-    tag_locks: HeldLocks,
+    /// The build's publish locks, held until its success is recorded: the last
+    /// build to record a tag is the last to have published it.
+    publish_locks: HeldLocks,
 }
 
 /// The build's log and progress, fed as its output arrives.
@@ -214,10 +214,10 @@ async fn start_output(engine: &Arc<Engine>, id: i64) -> Result<Output, RunError>
 async fn finish(engine: &Engine, build: &Build, result: Result<Outcome, RunError>) {
     let id = build.id;
     let first_tag = build.tags.first().cloned();
-    let mut tag_locks = None;
+    let mut publish_locks = None;
     let (status, changes) = match result {
         Ok(outcome) => {
-            tag_locks = Some(outcome.tag_locks);
+            publish_locks = Some(outcome.publish_locks);
             (
                 Status::Succeeded,
                 Changes {
@@ -241,7 +241,7 @@ async fn finish(engine: &Engine, build: &Build, result: Result<Outcome, RunError
     if let Err(err) = engine.transition(id, status, changes).await {
         log::error!("build {id}: cannot record that it ended {status}: {err}");
     }
-    drop(tag_locks);
+    drop(publish_locks);
     engine.events.clear_progress(id);
     engine.cancels.remove(id);
     if status == Status::Queued {
@@ -273,8 +273,8 @@ async fn execute(
     published
 }
 
-/// Under the build's tag locks: applies its tags, pushes and confirms them, and
-/// notes whose tags it took over. The locks stay held (in the outcome) until
+/// Under the build's publish locks: applies its tags, pushes and confirms them,
+/// and notes whose tags it took over. The locks stay held (in the outcome) until
 /// the build's end is recorded.
 async fn publish(
     engine: &Engine,
@@ -284,23 +284,12 @@ async fn publish(
     push_login: Option<&Credentials>,
     output: &Output,
 ) -> Result<Outcome, RunError> {
-    if build.push {
-        let changes = Changes {
-            image_id: Some(image_id.clone()),
-            ..Changes::default()
-        };
-        if engine
-            .transition(build.id, Status::Pushing, changes)
-            .await?
-            .is_none()
-        {
-            return Err(RunError::Interrupted(Status::Building));
-        }
-    }
-    let tag_locks = engine.tag_locks.lock_all(build.image_references()).await;
-    for tag in &build.tags {
-        builder.tag(&image_id, &build.repository, tag).await?;
-    }
+    record_image(engine, build, &image_id).await?;
+    let publish_locks = engine
+        .publish_locks
+        .lock_all(build.image_references())
+        .await;
+    apply_tags(engine, build, builder, &image_id).await?;
     let digests = if build.push {
         push_tags(engine, build, builder, &image_id, push_login, output).await?
     } else {
@@ -312,8 +301,45 @@ async fn publish(
     Ok(Outcome {
         image_id,
         digests,
-        tag_locks,
+        publish_locks,
     })
+}
+
+/// The image goes on the record before any tag names it: a delete of another
+/// build that checks whether a tag is still needed then sees this build.
+async fn record_image(engine: &Engine, build: &Build, image_id: &str) -> Result<(), RunError> {
+    let recorded = if build.push {
+        let changes = Changes {
+            image_id: Some(image_id.to_string()),
+            ..Changes::default()
+        };
+        let pushing = engine
+            .transition(build.id, Status::Pushing, changes)
+            .await?;
+        pushing.is_some()
+    } else {
+        engine
+            .store
+            .record_image(build.id, image_id.to_string())
+            .await?
+    };
+    if !recorded {
+        return Err(RunError::Interrupted(Status::Building));
+    }
+    Ok(())
+}
+
+async fn apply_tags(
+    engine: &Engine,
+    build: &Build,
+    builder: &Builder,
+    image_id: &str,
+) -> Result<(), RunError> {
+    let _tag_locks = engine.tag_locks.lock_all(build.image_references()).await;
+    for tag in &build.tags {
+        builder.tag(image_id, &build.repository, tag).await?;
+    }
+    Ok(())
 }
 
 /// The request's login when it sent one; else what the config or Docker's config

@@ -102,6 +102,18 @@ impl Store {
         .await
     }
 
+    /// Sets the image of a build that is still `building`; false when it is not.
+    pub async fn record_image(&self, id: i64, image_id: String) -> Result<bool, StoreError> {
+        self.blocking(move |conn, _| {
+            let updated = conn.execute(
+                "UPDATE builds SET image_id = ?2 WHERE id = ?1 AND status = 'building'",
+                params![id, image_id],
+            )?;
+            Ok(updated == 1)
+        })
+        .await
+    }
+
     /// The newest build of `repository` that the registry confirmed `digest` for.
     pub async fn build_with_digest(
         &self,
