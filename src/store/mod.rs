@@ -521,7 +521,7 @@ mod tests {
     use super::*;
     use crate::builds::model::BuildOptions;
 
-    fn new_build(n: usize) -> NewBuild {
+    pub(super) fn new_build(n: usize) -> NewBuild {
         NewBuild {
             repository: "store/app".into(),
             tags: TagPlan::Listed(vec![format!("t{n}")]),

@@ -132,3 +132,97 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builds::model::TagPlan;
+    use crate::builds::status::Status;
+    use crate::store::Changes;
+
+    /// A succeeded build of `store/app` on `builder` with image `image_id`.
+    async fn succeeded(
+        store: &Store,
+        tags: &[&str],
+        push: bool,
+        builder: &str,
+        image_id: &str,
+    ) -> i64 {
+        let mut new = crate::store::tests::new_build(0);
+        new.tags = TagPlan::Listed(tags.iter().map(|t| t.to_string()).collect());
+        new.push = push;
+        let id = store
+            .insert_build(new, usize::MAX, |_| {})
+            .await
+            .unwrap()
+            .id;
+        let claimed = store
+            .claim_next_queued(builder.into(), Vec::new())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.id, id);
+        let changes = Changes {
+            image_id: Some(image_id.into()),
+            ..Changes::default()
+        };
+        store
+            .transition(id, None, Status::Succeeded, changes)
+            .await
+            .unwrap()
+            .unwrap();
+        id
+    }
+
+    fn published(by: i64, tag: &str, image_id: &str, builder: &str, pushed: bool) -> PublishedTag {
+        PublishedTag {
+            by,
+            repository: "store/app".into(),
+            tag: tag.into(),
+            image_id: image_id.into(),
+            builder: builder.into(),
+            pushed,
+        }
+    }
+
+    async fn moved(store: &Store, id: i64) -> BTreeMap<String, i64> {
+        store.get_build(id).await.unwrap().unwrap().tag_moved_by
+    }
+
+    #[tokio::test]
+    async fn a_tag_moves_from_builds_of_another_image_where_it_was_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let pushed = succeeded(&store, &["v1", "v2"], true, "a", "sha256:1").await;
+        let local_here = succeeded(&store, &["v1"], false, "a", "sha256:2").await;
+        let local_elsewhere = succeeded(&store, &["v1"], false, "b", "sha256:3").await;
+        let same_image = succeeded(&store, &["v1"], true, "b", "sha256:4").await;
+
+        let marked = store
+            .record_tag_moved(published(100, "v1", "sha256:4", "a", true))
+            .await
+            .unwrap();
+        assert_eq!(marked, vec![pushed, local_here]);
+        assert_eq!(
+            moved(&store, pushed).await,
+            BTreeMap::from([("v1".into(), 100)])
+        );
+        assert!(moved(&store, local_elsewhere).await.is_empty());
+        assert!(moved(&store, same_image).await.is_empty());
+
+        // On builder b, both the pushed tag and b's local tag move. The first
+        // build to take a tag over stays recorded; a build-only one does not
+        // move a pushed tag.
+        let marked = store
+            .record_tag_moved(published(101, "v1", "sha256:5", "b", true))
+            .await
+            .unwrap();
+        assert_eq!(marked, vec![local_elsewhere, same_image]);
+        assert_eq!(moved(&store, pushed).await["v1"], 100);
+        let marked = store
+            .record_tag_moved(published(102, "v2", "sha256:6", "a", false))
+            .await
+            .unwrap();
+        assert!(marked.is_empty());
+    }
+}
