@@ -198,6 +198,30 @@ fn deleting_the_older_of_two_identical_builds_keeps_the_newer_ones_image_and_tag
 }
 
 #[test]
+fn deleting_two_identical_builds_at_once_leaves_neither_their_tag_nor_their_image() {
+    let env = TestEnv::get();
+    let _daemon = daemon_alone();
+    let server = Arc::new(Server::start());
+    let (reference, older, newer) = identical_pair(&server, &env, "both-deleted");
+    let start = Arc::new(Barrier::new(2));
+    let deletes: Vec<_> = [older["id"].clone(), newer["id"].clone()]
+        .into_iter()
+        .map(|id| {
+            let (server, start) = (server.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                server.delete(&format!("/api/v1/builds/{id}")).status()
+            })
+        })
+        .collect();
+    for delete in deletes {
+        assert_eq!(delete.join().unwrap(), 204);
+    }
+    assert!(!local_image_exists(&reference), "the tag was left");
+    assert!(!local_image_exists(newer["image_id"].as_str().unwrap()));
+}
+
+#[test]
 fn deleting_a_failed_build_keeps_the_tag_and_image_of_its_retry() {
     let env = TestEnv::get();
     let _daemon = daemon_alone();

@@ -9,6 +9,7 @@ use super::engine::Engine;
 use super::model::Build;
 use super::BuildError;
 use crate::docker::Builder;
+use crate::named_locks::HeldLocks;
 
 /// What happened to one of the build's local tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,10 +44,16 @@ impl fmt::Display for Release {
     }
 }
 
+/// The per-tag locks [`release`] must be called under: the ones a build holds
+/// while it applies its tags.
+pub async fn lock(engine: &Engine, build: &Build) -> HeldLocks {
+    engine.tag_locks.lock_all(build.image_references()).await
+}
+
 /// Removes `build`'s tags on `builder` that still name `image_id` and that no other
-/// build needs. Runs under the same per-tag locks as a build applying its tags,
-/// and a build records its image before it applies them, so every build whose
-/// tag this could be is on the record here.
+/// build needs. Called under [`lock`]: a build records its image before it
+/// applies its tags under the same locks, so every build whose tag this could be
+/// is on the record here.
 pub async fn release(
     engine: &Engine,
     builder: &Builder,
@@ -56,7 +63,6 @@ pub async fn release(
     let mut references: Vec<String> = build.image_references().collect();
     references.sort();
     references.dedup();
-    let _held = engine.tag_locks.lock_all(references.iter().cloned()).await;
     let others = engine
         .store
         .builds_with_image(image_id.to_string(), build.builder.clone(), build.id)

@@ -585,10 +585,14 @@ impl BuildService {
                 action: "deleted",
             });
         }
+        // Held until the row is gone: a delete of another build of the same image
+        // that comes next must no longer count this one as needing the tag.
+        let tag_locks = local_tags::lock(&self.engine, &build).await;
         let deleted = self.remove_local_tags(&build).await?;
         if !self.engine.store.delete_final_build(id).await? {
             return Err(BuildError::NotFound(id));
         }
+        drop(tag_locks);
         match &deleted.image_left_on {
             Some(builder) => {
                 log::info!("build {id}: deleted; its image was left on builder '{builder}'")

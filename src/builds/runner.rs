@@ -335,7 +335,7 @@ async fn apply_tags(
     builder: &Builder,
     image_id: &str,
 ) -> Result<(), RunError> {
-    let _tag_locks = engine.tag_locks.lock_all(build.image_references()).await;
+    let _tag_locks = local_tags::lock(engine, build).await;
     for tag in &build.tags {
         builder.tag(image_id, &build.repository, tag).await?;
     }
@@ -539,6 +539,7 @@ async fn remove_own_tags(engine: &Engine, id: i64, builder: &Builder, output: &O
             return log::error!("build {id}: cannot read it to clean up after cancel: {err}")
         }
     };
+    let _tag_locks = local_tags::lock(engine, &build).await;
     match local_tags::release(engine, builder, &build, image_id).await {
         Ok(released) => {
             for release in released {
