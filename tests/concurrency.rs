@@ -296,15 +296,14 @@ fn retention_keeps_the_newest_succeeded_build_and_its_shared_image() {
     assert!(local_image_exists(newer["image_id"].as_str().unwrap()));
 }
 
-/// A small context archive holding only a Dockerfile.
+/// A small context archive holding only a Dockerfile, packed from a folder as a
+/// client would.
 fn context_of(dockerfile: &str) -> Vec<u8> {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("Dockerfile");
+    std::fs::write(&path, dockerfile).unwrap();
     let mut archive = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    archive
-        .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
-        .unwrap();
+    archive.append_path_with_name(&path, "Dockerfile").unwrap();
     archive.into_inner().unwrap()
 }
 
