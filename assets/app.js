@@ -444,6 +444,9 @@ function renderFacts(build) {
   if (build.digest) facts.push(["Digest", build.digest]);
   if (build.builder) facts.push(["Builder", build.builder]);
   if (build.retry_of) facts.push(["Retry of", "#" + build.retry_of, "#/builds/" + build.retry_of]);
+  for (const [tag, by] of Object.entries(build.tag_moved_by || {})) {
+    facts.push([`Tag ${tag} moved to`, "#" + by, "#/builds/" + by]);
+  }
   const dl = $("build-facts");
   dl.replaceChildren();
   for (const [term, value, href] of facts) {

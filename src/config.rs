@@ -229,7 +229,7 @@ pub struct ServeArgs {
     /// Prune final builds older than this many days [default: keep]
     #[arg(long, env = "DOCKPUB_RETENTION_DAYS")]
     pub retention_days: Option<u64>,
-    /// Never prune the newest this-many final builds [default: no floor]
+    /// Keep the newest this-many succeeded builds and every build after them [default: no floor]
     #[arg(long, env = "DOCKPUB_RETENTION_KEEP_LAST")]
     pub retention_keep_last: Option<usize>,
     /// Seconds between pruning runs [default: 600]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod docker;
 pub mod http;
 pub mod metrics;
+pub mod named_locks;
 pub mod store;
 pub mod webhooks;
 

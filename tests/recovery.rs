@@ -63,6 +63,10 @@ fn a_build_interrupted_by_a_crash_runs_again_after_restart() {
         logs.matches("Step 1/3").count() >= 2,
         "the first attempt's log is kept too: {logs}"
     );
+    let (first, second) = logs
+        .split_once("dockpub: attempt 2 (the previous one was interrupted)\n")
+        .unwrap_or_else(|| panic!("no marker where the first attempt was cut off: {logs}"));
+    assert!(first.contains("RUN sleep 3") && second.contains("Step 1/3"));
 
     assert_eq!(
         server.wait_final(waiting, BUILD_TIME)["status"],

@@ -15,6 +15,7 @@ use super::vault::CredentialVault;
 use super::RunSettings;
 use crate::docker::BuilderPool;
 use crate::metrics::Metrics;
+use crate::named_locks::NamedLocks;
 use crate::store::{Changes, Store, StoreError};
 use crate::webhooks::Webhooks;
 
@@ -35,6 +36,14 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// Told of every status change; sends nothing on the build's path.
     pub webhooks: Arc<Webhooks>,
+    /// One per `repository:tag`, across builders: held from applying a build's
+    /// tags through pushing and confirming them to recording its end, so builds
+    /// of one tag publish one after the other.
+    pub publish_locks: NamedLocks,
+    /// One per `repository:tag`: held while a build applies its local tags, and
+    /// while a tag is checked and taken back (delete, retention, cancel). Short,
+    /// so a delete never waits for a push.
+    pub tag_locks: NamedLocks,
 }
 
 impl Engine {

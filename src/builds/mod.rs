@@ -11,6 +11,7 @@ mod engine;
 mod events;
 mod follow;
 mod hints;
+mod local_tags;
 mod logs;
 pub mod model;
 pub mod options;
@@ -156,6 +157,8 @@ impl BuildService {
             settings,
             metrics: Arc::default(),
             webhooks,
+            publish_locks: Default::default(),
+            tag_locks: Default::default(),
         });
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
@@ -316,6 +319,12 @@ impl BuildService {
 
     /// A new build from a finished one's stored Dockerfile and settings, pushed
     /// with `credentials` (a password is never kept, so it comes with the request).
+    ///
+    /// Atomic with respect to a delete of the original: the new row is inserted
+    /// naming the original (a foreign key, checked under SQLite's write lock), so
+    /// either the retry is in before the delete, or it fails, and then, as when the
+    /// original's files vanished while they were copied, the answer is the delete's
+    /// `404`, not a store error.
     pub async fn retry(
         &self,
         id: i64,
@@ -331,19 +340,14 @@ impl BuildService {
                 action: "retried",
             });
         }
-        let context = match original.context_dockerfile {
-            Some(dockerfile_path) => Some(PreparedContext {
-                archive: self.engine.store.stage_copy_of_context(id).await?,
-                dockerfile_path,
-            }),
-            None => None,
-        };
+        let copied = self.copy_for_retry(id, original.context_dockerfile).await;
+        let (dockerfile, context) = self.not_found_if_deleted(id, copied).await?;
         let new = NewBuild {
             repository: original.repository,
             tags: TagPlan::Listed(original.tags),
             push: original.push,
             registry_username: None,
-            dockerfile: self.engine.store.read_dockerfile(id).await?,
+            dockerfile,
             context,
             options: original.options,
             created_at: Timestamp::now(),
@@ -352,7 +356,39 @@ impl BuildService {
             callback_url: original.callback_url,
             submitted_by: caller.name.clone(),
         };
-        self.enqueue(new, credentials).await
+        let enqueued = self.enqueue(new, credentials).await;
+        self.not_found_if_deleted(id, enqueued).await
+    }
+
+    /// The original's Dockerfile and a staged copy of its context, for a retry.
+    async fn copy_for_retry(
+        &self,
+        id: i64,
+        context_dockerfile: Option<String>,
+    ) -> Result<(String, Option<PreparedContext>), BuildError> {
+        let context = match context_dockerfile {
+            Some(dockerfile_path) => Some(PreparedContext {
+                archive: self.engine.store.stage_copy_of_context(id).await?,
+                dockerfile_path,
+            }),
+            None => None,
+        };
+        Ok((self.engine.store.read_dockerfile(id).await?, context))
+    }
+
+    /// A store error about build `id` that a delete of it explains is `NotFound`.
+    async fn not_found_if_deleted<T>(
+        &self,
+        id: i64,
+        result: Result<T, BuildError>,
+    ) -> Result<T, BuildError> {
+        match result {
+            Err(BuildError::Store(err)) => match self.engine.store.get_build(id).await {
+                Ok(None) => Err(BuildError::NotFound(id)),
+                _ => Err(BuildError::Store(err)),
+            },
+            other => other,
+        }
     }
 
     /// Refuses when the queue is full; the insert checks again under its lock.
@@ -565,10 +601,14 @@ impl BuildService {
                 action: "deleted",
             });
         }
+        // Held until the row is gone: a delete of another build of the same image
+        // that comes next must no longer count this one as needing the tag.
+        let tag_locks = local_tags::lock(&self.engine, &build).await;
         let deleted = self.remove_local_tags(&build).await?;
         if !self.engine.store.delete_final_build(id).await? {
             return Err(BuildError::NotFound(id));
         }
+        drop(tag_locks);
         match &deleted.image_left_on {
             Some(builder) => {
                 log::info!("build {id}: deleted; its image was left on builder '{builder}'")
@@ -578,8 +618,9 @@ impl BuildService {
         Ok(deleted)
     }
 
-    /// Removes the build's local tags from the builder that built it. A builder
-    /// that is down (or gone from the config) keeps them; the delete goes on.
+    /// Removes the build's local tags from the builder that built it, except those
+    /// another build still needs (see [`local_tags::release`]). A builder that is
+    /// down (or gone from the config) keeps them; the delete goes on.
     async fn remove_local_tags(&self, build: &Build) -> Result<Deleted, BuildError> {
         let nothing_left = Deleted {
             image_left_on: None,
@@ -591,7 +632,7 @@ impl BuildService {
         let Some(name) = &build.builder else {
             // Built before builders were recorded: any builder that answers may hold it.
             for builder in pool.builders().filter(|b| pool.is_up(b.name())) {
-                remove_tags_on(builder, build, image_id).await?;
+                self.release_tags_on(builder, build, image_id).await?;
             }
             return Ok(nothing_left);
         };
@@ -601,11 +642,28 @@ impl BuildService {
         let Some(builder) = pool.builder(name).filter(|b| pool.is_up(b.name())) else {
             return Ok(left_on);
         };
-        match remove_tags_on(builder, build, image_id).await {
+        match self.release_tags_on(builder, build, image_id).await {
             Ok(()) => Ok(nothing_left),
-            Err(err) if err.is_unreachable() => Ok(left_on),
-            Err(err) => Err(err.into()),
+            Err(BuildError::Docker(err)) if err.is_unreachable() => Ok(left_on),
+            Err(err) => Err(err),
         }
+    }
+
+    async fn release_tags_on(
+        &self,
+        builder: &Builder,
+        build: &Build,
+        image_id: &str,
+    ) -> Result<(), BuildError> {
+        let released = local_tags::release(&self.engine, builder, build, image_id).await?;
+        for release in released {
+            log::info!(
+                "build {}: {release} on builder '{}'",
+                build.id,
+                builder.name()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -619,23 +677,6 @@ pub struct Readiness {
     pub problems: Vec<String>,
     /// Builders that do not answer (dockpub is still ready while another does).
     pub builders_down: Vec<String>,
-}
-
-async fn remove_tags_on(
-    builder: &Builder,
-    build: &Build,
-    image_id: &str,
-) -> Result<(), DockerError> {
-    for reference in build.image_references() {
-        if builder.remove_tag_of(&reference, image_id).await? {
-            log::info!(
-                "build {}: removed local tag {reference} on builder '{}'",
-                build.id,
-                builder.name()
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Returns once the subscription reports a final status (or can report nothing more).

@@ -46,6 +46,8 @@ pub struct Build {
     pub builder: Option<String>,
     /// How many times it was handed to a builder.
     pub attempts: u32,
+    /// Per tag a later build took over: that build's id. See README, "Same tag".
+    pub tag_moved_by: BTreeMap<String, i64>,
     /// The name of the API token that submitted it; None when tokens were off.
     pub submitted_by: Option<String>,
 }

@@ -12,13 +12,16 @@ use super::BuildService;
 pub struct Retention {
     /// Prune final builds that finished more than this many days ago.
     pub days: Option<u64>,
-    /// Never prune the newest this-many final builds.
+    /// Keep the newest this-many succeeded builds, and every build newer than
+    /// the oldest of them (failed and cancelled builds do not count).
     pub keep_last: Option<usize>,
     pub interval: Duration,
 }
 
 /// Starts the pruner if any rule is set. A build is pruned when every rule that
-/// is set says so: older than `days`, and outside the newest `keep_last`.
+/// is set says so: older than `days`, and older than the `keep_last`-th newest
+/// succeeded build. A pruned build's local tags go as on a delete: only those no
+/// other build needs.
 pub fn spawn_pruner(service: BuildService, retention: Retention) {
     if retention.days.is_none() && retention.keep_last.is_none() {
         return;

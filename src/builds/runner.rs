@@ -2,18 +2,20 @@
 //! every step. Whatever happens (a failure, a cancel), the build ends in a final state.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::credentials::{auth_server, registry_of, CredentialError};
 use super::dockerfile::base_images;
 use super::engine::Engine;
+use super::local_tags;
 use super::logs::LogWriter;
 use super::model::{Build, Credentials};
 use super::progress::ProgressTracker;
 use super::status::Status;
 use crate::docker::{step_container, BuildSource, BuildSpec, Builder, DockerError, Slot};
-use crate::store::{Changes, StoreError};
+use crate::named_locks::HeldLocks;
+use crate::store::{Changes, PublishedTag, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 enum RunError {
@@ -35,6 +37,14 @@ enum RunError {
     BuilderLost { builder: String, reason: String },
     #[error("gave up after {attempts} attempts; the last one: {last}")]
     TooManyAttempts { attempts: u32, last: Box<RunError> },
+    /// Another push of the tag landed after this one (from another dockpub, or
+    /// from outside dockpub): the registry does not serve this build's image.
+    #[error("{taken}{}", pushed_by(*.by))]
+    TagTakenOver { taken: DockerError, by: Option<i64> },
+}
+
+fn pushed_by(build: Option<i64>) -> String {
+    build.map_or_else(String::new, |id| format!(" (build {id} pushed it)"))
 }
 
 /// Runs of one build that may end with its builder lost before it fails.
@@ -64,6 +74,9 @@ struct Outcome {
     image_id: String,
     /// Per pushed tag; empty for a build-only run.
     digests: BTreeMap<String, String>,
+    /// The build's publish locks, held until its success is recorded: the last
+    /// build to record a tag is the last to have published it.
+    publish_locks: HeldLocks,
 }
 
 /// The build's log and progress, fed as its output arrives.
@@ -72,6 +85,12 @@ struct Output {
     progress: ProgressTracker,
     /// The container of the step running now, to remove on cancel.
     step_container: Mutex<Option<String>>,
+    /// The name of the build's own the image is built under, before the requested
+    /// tags are applied under their locks: a concurrent build of the same tag
+    /// never moves it, and a delete of another build never takes the image away.
+    build_reference: String,
+    /// The image, once built.
+    image_id: OnceLock<String>,
 }
 
 impl Output {
@@ -94,6 +113,12 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
         Ok(output) => output,
         Err(err) => return finish(&engine, &build, Err(err)).await,
     };
+    if build.attempts > 1 {
+        output.log.line(format!(
+            "dockpub: attempt {} (the previous one was interrupted)",
+            build.attempts
+        ));
+    }
     let lost = slot.lost();
     let result = tokio::select! {
         result = execute(&engine, &build, slot.builder(), &output) => result,
@@ -180,22 +205,29 @@ async fn start_output(engine: &Arc<Engine>, id: i64) -> Result<Output, RunError>
         log: LogWriter::start(engine.store.clone(), engine.events.clone(), id, last_seq),
         progress: ProgressTracker::start(engine.events.clone(), id),
         step_container: Mutex::new(None),
+        // Unique across dockpub processes sharing a daemon, whose build ids overlap.
+        build_reference: format!("dockpub-build:{id}-{}", uuid::Uuid::new_v4().simple()),
+        image_id: OnceLock::new(),
     })
 }
 
 async fn finish(engine: &Engine, build: &Build, result: Result<Outcome, RunError>) {
     let id = build.id;
     let first_tag = build.tags.first().cloned();
+    let mut publish_locks = None;
     let (status, changes) = match result {
-        Ok(outcome) => (
-            Status::Succeeded,
-            Changes {
-                image_id: Some(outcome.image_id),
-                digest: first_tag.and_then(|tag| outcome.digests.get(&tag).cloned()),
-                digests: Some(outcome.digests),
-                error: None,
-            },
-        ),
+        Ok(outcome) => {
+            publish_locks = Some(outcome.publish_locks);
+            (
+                Status::Succeeded,
+                Changes {
+                    image_id: Some(outcome.image_id),
+                    digest: first_tag.and_then(|tag| outcome.digests.get(&tag).cloned()),
+                    digests: Some(outcome.digests),
+                    error: None,
+                },
+            )
+        }
         Err(RunError::Cancelled) => (Status::Cancelled, Changes::default()),
         Err(err) if err.requeues() => (Status::Queued, Changes::default()),
         Err(err) => (
@@ -209,6 +241,7 @@ async fn finish(engine: &Engine, build: &Build, result: Result<Outcome, RunError
     if let Err(err) = engine.transition(id, status, changes).await {
         log::error!("build {id}: cannot record that it ended {status}: {err}");
     }
+    drop(publish_locks);
     engine.events.clear_progress(id);
     engine.cancels.remove(id);
     if status == Status::Queued {
@@ -227,25 +260,86 @@ async fn execute(
 ) -> Result<Outcome, RunError> {
     let push_login = push_login(engine, build).await?;
     let image_id = build_image(engine, build, builder, push_login.as_ref(), output).await?;
-    if !build.push {
-        return Ok(Outcome {
-            image_id,
-            digests: BTreeMap::new(),
-        });
-    }
-    let changes = Changes {
-        image_id: Some(image_id.clone()),
-        ..Changes::default()
+    let published = publish(
+        engine,
+        build,
+        builder,
+        image_id,
+        push_login.as_ref(),
+        output,
+    )
+    .await;
+    remove_build_reference(builder, output).await;
+    published
+}
+
+/// Under the build's publish locks: applies its tags, pushes and confirms them,
+/// and notes whose tags it took over. The locks stay held (in the outcome) until
+/// the build's end is recorded.
+async fn publish(
+    engine: &Engine,
+    build: &Build,
+    builder: &Builder,
+    image_id: String,
+    push_login: Option<&Credentials>,
+    output: &Output,
+) -> Result<Outcome, RunError> {
+    record_image(engine, build, &image_id).await?;
+    let publish_locks = engine
+        .publish_locks
+        .lock_all(build.image_references())
+        .await;
+    apply_tags(engine, build, builder, &image_id).await?;
+    let digests = if build.push {
+        push_tags(engine, build, builder, &image_id, push_login, output).await?
+    } else {
+        for tag in &build.tags {
+            note_taken_over(engine, build, builder, &image_id, tag, output).await?;
+        }
+        BTreeMap::new()
     };
-    if engine
-        .transition(build.id, Status::Pushing, changes)
-        .await?
-        .is_none()
-    {
+    Ok(Outcome {
+        image_id,
+        digests,
+        publish_locks,
+    })
+}
+
+/// The image goes on the record before any tag names it: a delete of another
+/// build that checks whether a tag is still needed then sees this build.
+async fn record_image(engine: &Engine, build: &Build, image_id: &str) -> Result<(), RunError> {
+    let recorded = if build.push {
+        let changes = Changes {
+            image_id: Some(image_id.to_string()),
+            ..Changes::default()
+        };
+        let pushing = engine
+            .transition(build.id, Status::Pushing, changes)
+            .await?;
+        pushing.is_some()
+    } else {
+        engine
+            .store
+            .record_image(build.id, image_id.to_string())
+            .await?
+    };
+    if !recorded {
         return Err(RunError::Interrupted(Status::Building));
     }
-    let digests = push_tags(build, builder, push_login.as_ref(), output).await?;
-    Ok(Outcome { image_id, digests })
+    Ok(())
+}
+
+async fn apply_tags(
+    engine: &Engine,
+    build: &Build,
+    builder: &Builder,
+    image_id: &str,
+) -> Result<(), RunError> {
+    let _tag_locks = local_tags::lock(engine, build).await;
+    for tag in &build.tags {
+        builder.tag(image_id, &build.repository, tag).await?;
+    }
+    Ok(())
 }
 
 /// The request's login when it sent one; else what the config or Docker's config
@@ -289,7 +383,8 @@ async fn pull_logins(
     Ok(logins)
 }
 
-/// Builds with the first tag, then adds the others. Returns the image id.
+/// Builds under the build's own name (see [`Output::build_reference`]). Returns
+/// the image id.
 async fn build_image(
     engine: &Engine,
     build: &Build,
@@ -307,45 +402,46 @@ async fn build_image(
         None => BuildSource::Dockerfile(&dockerfile),
     };
     let pull_logins = pull_logins(engine, build, &dockerfile, push_login).await?;
-    let mut references = build.image_references();
-    let first = references
-        .next()
-        .unwrap_or_else(|| build.repository.clone());
     let spec = BuildSpec {
         source,
-        reference: &first,
+        reference: &output.build_reference,
         options: &build.options,
         pull_logins: &pull_logins,
         timeout: engine.settings.build_timeout,
     };
     let image_id = builder.build(spec, |line| output.build_line(line)).await?;
-    for tag in build.tags.iter().skip(1) {
-        builder.tag(&image_id, &build.repository, tag).await?;
-    }
+    let _ = output.image_id.set(image_id.clone());
     output.log.line(format!("dockpub: built {image_id}"));
     Ok(image_id)
 }
 
 /// Pushes every tag; returns the digest the registry confirmed for each.
 async fn push_tags(
+    engine: &Engine,
     build: &Build,
     builder: &Builder,
+    image_id: &str,
     credentials: Option<&Credentials>,
     output: &Output,
 ) -> Result<BTreeMap<String, String>, RunError> {
     let mut digests = BTreeMap::new();
     for tag in &build.tags {
-        let digest = builder
-            .push(&build.repository, tag, credentials, |update| {
+        let pushed = builder
+            .push(image_id, &build.repository, tag, credentials, |update| {
                 output.progress.push_update(&update);
                 output.log.line(update.line());
             })
-            .await?;
+            .await;
+        let digest = match pushed {
+            Ok(digest) => digest,
+            Err(err) => return Err(taken_over_by(engine, &build.repository, err).await),
+        };
         let reference = format!("{}:{tag}", build.repository);
         output.log.line(format!(
             "dockpub: registry confirmed {reference} at {digest}"
         ));
         digests.insert(tag.clone(), digest);
+        note_taken_over(engine, build, builder, image_id, tag, output).await?;
     }
     if digests.is_empty() {
         return Err(RunError::Docker(DockerError::Unconfirmed {
@@ -356,7 +452,65 @@ async fn push_tags(
     Ok(digests)
 }
 
-/// A cancelled build leaves no step container and no tag of its own behind.
+/// When the registry serves another manifest for the tag, names the build that
+/// pushed it if dockpub knows it.
+async fn taken_over_by(engine: &Engine, repository: &str, err: DockerError) -> RunError {
+    let DockerError::RegistryServesOther { serves, .. } = &err else {
+        return err.into();
+    };
+    let by = engine
+        .store
+        .build_with_digest(repository.to_string(), serves.clone())
+        .await
+        .unwrap_or_else(|lookup| {
+            log::warn!("cannot look up which build pushed {serves}: {lookup}");
+            None
+        });
+    RunError::TagTakenOver { taken: err, by }
+}
+
+/// Records on the builds that published another image under `tag` before this
+/// one that their tag has moved, and says so in this build's log.
+async fn note_taken_over(
+    engine: &Engine,
+    build: &Build,
+    builder: &Builder,
+    image_id: &str,
+    tag: &str,
+    output: &Output,
+) -> Result<(), RunError> {
+    let published = PublishedTag {
+        by: build.id,
+        repository: build.repository.clone(),
+        tag: tag.to_string(),
+        image_id: image_id.to_string(),
+        builder: builder.name().to_string(),
+        pushed: build.push,
+    };
+    let moved_from = engine.store.record_tag_moved(published).await?;
+    if !moved_from.is_empty() {
+        let ids: Vec<String> = moved_from.iter().map(i64::to_string).collect();
+        output.log.line(format!(
+            "dockpub: {}:{tag} now names this build's image; it moved from build {}",
+            build.repository,
+            ids.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Removes the build's own name from its image; the requested tags keep it.
+async fn remove_build_reference(builder: &Builder, output: &Output) {
+    let reference = &output.build_reference;
+    if let Err(err) = builder.untag(reference).await {
+        output.log.line(format!(
+            "dockpub: could not remove the build's own tag {reference}: {err}"
+        ));
+    }
+}
+
+/// A cancelled build leaves no step container, no name of its own and no tag
+/// that only it needs behind.
 async fn clean_up_cancelled(engine: &Engine, id: i64, builder: &Builder, output: &Output) {
     let container = output
         .step_container
@@ -370,10 +524,14 @@ async fn clean_up_cancelled(engine: &Engine, id: i64, builder: &Builder, output:
             ));
         }
     }
-    remove_own_tags(engine, id, builder, &output.log).await;
+    remove_build_reference(builder, output).await;
+    remove_own_tags(engine, id, builder, output).await;
 }
 
-async fn remove_own_tags(engine: &Engine, id: i64, builder: &Builder, log: &LogWriter) {
+async fn remove_own_tags(engine: &Engine, id: i64, builder: &Builder, output: &Output) {
+    let Some(image_id) = output.image_id.get() else {
+        return;
+    };
     let build = match engine.store.get_build(id).await {
         Ok(Some(build)) => build,
         Ok(None) => return,
@@ -381,16 +539,15 @@ async fn remove_own_tags(engine: &Engine, id: i64, builder: &Builder, log: &LogW
             return log::error!("build {id}: cannot read it to clean up after cancel: {err}")
         }
     };
-    let Some(image_id) = &build.image_id else {
-        return;
-    };
-    for reference in build.image_references() {
-        match builder.remove_tag_of(&reference, image_id).await {
-            Ok(true) => log.line(format!("dockpub: removed local tag {reference}")),
-            Ok(false) => {}
-            Err(err) => log.line(format!(
-                "dockpub: could not remove local tag {reference}: {err}"
-            )),
+    let _tag_locks = local_tags::lock(engine, &build).await;
+    match local_tags::release(engine, builder, &build, image_id).await {
+        Ok(released) => {
+            for release in released {
+                output.log.line(format!("dockpub: {release}"));
+            }
         }
+        Err(err) => output
+            .log
+            .line(format!("dockpub: could not remove local tags: {err}")),
     }
 }

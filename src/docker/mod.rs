@@ -13,6 +13,8 @@ use std::time::Duration;
 use bollard::Docker;
 use tokio::sync::OnceCell;
 
+use crate::named_locks::NamedLocks;
+
 pub use build::{step_container, BuildSource, BuildSpec};
 pub use health::spawn_health_checks;
 pub use pool::{BuilderPool, BuilderStatus, Slot};
@@ -36,6 +38,20 @@ pub enum DockerError {
     PushRejected { reference: String, message: String },
     #[error("the registry did not confirm the push of {reference}: {reason}")]
     Unconfirmed { reference: String, reason: String },
+    /// The push went by name, and the name no longer named this build's image.
+    #[error("the push of {reference} sent another image than this build's {image_id} (manifest {pushed_digest}): the local tag was moved while it was pushed")]
+    PushedAnotherImage {
+        reference: String,
+        image_id: String,
+        pushed_digest: String,
+    },
+    /// Another push of the same tag landed after this one.
+    #[error("the registry now serves {serves} for {reference}, not this build's manifest {pushed_digest}")]
+    RegistryServesOther {
+        reference: String,
+        serves: String,
+        pushed_digest: String,
+    },
     #[error("Docker daemon error: {0}")]
     Daemon(#[from] bollard::errors::Error),
     #[error("builder '{builder}' did not answer within {secs} s")]
@@ -95,7 +111,7 @@ pub struct Builder {
     /// Connected and version-negotiated on first use, so a daemon that is down at
     /// start is picked up once it answers.
     client: OnceCell<Docker>,
-    push_locks: push::RepositoryLocks,
+    push_locks: NamedLocks,
 }
 
 impl Builder {
@@ -103,7 +119,7 @@ impl Builder {
         Builder {
             config,
             client: OnceCell::new(),
-            push_locks: push::RepositoryLocks::default(),
+            push_locks: NamedLocks::default(),
         }
     }
 
@@ -190,33 +206,40 @@ impl Builder {
         Ok(format!("{os}/{}", go_architecture(&arch)))
     }
 
-    /// Removes `reference` only while it still names `image_id`: a later build may
-    /// have moved the tag, and that image is not ours to untag.
-    /// Returns whether a tag was removed.
-    pub async fn remove_tag_of(
-        &self,
-        reference: &str,
-        image_id: &str,
-    ) -> Result<bool, DockerError> {
-        let docker = self.client().await?;
-        let current = match docker.inspect_image(reference).await {
-            Ok(image) => image.id,
-            Err(err) if is_not_found(&err) => return Ok(false),
-            Err(err) => return Err(err.into()),
-        };
-        if current.as_deref() != Some(image_id) {
-            return Ok(false);
+    /// The local image `reference` names now, with all its tags; None when it names none.
+    pub async fn local_image(&self, reference: &str) -> Result<Option<LocalImage>, DockerError> {
+        match self.client().await?.inspect_image(reference).await {
+            Ok(image) => Ok(Some(LocalImage {
+                id: image.id.unwrap_or_default(),
+                tags: image.repo_tags.unwrap_or_default(),
+            })),
+            Err(err) if is_not_found(&err) => Ok(None),
+            Err(err) => Err(err.into()),
         }
+    }
+
+    /// Removes the tag `reference`; the image goes too when that was its last tag.
+    /// Returns whether there was such a tag.
+    pub async fn untag(&self, reference: &str) -> Result<bool, DockerError> {
         let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
             .force(false)
             .noprune(false)
             .build();
+        let docker = self.client().await?;
         match docker.remove_image(reference, Some(options), None).await {
             Ok(_) => Ok(true),
             Err(err) if is_not_found(&err) => Ok(false),
             Err(err) => Err(err.into()),
         }
     }
+}
+
+/// A local image as a tag finds it.
+#[derive(Debug, Clone)]
+pub struct LocalImage {
+    pub id: String,
+    /// Every `repository:tag` naming it, the one it was found by included.
+    pub tags: Vec<String>,
 }
 
 /// `docker info` reports the kernel's machine name (`x86_64`); platforms use Go's.

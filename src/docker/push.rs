@@ -1,7 +1,6 @@
 //! Tagging and pushing, and checking with the registry that the push landed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::LazyLock;
 
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
@@ -16,27 +15,6 @@ use crate::builds::model::Credentials;
 /// The push's last status line: `TAG: digest: sha256:HEX size: N`.
 static PUSHED_DIGEST: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"digest: (sha256:[0-9a-f]{64})").expect("digest regex"));
-
-/// One push at a time per repository on a daemon. The daemon shares a layer upload
-/// between concurrent pushes to the same repository, so a push with a wrong
-/// password would otherwise fail a concurrent push that has the right one.
-#[derive(Default)]
-pub struct RepositoryLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
-
-impl RepositoryLocks {
-    async fn lock(&self, repository: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self
-                .0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            // Forget locks nobody holds or waits for, so the map stays small.
-            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-            locks.entry(repository.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
-    }
-}
 
 /// One message of a push's progress stream.
 #[derive(Debug, Clone)]
@@ -75,9 +53,12 @@ impl Builder {
     }
 
     /// Pushes `repository:tag`, handing progress to `on_update`, and returns the
-    /// manifest digest once the registry itself reports that digest for the tag.
+    /// manifest digest once it is sure the registry serves `image_id` under the tag:
+    /// the daemon made the pushed manifest from `image_id` (so its config is that
+    /// image), and the registry itself names that manifest for the tag.
     pub async fn push<F>(
         &self,
+        image_id: &str,
         repository: &str,
         tag: &str,
         credentials: Option<&Credentials>,
@@ -87,6 +68,9 @@ impl Builder {
         F: FnMut(PushUpdate) + Send,
     {
         let docker = self.client().await?;
+        // One push at a time per repository on a daemon. The daemon shares a layer
+        // upload between concurrent pushes to the same repository, so a push with a
+        // wrong password would otherwise fail a concurrent push that has the right one.
         let _one_push_per_repository = self.push_locks.lock(repository).await;
         let reference = format!("{repository}:{tag}");
         let options = PushImageOptionsBuilder::default().tag(tag).build();
@@ -132,9 +116,36 @@ impl Builder {
             reference: reference.clone(),
             reason: "the push ended without a digest".into(),
         })?;
+        self.confirm_manifest_of(image_id, &reference, &pushed_digest)
+            .await?;
         self.confirm_with_registry(&reference, &pushed_digest, credentials)
             .await?;
         Ok(pushed_digest)
+    }
+
+    /// The daemon records the manifest digest a push made on the image it pushed.
+    /// A push goes by name, so this is where a tag moved under the push shows.
+    async fn confirm_manifest_of(
+        &self,
+        image_id: &str,
+        reference: &str,
+        pushed_digest: &str,
+    ) -> Result<(), DockerError> {
+        let image = self.client().await?.inspect_image(image_id).await?;
+        let digest_suffix = format!("@{pushed_digest}");
+        let made_from_image = image
+            .repo_digests
+            .unwrap_or_default()
+            .iter()
+            .any(|repo_digest| repo_digest.ends_with(&digest_suffix));
+        if made_from_image {
+            return Ok(());
+        }
+        Err(DockerError::PushedAnotherImage {
+            reference: reference.to_string(),
+            image_id: image_id.to_string(),
+            pushed_digest: pushed_digest.to_string(),
+        })
     }
 
     /// Asks the registry (through the daemon's distribution endpoint) which manifest
@@ -160,9 +171,11 @@ impl Builder {
             .map_err(|err| unconfirmed(format!("asking the registry failed: {err}")))?;
         match inspected.descriptor.digest {
             Some(digest) if digest == pushed_digest => Ok(()),
-            Some(digest) => Err(unconfirmed(format!(
-                "the push reported {pushed_digest} but the registry serves {digest}"
-            ))),
+            Some(digest) => Err(DockerError::RegistryServesOther {
+                reference: reference.to_string(),
+                serves: digest,
+                pushed_digest: pushed_digest.to_string(),
+            }),
             None => Err(unconfirmed("the registry reported no digest".into())),
         }
     }

@@ -32,6 +32,9 @@ pub struct BuildView<'a> {
     /// The builder it runs or last ran on; null while queued.
     builder: Option<&'a str>,
     attempts: u32,
+    /// Per tag, the build that later took it over (pushed another image under it,
+    /// or moved the local tag on the same builder); empty while this build owns all its tags.
+    tag_moved_by: &'a BTreeMap<String, i64>,
     /// The name of the API token that submitted it; null when tokens are off.
     submitted_by: Option<&'a str>,
     progress: Option<&'a Progress>,
@@ -78,6 +81,7 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             retry_of: build.retry_of,
             builder: build.builder.as_deref(),
             attempts: build.attempts,
+            tag_moved_by: &build.tag_moved_by,
             submitted_by: build.submitted_by.as_deref(),
             progress: build.progress.as_ref(),
             waiting_for: build.waiting_for.as_deref(),

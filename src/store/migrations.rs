@@ -12,7 +12,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_contexts.sql"),
     include_str!("migrations/004_deliveries.sql"),
     include_str!("migrations/005_builders.sql"),
-    include_str!("migrations/006_submitted_by.sql"),
+    include_str!("migrations/006_tag_moved_by.sql"),
+    include_str!("migrations/007_submitted_by.sql"),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {

@@ -7,6 +7,7 @@ mod files;
 mod lock;
 mod migrations;
 mod rows;
+mod sharing;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,6 +22,7 @@ use crate::builds::status::Status;
 pub use files::BuildFiles;
 pub use lock::{DataDirLock, LockError};
 use rows::{build_from_row, BUILD_COLUMNS};
+pub use sharing::PublishedTag;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -289,8 +291,10 @@ impl Store {
         .await
     }
 
-    /// Final builds to prune: finished before `finished_before` (if given) and not
-    /// among the newest `keep_last` final builds (if given). Oldest first.
+    /// Final builds to prune: finished before `finished_before` (if given) and, if
+    /// `keep_last` is given, older than the `keep_last`-th newest succeeded build
+    /// (failed and cancelled builds do not count; nothing is pruned for this rule
+    /// until that many builds succeeded). Oldest first.
     pub async fn prunable_builds(
         &self,
         finished_before: Option<Timestamp>,
@@ -301,11 +305,12 @@ impl Store {
             let sql = format!(
                 "SELECT id FROM builds
                  WHERE status IN ({finals}) AND (?1 IS NULL OR finished_at < ?1)
-                   AND id NOT IN (SELECT id FROM builds WHERE status IN ({finals}) ORDER BY id DESC LIMIT ?2)
+                   AND (?2 IS NULL OR ?2 = 0 OR id < (SELECT id FROM builds WHERE status = 'succeeded'
+                                                      ORDER BY id DESC LIMIT 1 OFFSET ?2 - 1))
                  ORDER BY id"
             );
             let before = finished_before.map(Timestamp::to_rfc3339);
-            let keep = keep_last.unwrap_or(0) as i64;
+            let keep = keep_last.map(|keep| keep as i64);
             let mut statement = conn.prepare(&sql)?;
             let ids = statement.query_map(params![before, keep], |row| row.get(0))?;
             Ok(ids.collect::<Result<_, _>>()?)
@@ -525,7 +530,7 @@ mod tests {
     use super::*;
     use crate::builds::model::BuildOptions;
 
-    fn new_build(n: usize) -> NewBuild {
+    pub(super) fn new_build(n: usize) -> NewBuild {
         NewBuild {
             repository: "store/app".into(),
             tags: TagPlan::Listed(vec![format!("t{n}")]),
@@ -666,24 +671,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn prunes_only_final_builds_outside_the_newest_kept() {
-        let (_dir, store, ids) = store_with(4).await;
-        for &id in &ids[..3] {
+    async fn keeps_the_newest_succeeded_builds_and_everything_after_them() {
+        let (_dir, store, ids) = store_with(6).await;
+        let ends = [
+            Status::Succeeded,
+            Status::Failed,
+            Status::Succeeded,
+            Status::Cancelled,
+            Status::Succeeded,
+        ];
+        for (&id, end) in ids.iter().zip(ends) {
             store
                 .claim_next_queued("local".into(), Vec::new())
                 .await
                 .unwrap();
             store
-                .transition(id, None, Status::Failed, Changes::default())
+                .transition(id, None, end, Changes::default())
                 .await
                 .unwrap()
                 .unwrap();
         }
-        // ids[3] is still queued: never pruned, and not counted among the kept.
-        assert_eq!(
-            store.prunable_builds(None, Some(1)).await.unwrap(),
-            vec![ids[0], ids[1]]
-        );
+        // ids[5] is still queued: never pruned, and not counted among the kept.
+        let prunable = |keep| {
+            let store = store.clone();
+            async move { store.prunable_builds(None, keep).await.unwrap() }
+        };
+        assert_eq!(prunable(Some(1)).await, ids[..4].to_vec());
+        assert_eq!(prunable(Some(2)).await, ids[..2].to_vec());
+        assert_eq!(prunable(Some(3)).await, Vec::<i64>::new());
+        assert_eq!(prunable(Some(4)).await, Vec::<i64>::new());
+        assert_eq!(prunable(Some(0)).await, ids[..5].to_vec());
         let long_ago = Timestamp(chrono::Utc::now() - chrono::Duration::days(1));
         assert_eq!(
             store.prunable_builds(Some(long_ago), None).await.unwrap(),
@@ -692,7 +709,7 @@ mod tests {
         let soon = Timestamp(chrono::Utc::now() + chrono::Duration::seconds(5));
         assert_eq!(
             store.prunable_builds(Some(soon), Some(2)).await.unwrap(),
-            vec![ids[0]]
+            ids[..2].to_vec()
         );
     }
 }

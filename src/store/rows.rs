@@ -7,7 +7,7 @@ use crate::builds::model::{Build, Timestamp};
 
 pub const BUILD_COLUMNS: &str = "id, status, repository, tags, push, registry_username, image_id, \
      digest, error, created_at, started_at, built_at, finished_at, retry_of, options, digests, context_dockerfile, \
-     callback_url, builder, attempts, submitted_by";
+     callback_url, builder, attempts, tag_moved_by, submitted_by";
 
 /// Reads one row; the outer error is SQLite's, the inner one a row that does not parse.
 pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreError>> {
@@ -18,6 +18,7 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
     let times: [Option<String>; 3] = [row.get(10)?, row.get(11)?, row.get(12)?];
     let options: String = row.get(14)?;
     let digests: String = row.get(15)?;
+    let tag_moved_by: String = row.get(20)?;
     let parsed = (|| {
         let corrupt = |what: &str| StoreError::Corrupt(format!("build {id}: {what}"));
         let [started_at, built_at, finished_at] = times.map(|t| t.as_deref().map(Timestamp::parse));
@@ -49,7 +50,9 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
             callback_url: row.get(17)?,
             builder: row.get(18)?,
             attempts: row.get(19)?,
-            submitted_by: row.get(20)?,
+            tag_moved_by: serde_json::from_str(&tag_moved_by)
+                .map_err(|_| corrupt("bad tag_moved_by"))?,
+            submitted_by: row.get(21)?,
         })
     })();
     Ok(parsed)

@@ -219,6 +219,10 @@ impl Server {
         }
     }
 
+    pub fn delete(&self, path: &str) -> Response {
+        self.client.delete(self.url(path)).send().expect("DELETE")
+    }
+
     pub fn logs(&self, id: i64) -> String {
         let response = self.get(&format!("/api/v1/builds/{id}/logs"));
         assert_eq!(response.status(), 200);
@@ -319,6 +323,27 @@ pub fn pushed_digest(repository: &str, tag: &str, auth: Option<(&str, &str)>) ->
         .split_once('/')
         .expect("a repository with its registry host");
     registry_digest(registry, path, tag, auth)
+}
+
+/// The config digest (the image id) of the manifest `digest` in `registry/path`
+/// (`repository`), asked of the registry itself.
+pub fn manifest_config(repository: &str, digest: &str) -> Option<String> {
+    let (registry, path) = repository
+        .split_once('/')
+        .expect("a repository with its registry host");
+    let response = Client::new()
+        .get(format!("http://{registry}/v2/{path}/manifests/{digest}"))
+        .header(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .send()
+        .expect("ask the registry");
+    if !response.status().is_success() {
+        return None;
+    }
+    let manifest: Value = response.json().expect("a manifest");
+    manifest["config"]["digest"].as_str().map(str::to_string)
 }
 
 /// Whether the local daemon has an image by this reference.
