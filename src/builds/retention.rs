@@ -47,9 +47,27 @@ async fn prune(service: &BuildService, retention: Retention) {
         Err(err) => return log::error!("retention: cannot list builds to prune: {err}"),
     };
     for id in ids {
+        if let Some(builder) = builder_not_up(service, id).await {
+            // Deleting now would leave its tags behind; the next pass tries again.
+            log::debug!("retention: build {id} waits for builder '{builder}' to answer");
+            continue;
+        }
         match service.delete(id, false).await {
             Ok(_) => log::info!("retention: pruned build {id}"),
             Err(err) => log::warn!("retention: build {id} kept: {err}"),
         }
+    }
+}
+
+/// The builder holding the build's image, when it is configured but not known to
+/// be up (down, or not yet checked at start); for a build from before the pool,
+/// any builder, while none is up.
+async fn builder_not_up(service: &BuildService, id: i64) -> Option<String> {
+    let build = service.get(id).await.ok()?;
+    build.image_id.as_ref()?;
+    let pool = &service.engine.pool;
+    match build.builder {
+        Some(name) => (pool.builder(&name).is_some() && !pool.is_up(&name)).then_some(name),
+        None => (!pool.builders().any(|b| pool.is_up(b.name()))).then(|| "any".to_string()),
     }
 }
