@@ -221,6 +221,12 @@ fn builds_wait_queued_while_the_daemon_is_down_and_run_when_it_is_back() {
     let readiness = server.get("/readyz");
     assert_eq!(readiness.status(), 503);
     let body: Value = readiness.json().unwrap();
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(
+        body["builders_down"],
+        serde_json::json!(["local"]),
+        "{body}"
+    );
     assert!(
         body["reasons"][0]
             .as_str()
