@@ -26,7 +26,7 @@ enum Command {
     /// Submit a build: a Dockerfile, or a directory as its context
     Submit {
         #[command(flatten)]
-        submit: SubmitArgs,
+        submit: Box<SubmitArgs>,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -62,7 +62,7 @@ pub struct SubmitArgs {
 /// What the client was asked to do.
 #[derive(Debug)]
 pub enum Request {
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     List,
     Status(i64),
     Logs { id: i64, follow: bool },
@@ -88,7 +88,7 @@ async fn execute(
     output: Output,
 ) -> Result<ExitCode, CliError> {
     let answer = match request {
-        Request::Submit(submit) => return submit_build(client, submit, output).await,
+        Request::Submit(submit) => return submit_build(client, *submit, output).await,
         Request::Logs { id, follow: true } => return follow::follow(client, id, output).await,
         Request::Logs { id, follow: false } => {
             print!("{}", client.logs(id).await?);
