@@ -255,3 +255,33 @@ fn submit_refuses_what_the_server_would_and_never_takes_a_password_argument() {
         "{builds}"
     );
 }
+
+/// Every flag of the README's `submit` table is in `dockpub submit --help`, and the
+/// client's variables are named there.
+#[test]
+fn submit_help_lists_every_documented_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dockpub"))
+        .args(["submit", "--help"])
+        .output()
+        .expect("dockpub submit --help");
+    let help = text(&out.stdout);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let start = readme
+        .find("| flag | field |")
+        .expect("the submit flag table");
+    let flags: Vec<&str> = readme[start..]
+        .lines()
+        .take_while(|line| line.starts_with('|'))
+        .flat_map(|line| line.split('`'))
+        .filter(|word| word.starts_with('-'))
+        .map(|word| word.split(' ').next().unwrap())
+        .collect();
+    assert!(flags.len() >= 15, "{flags:?}");
+    for flag in flags
+        .iter()
+        .chain(&["[env: DOCKPUB_URL", "[env: DOCKPUB_TOKEN"])
+    {
+        assert!(help.contains(flag), "`submit --help` lacks {flag}:\n{help}");
+    }
+}
