@@ -131,6 +131,11 @@ fn a_bind_that_is_not_host_port_or_is_taken_exits_2() {
 fn an_unusable_data_dir_exits_2() {
     let file = tempfile::NamedTempFile::new().unwrap();
     let path = file.path().to_str().unwrap();
+    refused(&["--data-dir", path], "", &[], path);
+    // A folder whose inside cannot be used: its `builds` is a file.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("builds"), "not a folder").unwrap();
+    let path = dir.path().to_str().unwrap();
     refused(&["--data-dir", path], "", &[], &format!("data_dir {path}"));
 }
 
