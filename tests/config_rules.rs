@@ -37,7 +37,8 @@ fn start(args: &[&str], config: &str, env: &[(&str, &str)]) -> Start {
     }
 }
 
-/// The exit code, or None once the server says it listens (it is then stopped).
+/// The exit code, or None once the server says it listens (it is then stopped with
+/// SIGTERM, and must exit 0 within a few seconds).
 fn wait_or_listening(child: &mut Child, log: &Path) -> Option<i32> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -50,12 +51,29 @@ fn wait_or_listening(child: &mut Child, log: &Path) -> Option<i32> {
             "dockpub neither exited nor listened"
         );
         if listening {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_cleanly(child);
             return None;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// SIGTERM; a server that started exits 0.
+fn stop_cleanly(child: &mut Child) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("dockpub status") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "dockpub did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    assert_eq!(status.code(), Some(0), "a clean stop exits 0");
 }
 
 /// Asserts the start was refused with exit code 2 and a message containing `says`.
@@ -189,6 +207,12 @@ fn build_limits_must_fit_docker() {
 fn an_empty_token_exits_2() {
     refused(&[], "[auth]\ntokens = [\"\"]\n", &[], "auth.tokens");
     refused(&["--api-tokens", "tok,"], "", &[], "auth.tokens");
+    let unset = start(&[], "", &[("DOCKPUB_API_TOKENS", "")]);
+    assert_eq!(
+        unset.code, None,
+        "an empty variable means none:\n{}",
+        unset.log
+    );
 }
 
 #[test]
