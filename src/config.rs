@@ -61,7 +61,7 @@ pub struct Config {
     /// saying what it waited for (unset: it waits).
     pub max_queue_wait_secs: Option<u64>,
     /// On SIGTERM/SIGINT, how long running builds may take to finish before they
-    /// are stopped and left queued for the next start.
+    /// are stopped and left queued for the next start; 0 stops them at once.
     pub shutdown_grace_secs: u64,
     /// Final builds older than this many days are pruned (unset: kept).
     pub retention_days: Option<u64>,
@@ -223,7 +223,7 @@ pub struct ServeArgs {
     /// Fail a build that waited this many seconds in the queue [default: wait]
     #[arg(long, env = "DOCKPUB_MAX_QUEUE_WAIT_SECS")]
     pub max_queue_wait_secs: Option<u64>,
-    /// Seconds running builds get to finish on SIGTERM/SIGINT [default: 30]
+    /// Seconds running builds get to finish on SIGTERM/SIGINT; 0 stops them at once [default: 30]
     #[arg(long, env = "DOCKPUB_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
     /// Prune final builds older than this many days [default: keep]
@@ -367,11 +367,13 @@ impl Config {
             self.retention_keep_last = retention_keep_last;
         }
         if let Some(tokens) = api_tokens {
-            self.auth.tokens = tokens.into_iter().map(Secret::new).collect();
+            // `DOCKPUB_API_TOKENS=` (empty) says "no tokens", as empty values do elsewhere.
+            let unset = tokens.is_empty() || tokens == [""];
+            self.auth.tokens = match unset {
+                true => Vec::new(),
+                false => tokens.into_iter().map(Secret::new).collect(),
+            };
         }
-        self.auth
-            .tokens
-            .retain(|token| !token.expose().trim().is_empty());
         set(&mut self.max_context_bytes, max_context_bytes);
         set(&mut self.max_context_entries, max_context_entries);
         set(&mut self.allowed_hosts, allowed_hosts);
@@ -380,7 +382,11 @@ impl Config {
         set(&mut self.build_memory_bytes, build_memory_bytes);
         set(&mut self.build_cpu_shares, build_cpu_shares);
         set(&mut self.build_timeout_secs, build_timeout_secs);
-        set(&mut self.allowed_callback_hosts, allowed_callback_hosts);
+        if let Some(hosts) = allowed_callback_hosts {
+            self.allowed_callback_hosts = hosts;
+            self.allowed_callback_hosts
+                .retain(|host| !host.trim().is_empty());
+        }
         set(
             &mut self.webhook_retry_backoff_secs,
             webhook_retry_backoff_secs,
@@ -389,8 +395,6 @@ impl Config {
             self.callback_secret_env = callback_secret_env;
         }
         self.callback_secret_env.take_if(|name| name.is_empty());
-        self.allowed_callback_hosts
-            .retain(|host| !host.trim().is_empty());
         if docker_host.is_some() {
             self.docker_host = docker_host;
         }
@@ -423,12 +427,56 @@ impl Config {
                 "max_queue_wait_secs must be at least 1 (or unset: builds wait)".into(),
             ));
         }
+        self.validate_bind()?;
+        self.validate_docker_host()?;
+        if self
+            .auth
+            .tokens
+            .iter()
+            .any(|token| token.expose().trim().is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "auth.tokens: a token must not be empty (leave the list empty for none)".into(),
+            ));
+        }
         self.validate_build_limits()?;
         self.api_tokens()?;
         self.registry_credentials()?;
         self.webhook_settings()?;
         self.validate_builders()?;
         Ok(())
+    }
+
+    /// `docker_host`, or when it is unset (and no `[[builders]]`) the `DOCKER_HOST`
+    /// it falls back to: the same rule as a builder's `host`.
+    fn validate_docker_host(&self) -> Result<(), ConfigError> {
+        let inherited = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|host| !host.is_empty() && self.builders.is_empty());
+        let (key, host) = match (&self.docker_host, inherited) {
+            (Some(host), _) => ("docker_host", host.clone()),
+            (None, Some(host)) => ("DOCKER_HOST", host),
+            (None, None) => return Ok(()),
+        };
+        check_docker_host(&host)
+            .map(|_| ())
+            .map_err(|why| ConfigError::Invalid(format!("{key} {why}")))
+    }
+
+    /// `HOST:PORT` that resolves; a name such as `localhost` is looked up now.
+    fn validate_bind(&self) -> Result<(), ConfigError> {
+        use std::net::ToSocketAddrs;
+        match self.bind.to_socket_addrs().map(|mut found| found.next()) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(ConfigError::Invalid(format!(
+                "bind '{}': the name has no address",
+                self.bind
+            ))),
+            Err(err) => Err(ConfigError::Invalid(format!(
+                "bind '{}' is not HOST:PORT: {err}",
+                self.bind
+            ))),
+        }
     }
 
     fn validate_builders(&self) -> Result<(), ConfigError> {
@@ -514,6 +562,16 @@ impl Config {
         if self.webhook_retry_backoff_secs.contains(&0) {
             return invalid("webhook_retry_backoff_secs: every wait must be at least 1".into());
         }
+        if let Some(bad) = self
+            .allowed_callback_hosts
+            .iter()
+            .find(|host| !is_callback_host_pattern(host))
+        {
+            return invalid(format!(
+                "allowed_callback_hosts: '{bad}' is not a host name, an address or *.suffix \
+                 (no scheme, port or path)"
+            ));
+        }
         let mut secrets = std::collections::HashMap::new();
         for (index, webhook) in self.webhooks.iter().enumerate() {
             let key = format!("webhooks[{index}]");
@@ -582,13 +640,7 @@ impl BuilderEntry {
                 self.name
             )));
         }
-        let tcp = self.host.starts_with("tcp://");
-        if !tcp && !self.host.starts_with("unix://") {
-            return Err(invalid(format!(
-                "host '{}' must be unix:///path or tcp://HOST:PORT",
-                self.host
-            )));
-        }
+        let tcp = check_docker_host(&self.host).map_err(|why| invalid(format!("host {why}")))?;
         if self.max_concurrent_builds == Some(0) {
             return Err(invalid("max_concurrent_builds must be at least 1".into()));
         }
@@ -678,6 +730,32 @@ impl TokenEntry {
             }),
         })
     }
+}
+
+/// The daemon addresses dockpub can reach, for `docker_host` and `[[builders]] host`
+/// alike: `unix:///path` or `tcp://HOST:PORT`. Says whether it is TCP.
+fn check_docker_host(host: &str) -> Result<bool, String> {
+    if host
+        .strip_prefix("unix://")
+        .is_some_and(|path| path.len() > 1 && path.starts_with('/'))
+    {
+        return Ok(false);
+    }
+    let tcp_address = host
+        .strip_prefix("tcp://")
+        .and_then(|address| address.rsplit_once(':'));
+    if tcp_address.is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok()) {
+        return Ok(true);
+    }
+    Err(format!("'{host}' must be unix:///path or tcp://HOST:PORT"))
+}
+
+/// A host as a URL names it (`hooks.example.com`, `10.0.0.7`, `[::1]`), or
+/// `*.suffix`: no scheme, port or path, which would never match.
+fn is_callback_host_pattern(pattern: &str) -> bool {
+    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+    let parsed = reqwest::Url::parse(&format!("http://{name}/"));
+    parsed.is_ok_and(|url| url.host_str() == Some(name.to_ascii_lowercase().as_str()))
 }
 
 impl RegistryLogin {

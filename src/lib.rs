@@ -30,10 +30,20 @@ use webhooks::Webhooks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("data_dir {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: StoreError,
+    },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -41,11 +51,14 @@ pub enum StartError {
 }
 
 impl StartError {
-    /// 2 when the settings or the data directory stand in the way, as for an
-    /// invalid configuration; 1 for anything else.
+    /// 2 when the settings, the bind address or the data directory stand in the
+    /// way, as for an invalid configuration; 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartError::Config(_) | StartError::Locked(_) => 2,
+            StartError::Config(_)
+            | StartError::Locked(_)
+            | StartError::Bind { .. }
+            | StartError::DataDir { .. } => 2,
             StartError::Listen(_) | StartError::Store(_) => 1,
         }
     }
@@ -56,7 +69,10 @@ impl StartError {
 pub async fn serve(config: Config) -> Result<(), StartError> {
     // Before anything is bound, opened or recovered.
     let _lock = store::DataDirLock::acquire(&config.data_dir)?;
-    let listener = TcpListener::bind(&config.bind)?;
+    let listener = TcpListener::bind(&config.bind).map_err(|source| StartError::Bind {
+        address: config.bind.clone(),
+        source,
+    })?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let (server, builds) = launch(config, listener).await?;
     let handle = server.handle();
@@ -136,7 +152,10 @@ pub async fn launch(
     config: Config,
     listener: TcpListener,
 ) -> Result<(Server, BuildService), StartError> {
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let pool = Arc::new(BuilderPool::new(builder_configs(&config)));
     let limits = Limits {
         max_dockerfile_bytes: config.max_dockerfile_bytes,

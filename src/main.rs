@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dockpub::cli::{self, ClientArgs, Request, SubmitArgs};
+use dockpub::cli::{self, ClientArgs, LoginArgs, Request, SubmitArgs};
 use dockpub::config::{Config, ServeArgs};
 
 #[derive(Parser)]
@@ -26,7 +26,7 @@ enum Command {
     /// Submit a build: a Dockerfile, or a directory as its context
     Submit {
         #[command(flatten)]
-        submit: SubmitArgs,
+        submit: Box<SubmitArgs>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -37,12 +37,14 @@ enum Command {
     },
     /// Show one build
     Status {
+        /// The build's id
         id: i64,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Print a build's log
     Logs {
+        /// The build's id
         id: i64,
         /// Keep printing until the build ends
         #[arg(short, long)]
@@ -52,18 +54,23 @@ enum Command {
     },
     /// Cancel a queued or running build
     Cancel {
+        /// The build's id
         id: i64,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Run a finished build again
     Retry {
+        /// The build's id
         id: i64,
+        #[command(flatten)]
+        login: LoginArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Delete a finished build (with --force, cancel it first)
     Delete {
+        /// The build's id
         id: i64,
         #[arg(long)]
         force: bool,
@@ -82,7 +89,7 @@ async fn main() -> ExitCode {
         Command::Status { id, client } => (Request::Status(id), client),
         Command::Logs { id, follow, client } => (Request::Logs { id, follow }, client),
         Command::Cancel { id, client } => (Request::Cancel(id), client),
-        Command::Retry { id, client } => (Request::Retry(id), client),
+        Command::Retry { id, login, client } => (Request::Retry { id, login }, client),
         Command::Delete { id, force, client } => (Request::Delete { id, force }, client),
     };
     cli::run(request, client).await

@@ -256,11 +256,17 @@ fn a_build_on_a_builder_that_stops_runs_again_on_the_other_and_the_builder_comes
     let ready = server.get("/readyz");
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(
+        ready["builders_down"],
+        serde_json::json!(["second"]),
+        "{ready}"
+    );
     assert!(
-        ready["builders_down"][0]
+        ready["reasons"][0]
             .as_str()
             .unwrap()
-            .contains("second"),
+            .starts_with("builder 'second': "),
         "{ready}"
     );
 

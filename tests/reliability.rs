@@ -221,6 +221,12 @@ fn builds_wait_queued_while_the_daemon_is_down_and_run_when_it_is_back() {
     let readiness = server.get("/readyz");
     assert_eq!(readiness.status(), 503);
     let body: Value = readiness.json().unwrap();
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(
+        body["builders_down"],
+        serde_json::json!(["local"]),
+        "{body}"
+    );
     assert!(
         body["reasons"][0]
             .as_str()
@@ -489,5 +495,48 @@ fn a_daemon_without_its_default_bridge_gets_a_hint_naming_build_network() {
     assert!(
         error.contains("docker0") && error.contains("build_network"),
         "{error}"
+    );
+}
+
+/// Retention's first pass runs at start, before the first health check: builds
+/// are pruned only on a builder known to be up, so their tags go with them.
+#[test]
+fn retention_at_start_waits_for_the_builder_and_removes_the_tags() {
+    let env = TestEnv::get();
+    let mut server = Server::start_with(&[
+        "--retention-keep-last",
+        "1",
+        "--retention-interval-secs",
+        "3600",
+    ]);
+    let repository = format!("{}/{}", env.registry, unique("retention-start"));
+    let ids: Vec<i64> = (0..3)
+        .map(|n| {
+            let form = field(with_file(env.dockerfile("true")), "repository", &repository);
+            let id = server.submit(field(field(form, "push", "false"), "tag", &format!("t{n}")));
+            assert_eq!(server.wait_final(id, BUILD_TIME)["status"], "succeeded");
+            id
+        })
+        .collect();
+    assert_eq!(server.terminate(Duration::from_secs(30)).code(), Some(0));
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get_json("/api/v1/builds")["builds"]
+        .as_array()
+        .unwrap()
+        .len()
+        > 1
+    {
+        assert!(Instant::now() < deadline, "not pruned:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(server.build(ids[2])["status"], "succeeded");
+    assert!(!local_image_exists(&format!("{repository}:t0")));
+    assert!(!local_image_exists(&format!("{repository}:t1")));
+    assert!(local_image_exists(&format!("{repository}:t2")));
+    assert!(
+        !server.log().contains("was left on builder"),
+        "{}",
+        server.log()
     );
 }

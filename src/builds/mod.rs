@@ -230,9 +230,13 @@ impl BuildService {
     /// check, so a daemon that just went away shows at once.
     pub async fn readiness(&self) -> Readiness {
         let mut readiness = Readiness::default();
-        if let Err(err) = self.engine.store.ping().await {
-            readiness.problems.push(format!("store: {err}"));
-        }
+        let store_ok = match self.engine.store.ping().await {
+            Ok(()) => true,
+            Err(err) => {
+                readiness.reasons.push(format!("store: {err}"));
+                false
+            }
+        };
         let pings =
             self.engine.pool.builders().map(|builder| async move {
                 (builder, builder.ping_within(READY_PING_LIMIT).await)
@@ -241,16 +245,15 @@ impl BuildService {
         for (builder, answer) in futures_util::future::join_all(pings).await {
             match answer {
                 Ok(()) => any_up = true,
-                Err(err) => readiness
-                    .builders_down
-                    .push(format!("builder '{}': {err}", builder.name())),
+                Err(err) => {
+                    readiness.builders_down.push(builder.name().to_string());
+                    readiness
+                        .reasons
+                        .push(format!("builder '{}': {err}", builder.name()));
+                }
             }
         }
-        if !any_up {
-            readiness
-                .problems
-                .extend(readiness.builders_down.iter().cloned());
-        }
+        readiness.ready = store_ok && any_up;
         readiness
     }
 
@@ -673,10 +676,13 @@ const READY_PING_LIMIT: Duration = Duration::from_secs(3);
 /// What `/readyz` reports.
 #[derive(Debug, Default)]
 pub struct Readiness {
-    /// What keeps dockpub from building at all; empty when it is ready.
-    pub problems: Vec<String>,
-    /// Builders that do not answer (dockpub is still ready while another does).
+    /// The store answers and at least one builder does.
+    pub ready: bool,
+    /// The names of the builders that do not answer (dockpub is still ready while
+    /// another does).
     pub builders_down: Vec<String>,
+    /// Why: one sentence per thing that does not answer (the store, each builder).
+    pub reasons: Vec<String>,
 }
 
 /// Returns once the subscription reports a final status (or can report nothing more).

@@ -251,4 +251,27 @@ mod tests {
         assert!(dockerfile_path("/Dockerfile").is_err());
         assert!(dockerfile_path(".").is_err());
     }
+
+    #[test]
+    fn a_platform_is_os_arch_as_a_builder_writes_it() {
+        for good in ["linux/amd64", "linux/arm/v7", "windows/amd64"] {
+            assert!(is_platform(good), "{good}");
+        }
+        for bad in [
+            "linux",
+            "xx",
+            "linux/AMD64",
+            "linux/arm64/v8/x",
+            "linux//v7",
+            "",
+        ] {
+            assert!(!is_platform(bad), "{bad}");
+            let request = OptionsRequest {
+                platform: Some(bad.into()),
+                ..OptionsRequest::default()
+            };
+            let err = request.validate(&policy()).unwrap_err();
+            assert_eq!(err.field, "platform", "{bad}");
+        }
+    }
 }

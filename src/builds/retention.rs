@@ -27,17 +27,27 @@ pub fn spawn_pruner(service: BuildService, retention: Retention) {
         return;
     }
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(retention.interval);
         loop {
+            let waiting = prune(&service, retention).await;
+            // Builds left for a builder that was not up are tried again soon, not
+            // an interval later.
+            let pause = match waiting {
+                true => retention.interval.min(RETRY_WAITING),
+                false => retention.interval,
+            };
             tokio::select! {
-                _ = ticks.tick() => prune(&service, retention).await,
+                () = tokio::time::sleep(pause) => {}
                 () = service.engine.stopping.cancelled() => return,
             }
         }
     });
 }
 
-async fn prune(service: &BuildService, retention: Retention) {
+/// When a pass left builds for a builder that was not up, the next pass comes after this.
+const RETRY_WAITING: Duration = Duration::from_secs(5);
+
+/// One pass; says whether builds were left for a builder that was not up.
+async fn prune(service: &BuildService, retention: Retention) -> bool {
     let finished_before = retention
         .days
         .map(|days| Timestamp(Utc::now() - chrono::Duration::days(days.min(365_000) as i64)));
@@ -47,12 +57,36 @@ async fn prune(service: &BuildService, retention: Retention) {
         .await
     {
         Ok(ids) => ids,
-        Err(err) => return log::error!("retention: cannot list builds to prune: {err}"),
+        Err(err) => {
+            log::error!("retention: cannot list builds to prune: {err}");
+            return false;
+        }
     };
+    let mut waiting = false;
     for id in ids {
+        if let Some(builder) = builder_not_up(service, id).await {
+            // Deleting now would leave its tags behind; the next pass tries again.
+            log::debug!("retention: build {id} waits for builder '{builder}' to answer");
+            waiting = true;
+            continue;
+        }
         match service.delete(id, false).await {
             Ok(_) => log::info!("retention: pruned build {id}"),
             Err(err) => log::warn!("retention: build {id} kept: {err}"),
         }
+    }
+    waiting
+}
+
+/// The builder holding the build's image, when it is configured but not known to
+/// be up (down, or not yet checked at start); for a build from before the pool,
+/// any builder, while none is up.
+async fn builder_not_up(service: &BuildService, id: i64) -> Option<String> {
+    let build = service.get(id).await.ok()?;
+    build.image_id.as_ref()?;
+    let pool = &service.engine.pool;
+    match build.builder {
+        Some(name) => (pool.builder(&name).is_some() && !pool.is_up(&name)).then_some(name),
+        None => (!pool.builders().any(|b| pool.is_up(b.name()))).then(|| "any".to_string()),
     }
 }

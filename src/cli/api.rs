@@ -4,6 +4,7 @@ use reqwest::multipart::{Form, Part};
 use reqwest::{Client, RequestBuilder, Response};
 use serde_json::Value;
 
+use super::options::LoginArgs;
 use super::pack::{self, Packed};
 use super::SubmitArgs;
 
@@ -19,6 +20,8 @@ pub enum CliError {
     Pack(String),
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    #[error("{0}")]
+    Usage(String),
 }
 
 pub struct ApiClient {
@@ -79,11 +82,13 @@ impl ApiClient {
         Ok(checked(response).await?.json().await?)
     }
 
-    pub async fn retry(&self, id: i64) -> Result<Value, CliError> {
-        let response = self
-            .request(reqwest::Method::POST, &format!("/api/v1/builds/{id}/retry"))
-            .send()
-            .await?;
+    pub async fn retry(&self, id: i64, login: &LoginArgs) -> Result<Value, CliError> {
+        let mut request =
+            self.request(reqwest::Method::POST, &format!("/api/v1/builds/{id}/retry"));
+        if login.username.is_some() {
+            request = request.multipart(login.add_to(Form::new())?);
+        }
+        let response = request.send().await?;
         Ok(checked(response).await?.json().await?)
     }
 
@@ -103,14 +108,18 @@ impl ApiClient {
         for tag in &submit.tags {
             form = form.text("tag", tag.clone());
         }
-        for build_arg in &submit.build_args {
-            form = form.text("build_arg", build_arg.clone());
-        }
         if submit.no_push {
             form = form.text("push", "false");
         }
+        form = submit.login.add_to(submit.options.add_to(form))?;
         let packed = pack::pack(&submit.path).await?;
         form = match &packed {
+            Packed::Dockerfile(_) if submit.options.dockerfile.is_some() => {
+                return Err(CliError::Usage(format!(
+                    "--dockerfile names the Dockerfile inside a directory, and {} is a file",
+                    submit.path.display()
+                )))
+            }
             Packed::Dockerfile(bytes) => {
                 form.part("file", Part::bytes(bytes.clone()).file_name("Dockerfile"))
             }

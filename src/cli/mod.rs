@@ -3,8 +3,10 @@
 
 mod api;
 mod follow;
+mod options;
 mod pack;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,6 +14,7 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 
 use api::{ApiClient, CliError};
+pub use options::{BuildOptionArgs, LoginArgs};
 
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
@@ -44,26 +47,27 @@ pub struct SubmitArgs {
     /// Tag (repeatable) [default: latest]
     #[arg(short, long = "tag")]
     pub tags: Vec<String>,
-    /// Build argument KEY=VALUE (repeatable)
-    #[arg(long = "build-arg")]
-    pub build_args: Vec<String>,
     /// Build without pushing
     #[arg(long)]
     pub no_push: bool,
     /// Show the log and push progress live; exit non-zero unless the build succeeds
     #[arg(short, long)]
     pub follow: bool,
+    #[command(flatten)]
+    pub options: BuildOptionArgs,
+    #[command(flatten)]
+    pub login: LoginArgs,
 }
 
 /// What the client was asked to do.
 #[derive(Debug)]
 pub enum Request {
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     List,
     Status(i64),
     Logs { id: i64, follow: bool },
     Cancel(i64),
-    Retry(i64),
+    Retry { id: i64, login: LoginArgs },
     Delete { id: i64, force: bool },
 }
 
@@ -84,7 +88,7 @@ async fn execute(
     output: Output,
 ) -> Result<ExitCode, CliError> {
     let answer = match request {
-        Request::Submit(submit) => return submit_build(client, submit, output).await,
+        Request::Submit(submit) => return submit_build(client, *submit, output).await,
         Request::Logs { id, follow: true } => return follow::follow(client, id, output).await,
         Request::Logs { id, follow: false } => {
             print!("{}", client.logs(id).await?);
@@ -93,7 +97,7 @@ async fn execute(
         Request::List => client.list().await?,
         Request::Status(id) => client.build(id).await?,
         Request::Cancel(id) => client.cancel(id).await?,
-        Request::Retry(id) => client.retry(id).await?,
+        Request::Retry { id, login } => client.retry(id, &login).await?,
         Request::Delete { id, force } => {
             client.delete(id, force).await?;
             Value::Null
@@ -109,7 +113,9 @@ async fn submit_build(
     output: Output,
 ) -> Result<ExitCode, CliError> {
     let follow = submit.follow;
-    let build = client.submit(&submit, output == Output::Text).await?;
+    // indicatif draws nothing off a terminal; asking keeps the intent in sight.
+    let show_progress = output == Output::Text && std::io::stderr().is_terminal();
+    let build = client.submit(&submit, show_progress).await?;
     let id = build["id"]
         .as_i64()
         .ok_or_else(|| CliError::Unexpected(build.to_string()))?;

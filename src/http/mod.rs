@@ -17,9 +17,11 @@ mod views;
 
 use std::net::TcpListener;
 
-use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, Error, HttpResponse, HttpServer};
 use serde_json::json;
 
 use crate::builds::access::ApiToken;
@@ -80,6 +82,7 @@ pub fn server(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(from_fn(head_as_get))
             .wrap(from_fn(auth::require_token))
             .wrap(from_fn(origin::check_origin))
             .wrap(from_fn(metrics::count_requests))
@@ -92,22 +95,40 @@ pub fn server(
     Ok(server)
 }
 
+/// `HEAD` is answered wherever `GET` is: routed as a `GET`, whose body actix-http
+/// then leaves out (keeping its length). A streamed body (a followed log, events)
+/// is dropped at once, so a `HEAD` never waits for a build to end.
+async fn head_as_get(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let head = req.method() == Method::HEAD;
+    if head {
+        req.head_mut().method = Method::GET;
+    }
+    let response = next.call(req).await?.map_into_boxed_body();
+    if head && matches!(response.response().body().size(), BodySize::Stream) {
+        return Ok(response.map_body(|_, _| BoxBody::new(())));
+    }
+    Ok(response)
+}
+
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// 200 when the store and at least one builder answer (naming any builder that
-/// does not); 503 with the reasons otherwise.
+/// 200 when the store and at least one builder answer, 503 otherwise; the same
+/// body either way: the builders that are down by name, and why.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let readiness = state.builds.readiness().await;
-    if readiness.problems.is_empty() {
-        return HttpResponse::Ok()
-            .json(json!({ "status": "ready", "builders_down": readiness.builders_down }));
-    }
-    HttpResponse::ServiceUnavailable().json(json!({
-        "status": "unavailable",
-        "reasons": readiness.problems,
+    let (mut response, status) = match readiness.ready {
+        true => (HttpResponse::Ok(), "ready"),
+        false => (HttpResponse::ServiceUnavailable(), "unavailable"),
+    };
+    response.json(json!({
+        "status": status,
         "builders_down": readiness.builders_down,
+        "reasons": readiness.reasons,
     }))
 }
 

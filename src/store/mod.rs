@@ -87,11 +87,13 @@ impl Store {
         std::fs::create_dir_all(data_dir)?;
         let manager =
             SqliteConnectionManager::file(data_dir.join("dockpub.sqlite3")).with_init(|conn| {
+                // The busy timeout first: r2d2 opens its connections side by side, and
+                // on a new file all but one would find the switch to WAL locked.
                 conn.execute_batch(
-                    "PRAGMA journal_mode = WAL;
+                    "PRAGMA busy_timeout = 5000;
+                     PRAGMA journal_mode = WAL;
                      PRAGMA synchronous = NORMAL;
-                     PRAGMA foreign_keys = ON;
-                     PRAGMA busy_timeout = 5000;",
+                     PRAGMA foreign_keys = ON;",
                 )
             });
         // No test query on every checkout: a connection to a local file does not go
