@@ -285,3 +285,44 @@ fn submit_help_lists_every_documented_flag() {
         assert!(help.contains(flag), "`submit --help` lacks {flag}:\n{help}");
     }
 }
+
+/// A stand-in for the server's event stream, because the real one cannot be made
+/// to cut a character in two: it sends a log event whose `é` is split across
+/// two writes, then a `done` event.
+fn split_event_server() -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let serve = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request);
+        let head =
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+        let event = "event: log\ndata: caf\u{e9} au lait\n\n".as_bytes();
+        let cut = event.iter().position(|&b| b == 0xc3).unwrap() + 1;
+        for part in [head.as_bytes(), &event[..cut], &event[cut..]] {
+            stream.write_all(part).unwrap();
+            stream.flush().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let done = "event: done\ndata: {\"id\":1,\"status\":\"succeeded\"}\n\n";
+        stream.write_all(done.as_bytes()).unwrap();
+    });
+    (url, serve)
+}
+
+#[test]
+fn logs_follow_keeps_a_character_split_across_chunks_whole() {
+    let (url, serve) = split_event_server();
+    let out = Command::new(env!("CARGO_BIN_EXE_dockpub"))
+        .args(["logs", "1", "--follow"])
+        .env("DOCKPUB_URL", &url)
+        .output()
+        .expect("run the dockpub client");
+    serve.join().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("café au lait"), "{stdout:?}");
+    assert!(!stdout.contains('\u{fffd}'), "{stdout:?}");
+}

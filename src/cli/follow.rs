@@ -7,23 +7,26 @@ use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
+use eventsource_stream::Eventsource;
+
 use super::api::{ApiClient, CliError};
+use super::terminal;
 use super::{summary, Output};
 
 pub async fn follow(client: &ApiClient, id: i64, output: Output) -> Result<ExitCode, CliError> {
+    // A real SSE parser: it keeps a character split across two network
+    // chunks whole, and follows the format's rules for fields and line ends.
     let mut events = client
         .get(&format!("/api/v1/builds/{id}/events"))
         .await?
-        .bytes_stream();
+        .bytes_stream()
+        .eventsource();
     let mut view = View::new(output);
-    let mut pending = String::new();
-    while let Some(chunk) = events.next().await {
-        pending.push_str(&String::from_utf8_lossy(&chunk?));
-        while let Some(end) = pending.find("\n\n") {
-            let event: String = pending.drain(..end + 2).collect();
-            if let Some(done) = view.show(&event) {
-                return Ok(done);
-            }
+    while let Some(event) = events.next().await {
+        let event =
+            event.map_err(|err| CliError::Unexpected(format!("the event stream broke: {err}")))?;
+        if let Some(done) = view.show(&event.event, &event.data) {
+            return Ok(done);
         }
     }
     Err(CliError::Unexpected(
@@ -47,12 +50,11 @@ impl View {
     }
 
     /// Shows one SSE event; returns the exit status once the build is over.
-    fn show(&mut self, event: &str) -> Option<ExitCode> {
-        let (kind, data) = parse(event);
+    fn show(&mut self, kind: &str, data: &str) -> Option<ExitCode> {
         match kind {
-            "log" => self.line(&data),
-            "progress" => self.progress(&data),
-            "done" => return Some(self.done(&data)),
+            "log" => self.line(data),
+            "progress" => self.progress(data),
+            "done" => return Some(self.done(data)),
             _ => {}
         }
         None
@@ -60,7 +62,9 @@ impl View {
 
     fn line(&self, line: &str) {
         match self.output {
-            Output::Text => self.push.suspend(|| println!("{line}")),
+            Output::Text => self
+                .push
+                .suspend(|| println!("{}", terminal::for_stdout(line))),
             // Standard output is kept for the one JSON answer.
             Output::Json => eprintln!("{line}"),
         }
@@ -104,38 +108,5 @@ impl View {
         } else {
             ExitCode::FAILURE
         }
-    }
-}
-
-/// The event's type and its data lines joined, as SSE defines them.
-fn parse(event: &str) -> (&str, String) {
-    let mut kind = "message";
-    let mut data = Vec::new();
-    for line in event.lines() {
-        if let Some(value) = line.strip_prefix("event: ") {
-            kind = value;
-        } else if let Some(value) = line.strip_prefix("data: ") {
-            data.push(value);
-        } else if line == "data:" {
-            data.push("");
-        }
-    }
-    (kind, data.join("\n"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_events() {
-        assert_eq!(
-            parse("event: log\nid: 3\ndata: hello\n\n"),
-            ("log", "hello".to_string())
-        );
-        assert_eq!(
-            parse("event: log\ndata: a\ndata: b\n\n"),
-            ("log", "a\nb".to_string())
-        );
     }
 }

@@ -5,6 +5,7 @@ mod api;
 mod follow;
 mod options;
 mod pack;
+mod terminal;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -91,7 +92,7 @@ async fn execute(
         Request::Submit(submit) => return submit_build(client, *submit, output).await,
         Request::Logs { id, follow: true } => return follow::follow(client, id, output).await,
         Request::Logs { id, follow: false } => {
-            print!("{}", client.logs(id).await?);
+            print!("{}", terminal::for_stdout(&client.logs(id).await?));
             return Ok(ExitCode::SUCCESS);
         }
         Request::List => client.list().await?,
