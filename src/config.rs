@@ -42,6 +42,10 @@ pub struct Config {
     pub max_context_bytes: u64,
     /// Most entries (files, folders, links) a build context may hold.
     pub max_context_entries: u64,
+    /// A request body that sends nothing for this long is cut off (408).
+    pub upload_idle_timeout_secs: u64,
+    /// Forms read at once; more get 503 with Retry-After.
+    pub max_concurrent_uploads: usize,
     /// Host names (with or without `:port`) the server answers to besides its bind
     /// address, localhost and loopback addresses; `*` accepts any.
     pub allowed_hosts: Vec<String>,
@@ -175,6 +179,8 @@ impl Default for Config {
             tokens: Vec::new(),
             max_context_bytes: 1024 * 1024 * 1024,
             max_context_entries: 200_000,
+            upload_idle_timeout_secs: 60,
+            max_concurrent_uploads: 64,
             allowed_hosts: Vec::new(),
             allowed_build_networks: Vec::new(),
             build_memory_bytes: 0,
@@ -249,6 +255,12 @@ pub struct ServeArgs {
     /// Most entries a build context may hold [default: 200000]
     #[arg(long, env = "DOCKPUB_MAX_CONTEXT_ENTRIES")]
     pub max_context_entries: Option<u64>,
+    /// Seconds a request body may send nothing before it is cut off [default: 60]
+    #[arg(long, env = "DOCKPUB_UPLOAD_IDLE_TIMEOUT_SECS")]
+    pub upload_idle_timeout_secs: Option<u64>,
+    /// Uploads read at once; more get 503 [default: 64]
+    #[arg(long, env = "DOCKPUB_MAX_CONCURRENT_UPLOADS")]
+    pub max_concurrent_uploads: Option<usize>,
     /// Host names the server answers to besides its bind address and localhost, comma-separated
     #[arg(long, env = "DOCKPUB_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Option<Vec<String>>,
@@ -340,6 +352,8 @@ impl Config {
             api_tokens,
             max_context_bytes,
             max_context_entries,
+            upload_idle_timeout_secs,
+            max_concurrent_uploads,
             allowed_hosts,
             allowed_build_networks,
             build_memory_bytes,
@@ -376,6 +390,8 @@ impl Config {
         }
         set(&mut self.max_context_bytes, max_context_bytes);
         set(&mut self.max_context_entries, max_context_entries);
+        set(&mut self.upload_idle_timeout_secs, upload_idle_timeout_secs);
+        set(&mut self.max_concurrent_uploads, max_concurrent_uploads);
         set(&mut self.allowed_hosts, allowed_hosts);
         self.allowed_hosts.retain(|host| !host.trim().is_empty());
         set(&mut self.allowed_build_networks, allowed_build_networks);
@@ -415,6 +431,8 @@ impl Config {
             ("max_dockerfile_bytes", self.max_dockerfile_bytes as u64),
             ("max_context_bytes", self.max_context_bytes),
             ("max_context_entries", self.max_context_entries),
+            ("upload_idle_timeout_secs", self.upload_idle_timeout_secs),
+            ("max_concurrent_uploads", self.max_concurrent_uploads as u64),
             ("build_timeout_secs", self.build_timeout_secs),
             ("max_queued_builds", self.max_queued_builds as u64),
             ("retention_interval_secs", self.retention_interval_secs),

@@ -263,3 +263,59 @@ fn a_hostile_page_can_neither_submit_nor_rebind() {
     );
     assert_eq!(status, 200, "a name in allowed_hosts");
 }
+
+/// Sends a multipart POST's headers and the first bytes of its body, then
+/// nothing, and keeps the connection open.
+fn stall(server: &Server) -> TcpStream {
+    let address = server.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    let head = format!(
+        "POST /api/v1/builds HTTP/1.1\r\nHost: {address}\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n\
+         --b\r\nContent-Disposition: form-data; name=\"repository\"\r\n\r\nx"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+}
+
+fn answer_of(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn stalled_uploads_are_cut_off_and_capped() {
+    let server = Server::start_with(&[
+        "--upload-idle-timeout-secs",
+        "2",
+        "--max-concurrent-uploads",
+        "2",
+    ]);
+    let started = std::time::Instant::now();
+    let mut stalled: Vec<TcpStream> = (0..2).map(|_| stall(&server)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Both slots are held by clients that send nothing: the next one is told to come back.
+    let mut third = stall(&server);
+    let busy = answer_of(&mut third);
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+    assert!(busy.to_ascii_lowercase().contains("retry-after:"), "{busy}");
+    assert!(busy.contains("too_many_uploads"), "{busy}");
+    for stream in &mut stalled {
+        let cut = answer_of(stream);
+        assert!(cut.starts_with("HTTP/1.1 408"), "{cut}");
+        assert!(cut.contains("upload_stalled"), "{cut}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The slots are free again, and nothing was kept.
+    let (status, body) = raw(&server, "GET /api/v1/builds", &[], b"");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"builds\":[]"), "{body}");
+    let staged = std::fs::read_dir(server.data_dir().join("uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(staged, 0);
+}

@@ -17,6 +17,8 @@ use crate::webhooks::WebhookError;
 
 /// What a client told "queue full" should wait before submitting again.
 const QUEUE_FULL_RETRY_AFTER_SECS: u32 = 10;
+/// And one told that too many uploads arrive at once.
+const UPLOADS_BUSY_RETRY_AFTER_SECS: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -36,6 +38,12 @@ pub enum ApiError {
     /// Our disk, not the request: a 500.
     #[error("cannot store the upload: {0}")]
     Staging(std::io::Error),
+    #[error(
+        "the request body sent nothing for {secs} s (upload_idle_timeout_secs); it was dropped"
+    )]
+    UploadStalled { secs: u64 },
+    #[error("too many uploads are arriving at once (max_concurrent_uploads); try again shortly")]
+    TooManyUploads,
     #[error("malformed multipart body: {0}")]
     BadMultipart(String),
     #[error("missing field '{0}'")]
@@ -86,6 +94,8 @@ impl ApiError {
             ApiError::TooLarge { .. } | ApiError::ContextTooLarge { .. } => TOO_LARGE,
             ApiError::Staging(err) => io_error_kind(err),
             ApiError::BadMultipart(_) => bad_request("invalid_multipart"),
+            ApiError::UploadStalled { .. } => (StatusCode::REQUEST_TIMEOUT, "upload_stalled"),
+            ApiError::TooManyUploads => (StatusCode::SERVICE_UNAVAILABLE, "too_many_uploads"),
             ApiError::MissingField(_) => bad_request("missing_field"),
             ApiError::UnknownField(_) => bad_request("unknown_field"),
             ApiError::InvalidField { .. } => bad_request("invalid_field"),
@@ -194,6 +204,13 @@ impl ResponseError for ApiError {
             }
             ApiError::Build(BuildError::QueueFull { .. }) => {
                 response.insert_header((RETRY_AFTER, QUEUE_FULL_RETRY_AFTER_SECS.to_string()));
+            }
+            ApiError::TooManyUploads => {
+                response.insert_header((RETRY_AFTER, UPLOADS_BUSY_RETRY_AFTER_SECS.to_string()));
+            }
+            // The client may still be sending; it is told, and the connection closed.
+            ApiError::UploadStalled { .. } => {
+                response.force_close();
             }
             _ => {}
         }

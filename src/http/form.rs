@@ -12,12 +12,13 @@ use actix_web::{web, HttpRequest};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::error::PayloadError;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 use crate::builds::context::ContextUpload;
@@ -36,6 +37,10 @@ pub struct UploadLimits {
     pub max_context_bytes: u64,
     /// Where archive fields are written while they arrive.
     pub staging_dir: PathBuf,
+    /// A body that sends nothing for this long is cut off with 408.
+    pub idle_timeout: Duration,
+    /// Forms being read at once; past it a request gets 503 at once.
+    pub slots: Arc<Semaphore>,
 }
 
 /// Which fields are more than short text.
@@ -86,25 +91,35 @@ pub async fn read_form(
     if declared_length(req).is_some_and(|length| length > body_limit) {
         return Err(too_large(limits, kinds));
     }
+    // Held while the body arrives: stalled clients cannot pile up without bound.
+    let _slot = limits
+        .slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyUploads)?;
     let ended = Arc::new(AtomicBool::new(false));
     let mut multipart = Multipart::new(req.headers(), mark_end(payload, ended.clone()));
+    let watch = BodyWatch {
+        ended,
+        idle_timeout: limits.idle_timeout,
+    };
     let mut form = Form::default();
     let mut in_memory = 0usize;
-    while let Some(field) = next_unless_stalled(&mut multipart, &ended).await? {
+    while let Some(field) = next_unless_stalled(&mut multipart, &watch).await? {
         let mut field = field.map_err(|err| ApiError::BadMultipart(err.to_string()))?;
         let name = field.name().unwrap_or_default().to_string();
         if kinds.archives.contains(&name.as_str()) {
             if form.uploads.contains_key(&name) {
                 return Err(ApiError::invalid_field(&name, "sent more than once"));
             }
-            let upload = stream_to_file(&mut field, limits, &ended).await?;
+            let upload = stream_to_file(&mut field, limits, &watch).await?;
             form.order.push(name.clone());
             form.uploads.insert(name, upload);
             continue;
         }
         let is_file = kinds.files.contains(&name.as_str());
         let value =
-            read_in_memory(&mut field, limits, kinds, is_file, &mut in_memory, &ended).await?;
+            read_in_memory(&mut field, limits, kinds, is_file, &mut in_memory, &watch).await?;
         if value.len() > MAX_TEXT_FIELD_BYTES && !is_file {
             return Err(ApiError::invalid_field(
                 &name,
@@ -131,7 +146,7 @@ async fn read_in_memory(
     kinds: FieldKinds<'_>,
     is_file: bool,
     total: &mut usize,
-    ended: &AtomicBool,
+    watch: &BodyWatch,
 ) -> Result<Vec<u8>, ApiError> {
     let keep = if is_file {
         limits.max_dockerfile_bytes + 1
@@ -139,7 +154,7 @@ async fn read_in_memory(
         MAX_TEXT_FIELD_BYTES + 1
     };
     let mut value = Vec::new();
-    while let Some(chunk) = next_unless_stalled(field, ended).await? {
+    while let Some(chunk) = next_unless_stalled(field, watch).await? {
         let chunk = chunk.map_err(|err| ApiError::BadMultipart(err.to_string()))?;
         *total += chunk.len();
         if *total > limits.max_upload_bytes {
@@ -158,14 +173,14 @@ async fn read_in_memory(
 async fn stream_to_file(
     field: &mut Field,
     limits: &UploadLimits,
-    ended: &AtomicBool,
+    watch: &BodyWatch,
 ) -> Result<ContextUpload, ApiError> {
     let temp = tempfile::NamedTempFile::new_in(&limits.staging_dir).map_err(ApiError::Staging)?;
     let (file, path) = temp.into_parts();
     let mut writer =
         BufWriter::with_capacity(ARCHIVE_WRITE_BUFFER, tokio::fs::File::from_std(file));
     let mut bytes = 0u64;
-    while let Some(chunk) = next_unless_stalled(field, ended).await? {
+    while let Some(chunk) = next_unless_stalled(field, watch).await? {
         let chunk = chunk.map_err(|err| ApiError::BadMultipart(err.to_string()))?;
         bytes += chunk.len() as u64;
         if bytes > limits.max_context_bytes {
@@ -196,24 +211,38 @@ fn mark_end(
     }))
 }
 
-/// The stream's next item, or a 400 when the body has ended but the multipart
-/// parser still waits for more: a body cut off right after a boundary line
-/// would otherwise hold the request open forever.
+/// The stream's next item; a 400 when the body has ended but the multipart
+/// parser still waits for more (a body cut off right after a boundary line
+/// would otherwise hold the request open forever), and a 408 when the client
+/// sends nothing for the idle timeout.
 async fn next_unless_stalled<S: Stream + Unpin>(
     stream: &mut S,
-    ended: &AtomicBool,
+    watch: &BodyWatch,
 ) -> Result<Option<S::Item>, ApiError> {
+    let waiting_since = Instant::now();
     loop {
         match tokio::time::timeout(STALL_CHECK, stream.next()).await {
             Ok(item) => return Ok(item),
-            Err(_) if ended.load(Ordering::Acquire) => {
+            Err(_) if watch.ended.load(Ordering::Acquire) => {
                 return Err(ApiError::BadMultipart(
                     "the body ended before the closing boundary".into(),
                 ))
             }
+            Err(_) if waiting_since.elapsed() >= watch.idle_timeout => {
+                return Err(ApiError::UploadStalled {
+                    secs: watch.idle_timeout.as_secs(),
+                })
+            }
             Err(_) => continue,
         }
     }
+}
+
+/// What a wait on the body checks: whether it has ended, and for how long it
+/// may send nothing.
+struct BodyWatch {
+    ended: Arc<AtomicBool>,
+    idle_timeout: Duration,
 }
 
 fn declared_length(req: &HttpRequest) -> Option<u64> {

@@ -75,6 +75,8 @@ pub fn server(
             max_dockerfile_bytes: config.max_dockerfile_bytes,
             max_context_bytes: config.max_context_bytes,
             staging_dir,
+            idle_timeout: std::time::Duration::from_secs(config.upload_idle_timeout_secs),
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads)),
         },
         tokens,
         hosts,
