@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::docker::{Builder, BuilderPool, BuilderStatus, DockerError};
-use crate::store::{Changes, ListFilter, Store, StoreError};
+use crate::store::{Changes, ListFilter, LogRange, Store, StoreError};
 use crate::webhooks::callback::CallbackError;
 use crate::webhooks::Webhooks;
 use cancel::CancelSignals;
@@ -35,7 +35,7 @@ use credentials::CredentialResolver;
 use dockerfile::DockerfileError;
 use engine::Engine;
 use events::Event;
-pub use follow::Followed;
+pub use follow::{Followed, RenderLines};
 use model::{Build, BuildOptions, Credentials, NewBuild, TagPlan, Timestamp};
 use options::{NetworkPolicy, OptionError, OptionsRequest};
 use reference::ReferenceError;
@@ -429,20 +429,75 @@ impl BuildService {
         Ok(builds.into_iter().map(|b| self.with_progress(b)).collect())
     }
 
-    fn with_progress(&self, build: Build) -> Build {
+    /// The store's generation (see [`Store::generation`]): read it before a read
+    /// whose answer is kept, to know when that answer is out of date.
+    pub fn generation(&self) -> u64 {
+        self.engine.store.generation()
+    }
+
+    /// Build `id` as stored, handed to `render` on the blocking pool. Its
+    /// progress is not set: that lives in memory (see [`BuildService::progress`]).
+    pub async fn get_then<T, F>(&self, id: i64, render: F) -> Result<T, BuildError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Build) -> T + Send + 'static,
+    {
+        self.engine
+            .store
+            .get_build_then(id, move |build| build.map(render))
+            .await?
+            .ok_or(BuildError::NotFound(id))
+    }
+
+    /// Like [`BuildService::get_then`], for a page of builds.
+    pub async fn list_then<T, F>(&self, filter: ListFilter, render: F) -> Result<T, BuildError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Vec<Build>) -> T + Send + 'static,
+    {
+        Ok(self.engine.store.list_builds_then(filter, render).await?)
+    }
+
+    /// A running build's progress now.
+    pub fn progress(&self, build: &Build) -> Option<progress::Progress> {
         if !build.status.is_running() {
-            return build;
+            return None;
         }
+        self.engine.events.progress(build.id)
+    }
+
+    fn with_progress(&self, build: Build) -> Build {
         Build {
-            progress: self.engine.events.progress(build.id),
+            progress: self.progress(&build),
             ..build
         }
     }
 
-    pub async fn logs(&self, id: i64) -> Result<Vec<String>, BuildError> {
+    /// The line number after which `range` of build `id`'s log starts.
+    pub async fn log_start(&self, id: i64, range: LogRange) -> Result<i64, BuildError> {
         self.get(id).await?;
-        let lines = self.engine.store.read_logs_after(id, 0).await?;
-        Ok(lines.into_iter().map(|l| l.line).collect())
+        Ok(self.engine.store.log_start(id, range).await?)
+    }
+
+    /// The stored lines after line `after`, read and rendered a page at a time as
+    /// the stream is polled, so a reader holds one page whatever the log's size.
+    pub fn log_pages(
+        &self,
+        id: i64,
+        after: i64,
+        render: RenderLines,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, BuildError>> + 'static {
+        let store = self.engine.store.clone();
+        futures_util::stream::unfold(Some(after), move |after| {
+            let store = store.clone();
+            async move {
+                match store.read_log_page(id, after?, render).await {
+                    Ok(Some(page)) => Some((Ok(page.rendered), page.full.then_some(page.last_seq))),
+                    Ok(None) => None,
+                    Err(err) => Some((Err(err.into()), None)),
+                }
+            }
+        })
     }
 
     /// Cancels a queued build at once; stops a running one's daemon work and waits

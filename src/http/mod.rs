@@ -3,6 +3,7 @@
 mod actions;
 mod auth;
 mod builders;
+mod cache;
 mod deliveries;
 mod error;
 mod form;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub builds: BuildService,
     pub upload: UploadLimits,
     pub tokens: Vec<Secret>,
+    /// Answers of the build and list routes (see `cache`).
+    pub reads: cache::ReadCache,
 }
 
 /// Every route, for the server and for tests alike.
@@ -68,6 +71,7 @@ pub fn server(
             staging_dir,
         },
         tokens: config.auth.tokens.clone(),
+        reads: cache::ReadCache::default(),
     });
     let server = HttpServer::new(move || {
         App::new()

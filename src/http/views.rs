@@ -83,6 +83,15 @@ impl<'a> From<&'a Build> for BuildView<'a> {
     }
 }
 
+impl<'a> BuildView<'a> {
+    /// The view with `progress` instead of the build's own (a kept row has none).
+    pub fn with_progress(self, progress: Option<&'a Progress>) -> Self {
+        BuildView { progress, ..self }
+    }
+}
+
+/// The list's shape, for the OpenAPI document; the list's JSON is written by
+/// `http::cache::Answer::page`, field for field the same.
 #[derive(Serialize, ToSchema)]
 pub struct BuildList<'a> {
     pub builds: Vec<BuildView<'a>>,
