@@ -9,23 +9,21 @@ use tokio::sync::mpsc;
 
 use super::engine::Engine;
 use super::events::{Event, Subscription};
-use super::model::{Build, LogLine};
+use super::model::Build;
 use super::progress::Progress;
 use super::{BuildError, BuildService};
+use crate::store::RenderLine;
 
 /// Items a slow reader has not taken yet; past them the follower waits (and, if
 /// it falls behind the fan-out, re-reads the store), never the build. Small,
 /// because an item may be a whole page of lines.
 const FOLLOWER_BUFFER: usize = 4;
 
-/// Turns a page of lines into the bytes a reader gets; runs on the blocking pool.
-pub type RenderLines = fn(&[LogLine]) -> Bytes;
-
 #[derive(Debug, Clone)]
 pub enum Followed {
     /// The build as it is now; first the status at the start, then each change.
     Status(Build),
-    /// A page of log lines, in order, as the follower's [`RenderLines`] made them.
+    /// A page of log lines, in order, as the follower's [`RenderLine`] made them.
     Lines(Bytes),
     Progress(Progress),
     /// The build reached a final state; nothing follows.
@@ -39,7 +37,7 @@ impl BuildService {
         &self,
         id: i64,
         after_seq: i64,
-        render: RenderLines,
+        render: RenderLine,
     ) -> Result<impl Stream<Item = Followed> + 'static, BuildError> {
         // Subscribed before reading, so nothing that happens after the read is missed.
         let subscription = self.engine.events.subscribe(id);
@@ -64,7 +62,7 @@ struct Follower {
     engine: Arc<Engine>,
     id: i64,
     last_seq: i64,
-    render: RenderLines,
+    render: RenderLine,
     sender: mpsc::Sender<Followed>,
 }
 
@@ -146,7 +144,7 @@ impl Follower {
             match page {
                 Ok(Some(page)) => {
                     self.last_seq = page.last_seq;
-                    self.send(Followed::Lines(page.rendered)).await?;
+                    self.send(Followed::Lines(Bytes::from(page.text))).await?;
                     if !page.full {
                         return Ok(true);
                     }

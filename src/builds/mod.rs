@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::docker::{Builder, BuilderPool, BuilderStatus, DockerError};
-use crate::store::{Changes, ListFilter, LogRange, Store, StoreError};
+use crate::store::{Changes, ListFilter, LogRange, RenderLine, Store, StoreError};
 use crate::webhooks::callback::CallbackError;
 use crate::webhooks::Webhooks;
 use cancel::CancelSignals;
@@ -35,7 +35,7 @@ use credentials::CredentialResolver;
 use dockerfile::DockerfileError;
 use engine::Engine;
 use events::Event;
-pub use follow::{Followed, RenderLines};
+pub use follow::Followed;
 use model::{Build, BuildOptions, Credentials, NewBuild, TagPlan, Timestamp};
 use options::{NetworkPolicy, OptionError, OptionsRequest};
 use reference::ReferenceError;
@@ -485,14 +485,17 @@ impl BuildService {
         &self,
         id: i64,
         after: i64,
-        render: RenderLines,
+        render: RenderLine,
     ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, BuildError>> + 'static {
         let store = self.engine.store.clone();
         futures_util::stream::unfold(Some(after), move |after| {
             let store = store.clone();
             async move {
                 match store.read_log_page(id, after?, render).await {
-                    Ok(Some(page)) => Some((Ok(page.rendered), page.full.then_some(page.last_seq))),
+                    Ok(Some(page)) => Some((
+                        Ok(bytes::Bytes::from(page.text)),
+                        page.full.then_some(page.last_seq),
+                    )),
                     Ok(None) => None,
                     Err(err) => Some((Err(err.into()), None)),
                 }

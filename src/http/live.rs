@@ -13,7 +13,6 @@ use super::error::{ApiError, ErrorBody};
 use super::form::parse_flag;
 use super::views::BuildView;
 use super::{method_not_allowed, parse_id, AppState};
-use crate::builds::model::LogLine;
 use crate::builds::Followed;
 use crate::store::LogRange;
 
@@ -90,11 +89,11 @@ async fn build_logs(
     let mut response = HttpResponse::Ok();
     response.content_type(ContentType::plaintext());
     if follow != Some(true) {
-        return Ok(response.streaming(state.builds.log_pages(id, after, plain_lines)));
+        return Ok(response.streaming(state.builds.log_pages(id, after, plain_line)));
     }
     let lines = state
         .builds
-        .follow(id, after, plain_lines)
+        .follow(id, after, plain_line)
         .await?
         .filter_map(|item| async move {
             match item {
@@ -107,23 +106,15 @@ async fn build_logs(
         .streaming(lines))
 }
 
-/// Lines as text/plain: each ends with a newline.
-fn plain_lines(lines: &[LogLine]) -> Bytes {
-    let mut text = String::with_capacity(lines.iter().map(|l| l.line.len() + 1).sum());
-    for line in lines {
-        text.push_str(&line.line);
-        text.push('\n');
-    }
-    Bytes::from(text)
+/// A line as text/plain: it ends with a newline.
+fn plain_line(text: &mut String, _seq: i64, line: &str) {
+    text.push_str(line);
+    text.push('\n');
 }
 
-/// Lines as SSE `log` events, each with its line number as the event id.
-fn sse_lines(lines: &[LogLine]) -> Bytes {
-    let mut text = String::new();
-    for line in lines {
-        push_frame(&mut text, "log", Some(line.seq), &line.line);
-    }
-    Bytes::from(text)
+/// A line as an SSE `log` event, its line number as the event id.
+fn sse_line(text: &mut String, seq: i64, line: &str) {
+    push_frame(text, "log", Some(seq), line);
 }
 
 /// `status`, `log` (with the line's number as the event id, so `Last-Event-ID`
@@ -145,7 +136,7 @@ async fn build_events(
     let after = last_event_id(&req)?;
     let events = state
         .builds
-        .follow(id, after, sse_lines)
+        .follow(id, after, sse_line)
         .await?
         .map(|item| Ok::<_, Infallible>(sse_event(&item)));
     Ok(HttpResponse::Ok()

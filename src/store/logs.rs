@@ -21,9 +21,12 @@ pub struct LogRange {
     pub tail: Option<i64>,
 }
 
-/// One page of lines, as the caller rendered them.
-pub struct LogPage<T> {
-    pub rendered: T,
+/// Appends one line (its number, its text) to a page, in the reader's format.
+pub type RenderLine = fn(&mut String, i64, &str);
+
+/// One page of lines, as the reader's [`RenderLine`] wrote them.
+pub struct LogPage {
+    pub text: String,
     pub last_seq: i64,
     /// Whether the page stopped at its size limit, so more lines may follow now.
     pub full: bool,
@@ -83,44 +86,40 @@ impl Store {
         .await
     }
 
-    /// The next page of lines after line `after`, handed to `render` on the
-    /// blocking pool; None when there is no line after it (yet).
-    pub async fn read_log_page<T, F>(
+    /// The next page of lines after line `after`, written by `render` straight
+    /// from the rows (no line is held on its own) on the blocking pool; None when
+    /// there is no line after it (yet).
+    pub async fn read_log_page(
         &self,
         id: i64,
         after: i64,
-        render: F,
-    ) -> Result<Option<LogPage<T>>, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&[LogLine]) -> T + Send + 'static,
-    {
+        render: RenderLine,
+    ) -> Result<Option<LogPage>, StoreError> {
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(
                 "SELECT seq, line FROM build_logs WHERE build_id = ?1 AND seq > ?2
                  ORDER BY seq LIMIT ?3",
             )?;
             let mut rows = statement.query(params![id, after, PAGE_LINES as i64])?;
-            let mut lines = Vec::new();
-            let mut bytes = 0;
+            let mut text = String::new();
+            let (mut count, mut last_seq, mut bytes) = (0, after, 0);
             while let Some(row) = rows.next()? {
-                let line = LogLine {
-                    seq: row.get(0)?,
-                    line: row.get(1)?,
-                };
-                bytes += line.line.len();
-                lines.push(line);
+                last_seq = row.get(0)?;
+                let line = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+                bytes += line.len();
+                count += 1;
+                render(&mut text, last_seq, line);
                 if bytes >= PAGE_BYTES {
                     break;
                 }
             }
-            let Some(last) = lines.last() else {
+            if count == 0 {
                 return Ok(None);
-            };
+            }
             Ok(Some(LogPage {
-                last_seq: last.seq,
-                full: lines.len() == PAGE_LINES || bytes >= PAGE_BYTES,
-                rendered: render(&lines),
+                text,
+                last_seq,
+                full: count == PAGE_LINES || bytes >= PAGE_BYTES,
             }))
         })
         .await
