@@ -37,6 +37,8 @@ pub struct Metrics {
     pub http_request_seconds: HistogramVec,
     /// Per request, its longest single poll on an async thread, by route.
     pub http_longest_poll_seconds: HistogramVec,
+    /// Times a SQLite connection slept waiting for a lock, since start.
+    pub sqlite_busy_waits: IntGauge,
 }
 
 impl Metrics {
@@ -99,6 +101,11 @@ impl Metrics {
                 &["route", "method"],
             )
             .expect("valid metric"),
+            sqlite_busy_waits: IntGauge::new(
+                "dockpub_sqlite_busy_waits",
+                "Times a SQLite connection slept in the busy handler since start (one writer: 0 unless another process writes)",
+            )
+            .expect("valid metric"),
             http_longest_poll_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "dockpub_http_longest_poll_seconds",
@@ -115,7 +122,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(self.builds_total.clone()),
             Box::new(self.phase_seconds.clone()),
             Box::new(self.queue_depth.clone()),
@@ -126,6 +133,7 @@ impl Metrics {
             Box::new(self.http_requests_total.clone()),
             Box::new(self.http_request_seconds.clone()),
             Box::new(self.http_longest_poll_seconds.clone()),
+            Box::new(self.sqlite_busy_waits.clone()),
         ];
         for collector in collectors {
             self.registry

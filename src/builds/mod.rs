@@ -186,6 +186,9 @@ impl BuildService {
         metrics
             .running_builds
             .set(count(Status::Building) + count(Status::Pushing));
+        metrics
+            .sqlite_busy_waits
+            .set(Store::busy_waits().try_into().unwrap_or(i64::MAX));
         for builder in self.engine.pool.statuses() {
             let name = [builder.name.as_str()];
             metrics
