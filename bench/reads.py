@@ -25,13 +25,13 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from urllib.parse import urlparse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load  # noqa: E402  (start_server, multipart_body, submit, percentile)
+from bench import RssSampler  # noqa: E402
 
 BUILDS = 10_000
 LOG_LINES = 2_000_000
@@ -49,27 +49,6 @@ def vm_rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-class RssPeak:
-    """The highest VmRSS of a process, sampled every 10 ms while in the block."""
-
-    def __init__(self, pid):
-        self.pid, self.peak, self.stop = pid, 0, threading.Event()
-        self.thread = threading.Thread(target=self.sample, daemon=True)
-
-    def sample(self):
-        while not self.stop.is_set():
-            self.peak = max(self.peak, vm_rss_kib(self.pid))
-            self.stop.wait(0.01)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
 
 
 def ab(url, seconds):
@@ -194,16 +173,17 @@ def run(base, pid, seconds, seeded):
     assert build["status"] == "succeeded", build
     log(f"log build {build_id}: {build['status']}")
     before = vm_rss_kib(pid)
-    with RssPeak(pid) as one:
+    with RssSampler(pid, interval=0.01) as one:
         started = time.time()
         checked = read_log_checked(base, build_id)
         one_seconds = time.time() - started
     before_many = vm_rss_kib(pid)
-    with RssPeak(pid) as many:
+    with RssSampler(pid, interval=0.01) as many:
         with concurrent.futures.ThreadPoolExecutor(READERS) as pool:
             hashes = list(pool.map(lambda _: read_log_hash(base, build_id), range(READERS)))
     assert all(h == checked for h in hashes), "a reader got a different log"
-    log(f"log read: one reader +{one.peak - before} KiB, {READERS} readers +{many.peak - before_many} KiB")
+    one_peak, many_peak = one.max_rss // 1024, many.max_rss // 1024
+    log(f"log read: one reader +{one_peak - before} KiB, {READERS} readers +{many_peak - before_many} KiB")
 
     _, busy_before = metric(base, "dockpub_sqlite_busy_waits ")
     run_id = uuid.uuid4().hex[:8]
@@ -234,7 +214,7 @@ def run(base, pid, seconds, seeded):
           f"{LOG_LINES} number lines in order in {one_seconds:.1f} s. Server VmRSS, sampled every 10 ms:\n")
     print("| readers | VmRSS before | peak during | growth | target |")
     print("|---|---|---|---|---|")
-    for name, start, peak in (("1", before, one.peak), (f"{READERS} at once (same bytes)", before_many, many.peak)):
+    for name, start, peak in (("1", before, one_peak), (f"{READERS} at once (same bytes)", before_many, many_peak)):
         growth = (peak - start) / 1024
         print(f"| {name} | {start / 1024:.1f} MiB | {peak / 1024:.1f} MiB | {growth:.1f} MiB | ≤ 16 MiB "
               f"({'met' if growth <= 16 else 'missed'}) |")
@@ -250,9 +230,9 @@ def run(base, pid, seconds, seeded):
     print("|---|---|---|---|---|---|---|")
     for route in ("/healthz", "/api/v1/builds/{id}", "/api/v1/builds"):
         series = [line for line in poll_lines if f'route="{route}"' in line and 'method="GET"' in line]
-        value = lambda key: next(int(float(l.split()[-1])) for l in series if key in l)  # noqa: E731
-        print(f"| `{route}` | {value('_count')} | " + " | ".join(
-            str(value(f'le="{le}"')) for le in ("0.000025", "0.00005", "0.0001", "0.00025", "0.001")) + " |")
+        counts = [next(int(float(line.split()[-1])) for line in series if key in line)
+                  for key in ("_count", *(f'le="{le}"' for le in ("0.000025", "0.00005", "0.0001", "0.00025", "0.001")))]
+        print(f"| `{route}` | " + " | ".join(map(str, counts)) + " |")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,9 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
-use common::{field, unique, with_file, Server};
-use dockpub::builds::model::{BuildOptions, LogLine, NewBuild, TagPlan, Timestamp};
-use dockpub::builds::status::Status;
-use dockpub::store::{Changes, Store};
+use common::{field, status_kib, with_file, Server};
+use dockpub::builds::model::LogLine;
+use dockpub::store::Store;
 use serde_json::Value;
 
 /// A daemon that is never there: builds stay queued, so only the test moves them.
@@ -46,24 +45,17 @@ fn write_then_read(server: &Server) {
     assert!(listed_ids(server, "limit=500").contains(&id));
     assert!(listed_ids(server, "limit=500&status=queued").contains(&id));
 
-    let cancel = server
-        .client
-        .post(server.url(&format!("/api/v1/builds/{id}/cancel")))
-        .send()
-        .unwrap();
-    assert_eq!(cancel.status(), 200);
+    let path = format!("/api/v1/builds/{id}");
+    let cancel = server.client.post(server.url(&format!("{path}/cancel")));
+    assert_eq!(cancel.send().unwrap().status(), 200);
     assert_eq!(server.build(id)["status"], "cancelled");
     assert!(!listed_ids(server, "limit=500&status=queued").contains(&id));
     assert!(listed_ids(server, "limit=500&status=cancelled").contains(&id));
 
-    let delete = server
-        .client
-        .delete(server.url(&format!("/api/v1/builds/{id}")))
-        .send()
-        .unwrap();
-    assert_eq!(delete.status(), 204);
+    let delete = server.client.delete(server.url(&path));
+    assert_eq!(delete.send().unwrap().status(), 204);
     assert_eq!(
-        server.get(&format!("/api/v1/builds/{id}")).status(),
+        server.get(&path).status(),
         404,
         "a deleted build is still served"
     );
@@ -138,41 +130,27 @@ fn assert_reads_seldom_held_an_async_thread(server: &Server) {
     eprintln!("{quick} of {reads} reads kept every poll under 1 ms");
 }
 
-/// A server whose data folder holds one failed build with `lines` log lines
-/// (`line 1` …), stored through the store's own write path while no server
-/// runs; and that build's id.
+/// A server whose data folder holds one cancelled build with `lines` log lines
+/// (`line 1` …): the build submitted and cancelled through the API, its log
+/// written through the store's own write path while no server runs; and that
+/// build's id.
 fn server_with_log(lines: i64) -> (Server, i64) {
     let mut server = Server::start_with(NO_DAEMON);
+    let id = submit_queued(&server);
+    let cancel = server
+        .client
+        .post(server.url(&format!("/api/v1/builds/{id}/cancel")));
+    assert_eq!(cancel.send().unwrap().status(), 200);
     server.kill();
-    let id = tokio::runtime::Runtime::new()
+    tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(store_build_with_log(&server.data_dir(), lines));
+        .block_on(store_log(&server.data_dir(), id, lines));
     server.restart();
     (server, id)
 }
 
-async fn store_build_with_log(data_dir: &std::path::Path, lines: i64) -> i64 {
+async fn store_log(data_dir: &std::path::Path, id: i64, lines: i64) {
     let store = Store::open(data_dir).unwrap();
-    let new = NewBuild {
-        repository: format!("127.0.0.1:1/reads/{}", unique("log")),
-        tags: TagPlan::Listed(vec!["latest".into()]),
-        push: false,
-        registry_username: None,
-        dockerfile: "FROM scratch\n".into(),
-        context: None,
-        options: BuildOptions::default(),
-        created_at: Timestamp::now(),
-        retry_of: None,
-        callback_url: None,
-    };
-    let id = store.insert_build(new, 100, |_| {}).await.unwrap().id;
-    for status in [Status::Building, Status::Failed] {
-        store
-            .transition(id, None, status, Changes::default())
-            .await
-            .unwrap()
-            .unwrap();
-    }
     const BATCH: i64 = 4096;
     for first in (1..=lines).step_by(BATCH as usize) {
         let batch = (first..(first + BATCH).min(lines + 1))
@@ -183,7 +161,6 @@ async fn store_build_with_log(data_dir: &std::path::Path, lines: i64) -> i64 {
             .collect();
         store.append_logs(id, Arc::new(batch)).await.unwrap();
     }
-    id
 }
 
 /// Reads the log at `path` as it streams, checking it holds exactly lines
@@ -203,16 +180,6 @@ fn check_streamed_lines(server: &Server, path: &str, first: i64, last: i64) {
         expected += 1;
     }
     assert_eq!(expected - 1, last, "GET {path}: the log ended early");
-}
-
-/// A /proc/PID/status value in KiB.
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(key))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
 }
 
 #[test]
