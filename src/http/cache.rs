@@ -80,7 +80,7 @@ impl ReadCache {
 
     fn lookup(&self, generation: u64, key: Key) -> Option<Arc<Answer>> {
         let mut entries = self.lock();
-        entries.move_to(generation);
+        drop_elsewhere(entries.move_to(generation));
         if entries.generation != generation {
             return None;
         }
@@ -89,14 +89,13 @@ impl ReadCache {
 
     fn keep(&self, generation: u64, key: Key, answer: Arc<Answer>) {
         let mut entries = self.lock();
-        entries.move_to(generation);
+        drop_elsewhere(entries.move_to(generation));
         if entries.generation != generation {
             return;
         }
         let size = answer.size();
         if entries.bytes + size > BUDGET_BYTES {
-            entries.answers.clear();
-            entries.bytes = 0;
+            drop_elsewhere(entries.take());
         }
         if let Some(old) = entries.answers.insert(key, answer) {
             entries.bytes -= old.size();
@@ -114,12 +113,29 @@ impl ReadCache {
 
 impl Entries {
     /// Forgets everything kept at an older generation than `generation`.
-    fn move_to(&mut self, generation: u64) {
-        if generation > self.generation {
-            self.generation = generation;
-            self.answers.clear();
-            self.bytes = 0;
+    fn move_to(&mut self, generation: u64) -> HashMap<Key, Arc<Answer>> {
+        if generation <= self.generation {
+            return HashMap::new();
         }
+        self.generation = generation;
+        self.take()
+    }
+
+    fn take(&mut self) -> HashMap<Key, Arc<Answer>> {
+        self.bytes = 0;
+        std::mem::take(&mut self.answers)
+    }
+}
+
+/// Freeing up to the whole budget, thousands of answers, would hold an async
+/// thread for a millisecond: the blocking pool does it.
+fn drop_elsewhere(answers: HashMap<Key, Arc<Answer>>) {
+    if answers.is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(answers))),
+        Err(_) => drop(answers),
     }
 }
 
