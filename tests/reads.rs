@@ -246,4 +246,17 @@ fn since_and_tail_choose_part_of_the_log_and_bad_values_are_400() {
     }
     let missing = server.get("/api/v1/builds/999999/logs?tail=5");
     assert_eq!(missing.status(), 404);
+
+    let doc = server.get_json("/api/v1/openapi.json");
+    let parameters = doc["paths"]["/api/v1/builds/{id}/logs"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    for name in ["since", "tail"] {
+        let parameter = parameters
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in the OpenAPI document: {parameters:?}"));
+        assert_eq!(parameter["in"], "query");
+        assert_eq!(parameter["schema"]["minimum"], 0, "{parameter}");
+    }
 }
