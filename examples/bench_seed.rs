@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // One at a time: concurrent writers would only wait on SQLite's lock.
+    // One at a time: concurrent writes would only queue for the store's one writer.
     for n in 0..count {
         if let Err(err) = seed_one(&store, repository.clone(), n).await {
             eprintln!("bench_seed: build {n}: {err}");

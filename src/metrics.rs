@@ -14,6 +14,12 @@ const HTTP_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// The most CPU time a request's future took in one poll of an async thread:
+/// the rule is about 100 µs at most.
+const POLL_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.01, 0.1,
+];
+
 pub struct Metrics {
     registry: Registry,
     /// Builds that reached a final status, by status.
@@ -29,6 +35,10 @@ pub struct Metrics {
     pub builder_slots: IntGaugeVec,
     pub http_requests_total: IntCounterVec,
     pub http_request_seconds: HistogramVec,
+    /// Per request, its longest single poll on an async thread, by route.
+    pub http_longest_poll_seconds: HistogramVec,
+    /// Times a SQLite connection slept waiting for a lock, since start.
+    pub sqlite_busy_waits: IntGauge,
 }
 
 impl Metrics {
@@ -91,6 +101,20 @@ impl Metrics {
                 &["route", "method"],
             )
             .expect("valid metric"),
+            sqlite_busy_waits: IntGauge::new(
+                "dockpub_sqlite_busy_waits",
+                "Times a SQLite connection slept in the busy handler since start (one writer: 0 unless another process writes)",
+            )
+            .expect("valid metric"),
+            http_longest_poll_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "dockpub_http_longest_poll_seconds",
+                    "Per request, the most CPU time one poll of its handler held an async thread",
+                )
+                .buckets(POLL_BUCKETS.to_vec()),
+                &["route", "method"],
+            )
+            .expect("valid metric"),
             registry,
         };
         metrics.register_all();
@@ -98,7 +122,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(self.builds_total.clone()),
             Box::new(self.phase_seconds.clone()),
             Box::new(self.queue_depth.clone()),
@@ -108,6 +132,8 @@ impl Metrics {
             Box::new(self.builder_slots.clone()),
             Box::new(self.http_requests_total.clone()),
             Box::new(self.http_request_seconds.clone()),
+            Box::new(self.http_longest_poll_seconds.clone()),
+            Box::new(self.sqlite_busy_waits.clone()),
         ];
         for collector in collectors {
             self.registry

@@ -5,7 +5,7 @@ mod common;
 use std::io::{Cursor, Read};
 use std::time::Duration;
 
-use common::{field, unique, Server, TestEnv};
+use common::{field, status_kib, unique, Server, TestEnv};
 use reqwest::blocking::multipart::{Form, Part};
 
 const CONTEXT_FILE_BYTES: u64 = 600 * 1024 * 1024;
@@ -37,16 +37,6 @@ fn big_context(dockerfile: &str) -> (impl Read + Send + 'static, u64) {
         .chain(std::io::repeat(0).take(CONTEXT_FILE_BYTES))
         .chain(Cursor::new(vec![0u8; 1024]));
     (reader, length)
-}
-
-/// A /proc/PID/status value in KiB.
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(key))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
 }
 
 #[test]

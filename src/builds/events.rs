@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
 
-use super::model::{Build, LogLine};
+use super::model::Build;
 use super::progress::Progress;
 
 /// Events a follower may fall behind by before it re-reads from the store.
@@ -15,8 +15,8 @@ const BACKLOG: usize = 256;
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// Lines just stored, in order.
-    Logs(Arc<Vec<LogLine>>),
+    /// Lines up to this line number are stored.
+    Logs(i64),
     Status(Arc<Build>),
     Progress(Progress),
 }
@@ -102,10 +102,7 @@ mod tests {
     use super::*;
 
     fn line(seq: i64) -> Event {
-        Event::Logs(Arc::new(vec![LogLine {
-            seq,
-            line: format!("line {seq}"),
-        }]))
+        Event::Logs(seq)
     }
 
     #[tokio::test]
@@ -117,7 +114,7 @@ mod tests {
         hub.publish(8, line(99));
         for follower in [&mut first, &mut second] {
             match follower.recv().await.unwrap() {
-                Event::Logs(lines) => assert_eq!(lines[0].seq, 1),
+                Event::Logs(seq) => assert_eq!(seq, 1),
                 other => panic!("unexpected {other:?}"),
             }
         }

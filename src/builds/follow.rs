@@ -2,37 +2,42 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use super::engine::Engine;
 use super::events::{Event, Subscription};
-use super::model::{Build, LogLine};
+use super::model::Build;
 use super::progress::Progress;
 use super::{BuildError, BuildService};
+use crate::store::RenderLine;
 
-/// Room for items a slow reader has not taken yet; past it the follower waits
-/// (and, if it falls further behind, re-reads the store), never the build.
-const FOLLOWER_BUFFER: usize = 64;
+/// Items a slow reader has not taken yet; past them the follower waits (and, if
+/// it falls behind the fan-out, re-reads the store), never the build. Small,
+/// because an item may be a whole page of lines.
+const FOLLOWER_BUFFER: usize = 4;
 
 #[derive(Debug, Clone)]
 pub enum Followed {
     /// The build as it is now; first the status at the start, then each change.
     Status(Build),
-    Log(LogLine),
+    /// A page of log lines, in order, as the follower's [`RenderLine`] made them.
+    Lines(Bytes),
     Progress(Progress),
     /// The build reached a final state; nothing follows.
     Done(Build),
 }
 
 impl BuildService {
-    /// Every log line after `after_seq`, status changes and progress, ending with
-    /// [`Followed::Done`] once the build is final.
+    /// Every log line after `after_seq` (read from the store in pages), status
+    /// changes and progress, ending with [`Followed::Done`] once the build is final.
     pub async fn follow(
         &self,
         id: i64,
         after_seq: i64,
+        render: RenderLine,
     ) -> Result<impl Stream<Item = Followed> + 'static, BuildError> {
         // Subscribed before reading, so nothing that happens after the read is missed.
         let subscription = self.engine.events.subscribe(id);
@@ -42,6 +47,7 @@ impl BuildService {
             engine: self.engine.clone(),
             id,
             last_seq: after_seq,
+            render,
             sender,
         };
         tokio::spawn(follower.run(subscription, build));
@@ -56,6 +62,7 @@ struct Follower {
     engine: Arc<Engine>,
     id: i64,
     last_seq: i64,
+    render: RenderLine,
     sender: mpsc::Sender<Followed>,
 }
 
@@ -68,13 +75,14 @@ impl Follower {
     }
 
     async fn follow(&mut self, subscription: &mut Subscription, build: Build) -> Result<(), Gone> {
-        self.send(Followed::Status(build.clone())).await?;
+        self.send(Followed::Status(build)).await?;
         if self.catch_up().await? {
             return Ok(());
         }
         loop {
             let done = match subscription.recv().await {
-                Ok(Event::Logs(lines)) => self.send_lines(lines.iter()).await.map(|()| false)?,
+                Ok(Event::Logs(stored)) if stored <= self.last_seq => false,
+                Ok(Event::Logs(_)) => !self.send_stored_lines().await?,
                 Ok(Event::Progress(progress)) => self
                     .send(Followed::Progress(progress))
                     .await
@@ -90,23 +98,22 @@ impl Follower {
         }
     }
 
-    /// Sends the stored lines not yet sent, and the end if the build is final by now.
-    /// Returns whether the build was final.
+    /// Sends the stored lines not yet sent, and the end if the build is final.
+    /// Returns whether the follow is over.
     async fn catch_up(&mut self) -> Result<bool, Gone> {
-        let store = &self.engine.store;
-        let (lines, build) = match (
-            store.read_logs_after(self.id, self.last_seq).await,
-            store.get_build(self.id).await,
-        ) {
-            (Ok(lines), Ok(Some(build))) => (lines, build),
-            // Deleted, or the store failed: end the stream rather than hang.
-            (Ok(_), Ok(None)) => return Ok(true),
-            (Err(err), _) | (_, Err(err)) => {
+        // The build first: when it is final, every line is stored already.
+        let build = match self.engine.store.get_build(self.id).await {
+            Ok(Some(build)) => build,
+            // Deleted: end the stream rather than hang.
+            Ok(None) => return Ok(true),
+            Err(err) => {
                 log::error!("build {}: follower stopped: {err}", self.id);
                 return Ok(true);
             }
         };
-        self.send_lines(lines.iter()).await?;
+        if !self.send_stored_lines().await? {
+            return Ok(true);
+        }
         if build.status.is_final() {
             self.send(Followed::Done(build)).await?;
             return Ok(true);
@@ -119,18 +126,36 @@ impl Follower {
         if !build.status.is_final() {
             return Ok(false);
         }
+        // The log was complete before the final status was stored.
+        self.send_stored_lines().await?;
         self.send(Followed::Done(build)).await?;
         Ok(true)
     }
 
-    async fn send_lines(&mut self, lines: impl Iterator<Item = &LogLine>) -> Result<(), Gone> {
-        for line in lines {
-            if line.seq > self.last_seq {
-                self.last_seq = line.seq;
-                self.send(Followed::Log(line.clone())).await?;
+    /// Sends the stored lines after the last one sent, a page at a time, until
+    /// none is left; false when the store failed (the follow ends).
+    async fn send_stored_lines(&mut self) -> Result<bool, Gone> {
+        loop {
+            let page = self
+                .engine
+                .store
+                .read_log_page(self.id, self.last_seq, self.render)
+                .await;
+            match page {
+                Ok(Some(page)) => {
+                    self.last_seq = page.last_seq;
+                    self.send(Followed::Lines(Bytes::from(page.text))).await?;
+                    if !page.full {
+                        return Ok(true);
+                    }
+                }
+                Ok(None) => return Ok(true),
+                Err(err) => {
+                    log::error!("build {}: follower stopped: {err}", self.id);
+                    return Ok(false);
+                }
             }
         }
-        Ok(())
     }
 
     async fn send(&self, item: Followed) -> Result<(), Gone> {

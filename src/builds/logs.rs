@@ -1,7 +1,8 @@
 //! A build's log on its way to SQLite: lines are queued in memory and written in
 //! batches, one transaction per batch rather than per line. Each batch is
-//! announced to followers only once it is stored, so a follower that reads the
-//! store and then listens never misses a line.
+//! announced to followers (by its last line number) only once it is stored;
+//! followers read the lines from the store, so a follower that reads the store
+//! and then listens never misses a line, and no follower holds a batch.
 
 use std::sync::Arc;
 
@@ -28,16 +29,14 @@ impl LogWriter {
             let mut next_seq = last_seq + 1;
             let mut texts = Vec::with_capacity(MAX_BATCH);
             while receiver.recv_many(&mut texts, MAX_BATCH).await > 0 {
-                let batch: Arc<Vec<LogLine>> = Arc::new(
-                    texts
-                        .drain(..)
-                        .zip(next_seq..)
-                        .map(|(line, seq)| LogLine { seq, line })
-                        .collect(),
-                );
+                let batch: Vec<LogLine> = texts
+                    .drain(..)
+                    .zip(next_seq..)
+                    .map(|(line, seq)| LogLine { seq, line })
+                    .collect();
                 next_seq += batch.len() as i64;
-                match store.append_logs(build_id, batch.clone()).await {
-                    Ok(()) => events.publish(build_id, Event::Logs(batch)),
+                match store.append_logs(build_id, Arc::new(batch)).await {
+                    Ok(()) => events.publish(build_id, Event::Logs(next_seq - 1)),
                     Err(err) => log::error!("build {build_id}: log lines lost: {err}"),
                 }
             }

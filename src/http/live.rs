@@ -14,6 +14,7 @@ use super::form::parse_flag;
 use super::views::BuildView;
 use super::{method_not_allowed, parse_id, AppState};
 use crate::builds::Followed;
+use crate::store::LogRange;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -33,14 +34,43 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 struct LogsQuery {
     /// true: keep the response open and write each new line until the build ends
     follow: Option<String>,
+    /// Only the lines after line N (lines count from 1: a reader that has N lines passes N)
+    #[param(value_type = Option<i64>, minimum = 0)]
+    since: Option<String>,
+    /// Only the last N lines (of those after `since`); with `follow`, then every new one
+    #[param(value_type = Option<i64>, minimum = 0)]
+    tail: Option<String>,
 }
 
-/// The log so far as text/plain; with `follow=true`, kept open and written to as
-/// lines arrive, ending when the build does.
+impl LogsQuery {
+    fn range(&self) -> Result<LogRange, ApiError> {
+        Ok(LogRange {
+            since: line_count("since", self.since.as_deref())?,
+            tail: line_count("tail", self.tail.as_deref())?,
+        })
+    }
+}
+
+/// A count of lines from a query: a whole number from 0 up.
+fn line_count(name: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    match text.parse::<i64>() {
+        Ok(count) if count >= 0 => Ok(Some(count)),
+        _ => Err(ApiError::InvalidQuery(format!(
+            "{name}: '{text}' is not a number of lines (0 or more)"
+        ))),
+    }
+}
+
+/// The log as text/plain, read from the store a page at a time as it is sent;
+/// `since` and `tail` choose a part of it. With `follow=true`, kept open and
+/// written to as lines arrive, ending when the build does.
 #[utoipa::path(get, path = "/api/v1/builds/{id}/logs", tag = "live", params(("id" = i64, Path), LogsQuery),
     responses(
         (status = 200, description = "The log, one line per line", body = String, content_type = "text/plain"),
-        (status = 400, description = "Not an integer id, or a bad value", body = ErrorBody),
+        (status = 400, description = "Not an integer id, or a bad `follow`, `since` or `tail`", body = ErrorBody),
         (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -55,27 +85,36 @@ async fn build_logs(
         .as_deref()
         .map(|v| parse_flag("follow", v))
         .transpose()?;
+    let after = state.builds.log_start(id, query.range()?).await?;
+    let mut response = HttpResponse::Ok();
+    response.content_type(ContentType::plaintext());
     if follow != Some(true) {
-        let lines = state.builds.logs(id).await?;
-        let body: String = lines.into_iter().map(|line| line + "\n").collect();
-        return Ok(HttpResponse::Ok()
-            .content_type(ContentType::plaintext())
-            .body(body));
+        return Ok(response.streaming(state.builds.log_pages(id, after, plain_line)));
     }
     let lines = state
         .builds
-        .follow(id, 0)
+        .follow(id, after, plain_line)
         .await?
         .filter_map(|item| async move {
             match item {
-                Followed::Log(line) => Some(Ok::<_, Infallible>(Bytes::from(line.line + "\n"))),
+                Followed::Lines(lines) => Some(Ok::<_, Infallible>(lines)),
                 _ => None,
             }
         });
-    Ok(HttpResponse::Ok()
-        .content_type(ContentType::plaintext())
+    Ok(response
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .streaming(lines))
+}
+
+/// A line as text/plain: it ends with a newline.
+fn plain_line(text: &mut String, _seq: i64, line: &str) {
+    text.push_str(line);
+    text.push('\n');
+}
+
+/// A line as an SSE `log` event, its line number as the event id.
+fn sse_line(text: &mut String, seq: i64, line: &str) {
+    push_frame(text, "log", Some(seq), line);
 }
 
 /// `status`, `log` (with the line's number as the event id, so `Last-Event-ID`
@@ -97,7 +136,7 @@ async fn build_events(
     let after = last_event_id(&req)?;
     let events = state
         .builds
-        .follow(id, after)
+        .follow(id, after, sse_line)
         .await?
         .map(|item| Ok::<_, Infallible>(sse_event(&item)));
     Ok(HttpResponse::Ok()
@@ -122,7 +161,7 @@ fn last_event_id(req: &HttpRequest) -> Result<i64, ApiError> {
 fn sse_event(item: &Followed) -> Bytes {
     match item {
         Followed::Status(build) => frame("status", None, &json(&BuildView::from(build))),
-        Followed::Log(line) => frame("log", Some(line.seq), &line.line),
+        Followed::Lines(lines) => lines.clone(),
         Followed::Progress(progress) => frame("progress", None, &json(progress)),
         Followed::Done(build) => frame("done", None, &json(&BuildView::from(build))),
     }
@@ -135,7 +174,15 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 
 /// One SSE event; every line of `data` (split at CR or LF, as SSE reads them) gets its own `data:` field.
 fn frame(event: &str, id: Option<i64>, data: &str) -> Bytes {
-    let mut text = format!("event: {event}\n");
+    let mut text = String::new();
+    push_frame(&mut text, event, id, data);
+    Bytes::from(text)
+}
+
+fn push_frame(text: &mut String, event: &str, id: Option<i64>, data: &str) {
+    text.push_str("event: ");
+    text.push_str(event);
+    text.push('\n');
     if let Some(id) = id {
         text.push_str(&format!("id: {id}\n"));
     }
@@ -145,7 +192,6 @@ fn frame(event: &str, id: Option<i64>, data: &str) -> Bytes {
         text.push('\n');
     }
     text.push('\n');
-    Bytes::from(text)
 }
 
 #[cfg(test)]

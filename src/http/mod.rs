@@ -3,6 +3,7 @@
 mod actions;
 mod auth;
 mod builders;
+mod cache;
 mod deliveries;
 mod error;
 mod form;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub upload: UploadLimits,
     pub tokens: Vec<ApiToken>,
     pub hosts: origin::HostPolicy,
+    /// Answers of the build and list routes (see `cache`).
+    pub reads: cache::ReadCache,
 }
 
 /// Every route, for the server and for tests alike.
@@ -80,6 +83,7 @@ pub fn server(
         },
         tokens,
         hosts,
+        reads: cache::ReadCache::default(),
     });
     let server = HttpServer::new(move || {
         App::new()

@@ -1,10 +1,11 @@
 //! `/api/v1`: the JSON API.
 
-use actix_web::http::header::LOCATION;
+use actix_web::http::header::{ContentType, LOCATION};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::auth::Caller;
+use super::cache::{Answer, Key};
 use super::error::{ApiError, ErrorBody};
 use super::form::{parse_flag, read_form, FieldKinds, Form};
 use super::openapi::SubmitForm;
@@ -189,24 +190,25 @@ async fn list_builds(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = query.filter()?;
-    // One more than asked tells whether there is a next page.
-    let mut builds = state
-        .builds
-        .list(ListFilter {
+    let key = Key::Page(filter.clone());
+    let load = || {
+        // One more than asked tells whether there is a next page.
+        let one_more = ListFilter {
             limit: filter.limit + 1,
             ..filter.clone()
+        };
+        state.builds.list_then(one_more, move |mut builds| {
+            let has_more = builds.len() > filter.limit;
+            builds.truncate(filter.limit);
+            let next = match builds.last() {
+                Some(last) if has_more => Some(next_page(&filter, last.id)),
+                _ => None,
+            };
+            Answer::page(builds, next)
         })
-        .await?;
-    let has_more = builds.len() > filter.limit;
-    builds.truncate(filter.limit);
-    let next = match builds.last() {
-        Some(last) if has_more => Some(next_page(&filter, last.id)),
-        _ => None,
     };
-    Ok(HttpResponse::Ok().json(BuildList {
-        builds: builds.iter().map(BuildView::from).collect(),
-        next,
-    }))
+    let body = state.reads.answer(&state.builds, key, load).await?;
+    Ok(json_response(body))
 }
 
 fn next_page(filter: &ListFilter, last_id: i64) -> String {
@@ -237,8 +239,19 @@ async fn get_build(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let build = state.builds.get(parse_id(&id)?).await?;
-    Ok(HttpResponse::Ok().json(BuildView::from(&build)))
+    let id = parse_id(&id)?;
+    let load = || state.builds.get_then(id, Answer::build);
+    let body = state
+        .reads
+        .answer(&state.builds, Key::Build(id), load)
+        .await?;
+    Ok(json_response(body))
+}
+
+fn json_response(body: bytes::Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(body)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

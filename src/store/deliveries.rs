@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{Store, StoreError};
+use super::{immediate, Seen, Store, StoreError};
 use crate::builds::model::Timestamp;
 use crate::webhooks::model::{AttemptRecord, Delivery, NewDelivery};
 
@@ -13,8 +13,8 @@ const DELIVERY_COLUMNS: &str =
 impl Store {
     /// Stores new deliveries, due at once; returns their ids.
     pub async fn insert_deliveries(&self, new: Vec<NewDelivery>) -> Result<Vec<i64>, StoreError> {
-        self.blocking(move |conn, _| {
-            let tx = conn.transaction()?;
+        self.write_seen(Seen::Elsewhere, move |conn, _| {
+            let tx = immediate(conn)?;
             let mut ids = Vec::with_capacity(new.len());
             for delivery in &new {
                 let created_at = delivery.created_at.to_rfc3339();
@@ -50,7 +50,7 @@ impl Store {
         lease_end: Timestamp,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        self.blocking(move |conn, _| {
+        self.write_seen(Seen::Elsewhere, move |conn, _| {
             let sql = format!(
                 "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?2
                  WHERE id IN (SELECT id FROM deliveries
@@ -71,12 +71,13 @@ impl Store {
     /// Stores how an attempt went. A delivery that has ended and whose build was
     /// deleted meanwhile goes with it.
     pub async fn record_attempt(&self, id: i64, record: AttemptRecord) -> Result<(), StoreError> {
-        self.blocking(move |conn, _| {
+        self.write_seen(Seen::Elsewhere, move |conn, _| {
+            let tx = immediate(conn)?;
             let finished_at = record
                 .next_attempt_at
                 .is_none()
                 .then(|| Timestamp::now().to_rfc3339());
-            conn.execute(
+            tx.execute(
                 "UPDATE deliveries SET state = ?2, last_status = ?3, last_error = ?4,
                                        next_attempt_at = ?5, finished_at = ?6
                  WHERE id = ?1",
@@ -89,11 +90,12 @@ impl Store {
                     finished_at,
                 ],
             )?;
-            conn.execute(
+            tx.execute(
                 "DELETE FROM deliveries WHERE id = ?1 AND state != 'pending'
                    AND NOT EXISTS (SELECT 1 FROM builds WHERE builds.id = deliveries.build_id)",
                 [id],
             )?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -101,7 +103,7 @@ impl Store {
 
     /// When the earliest pending delivery is due, if any is.
     pub async fn next_delivery_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.blocking(move |conn, _| {
+        self.read(move |conn| {
             let due: Option<String> = conn.query_row(
                 "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'",
                 [],
@@ -119,7 +121,7 @@ impl Store {
 
     /// A build's deliveries, oldest first.
     pub async fn list_deliveries(&self, build_id: i64) -> Result<Vec<Delivery>, StoreError> {
-        self.blocking(move |conn, _| {
+        self.read(move |conn| {
             let sql = format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE build_id = ?1 ORDER BY id"
             );
@@ -131,8 +133,7 @@ impl Store {
     }
 
     pub async fn get_delivery(&self, id: i64) -> Result<Option<Delivery>, StoreError> {
-        self.blocking(move |conn, _| select_delivery(conn, id))
-            .await
+        self.read(move |conn| select_delivery(conn, id)).await
     }
 }
 

@@ -48,10 +48,13 @@ impl BuildFiles {
     }
 
     pub fn keep_context(&self, id: i64, archive: TempPath) -> io::Result<()> {
+        self.keep(id, archive, self.context_path(id))
+    }
+
+    /// Moves a staged file into build `id`'s folder as `path`.
+    fn keep(&self, id: i64, staged: TempPath, path: PathBuf) -> io::Result<()> {
         std::fs::create_dir_all(self.dir(id))?;
-        archive
-            .persist(self.context_path(id))
-            .map_err(|err| err.error)
+        staged.persist(path).map_err(|err| err.error)
     }
 
     fn dir(&self, id: i64) -> PathBuf {
@@ -62,16 +65,18 @@ impl BuildFiles {
         self.dir(id).join("Dockerfile")
     }
 
-    /// Writes to a temporary file first so a crash never leaves half a Dockerfile.
-    pub fn write_dockerfile(&self, id: i64, content: &str) -> io::Result<()> {
-        let dir = self.dir(id);
-        std::fs::create_dir_all(&dir)?;
-        let mut temp = tempfile::NamedTempFile::new_in(&dir)?;
+    /// Writes and syncs a Dockerfile in the staging folder, so that keeping it
+    /// under its build's id is a rename (done by the store's writer, which must
+    /// not wait for a disk sync) and a crash never leaves half a Dockerfile.
+    pub fn stage_dockerfile(&self, content: &str) -> io::Result<TempPath> {
+        let mut temp = tempfile::NamedTempFile::new_in(&self.staging)?;
         temp.write_all(content.as_bytes())?;
         temp.as_file().sync_all()?;
-        temp.persist(self.dockerfile_path(id))
-            .map_err(|err| err.error)?;
-        Ok(())
+        Ok(temp.into_temp_path())
+    }
+
+    pub fn keep_dockerfile(&self, id: i64, staged: TempPath) -> io::Result<()> {
+        self.keep(id, staged, self.dockerfile_path(id))
     }
 
     pub fn read_dockerfile(&self, id: i64) -> io::Result<String> {

@@ -1,28 +1,35 @@
-//! Everything SQLite: the r2d2 pool, migrations, and the build and log tables.
-//! Every call runs on tokio's blocking pool, never on the async runtime, except the
-//! short reads of one build or one page of builds (see [`Store::read`]).
+//! Everything SQLite: migrations, the build and log tables, and the two ways in.
+//! Writes go through the one writer connection on its own thread
+//! ([`writer::Writer`]); reads use a pool of read-only connections on tokio's
+//! blocking pool. Nothing here runs SQLite on the async threads.
 
 mod deliveries;
 mod files;
 mod lock;
+mod logs;
 mod migrations;
 mod rows;
 mod sharing;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::builds::model::{Build, LogLine, NewBuild, TagPlan, Timestamp};
+use crate::builds::model::{Build, NewBuild, TagPlan, Timestamp};
 use crate::builds::status::Status;
 pub use files::BuildFiles;
 pub use lock::{DataDirLock, LockError};
+pub use logs::{LogPage, LogRange, RenderLine};
 use rows::{build_from_row, BUILD_COLUMNS};
 pub use sharing::PublishedTag;
+use writer::Writer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -40,6 +47,8 @@ pub enum StoreError {
     QueueFull { limit: usize },
     #[error("store task did not finish: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the store's writer stopped before the write finished")]
+    WriterGone,
 }
 
 impl StoreError {
@@ -64,7 +73,7 @@ pub struct Changes {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ListFilter {
     pub status: Option<Status>,
     /// Only builds with an id below this one (paging cursor).
@@ -74,10 +83,34 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
+/// How long a connection waits for a lock held by another process (the writer
+/// never waits for this process: it is alone) before giving up.
+const BUSY_LIMIT: Duration = Duration::from_secs(5);
+const BUSY_NAP: Duration = Duration::from_millis(1);
+
+/// Page cache per read connection, in KiB (SQLite's negative `cache_size`).
+const READER_CACHE_KIB: i64 = -256;
+
+/// Every time a connection of this process slept in SQLite's busy handler.
+static BUSY_WAITS: AtomicU64 = AtomicU64::new(0);
+
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool<SqliteConnectionManager>,
+    readers: Pool<SqliteConnectionManager>,
+    writer: Arc<Writer>,
+    /// Moves after every committed write that may change a build row, before the
+    /// write's caller hears back: an answer read at generation N shows every write
+    /// whose caller had returned when N was read.
+    generation: Arc<AtomicU64>,
     files: BuildFiles,
+}
+
+/// Whether a write can change what a build's JSON shows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    InBuilds,
+    /// Log lines and webhook deliveries: not part of a build's JSON.
+    Elsewhere,
 }
 
 impl Store {
@@ -85,42 +118,98 @@ impl Store {
     /// and applies pending migrations.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir)?;
-        let manager =
-            SqliteConnectionManager::file(data_dir.join("dockpub.sqlite3")).with_init(|conn| {
-                // The busy timeout first: r2d2 opens its connections side by side, and
-                // on a new file all but one would find the switch to WAL locked.
-                conn.execute_batch(
-                    "PRAGMA busy_timeout = 5000;
-                     PRAGMA journal_mode = WAL;
-                     PRAGMA synchronous = NORMAL;
-                     PRAGMA foreign_keys = ON;",
-                )
-            });
+        let path = data_dir.join("dockpub.sqlite3");
+        let mut writer = Connection::open(&path)?;
+        configure(&writer)?;
+        migrations::apply(&mut writer)?;
+        let manager = SqliteConnectionManager::file(&path).with_init(|conn| {
+            configure(conn)?;
+            // A write slipped onto a read connection fails loudly instead of
+            // racing the writer.
+            conn.pragma_update(None, "query_only", true)?;
+            // Each connection keeps its own page cache (2 MiB by default): with
+            // eight of them streaming big logs that alone would be 16 MiB. The
+            // kernel caches the file anyway.
+            conn.pragma_update(None, "cache_size", READER_CACHE_KIB)
+        });
         // No test query on every checkout: a connection to a local file does not go
         // stale the way a network connection does, and r2d2_sqlite's test parses and
         // runs `SELECT 1` each time (a measurable share of a `GET` on the API).
-        let pool = Pool::builder()
+        let readers = Pool::builder()
             .max_size(8)
             .test_on_check_out(false)
             .build(manager)?;
-        migrations::apply(&mut *pool.get()?)?;
         let files = BuildFiles::open(data_dir.join("builds"), data_dir.join("uploads"))?;
-        Ok(Store { pool, files })
+        Ok(Store {
+            readers,
+            writer: Arc::new(Writer::start(writer)?),
+            generation: Arc::default(),
+            files,
+        })
     }
 
     pub fn files(&self) -> &BuildFiles {
         &self.files
     }
 
-    /// Runs `work` with a pooled connection on the blocking pool.
-    async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    /// See the field's comment: compare two readings to know whether anything a
+    /// build's JSON shows may have changed in between.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// How many times connections of this process slept waiting for a lock.
+    /// Only another process writing the same database makes this move.
+    pub fn busy_waits() -> u64 {
+        BUSY_WAITS.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work` with a read-only pooled connection on the blocking pool.
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || work(&*pool.get()?)).await?
+    }
+
+    /// Runs `work` on the writer connection; `work` opens its own transaction
+    /// with [`immediate`]. The generation moves once it has returned.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &BuildFiles) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        self.write_seen(Seen::InBuilds, work).await
+    }
+
+    async fn write_seen<T, F>(&self, seen: Seen, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &BuildFiles) -> Result<T, StoreError> + Send + 'static,
+    {
         let files = self.files.clone();
-        tokio::task::spawn_blocking(move || work(&mut *pool.get()?, &files)).await?
+        let generation = self.generation.clone();
+        self.writer
+            .run(move |conn| {
+                let result = work(conn, &files);
+                if seen == Seen::InBuilds {
+                    generation.fetch_add(1, Ordering::SeqCst);
+                }
+                result
+            })
+            .await?
+    }
+
+    /// File work on the blocking pool, away from the writer.
+    async fn files_blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&BuildFiles) -> std::io::Result<T> + Send + 'static,
+    {
+        let files = self.files.clone();
+        Ok(tokio::task::spawn_blocking(move || work(&files)).await??)
     }
 
     /// Inserts a queued build and stores its Dockerfile; both or neither. Refuses
@@ -128,57 +217,35 @@ impl Store {
     /// while the row is not yet visible to others.
     pub async fn insert_build<F>(
         &self,
-        new: NewBuild,
+        mut new: NewBuild,
         queue_limit: usize,
         before_commit: F,
     ) -> Result<Build, StoreError>
     where
         F: FnOnce(i64) + Send + 'static,
     {
-        self.blocking(move |conn, files| {
+        let text = std::mem::take(&mut new.dockerfile);
+        let dockerfile = self
+            .files_blocking(move |files| files.stage_dockerfile(&text))
+            .await?;
+        self.write(move |conn, files| {
             // Immediate: the count and the insert happen under one write lock.
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let queued: i64 = tx.query_row("SELECT COUNT(*) FROM builds WHERE status = 'queued'", [], |row| row.get(0))?;
+            let tx = immediate(conn)?;
+            let queued: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM builds WHERE status = 'queued'",
+                [],
+                |row| row.get(0),
+            )?;
             if queued as usize >= queue_limit {
                 return Err(StoreError::QueueFull { limit: queue_limit });
             }
-            let listed = match &new.tags {
-                TagPlan::Listed(tags) => tags.clone(),
-                TagPlan::TimestampAndId => Vec::new(),
-            };
-            tx.execute(
-                "INSERT INTO builds (status, repository, tags, push, registry_username, created_at, retry_of,
-                                     options, context_dockerfile, callback_url, submitted_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    Status::Queued.as_str(),
-                    new.repository,
-                    rows::tags_to_json(&listed),
-                    new.push,
-                    new.registry_username,
-                    new.created_at.to_rfc3339(),
-                    new.retry_of,
-                    rows::to_json(&new.options),
-                    new.context.as_ref().map(|c| c.dockerfile_path.as_str()),
-                    new.callback_url,
-                    new.submitted_by,
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
-            if new.tags == TagPlan::TimestampAndId {
-                let tag = format!("{}-{id}", new.created_at.compact());
-                tx.execute(
-                    "UPDATE builds SET tags = ?2 WHERE id = ?1",
-                    params![id, rows::tags_to_json(&[tag])],
-                )?;
-            }
-            let stored =
-                files
-                    .write_dockerfile(id, &new.dockerfile)
-                    .and_then(|()| match new.context {
-                        Some(context) => files.keep_context(id, context.archive),
-                        None => Ok(()),
-                    });
+            let id = insert_row(&tx, &new)?;
+            let stored = files
+                .keep_dockerfile(id, dockerfile)
+                .and_then(|()| match new.context {
+                    Some(context) => files.keep_context(id, context.archive),
+                    None => Ok(()),
+                });
             if let Err(err) = stored {
                 files.remove(id)?;
                 return Err(err.into());
@@ -195,12 +262,32 @@ impl Store {
     }
 
     pub async fn get_build(&self, id: i64) -> Result<Option<Build>, StoreError> {
-        self.blocking(move |conn, _| select_build(conn, id)).await
+        self.get_build_then(id, |build| build).await
+    }
+
+    /// Reads build `id` and hands it to `then`, both on the blocking pool (so a
+    /// caller can render it there too).
+    pub async fn get_build_then<T, F>(&self, id: i64, then: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Option<Build>) -> T + Send + 'static,
+    {
+        self.read(move |conn| select_build(conn, id).map(then))
+            .await
     }
 
     /// Newest first.
     pub async fn list_builds(&self, filter: ListFilter) -> Result<Vec<Build>, StoreError> {
-        self.blocking(move |conn, _| {
+        self.list_builds_then(filter, |builds| builds).await
+    }
+
+    /// Like [`Store::get_build_then`], for a page of builds, newest first.
+    pub async fn list_builds_then<T, F>(&self, filter: ListFilter, then: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Vec<Build>) -> T + Send + 'static,
+    {
+        self.read(move |conn| {
             let sql = format!(
                 "SELECT {BUILD_COLUMNS} FROM builds
                  WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2)
@@ -218,7 +305,8 @@ impl Store {
                 ],
                 build_from_row,
             )?;
-            rows.map(|row| row?).collect()
+            let builds = rows.map(|row| row?).collect::<Result<_, _>>()?;
+            Ok(then(builds))
         })
         .await
     }
@@ -231,8 +319,8 @@ impl Store {
         builder: String,
         platforms: Vec<String>,
     ) -> Result<Option<Build>, StoreError> {
-        self.blocking(move |conn, _| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.write(move |conn, _| {
+            let tx = immediate(conn)?;
             let platforms = rows::to_json(&platforms);
             let id: Option<i64> = tx
                 .query_row(
@@ -271,23 +359,30 @@ impl Store {
         to: Status,
         changes: Changes,
     ) -> Result<Option<Build>, StoreError> {
-        self.blocking(move |conn, _| transition(conn, id, from, to, &changes))
-            .await
+        self.write(move |conn, _| {
+            let tx = immediate(conn)?;
+            let moved = transition(&tx, id, from, to, &changes)?;
+            tx.commit()?;
+            Ok(moved)
+        })
+        .await
     }
 
     /// Restart recovery: every build left building or pushing goes back to the queue,
     /// its earlier attempt's results cleared (its log is kept).
     pub async fn requeue_interrupted(&self) -> Result<Vec<i64>, StoreError> {
-        self.blocking(move |conn, _| {
-            let ids: Vec<i64> = conn
+        self.write(move |conn, _| {
+            let tx = immediate(conn)?;
+            let ids: Vec<i64> = tx
                 .prepare(
                     "SELECT id FROM builds WHERE status IN ('building', 'pushing') ORDER BY id",
                 )?
                 .query_map([], |row| row.get(0))?
                 .collect::<Result<_, _>>()?;
             for &id in &ids {
-                transition(conn, id, None, Status::Queued, &Changes::default())?;
+                transition(&tx, id, None, Status::Queued, &Changes::default())?;
             }
+            tx.commit()?;
             Ok(ids)
         })
         .await
@@ -302,7 +397,7 @@ impl Store {
         finished_before: Option<Timestamp>,
         keep_last: Option<usize>,
     ) -> Result<Vec<i64>, StoreError> {
-        self.blocking(move |conn, _| {
+        self.read(move |conn| {
             let finals = final_statuses();
             let sql = format!(
                 "SELECT id FROM builds
@@ -322,7 +417,7 @@ impl Store {
 
     /// How many builds wait in the queue.
     pub async fn queued_count(&self) -> Result<i64, StoreError> {
-        self.blocking(|conn, _| {
+        self.read(|conn| {
             let mut statement =
                 conn.prepare_cached("SELECT COUNT(*) FROM builds WHERE status = 'queued'")?;
             Ok(statement.query_row([], |row| row.get(0))?)
@@ -333,7 +428,7 @@ impl Store {
     /// Queued builds that were never handed to a builder and were created
     /// before `cutoff`, oldest first.
     pub async fn queued_unstarted_before(&self, cutoff: Timestamp) -> Result<Vec<i64>, StoreError> {
-        self.blocking(move |conn, _| {
+        self.read(move |conn| {
             let mut statement = conn.prepare_cached(
                 "SELECT id FROM builds WHERE status = 'queued' AND attempts = 0 AND created_at < ?1
                  ORDER BY id",
@@ -348,7 +443,7 @@ impl Store {
     pub async fn status_counts(
         &self,
     ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
-        self.blocking(|conn, _| {
+        self.read(|conn| {
             let mut statement =
                 conn.prepare_cached("SELECT status, COUNT(*) FROM builds GROUP BY status")?;
             let counts = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
@@ -359,7 +454,7 @@ impl Store {
 
     /// Whether SQLite answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.blocking(|conn, _| {
+        self.read(|conn| {
             Ok(conn
                 .query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
                 .map(drop)?)
@@ -367,91 +462,112 @@ impl Store {
         .await
     }
 
-    /// Stores log lines whose sequence numbers the caller assigned, in one transaction.
-    pub async fn append_logs(&self, id: i64, lines: Arc<Vec<LogLine>>) -> Result<(), StoreError> {
-        self.blocking(move |conn, _| {
-            let tx = conn.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO build_logs (build_id, seq, line) VALUES (?1, ?2, ?3)",
-                )?;
-                for line in lines.iter() {
-                    insert.execute(params![id, line.seq, line.line])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// The sequence number of the build's last stored line, 0 when there is none.
-    pub async fn last_log_seq(&self, id: i64) -> Result<i64, StoreError> {
-        self.blocking(move |conn, _| {
-            Ok(conn.query_row(
-                "SELECT COALESCE(MAX(seq), 0) FROM build_logs WHERE build_id = ?1",
-                [id],
-                |row| row.get(0),
-            )?)
-        })
-        .await
-    }
-
-    /// The stored lines after sequence number `after`, in order.
-    pub async fn read_logs_after(&self, id: i64, after: i64) -> Result<Vec<LogLine>, StoreError> {
-        self.blocking(move |conn, _| {
-            let mut statement = conn.prepare_cached(
-                "SELECT seq, line FROM build_logs WHERE build_id = ?1 AND seq > ?2 ORDER BY seq",
-            )?;
-            let lines = statement.query_map([id, after], |row| {
-                Ok(LogLine {
-                    seq: row.get(0)?,
-                    line: row.get(1)?,
-                })
-            })?;
-            Ok(lines.collect::<Result<_, _>>()?)
-        })
-        .await
-    }
-
     /// A staged copy of build `id`'s context archive (see [`BuildFiles::stage_copy_of_context`]).
     pub async fn stage_copy_of_context(&self, id: i64) -> Result<tempfile::TempPath, StoreError> {
-        self.blocking(move |_, files| Ok(files.stage_copy_of_context(id)?))
+        self.files_blocking(move |files| files.stage_copy_of_context(id))
             .await
     }
 
     pub async fn read_dockerfile(&self, id: i64) -> Result<String, StoreError> {
-        self.blocking(move |_, files| Ok(files.read_dockerfile(id)?))
+        self.files_blocking(move |files| files.read_dockerfile(id))
             .await
     }
 
     /// Deletes the row, its logs and its stored files, if the build is final.
     /// Returns false when no such final build exists.
     pub async fn delete_final_build(&self, id: i64) -> Result<bool, StoreError> {
-        self.blocking(move |conn, files| {
-            let tx = conn.transaction()?;
-            let deleted = tx.execute(
-                &format!(
-                    "DELETE FROM builds WHERE id = ?1 AND status IN ({})",
-                    final_statuses()
-                ),
-                [id],
-            )?;
-            if deleted == 0 {
-                return Ok(false);
-            }
-            // Pending deliveries still go out (a `cancelled` one right before a
-            // forced delete); they are removed when they end.
-            tx.execute(
-                "DELETE FROM deliveries WHERE build_id = ?1 AND state != 'pending'",
-                [id],
-            )?;
-            tx.commit()?;
-            files.remove(id)?;
-            Ok(true)
-        })
-        .await
+        let deleted = self
+            .write(move |conn, _| {
+                let tx = immediate(conn)?;
+                let deleted = tx.execute(
+                    &format!(
+                        "DELETE FROM builds WHERE id = ?1 AND status IN ({})",
+                        final_statuses()
+                    ),
+                    [id],
+                )?;
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                // Pending deliveries still go out (a `cancelled` one right before a
+                // forced delete); they are removed when they end.
+                tx.execute(
+                    "DELETE FROM deliveries WHERE build_id = ?1 AND state != 'pending'",
+                    [id],
+                )?;
+                tx.commit()?;
+                Ok(true)
+            })
+            .await?;
+        if deleted {
+            // A big context takes a while to unlink: not on the writer.
+            self.files_blocking(move |files| files.remove(id)).await?;
+        }
+        Ok(deleted)
     }
+}
+
+/// Opens a write transaction that takes the write lock at once, so it never has
+/// to upgrade a read lock midway (which can fail with SQLITE_BUSY instead of
+/// waiting).
+fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+/// The pragmas every connection runs with.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;",
+    )?;
+    conn.busy_handler(Some(wait_when_busy))
+}
+
+/// SQLite's busy handler: counts each nap (see [`Store::busy_waits`]) and gives
+/// up after [`BUSY_LIMIT`].
+fn wait_when_busy(naps: i32) -> bool {
+    BUSY_WAITS.fetch_add(1, Ordering::Relaxed);
+    if u128::from(naps.unsigned_abs()) * BUSY_NAP.as_millis() >= BUSY_LIMIT.as_millis() {
+        return false;
+    }
+    std::thread::sleep(BUSY_NAP);
+    true
+}
+
+/// The new row, with its generated tag when the plan asks for one; its id.
+fn insert_row(tx: &Transaction<'_>, new: &NewBuild) -> Result<i64, StoreError> {
+    let listed = match &new.tags {
+        TagPlan::Listed(tags) => tags.clone(),
+        TagPlan::TimestampAndId => Vec::new(),
+    };
+    tx.execute(
+        "INSERT INTO builds (status, repository, tags, push, registry_username, created_at, retry_of,
+                             options, context_dockerfile, callback_url, submitted_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            Status::Queued.as_str(),
+            new.repository,
+            rows::tags_to_json(&listed),
+            new.push,
+            new.registry_username,
+            new.created_at.to_rfc3339(),
+            new.retry_of,
+            rows::to_json(&new.options),
+            new.context.as_ref().map(|c| c.dockerfile_path.as_str()),
+            new.callback_url,
+            new.submitted_by,
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    if new.tags == TagPlan::TimestampAndId {
+        let tag = format!("{}-{id}", new.created_at.compact());
+        tx.execute(
+            "UPDATE builds SET tags = ?2 WHERE id = ?1",
+            params![id, rows::tags_to_json(&[tag])],
+        )?;
+    }
+    Ok(id)
 }
 
 /// `'succeeded', 'failed', …` for SQL, from the status model.
@@ -530,7 +646,7 @@ fn transition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builds::model::BuildOptions;
+    use crate::builds::model::{BuildOptions, LogLine};
 
     pub(super) fn new_build(n: usize) -> NewBuild {
         NewBuild {
@@ -713,5 +829,156 @@ mod tests {
             store.prunable_builds(Some(soon), Some(2)).await.unwrap(),
             ids[..2].to_vec()
         );
+    }
+
+    fn numbered_lines(id: i64, from: i64, count: i64) -> Arc<Vec<LogLine>> {
+        let lines = (from..from + count).map(|seq| LogLine {
+            seq,
+            line: format!("build {id} line {seq}"),
+        });
+        Arc::new(lines.collect())
+    }
+
+    /// `seq<TAB>line` per line.
+    fn numbered(text: &mut String, seq: i64, line: &str) {
+        text.push_str(&format!("{seq}\t{line}\n"));
+    }
+
+    /// Every stored line of build `id`, read page by page.
+    async fn read_all_pages(store: &Store, id: i64, after: i64) -> (Vec<LogLine>, usize) {
+        let (mut all, mut pages, mut after) = (Vec::new(), 0, after);
+        while let Some(page) = store.read_log_page(id, after, numbered).await.unwrap() {
+            pages += 1;
+            after = page.last_seq;
+            all.extend(page.text.lines().map(|numbered| {
+                let (seq, line) = numbered.split_once('\t').unwrap();
+                LogLine {
+                    seq: seq.parse().unwrap(),
+                    line: line.into(),
+                }
+            }));
+            if !page.full {
+                break;
+            }
+        }
+        (all, pages)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_never_sleep_and_each_log_lands_in_order() {
+        let (_dir, store, ids) = store_with(4).await;
+        let busy_before = Store::busy_waits();
+        let mut writers = tokio::task::JoinSet::new();
+        for &id in &ids {
+            let store = store.clone();
+            writers.spawn(async move {
+                for batch in 0..40 {
+                    let lines = numbered_lines(id, batch * 50 + 1, 50);
+                    store.append_logs(id, lines).await.unwrap();
+                }
+            });
+        }
+        for submitter in 0..8 {
+            let store = store.clone();
+            writers.spawn(async move {
+                for n in 0..10 {
+                    let build = new_build(submitter * 10 + n);
+                    let inserted = store.insert_build(build, usize::MAX, |_| {}).await.unwrap();
+                    store
+                        .transition(inserted.id, None, Status::Cancelled, Changes::default())
+                        .await
+                        .unwrap()
+                        .unwrap();
+                }
+            });
+        }
+        while let Some(done) = writers.join_next().await {
+            done.unwrap();
+        }
+        assert_eq!(
+            Store::busy_waits(),
+            busy_before,
+            "a writer slept in the busy handler"
+        );
+        for &id in &ids {
+            let (lines, _) = read_all_pages(&store, id, 0).await;
+            assert_eq!(lines, numbered_lines(id, 1, 2000).as_ref().clone());
+        }
+        let cancelled = ListFilter {
+            status: Some(Status::Cancelled),
+            limit: 500,
+            ..ListFilter::default()
+        };
+        assert_eq!(store.list_builds(cancelled).await.unwrap().len(), 80);
+    }
+
+    #[tokio::test]
+    async fn the_generation_moves_after_a_build_write_commits_and_not_for_log_lines() {
+        let (_dir, store, ids) = store_with(1).await;
+        let id = ids[0];
+        let before = store.generation();
+        store
+            .append_logs(id, numbered_lines(id, 1, 3))
+            .await
+            .unwrap();
+        assert_eq!(store.generation(), before);
+        store
+            .transition(id, None, Status::Cancelled, Changes::default())
+            .await
+            .unwrap();
+        let after = store.generation();
+        assert!(after > before);
+        // The answer read at the new generation shows the write.
+        let build = store.get_build(id).await.unwrap().unwrap();
+        assert_eq!(build.status, Status::Cancelled);
+        // A refused move commits nothing visible, and may still move it: never back.
+        store
+            .transition(id, None, Status::Succeeded, Changes::default())
+            .await
+            .unwrap();
+        assert!(store.generation() >= after);
+    }
+
+    #[tokio::test]
+    async fn a_log_is_read_in_pages_from_a_line_or_from_its_tail() {
+        let (_dir, store, ids) = store_with(1).await;
+        let id = ids[0];
+        for batch in 0..3 {
+            store
+                .append_logs(id, numbered_lines(id, batch * 1000 + 1, 1000))
+                .await
+                .unwrap();
+        }
+        let (lines, pages) = read_all_pages(&store, id, 0).await;
+        assert_eq!(lines, numbered_lines(id, 1, 3000).as_ref().clone());
+        assert!(pages >= 3, "{pages} pages");
+        let start = |since, tail| store.log_start(id, LogRange { since, tail });
+        assert_eq!(start(None, None).await.unwrap(), 0);
+        assert_eq!(start(Some(7), None).await.unwrap(), 7);
+        assert_eq!(start(None, Some(10)).await.unwrap(), 2990);
+        assert_eq!(start(None, Some(0)).await.unwrap(), 3000);
+        assert_eq!(start(None, Some(5000)).await.unwrap(), 0);
+        assert_eq!(start(Some(2995), Some(10)).await.unwrap(), 2995);
+        let (tail, _) = read_all_pages(&store, id, 2990).await;
+        assert_eq!(tail, numbered_lines(id, 2991, 10).as_ref().clone());
+    }
+
+    #[tokio::test]
+    async fn a_page_of_long_lines_stops_at_its_byte_limit() {
+        let (_dir, store, ids) = store_with(1).await;
+        let id = ids[0];
+        let long = |seq| LogLine {
+            seq,
+            line: "x".repeat(10_000),
+        };
+        store
+            .append_logs(id, Arc::new((1..=20).map(long).collect()))
+            .await
+            .unwrap();
+        let page = store.read_log_page(id, 0, numbered).await.unwrap().unwrap();
+        assert!(page.full);
+        assert_eq!((page.text.lines().count(), page.last_seq), (7, 7));
+        let (all, pages) = read_all_pages(&store, id, 0).await;
+        assert_eq!((all.len(), pages), (20, 3));
     }
 }

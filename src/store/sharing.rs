@@ -29,7 +29,7 @@ impl Store {
         builder: Option<String>,
         except: i64,
     ) -> Result<Vec<Build>, StoreError> {
-        self.blocking(move |conn, _| {
+        self.read(move |conn| {
             let sql = format!(
                 "SELECT {BUILD_COLUMNS} FROM builds
                  WHERE image_id = ?1 AND id != ?2
@@ -49,8 +49,8 @@ impl Store {
     /// A tag already marked keeps the build that took it first. Returns the builds
     /// marked now.
     pub async fn record_tag_moved(&self, published: PublishedTag) -> Result<Vec<i64>, StoreError> {
-        self.blocking(move |conn, _| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.write(move |conn, _| {
+            let tx = super::immediate(conn)?;
             let candidates: Vec<(i64, String, bool, Option<String>, String)> = tx
                 .prepare(
                     "SELECT id, tags, push, builder, tag_moved_by FROM builds
@@ -104,11 +104,13 @@ impl Store {
 
     /// Sets the image of a build that is still `building`; false when it is not.
     pub async fn record_image(&self, id: i64, image_id: String) -> Result<bool, StoreError> {
-        self.blocking(move |conn, _| {
-            let updated = conn.execute(
+        self.write(move |conn, _| {
+            let tx = super::immediate(conn)?;
+            let updated = tx.execute(
                 "UPDATE builds SET image_id = ?2 WHERE id = ?1 AND status = 'building'",
                 params![id, image_id],
             )?;
+            tx.commit()?;
             Ok(updated == 1)
         })
         .await
@@ -120,7 +122,7 @@ impl Store {
         repository: String,
         digest: String,
     ) -> Result<Option<i64>, StoreError> {
-        self.blocking(move |conn, _| {
+        self.read(move |conn| {
             let mut statement = conn.prepare_cached(
                 "SELECT id FROM builds
                  WHERE repository = ?1 AND EXISTS (SELECT 1 FROM json_each(digests) WHERE value = ?2)

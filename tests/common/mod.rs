@@ -281,6 +281,16 @@ fn listening_url(log_path: &Path) -> Option<String> {
         })
 }
 
+/// A /proc/PID/status value in KiB (`VmRSS:`, `VmHWM:`, …).
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
 /// A text field.
 pub fn field(form: multipart::Form, name: &str, value: &str) -> multipart::Form {
     form.text(name.to_string(), value.to_string())

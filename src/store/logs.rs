@@ -1,0 +1,127 @@
+//! The `build_logs` table: lines written in batches by the writer, read back in
+//! pages by line number so a reader holds one page, whatever the log's size.
+
+use std::sync::Arc;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{immediate, Seen, Store, StoreError};
+use crate::builds::model::LogLine;
+
+/// A page ends after this many lines, or sooner once it holds [`PAGE_BYTES`].
+const PAGE_LINES: usize = 1000;
+const PAGE_BYTES: usize = 64 * 1024;
+
+/// Which part of a log a reader wants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogRange {
+    /// Only lines after line `since` (lines count from 1).
+    pub since: Option<i64>,
+    /// Only the last `tail` lines (of those after `since`).
+    pub tail: Option<i64>,
+}
+
+/// Appends one line (its number, its text) to a page, in the reader's format.
+pub type RenderLine = fn(&mut String, i64, &str);
+
+/// One page of lines, as the reader's [`RenderLine`] wrote them.
+pub struct LogPage {
+    pub text: String,
+    pub last_seq: i64,
+    /// Whether the page stopped at its size limit, so more lines may follow now.
+    pub full: bool,
+}
+
+impl Store {
+    /// Stores log lines whose sequence numbers the caller assigned, in one transaction.
+    pub async fn append_logs(&self, id: i64, lines: Arc<Vec<LogLine>>) -> Result<(), StoreError> {
+        self.write_seen(Seen::Elsewhere, move |conn, _| {
+            let tx = immediate(conn)?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO build_logs (build_id, seq, line) VALUES (?1, ?2, ?3)",
+                )?;
+                for line in lines.iter() {
+                    insert.execute(params![id, line.seq, line.line])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The sequence number of the build's last stored line, 0 when there is none.
+    pub async fn last_log_seq(&self, id: i64) -> Result<i64, StoreError> {
+        self.read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM build_logs WHERE build_id = ?1",
+                [id],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// The line number after which `range` starts: `since`, or later when the
+    /// last `tail` lines start later.
+    pub async fn log_start(&self, id: i64, range: LogRange) -> Result<i64, StoreError> {
+        let since = range.since.unwrap_or(0);
+        let Some(tail) = range.tail else {
+            return Ok(since);
+        };
+        self.read(move |conn| {
+            // The line just before the last `tail` ones: a walk of `tail` index
+            // entries from the end, not of the whole log.
+            let before_tail: Option<i64> = conn
+                .query_row(
+                    "SELECT seq FROM build_logs WHERE build_id = ?1
+                     ORDER BY seq DESC LIMIT 1 OFFSET ?2",
+                    params![id, tail],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(since.max(before_tail.unwrap_or(0)))
+        })
+        .await
+    }
+
+    /// The next page of lines after line `after`, written by `render` straight
+    /// from the rows (no line is held on its own) on the blocking pool; None when
+    /// there is no line after it (yet).
+    pub async fn read_log_page(
+        &self,
+        id: i64,
+        after: i64,
+        render: RenderLine,
+    ) -> Result<Option<LogPage>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT seq, line FROM build_logs WHERE build_id = ?1 AND seq > ?2
+                 ORDER BY seq LIMIT ?3",
+            )?;
+            let mut rows = statement.query(params![id, after, PAGE_LINES as i64])?;
+            let mut text = String::new();
+            let (mut count, mut last_seq, mut bytes) = (0, after, 0);
+            while let Some(row) = rows.next()? {
+                last_seq = row.get(0)?;
+                let line = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+                bytes += line.len();
+                count += 1;
+                render(&mut text, last_seq, line);
+                if bytes >= PAGE_BYTES {
+                    break;
+                }
+            }
+            if count == 0 {
+                return Ok(None);
+            }
+            Ok(Some(LogPage {
+                text,
+                last_seq,
+                full: count == PAGE_LINES || bytes >= PAGE_BYTES,
+            }))
+        })
+        .await
+    }
+}
