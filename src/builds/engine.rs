@@ -1,7 +1,9 @@
 //! What the queue, the runners and the followers share, and the one place a
 //! build's status changes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,6 +20,9 @@ use crate::metrics::Metrics;
 use crate::named_locks::NamedLocks;
 use crate::store::{Changes, Store, StoreError};
 use crate::webhooks::Webhooks;
+
+/// How often an end the store refused is tried again.
+const END_RETRY: Duration = Duration::from_secs(1);
 
 pub struct Engine {
     pub store: Store,
@@ -36,6 +41,9 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// Told of every status change; sends nothing on the build's path.
     pub webhooks: Arc<Webhooks>,
+    /// Builds whose end the store could not take yet (a full disk), as they
+    /// ended: reads show these, and they are written as soon as the store can.
+    pub unrecorded_ends: Mutex<HashMap<i64, Build>>,
     /// One per `repository:tag`, across builders: held from applying a build's
     /// tags through pushing and confirming them to recording its end, so builds
     /// of one tag publish one after the other.
@@ -98,6 +106,47 @@ impl Engine {
             self.webhooks.notify(build).await;
         }
         Ok(moved)
+    }
+
+    /// A build's end that the store refused: kept in memory, shown by reads in
+    /// place of the stored row, and written again every second until it is taken.
+    pub fn record_end_later(engine: &Arc<Engine>, build: &Build, status: Status, changes: Changes) {
+        let ended = Build {
+            status,
+            image_id: changes.image_id.clone().or_else(|| build.image_id.clone()),
+            digest: changes.digest.clone(),
+            digests: changes.digests.clone().unwrap_or_default(),
+            error: changes.error.clone(),
+            finished_at: status.is_final().then(Timestamp::now),
+            progress: None,
+            ..build.clone()
+        };
+        engine.ends().insert(build.id, ended);
+        let engine = engine.clone();
+        let id = build.id;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(END_RETRY).await;
+                match engine.transition(id, status, changes.clone()).await {
+                    Ok(_) => break,
+                    Err(err) => log::debug!("build {id}: its end still cannot be stored: {err}"),
+                }
+            }
+            engine.ends().remove(&id);
+            log::info!("build {id}: its end ({status}) is stored now");
+        });
+    }
+
+    /// The end of build `id` that waits to be stored, if any.
+    pub fn unrecorded_end(&self, id: i64) -> Option<Build> {
+        self.ends().get(&id).cloned()
+    }
+
+    fn ends(&self) -> MutexGuard<'_, HashMap<i64, Build>> {
+        // Each critical section is one insert, remove or clone: never half done.
+        self.unrecorded_ends
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Final statuses and the time spent in each phase, for /metrics.

@@ -159,6 +159,7 @@ impl BuildService {
             webhooks,
             publish_locks: Default::default(),
             tag_locks: Default::default(),
+            unrecorded_ends: Default::default(),
         });
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
@@ -233,13 +234,19 @@ impl BuildService {
     /// check, so a daemon that just went away shows at once.
     pub async fn readiness(&self) -> Readiness {
         let mut readiness = Readiness::default();
-        let store_ok = match self.engine.store.ping().await {
+        let mut store_ok = match self.engine.store.ping().await {
             Ok(()) => true,
             Err(err) => {
                 readiness.reasons.push(format!("store: {err}"));
                 false
             }
         };
+        if self.engine.store.disk_full() {
+            readiness.reasons.push(
+                "store: the data directory's disk is full; nothing new can be recorded".into(),
+            );
+            store_ok = false;
+        }
         let pings =
             self.engine.pool.builders().map(|builder| async move {
                 (builder, builder.ping_within(READY_PING_LIMIT).await)
@@ -565,9 +572,12 @@ impl BuildService {
         build.status == Status::Queued || build.status.is_running()
     }
 
-    /// The parts of a build that live in memory: a running build's progress, and
-    /// why a queued one waits.
-    fn with_progress(&self, build: Build) -> Build {
+    /// The parts of a build that live in memory: a running build's progress, why
+    /// a queued one waits, and an end the store has not taken yet.
+    pub fn with_progress(&self, build: Build) -> Build {
+        if let Some(ended) = self.engine.unrecorded_end(build.id) {
+            return ended;
+        }
         Build {
             progress: self.progress(&build),
             waiting_for: self.waiting_for(&build),

@@ -211,7 +211,7 @@ async fn start_output(engine: &Arc<Engine>, id: i64) -> Result<Output, RunError>
     })
 }
 
-async fn finish(engine: &Engine, build: &Build, result: Result<Outcome, RunError>) {
+async fn finish(engine: &Arc<Engine>, build: &Build, result: Result<Outcome, RunError>) {
     let id = build.id;
     let first_tag = build.tags.first().cloned();
     let mut publish_locks = None;
@@ -238,8 +238,9 @@ async fn finish(engine: &Engine, build: &Build, result: Result<Outcome, RunError
             },
         ),
     };
-    if let Err(err) = engine.transition(id, status, changes).await {
-        log::error!("build {id}: cannot record that it ended {status}: {err}");
+    if let Err(err) = engine.transition(id, status, changes.clone()).await {
+        log::error!("build {id}: cannot record yet that it ended {status} ({err}); trying again until the store takes it");
+        Engine::record_end_later(engine, build, status, changes);
     }
     drop(publish_locks);
     engine.events.clear_progress(id);

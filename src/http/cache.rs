@@ -187,11 +187,8 @@ impl Answer {
             match piece {
                 Piece::Json(json) => body.extend_from_slice(json),
                 Piece::Running(build) => {
-                    let progress = builds.progress(build);
-                    let waiting_for = builds.waiting_for(build);
-                    let view = BuildView::from(build.as_ref())
-                        .with_progress(progress.as_ref())
-                        .with_waiting_for(waiting_for.as_deref());
+                    let live = builds.with_progress(build.as_ref().clone());
+                    let view = BuildView::from(&live);
                     serde_json::to_writer(&mut body, &view).expect("views always serialize");
                 }
             }

@@ -94,21 +94,6 @@ impl<'a> From<&'a Build> for BuildView<'a> {
     }
 }
 
-impl<'a> BuildView<'a> {
-    /// The view with `progress` instead of the build's own (a kept row has none).
-    pub fn with_progress(self, progress: Option<&'a Progress>) -> Self {
-        BuildView { progress, ..self }
-    }
-
-    /// The view with `waiting_for` as it is now (a kept row has none).
-    pub fn with_waiting_for(self, waiting_for: Option<&'a str>) -> Self {
-        BuildView {
-            waiting_for,
-            ..self
-        }
-    }
-}
-
 /// The list's shape, for the OpenAPI document; the list's JSON is written by
 /// `http::cache::Answer::page`, field for field the same.
 #[derive(Serialize, ToSchema)]

@@ -15,6 +15,19 @@ pub struct BuildFiles {
 }
 
 impl BuildFiles {
+    /// Bytes the data directory's filesystem has free for dockpub; None when
+    /// the filesystem cannot say.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let path = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: a zeroed statvfs is a valid value for the call to fill in.
+        let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is NUL-terminated and `stats` is writable for the call.
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+            return None;
+        }
+        Some(stats.f_bavail as u64 * stats.f_frsize as u64)
+    }
+
     /// Opens `root`, and empties `staging`: what is there was left by a crash mid-upload.
     pub fn open(root: PathBuf, staging: PathBuf) -> io::Result<Self> {
         std::fs::create_dir_all(&root)?;

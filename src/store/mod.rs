@@ -14,7 +14,7 @@ mod writer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,6 +94,11 @@ const READER_CACHE_KIB: i64 = -256;
 /// Every time a connection of this process slept in SQLite's busy handler.
 static BUSY_WAITS: AtomicU64 = AtomicU64::new(0);
 
+/// Less free space than this on the data directory's disk counts as full.
+const NEARLY_FULL_BYTES: u64 = 256 * 1024;
+/// After a write failed for space, the disk counts as full until this is free.
+const ROOMY_BYTES: u64 = 16 * 1024 * 1024;
+
 #[derive(Clone)]
 pub struct Store {
     readers: Pool<SqliteConnectionManager>,
@@ -102,6 +107,9 @@ pub struct Store {
     /// write's caller hears back: an answer read at generation N shows every write
     /// whose caller had returned when N was read.
     generation: Arc<AtomicU64>,
+    /// Set when the last write failed for want of space; cleared by the next
+    /// write that succeeds (see [`Store::disk_full`]).
+    disk_full: Arc<AtomicBool>,
     files: BuildFiles,
 }
 
@@ -144,6 +152,7 @@ impl Store {
             readers,
             writer: Arc::new(Writer::start(writer)?),
             generation: Arc::default(),
+            disk_full: Arc::default(),
             files,
         })
     }
@@ -156,6 +165,13 @@ impl Store {
     /// build's JSON shows may have changed in between.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Whether the disk is full: the last write found no room and there is
+    /// still little, or there is almost none at all. Writes fail until space is back.
+    pub fn disk_full(&self) -> bool {
+        let free = self.files.free_bytes().unwrap_or(u64::MAX);
+        free < NEARLY_FULL_BYTES || (self.disk_full.load(Ordering::Relaxed) && free < ROOMY_BYTES)
     }
 
     /// How many times connections of this process slept waiting for a lock.
@@ -191,7 +207,8 @@ impl Store {
     {
         let files = self.files.clone();
         let generation = self.generation.clone();
-        self.writer
+        let result = self
+            .writer
             .run(move |conn| {
                 let result = work(conn, &files);
                 if seen == Seen::InBuilds {
@@ -199,7 +216,10 @@ impl Store {
                 }
                 result
             })
-            .await?
+            .await?;
+        let full = matches!(&result, Err(err) if err.is_disk_full());
+        self.disk_full.store(full, Ordering::Relaxed);
+        result
     }
 
     /// File work on the blocking pool, away from the writer.

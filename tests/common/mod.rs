@@ -97,18 +97,14 @@ impl Server {
     /// As [`Server::start_with`], with these environment variables set for dockpub.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut args: Vec<String> = [
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--data-dir",
-            "data",
-            "--build-network",
-            "none",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args: Vec<String> = ["serve", "--bind", "127.0.0.1:0", "--build-network", "none"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // `data` in the server's folder, unless the test names its own.
+        if !extra.contains(&"--data-dir") {
+            args.extend(["--data-dir".to_string(), "data".to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let env: Vec<(String, String)> = env
             .iter()
