@@ -111,14 +111,21 @@ pub struct Builder {
     /// Connected and version-negotiated on first use, so a daemon that is down at
     /// start is picked up once it answers.
     client: OnceCell<Docker>,
+    /// The connection before version negotiation, kept while a down daemon is
+    /// retried so that its TLS files are read again only when they change.
+    unnegotiated: std::sync::Mutex<Option<(Docker, TlsStamp)>>,
     push_locks: NamedLocks,
 }
+
+/// When each TLS file last changed; None without TLS.
+type TlsStamp = Option<Vec<Option<std::time::SystemTime>>>;
 
 impl Builder {
     pub fn new(config: BuilderConfig) -> Self {
         Builder {
             config,
             client: OnceCell::new(),
+            unnegotiated: std::sync::Mutex::new(None),
             push_locks: NamedLocks::default(),
         }
     }
@@ -167,10 +174,33 @@ impl Builder {
         }
     }
 
+    /// A connection to negotiate on: the kept one while the TLS files are as they
+    /// were, else a new one (which reads them).
+    fn connection(&self) -> Result<Docker, bollard::errors::Error> {
+        let stamp = self.config.tls.as_ref().map(|tls| {
+            [&tls.ca, &tls.cert, &tls.key]
+                .iter()
+                .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+                .collect()
+        });
+        let mut kept = self
+            .unnegotiated
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((docker, kept_stamp)) = kept.as_ref() {
+            if *kept_stamp == stamp {
+                return Ok(docker.clone());
+            }
+        }
+        let docker = self.connect()?;
+        *kept = Some((docker.clone(), stamp));
+        Ok(docker)
+    }
+
     async fn client(&self) -> Result<&Docker, DockerError> {
         self.client
             .get_or_try_init(|| async {
-                let docker = self.connect();
+                let docker = self.connection();
                 let unreachable = |source| DockerError::Unreachable {
                     builder: self.config.name.clone(),
                     source,

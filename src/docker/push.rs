@@ -25,10 +25,15 @@ pub struct PushUpdate {
 }
 
 impl PushUpdate {
-    /// The message as a log line.
+    /// The message as a log line. The daemon's total is the layer's size on
+    /// disk and its current counts the compressed bytes sent, so for a small
+    /// layer current can pass total: then only what was sent is shown.
     pub fn line(&self) -> String {
         match (self.current, self.total) {
-            (Some(current), Some(total)) => format!("{} {current}/{total} bytes", self.status),
+            (Some(current), Some(total)) if current <= total && total > 0 => {
+                format!("{} {current}/{total} bytes", self.status)
+            }
+            (Some(current), _) => format!("{} {current} bytes sent", self.status),
             _ => self.status.clone(),
         }
     }
@@ -196,6 +201,21 @@ fn docker_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_lines_never_show_more_sent_than_the_total() {
+        let update = |current, total| PushUpdate {
+            status: "Pushing".into(),
+            current,
+            total,
+        };
+        assert_eq!(
+            update(Some(512), Some(2048)).line(),
+            "Pushing 512/2048 bytes"
+        );
+        assert_eq!(update(Some(512), Some(9)).line(), "Pushing 512 bytes sent");
+        assert_eq!(update(None, None).line(), "Pushing");
+    }
 
     #[test]
     fn reads_the_digest_from_the_final_status() {
