@@ -68,6 +68,9 @@ pub struct Config {
     /// `[[builders]]`: the Docker hosts to build on. Empty: one builder, `local`,
     /// from `docker_host` with the global `max_concurrent_builds`.
     pub builders: Vec<BuilderEntry>,
+    /// Build with BuildKit unless a request or a builder says otherwise; false
+    /// builds with the daemon's legacy builder.
+    pub buildkit: bool,
 }
 
 /// `[[webhooks]]`: where to send which build events, signed with the secret in
@@ -105,6 +108,9 @@ pub struct BuilderEntry {
     /// Platforms builds may ask for here (`linux/amd64`); empty means the daemon's own.
     #[serde(default)]
     pub platforms: Vec<String>,
+    /// false: this daemon builds everything with the legacy builder. Unset: the
+    /// global `buildkit`.
+    pub buildkit: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -151,6 +157,7 @@ impl Default for Config {
             callback_secret_env: None,
             webhook_retry_backoff_secs: vec![1, 2, 4, 8, 16],
             builders: Vec::new(),
+            buildkit: true,
         }
     }
 }
@@ -233,6 +240,9 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub webhook_retry_backoff_secs: Option<Vec<u64>>,
+    /// Build with BuildKit by default (true) or the legacy builder (false) [default: true]
+    #[arg(long, env = "DOCKPUB_BUILDKIT")]
+    pub buildkit: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -301,6 +311,7 @@ impl Config {
             allowed_callback_hosts,
             callback_secret_env,
             webhook_retry_backoff_secs,
+            buildkit,
         } = args;
         set(&mut self.bind, bind);
         set(&mut self.data_dir, data_dir);
@@ -327,6 +338,7 @@ impl Config {
         set(&mut self.build_memory_bytes, build_memory_bytes);
         set(&mut self.build_cpu_shares, build_cpu_shares);
         set(&mut self.build_timeout_secs, build_timeout_secs);
+        set(&mut self.buildkit, buildkit);
         set(&mut self.allowed_callback_hosts, allowed_callback_hosts);
         set(
             &mut self.webhook_retry_backoff_secs,
@@ -465,6 +477,21 @@ impl Config {
                 .map(|&secs| std::time::Duration::from_secs(secs))
                 .collect(),
         })
+    }
+
+    /// Settings BuildKit does not honour, set while builds use BuildKit: they
+    /// apply to legacy builds only (the README says so), and the start warns.
+    pub fn legacy_only_settings(&self) -> Vec<&'static str> {
+        let buildkit_somewhere =
+            self.buildkit || self.builders.iter().any(|b| b.buildkit == Some(true));
+        let set = [
+            ("build_memory_bytes", self.build_memory_bytes != 0),
+            ("build_cpu_shares", self.build_cpu_shares != 0),
+        ];
+        set.iter()
+            .filter(|(_, is_set)| buildkit_somewhere && *is_set)
+            .map(|(key, _)| *key)
+            .collect()
     }
 
     /// Every network a build may ask for: the default one and the allowed ones.

@@ -93,6 +93,7 @@ fn builder_configs(config: &Config) -> Vec<BuilderConfig> {
             .filter(|&s| s > 0),
         tls: None,
         platforms: Vec::new(),
+        buildkit: config.buildkit,
     };
     if config.builders.is_empty() {
         return vec![common];
@@ -108,6 +109,7 @@ fn builder_configs(config: &Config) -> Vec<BuilderConfig> {
                 .unwrap_or(config.max_concurrent_builds),
             tls: entry.tls_files(),
             platforms: entry.platforms.clone(),
+            buildkit: entry.buildkit.unwrap_or(config.buildkit),
             ..common.clone()
         })
         .collect()
@@ -120,6 +122,12 @@ pub async fn launch(
     config: Config,
     listener: TcpListener,
 ) -> Result<(Server, BuildService), StartError> {
+    for key in config.legacy_only_settings() {
+        log::warn!(
+            "WARNING: {key} applies to legacy builds only: BuildKit builds run without it \
+             (set buildkit = false to enforce it on every build)"
+        );
+    }
     let store = Store::open(&config.data_dir)?;
     let pool = Arc::new(BuilderPool::new(builder_configs(&config)));
     let limits = Limits {
@@ -129,6 +137,7 @@ pub async fn launch(
             default: config.build_network.clone(),
             allowed: config.build_networks(),
         },
+        buildkit: config.buildkit,
     };
     let settings = RunSettings {
         build_timeout: Duration::from_secs(config.build_timeout_secs),

@@ -98,6 +98,8 @@ pub struct Limits {
     pub max_dockerfile_bytes: usize,
     pub max_queued_builds: usize,
     pub networks: NetworkPolicy,
+    /// Builds use BuildKit unless they ask otherwise.
+    pub buildkit: bool,
 }
 
 /// How builds run.
@@ -271,10 +273,11 @@ impl BuildService {
             .map(|url| self.engine.webhooks.check_callback_url(&url))
             .transpose()?;
         let dockerfile_field = options.dockerfile.clone();
-        let mut build_options = options.validate(&self.limits.networks)?;
+        let mut build_options = options.validate(&self.limits.networks, self.limits.buildkit)?;
         let (dockerfile, context) = self
             .dockerfile_and_context(dockerfile, context, dockerfile_field, &mut build_options)
             .await?;
+        options::check_builder(&build_options, &dockerfile)?;
         let new = NewBuild {
             repository,
             tags,

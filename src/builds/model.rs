@@ -62,6 +62,9 @@ pub struct BuildOptions {
     pub pull: bool,
     /// Network mode of RUN steps; None means the daemon's default.
     pub network: Option<String>,
+    /// Built with BuildKit (true) or the daemon's legacy builder. Builds stored
+    /// before BuildKit came have none: they were legacy.
+    pub buildkit: bool,
 }
 
 impl Build {

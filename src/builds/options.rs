@@ -49,6 +49,8 @@ pub struct OptionsRequest {
     pub no_cache: bool,
     pub pull: bool,
     pub network: Option<String>,
+    /// None: the server's default builder.
+    pub buildkit: Option<bool>,
 }
 
 /// Which networks a build may ask for.
@@ -60,8 +62,13 @@ pub struct NetworkPolicy {
 }
 
 impl OptionsRequest {
-    /// The options to store; `dockerfile` and `context_bytes` are the context's to fill.
-    pub fn validate(self, networks: &NetworkPolicy) -> Result<BuildOptions, OptionError> {
+    /// The options to store; `dockerfile` and `context_bytes` are the context's to
+    /// fill. `buildkit` is the server's default builder.
+    pub fn validate(
+        self,
+        networks: &NetworkPolicy,
+        buildkit: bool,
+    ) -> Result<BuildOptions, OptionError> {
         Ok(BuildOptions {
             dockerfile: None,
             context_bytes: None,
@@ -82,8 +89,37 @@ impl OptionsRequest {
             no_cache: self.no_cache,
             pull: self.pull,
             network: network(self.network, networks)?,
+            buildkit: self.buildkit.unwrap_or(buildkit),
         })
     }
+}
+
+/// A Dockerfile that only BuildKit builds cannot go to the legacy builder.
+pub fn check_builder(options: &BuildOptions, dockerfile: &str) -> Result<(), OptionError> {
+    match needs_buildkit(dockerfile) {
+        Some(feature) if !options.buildkit => Err(invalid(
+            "buildkit",
+            format!(
+                "the Dockerfile uses {feature}, which only BuildKit builds; \
+                 submit it without buildkit=false"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What in the Dockerfile needs BuildKit (`RUN --mount=…`), when anything does.
+pub fn needs_buildkit(dockerfile: &str) -> Option<&'static str> {
+    dockerfile
+        .lines()
+        .map(|line| line.split_whitespace())
+        .any(|mut words| {
+            words.next().is_some_and(|w| w.eq_ignore_ascii_case("RUN"))
+                && words
+                    .take_while(|w| w.starts_with("--"))
+                    .any(|w| w.starts_with("--mount"))
+        })
+        .then_some("RUN --mount")
 }
 
 /// The Dockerfile's path inside a context: relative, without `..`.
@@ -168,7 +204,7 @@ mod tests {
             no_cache: true,
             ..OptionsRequest::default()
         }
-        .validate(&policy())
+        .validate(&policy(), true)
         .unwrap();
         assert_eq!(options.build_args["B_2"], "x=y");
         assert_eq!(options.build_args["EMPTY"], "");
@@ -231,9 +267,26 @@ mod tests {
             ),
         ];
         for (request, field) in cases {
-            let err = request.validate(&policy()).unwrap_err();
+            let err = request.validate(&policy(), true).unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
+    }
+
+    #[test]
+    fn run_mount_needs_buildkit() {
+        let dockerfile = "FROM base\nRUN --network=none --mount=type=cache,target=/c make\n";
+        assert_eq!(needs_buildkit(dockerfile), Some("RUN --mount"));
+        assert_eq!(needs_buildkit("FROM base\nRUN echo --mount\n"), None);
+        let legacy = BuildOptions::default();
+        assert_eq!(
+            check_builder(&legacy, dockerfile).unwrap_err().field,
+            "buildkit"
+        );
+        let buildkit = BuildOptions {
+            buildkit: true,
+            ..BuildOptions::default()
+        };
+        assert!(check_builder(&buildkit, dockerfile).is_ok());
     }
 
     #[test]

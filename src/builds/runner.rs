@@ -10,9 +10,10 @@ use super::dockerfile::base_images;
 use super::engine::Engine;
 use super::logs::LogWriter;
 use super::model::{Build, Credentials};
+use super::options::needs_buildkit;
 use super::progress::ProgressTracker;
 use super::status::Status;
-use crate::docker::{step_container, BuildSource, BuildSpec, Builder, DockerError, Slot};
+use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder, DockerError, Slot};
 use crate::store::{Changes, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,11 @@ enum RunError {
     CredentialsLost,
     #[error("the build was moved out of {0} while it ran")]
     Interrupted(Status),
+    #[error("builder '{builder}' builds with the legacy builder, which cannot build {feature}: it needs BuildKit")]
+    NeedsBuildkit {
+        builder: String,
+        feature: &'static str,
+    },
     #[error("cancelled")]
     Cancelled,
     #[error("dockpub is shutting down; the build will run again at the next start")]
@@ -75,15 +81,20 @@ struct Output {
 }
 
 impl Output {
-    fn build_line(&self, line: String) {
-        if let Some(container) = step_container(&line) {
-            *self
-                .step_container
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(container.to_string());
+    fn build_event(&self, event: BuildEvent) {
+        match &event {
+            BuildEvent::StepContainer(container) => {
+                *self
+                    .step_container
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(container.clone());
+            }
+            BuildEvent::Progress { done, total } => self.progress.build_steps(*done, *total),
+            _ => {}
         }
-        self.progress.build_line(&line);
-        self.log.line(line);
+        if let Some(line) = event.log_line() {
+            self.log.line(line);
+        }
     }
 }
 
@@ -306,6 +317,14 @@ async fn build_image(
         },
         None => BuildSource::Dockerfile(&dockerfile),
     };
+    let buildkit = builder.runs_buildkit(build.options.buildkit);
+    if let (false, Some(feature)) = (buildkit, needs_buildkit(&dockerfile)) {
+        return Err(RunError::NeedsBuildkit {
+            builder: builder.name().to_string(),
+            feature,
+        });
+    }
+    record_builder_kind(engine, build, buildkit).await;
     let pull_logins = pull_logins(engine, build, &dockerfile, push_login).await?;
     let mut references = build.image_references();
     let first = references
@@ -318,12 +337,35 @@ async fn build_image(
         pull_logins: &pull_logins,
         timeout: engine.settings.build_timeout,
     };
-    let image_id = builder.build(spec, |line| output.build_line(line)).await?;
+    let fell_back = std::sync::atomic::AtomicBool::new(false);
+    let built = builder
+        .build(spec, |event| {
+            if matches!(event, BuildEvent::FellBackToLegacy { .. }) {
+                fell_back.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            output.build_event(event)
+        })
+        .await;
+    if fell_back.into_inner() {
+        record_builder_kind(engine, build, false).await;
+    }
+    let image_id = built?;
     for tag in build.tags.iter().skip(1) {
         builder.tag(&image_id, &build.repository, tag).await?;
     }
     output.log.line(format!("dockpub: built {image_id}"));
     Ok(image_id)
+}
+
+/// The build object says which builder ran: the request's choice, unless its
+/// builder has no BuildKit or the daemon refused it.
+async fn record_builder_kind(engine: &Engine, build: &Build, buildkit: bool) {
+    if build.options.buildkit == buildkit {
+        return;
+    }
+    if let Err(err) = engine.store.set_buildkit(build.id, buildkit).await {
+        log::error!("build {}: cannot record which builder ran: {err}", build.id);
+    }
 }
 
 /// Pushes every tag; returns the digest the registry confirmed for each.

@@ -3,6 +3,7 @@
 
 mod auth;
 mod build;
+mod events;
 mod health;
 mod pool;
 mod push;
@@ -13,7 +14,8 @@ use std::time::Duration;
 use bollard::Docker;
 use tokio::sync::OnceCell;
 
-pub use build::{step_container, BuildSource, BuildSpec};
+pub use build::{BuildSource, BuildSpec};
+pub use events::BuildEvent;
 pub use health::spawn_health_checks;
 pub use pool::{BuilderPool, BuilderStatus, Slot};
 pub use push::PushUpdate;
@@ -30,6 +32,9 @@ pub enum DockerError {
     BuildFailed(String),
     #[error("timed out after {secs} s")]
     TimedOut { secs: u64 },
+    /// The daemon cannot build with BuildKit at all; the legacy builder is tried.
+    #[error("the daemon refused BuildKit: {0}")]
+    BuildkitRefused(String),
     #[error("the daemon ended the build without reporting an image id")]
     NoImageId,
     #[error("push of {reference} failed: {message}")]
@@ -71,6 +76,8 @@ pub struct BuilderConfig {
     /// Memory limit of each step's container (bollard takes i32: see config).
     pub build_memory_bytes: Option<i32>,
     pub build_cpu_shares: Option<i32>,
+    /// Builds that ask for BuildKit get it here; false builds everything legacy.
+    pub buildkit: bool,
     /// Client certificate, key and CA for a `tcp://` daemon started with `--tlsverify`.
     pub tls: Option<TlsFiles>,
     /// Platforms (`os/arch`) builds may ask for here; empty means the daemon's own.

@@ -102,6 +102,7 @@ fn options_request(form: &mut Form) -> Result<OptionsRequest, ApiError> {
         no_cache: form.flag("no_cache")?.unwrap_or(false),
         pull: form.flag("pull")?.unwrap_or(false),
         network: form.text("network")?,
+        buildkit: form.flag("buildkit")?,
     })
 }
 

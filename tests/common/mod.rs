@@ -50,9 +50,11 @@ impl TestEnv {
 
     /// A Dockerfile on the local base image whose image is unique to this call;
     /// the label comes first so the RUN step is never taken from the cache.
+    /// A three-step Dockerfile whose RUN no earlier build has cached: the unique
+    /// ARG is in the step's environment, so in both builders' cache keys.
     pub fn dockerfile(&self, run: &str) -> String {
         format!(
-            "FROM {}\nLABEL dockpub.test.unique=\"{}\"\nRUN {run}\n",
+            "FROM {}\nARG DOCKPUB_TEST_UNIQUE=\"{}\"\nRUN {run}\n",
             self.base_image,
             unique("label")
         )
