@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    field, local_image_exists, pushed_digest, registry_digest, unique, with_file, Server, TestEnv,
+    buildkit_step, field, local_image_exists, pushed_digest, registry_digest, unique, with_file,
+    Server, TestEnv,
 };
 use serde_json::Value;
 
@@ -65,12 +66,7 @@ fn a_pushed_build_reports_the_digest_the_registry_serves() {
     );
     let logs = server.logs(build["id"].as_i64().unwrap());
     // BuildKit's progress in `--progress=plain` shape: `#N [2/2] RUN …`, `#N 0.12 hello`.
-    let run_step = logs
-        .lines()
-        .find_map(|line| line.strip_suffix("] RUN echo hello"))
-        .and_then(|start| start.split_once(' '))
-        .map(|(number, _)| number.to_string())
-        .unwrap_or_else(|| panic!("no RUN step in {logs}"));
+    let run_step = buildkit_step(&logs, "RUN echo hello");
     assert!(
         logs.lines()
             .any(|line| line.starts_with(&format!("{run_step} ")) && line.ends_with(" hello")),

@@ -323,6 +323,74 @@ pub fn pushed_digest(repository: &str, tag: &str, auth: Option<(&str, &str)>) ->
     registry_digest(registry, path, tag, auth)
 }
 
+/// BuildKit's number (`#5`) of the step whose header line ends with `instruction`.
+pub fn buildkit_step(logs: &str, instruction: &str) -> String {
+    logs.lines()
+        .find_map(|line| line.strip_suffix(instruction)?.strip_suffix("] "))
+        .and_then(|header| header.split_once(' '))
+        .map(|(number, _)| number.to_string())
+        .unwrap_or_else(|| panic!("no BuildKit step '{instruction}' in {logs}"))
+}
+
+/// What a log line says without BuildKit's `#N 0.123 ` prefix: a RUN step's
+/// output reads the same from either builder.
+pub fn output_text(line: &str) -> &str {
+    let Some(rest) = line.strip_prefix('#') else {
+        return line;
+    };
+    let mut words = rest.splitn(3, ' ');
+    match (words.next(), words.next(), words.next()) {
+        (Some(step), Some(elapsed), Some(text))
+            if step.parse::<u32>().is_ok() && elapsed.parse::<f64>().is_ok() =>
+        {
+            text
+        }
+        _ => line,
+    }
+}
+
+/// The host's processes whose command line holds `marker`. BuildKit's steps
+/// are not containers: `ps` is where a step that still runs shows.
+pub fn processes_with(marker: &str) -> Vec<String> {
+    let out = Command::new("ps")
+        .args(["-eo", "pid,args"])
+        .output()
+        .expect("ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(marker))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until a process with `marker` in its command line runs.
+pub fn wait_for_process(marker: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while processes_with(marker).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no process with {marker} started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Asserts that every process with `marker` in its command line is gone within `limit`.
+pub fn assert_processes_gone(marker: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after {limit:?}: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Whether the local daemon has an image by this reference.
 pub fn local_image_exists(reference: &str) -> bool {
     Command::new("docker")
