@@ -4,29 +4,16 @@
 mod common;
 
 use std::io::Write;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_processes_gone, buildkit_step, field, output_text, pushed_digest, registry_digest,
-    unique, with_file, Server, TestEnv,
+    assert_processes_gone, buildkit_step, docker, field, output_text, pushed_digest,
+    registry_digest, run_in, tar_of, unique, with_file, Server, TestEnv,
 };
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
 
 const BUILD_TIME: Duration = Duration::from_secs(120);
-
-/// A tar archive of regular files.
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut archive = tar::Builder::new(Vec::new());
-    for (name, content) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        archive.append_data(&mut header, name, *content).unwrap();
-    }
-    archive.into_inner().unwrap()
-}
 
 /// A tar archive with a Dockerfile and one entry whose name, type and link target
 /// are written raw, as a hostile client would.
@@ -66,33 +53,6 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// of its format: dockpub must tell by content.
 fn with_context(archive: Vec<u8>) -> Form {
     Form::new().part("context", Part::bytes(archive).file_name("upload.bin"))
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs `command` in the image with no network and returns its output.
-fn run_in(image: &str, command: &str) -> String {
-    docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        image,
-        "sh",
-        "-c",
-        command,
-    ])
 }
 
 fn build_only(server: &Server, form: Form, repository: &str) -> Value {

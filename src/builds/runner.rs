@@ -318,13 +318,13 @@ async fn build_image(
         None => BuildSource::Dockerfile(&dockerfile),
     };
     let buildkit = builder.runs_buildkit(build.options.buildkit);
+    record_builder_kind(engine, build, buildkit).await;
     if let (false, Some(feature)) = (buildkit, needs_buildkit(&dockerfile)) {
         return Err(RunError::NeedsBuildkit {
             builder: builder.name().to_string(),
             feature,
         });
     }
-    record_builder_kind(engine, build, buildkit).await;
     let pull_logins = pull_logins(engine, build, &dockerfile, push_login).await?;
     let mut references = build.image_references();
     let first = references

@@ -1,0 +1,171 @@
+//! BuildKit builds: the `docker init`-style Dockerfiles (RUN --mount) work, unused
+//! stages are skipped, and the legacy builder refuses what it cannot build.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{field, output_text, run_in, tar_of, unique, with_file, Server, TestEnv};
+use reqwest::blocking::multipart::{Form, Part};
+use serde_json::Value;
+
+const BUILD_TIME: Duration = Duration::from_secs(120);
+
+fn build_only(server: &Server, form: Form, repository: &str) -> Value {
+    let form = field(field(form, "repository", repository), "push", "false");
+    server.wait_final(server.submit(form), BUILD_TIME)
+}
+
+/// The output lines of the build's steps, without BuildKit's `#N 0.12 ` prefix.
+fn output(server: &Server, build: &Value) -> Vec<String> {
+    server
+        .logs(build["id"].as_i64().unwrap())
+        .lines()
+        .map(|line| output_text(line).to_string())
+        .collect()
+}
+
+#[test]
+fn a_cache_mount_persists_into_the_next_build_and_a_bind_mount_reads_the_context() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    // No `# syntax=` line: nothing can be pulled here, the daemon's own frontend builds it.
+    let cache = unique("cache");
+    let dockerfile = format!(
+        "FROM {base} AS build\n\
+         ARG ROUND\n\
+         RUN --mount=type=cache,id={cache},target=/cache \\\n    \
+             echo \"cache holds: $(ls /cache | tr '\\n' ' ')\" && touch /cache/round-$ROUND\n\
+         RUN --mount=type=bind,source=input.txt,target=/mnt/input.txt \\\n    \
+             cp /mnt/input.txt /copied.txt\n",
+        base = env.base_image
+    );
+    let archive = tar_of(&[
+        ("Dockerfile", dockerfile.as_bytes()),
+        ("input.txt", b"from the context\n"),
+    ]);
+    let repository = format!("{}/{}", env.registry, unique("mounts"));
+    let round = |n: &str| {
+        let form = Form::new().part("context", Part::bytes(archive.clone()).file_name("c.tar"));
+        let build = build_only(
+            &server,
+            field(form, "build_arg", &format!("ROUND={n}")),
+            &repository,
+        );
+        assert_eq!(build["status"], "succeeded", "{build}");
+        assert_eq!(build["options"]["buildkit"], true);
+        output(&server, &build)
+    };
+    let first = round("1");
+    assert!(first.iter().any(|l| l == "cache holds: "), "{first:?}");
+    let second = round("2");
+    assert!(
+        second.iter().any(|l| l == "cache holds: round-1 "),
+        "the cache mount kept the first build's file: {second:?}"
+    );
+    let image = format!("{repository}:latest");
+    assert_eq!(run_in(&image, "cat /copied.txt"), "from the context\n");
+    assert_eq!(
+        run_in(&image, "cat /mnt/input.txt 2>/dev/null; ls -A /cache 2>/dev/null; true"),
+        "",
+        "what was mounted is not part of the image"
+    );
+}
+
+#[test]
+fn an_unused_stage_does_not_run() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let marker = unique("unused");
+    let dockerfile = format!(
+        "FROM {base} AS slow\nRUN sleep 30 && echo {marker}\n\
+         FROM {base}\nRUN echo used-{marker}\n",
+        base = env.base_image
+    );
+    let repository = format!("{}/{}", env.registry, unique("stages"));
+    let started = Instant::now();
+    let build = build_only(&server, with_file(dockerfile), &repository);
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    let logs = server.logs(build["id"].as_i64().unwrap());
+    assert!(!logs.contains("sleep 30"), "the unused stage ran: {logs}");
+    assert!(logs.contains(&format!("used-{marker}")), "{logs}");
+}
+
+#[test]
+fn the_legacy_builder_refuses_run_mount_clearly() {
+    let env = TestEnv::get();
+    let dockerfile = format!(
+        "FROM {}\nRUN --mount=type=cache,target=/cache true\n",
+        env.base_image
+    );
+    let repository = format!("{}/{}", env.registry, unique("legacy-mount"));
+    let refused = |server: &Server, form: Form| {
+        let response = server.post_form("/api/v1/builds", field(form, "repository", &repository));
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().unwrap();
+        let message = body["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains("buildkit") && message.contains("RUN --mount"),
+            "{body}"
+        );
+    };
+    let server = Server::start();
+    refused(
+        &server,
+        field(with_file(dockerfile.clone()), "buildkit", "false"),
+    );
+    let legacy_server = Server::start_with(&["--buildkit", "false"]);
+    refused(&legacy_server, with_file(dockerfile.clone()));
+    let listed = legacy_server.get_json("/api/v1/builds");
+    assert_eq!(listed["builds"], Value::Array(vec![]), "nothing was stored");
+
+    // A plain Dockerfile still builds on the legacy builder, and says so.
+    let build = build_only(
+        &legacy_server,
+        with_file(env.dockerfile("true")),
+        &repository,
+    );
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert_eq!(build["options"]["buildkit"], false);
+    let logs = legacy_server.logs(build["id"].as_i64().unwrap());
+    assert!(logs.contains("Step 3/3 : RUN true"), "{logs}");
+}
+
+#[test]
+fn a_builder_without_buildkit_fails_a_run_mount_build_saying_why() {
+    let env = TestEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let socket = Path::new("/var/run/docker.sock");
+    let host = std::env::var("DOCKER_HOST").unwrap_or(format!("unix://{}", socket.display()));
+    std::fs::write(
+        &config,
+        format!("[[builders]]\nname = \"old\"\nhost = \"{host}\"\nbuildkit = false\n"),
+    )
+    .unwrap();
+    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let dockerfile = format!(
+        "FROM {}\nRUN --mount=type=cache,target=/cache true\n",
+        env.base_image
+    );
+    let repository = format!("{}/{}", env.registry, unique("old-builder"));
+    let build = build_only(&server, with_file(dockerfile), &repository);
+    assert_eq!(build["status"], "failed", "{build}");
+    let error = build["error"].as_str().unwrap();
+    assert!(
+        error.contains("builder 'old'")
+            && error.contains("RUN --mount")
+            && error.contains("BuildKit"),
+        "{error}"
+    );
+    assert_eq!(
+        build["options"]["buildkit"], false,
+        "the legacy builder was to run it"
+    );
+}
