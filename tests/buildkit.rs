@@ -67,7 +67,10 @@ fn a_cache_mount_persists_into_the_next_build_and_a_bind_mount_reads_the_context
     let image = format!("{repository}:latest");
     assert_eq!(run_in(&image, "cat /copied.txt"), "from the context\n");
     assert_eq!(
-        run_in(&image, "cat /mnt/input.txt 2>/dev/null; ls -A /cache 2>/dev/null; true"),
+        run_in(
+            &image,
+            "cat /mnt/input.txt 2>/dev/null; ls -A /cache 2>/dev/null; true"
+        ),
         "",
         "what was mounted is not part of the image"
     );

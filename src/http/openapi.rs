@@ -75,6 +75,8 @@ pub struct SubmitForm {
     pull: Option<bool>,
     /// Only `build_network` or a value of `allowed_build_networks`
     network: Option<String>,
+    /// Default: the server's `buildkit` (true); false builds with the legacy builder
+    buildkit: Option<bool>,
     /// Told when the build ends; its host must be in `allowed_callback_hosts`
     callback_url: Option<String>,
 }
