@@ -7,6 +7,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::builds::model::{Credentials, Secret};
+use crate::builds::secrets::BuildSecret;
 use crate::webhooks::callback::AllowedHosts;
 use crate::webhooks::model::WebhookEvent;
 use crate::webhooks::{WebhookSettings, WebhookTarget};
@@ -71,6 +72,17 @@ pub struct Config {
     /// Build with BuildKit unless a request or a builder says otherwise; false
     /// builds with the daemon's legacy builder.
     pub buildkit: bool,
+    /// `[secrets.ID]`: build secrets offered to every BuildKit build, each from
+    /// `env = "VAR"` or `file = "/path"`.
+    pub secrets: BTreeMap<String, SecretSourceConfig>,
+}
+
+/// Where a `[secrets.ID]` value is read from at start: one of the two.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSourceConfig {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
 }
 
 /// `[[webhooks]]`: where to send which build events, signed with the secret in
@@ -158,6 +170,7 @@ impl Default for Config {
             webhook_retry_backoff_secs: vec![1, 2, 4, 8, 16],
             builders: Vec::new(),
             buildkit: true,
+            secrets: BTreeMap::new(),
         }
     }
 }
@@ -380,6 +393,7 @@ impl Config {
         self.registry_credentials()?;
         self.webhook_settings()?;
         self.validate_builders()?;
+        self.build_secrets()?;
         Ok(())
     }
 
@@ -477,6 +491,33 @@ impl Config {
                 .map(|&secs| std::time::Duration::from_secs(secs))
                 .collect(),
         })
+    }
+
+    /// The values of `[secrets]`, read now, so a missing variable or file stops
+    /// the start rather than a build later.
+    pub fn build_secrets(&self) -> Result<Vec<BuildSecret>, ConfigError> {
+        self.secrets
+            .iter()
+            .map(|(id, source)| {
+                let key = format!("secrets.{id}");
+                let value = match (&source.env, &source.file) {
+                    (Some(name), None) => read_secret(name, &key)?.expose().as_bytes().to_vec(),
+                    (None, Some(path)) => std::fs::read(path).map_err(|err| {
+                        ConfigError::Invalid(format!(
+                            "{key}: cannot read {}: {err}",
+                            path.display()
+                        ))
+                    })?,
+                    _ => {
+                        return Err(ConfigError::Invalid(format!(
+                            "{key}: give either env = \"VAR\" or file = \"/path\""
+                        )))
+                    }
+                };
+                BuildSecret::new(id, value)
+                    .map_err(|why| ConfigError::Invalid(format!("{key}: {why}")))
+            })
+            .collect()
     }
 
     /// Settings BuildKit does not honour, set while builds use BuildKit: they

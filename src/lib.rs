@@ -145,6 +145,7 @@ pub async fn launch(
             config.registry_credentials()?,
             builds::docker_config::DockerConfig::from_env(),
         ),
+        secrets: config.build_secrets()?,
     };
     let retention = Retention {
         days: config.retention_days,

@@ -172,3 +172,170 @@ fn a_builder_without_buildkit_fails_a_run_mount_build_saying_why() {
         "the legacy builder was to run it"
     );
 }
+
+/// Every file under `dir`, read whole: SQLite's database, its WAL, stored uploads.
+fn bytes_under(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all.extend(bytes_under(&path));
+        } else {
+            all.extend(std::fs::read(&path).unwrap_or_default());
+        }
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+fn sha256_hex(value: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(value.as_bytes()))
+}
+
+#[test]
+fn secrets_from_the_request_and_the_config_reach_the_step_and_nothing_else() {
+    let env = TestEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let server_value = unique("server-secret-value");
+    let request_value = unique("request-secret-value");
+    let file_value = unique("file-secret-value");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[secrets.server_token]\nenv = \"DOCKPUB_TEST_SERVER_TOKEN\"\n",
+    )
+    .unwrap();
+    let server = Server::start_with_env(
+        &["--config", config.to_str().unwrap()],
+        &[("DOCKPUB_TEST_SERVER_TOKEN", &server_value)],
+    );
+    // The step prints each secret's hash, never the secret. A secret is no part
+    // of BuildKit's cache key: the unique ARG is.
+    let dockerfile = format!(
+        "FROM {}\nARG RUN_ID={}\n\
+         RUN --mount=type=secret,id=request_token --mount=type=secret,id=server_token \\\n    \
+             --mount=type=secret,id=file.token,target=/tmp/file-token \\\n    \
+             for f in /run/secrets/request_token /run/secrets/server_token /tmp/file-token; do \\\n      \
+               echo \"hash: $(sha256sum < $f | cut -d' ' -f1)\"; done\n",
+        env.base_image,
+        unique("run")
+    );
+    let repository = format!("{}/{}", env.registry, unique("secrets"));
+    let form = field(with_file(dockerfile), "repository", &repository);
+    let form = field(form, "secret", &format!("request_token={request_value}"));
+    let form = form.part(
+        "secret",
+        Part::bytes(file_value.clone().into_bytes()).file_name("file.token"),
+    );
+    let mut responses = server.post_form("/api/v1/builds", form).text().unwrap();
+    let id = serde_json::from_str::<Value>(&responses).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let build = server.wait_final(id, BUILD_TIME);
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert_eq!(
+        build["options"]["secrets"],
+        serde_json::json!(["request_token", "file.token"]),
+        "the ids, never the values"
+    );
+    let logs = server.logs(id);
+    for value in [&request_value, &server_value, &file_value] {
+        let hash = format!("hash: {}", sha256_hex(value));
+        assert!(
+            logs.lines().any(|line| output_text(line) == hash),
+            "the step did not read {hash}: {logs}"
+        );
+    }
+
+    responses.push_str(&build.to_string());
+    responses.push_str(
+        &server
+            .get(&format!("/api/v1/builds/{id}/logs"))
+            .text()
+            .unwrap(),
+    );
+    responses.push_str(&server.get("/api/v1/builds").text().unwrap());
+    responses.push_str(
+        &server
+            .get(&format!("/api/v1/builds/{id}/events"))
+            .text()
+            .unwrap(),
+    );
+    let image = format!("{repository}:latest");
+    let history = common::docker(&["history", "--no-trunc", &image]);
+    let saved = dir.path().join("image.tar");
+    common::docker(&["save", "-o", saved.to_str().unwrap(), &image]);
+    let saved = std::fs::read(&saved).unwrap();
+    let stored = bytes_under(&server.data_dir());
+    for value in [&request_value, &server_value, &file_value] {
+        assert!(!responses.contains(value.as_str()), "{value} in a response");
+        assert!(!logs.contains(value.as_str()), "{value} in the build's log");
+        assert!(
+            !server.log().contains(value.as_str()),
+            "{value} in dockpub's log"
+        );
+        assert!(
+            !history.contains(value.as_str()),
+            "{value} in docker history"
+        );
+        assert!(!contains(&saved, value), "{value} in docker save");
+        assert!(!contains(&stored, value), "{value} in the data directory");
+    }
+}
+
+#[test]
+fn bad_secrets_are_refused_and_lost_ones_fail_the_build() {
+    let env = TestEnv::get();
+    let mut server = Server::start_with(&["--max-concurrent-builds", "1"]);
+    let repository = format!("{}/{}", env.registry, unique("secret-check"));
+    let refused = |form: Form, field_name: &str| {
+        let form = field(form, "repository", &repository);
+        let response = server.post_form("/api/v1/builds", form);
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field_name),
+            "{body}"
+        );
+    };
+    let plain = || with_file(env.dockerfile("true"));
+    refused(field(plain(), "secret", "no-equals-sign"), "secret");
+    refused(field(plain(), "secret", "bad id=x"), "secret");
+    let big = Part::bytes(vec![b'x'; 64 * 1024 + 1]).file_name("big");
+    refused(plain().part("secret", big), "secret");
+    refused(
+        field(field(plain(), "secret", "A=1"), "buildkit", "false"),
+        "secret",
+    );
+
+    // A queued build's secrets do not survive a restart: it fails and says so.
+    let running = server.submit(field(
+        with_file(env.dockerfile("sleep 3")),
+        "repository",
+        &repository,
+    ));
+    server.wait_for(running, BUILD_TIME, |b| b["status"] == "building");
+    let waiting = server.submit(field(
+        field(plain(), "secret", "token=lost-value"),
+        "repository",
+        &repository,
+    ));
+    server.kill();
+    server.restart();
+    let lost = server.wait_final(waiting, BUILD_TIME);
+    assert_eq!(lost["status"], "failed", "{lost}");
+    let error = lost["error"].as_str().unwrap();
+    assert!(
+        error.contains("secrets") && error.contains("restarted"),
+        "{error}"
+    );
+}

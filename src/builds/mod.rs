@@ -16,6 +16,7 @@ mod queue;
 pub mod reference;
 mod retention;
 mod runner;
+pub mod secrets;
 pub mod status;
 mod vault;
 
@@ -40,8 +41,9 @@ use model::{Build, BuildOptions, Credentials, NewBuild, TagPlan, Timestamp};
 use options::{NetworkPolicy, OptionError, OptionsRequest};
 use reference::ReferenceError;
 pub use retention::Retention;
+use secrets::BuildSecret;
 use status::Status;
-use vault::CredentialVault;
+use vault::{CredentialVault, SecretVault};
 
 /// How long a cancel request waits for the runner to stop the daemon's work.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
@@ -88,6 +90,8 @@ pub struct SubmitRequest {
     pub push: bool,
     pub credentials: Option<Credentials>,
     pub options: OptionsRequest,
+    /// The `secret` parts as sent: a file part's filename (the id) and its bytes.
+    pub secrets: Vec<(Option<String>, Vec<u8>)>,
     /// Told when the build ends; only hosts in `allowed_callback_hosts`.
     pub callback_url: Option<String>,
 }
@@ -107,6 +111,8 @@ pub struct RunSettings {
     /// The daemon's part of a build is stopped past this.
     pub build_timeout: Duration,
     pub credentials: CredentialResolver,
+    /// `[secrets.ID]`: offered to every build, read at start.
+    pub secrets: Vec<BuildSecret>,
 }
 
 /// What a delete did besides removing the record.
@@ -138,6 +144,7 @@ impl BuildService {
             store,
             pool,
             vault: CredentialVault::default(),
+            secrets: SecretVault::default(),
             queue: queue::Wakeup::default(),
             events: Arc::default(),
             cancels: CancelSignals::default(),
@@ -261,6 +268,7 @@ impl BuildService {
             push,
             credentials,
             options,
+            secrets,
             callback_url,
         } = request;
         // The cheap checks first: a bad tag never waits for an archive to be read.
@@ -274,6 +282,8 @@ impl BuildService {
             .transpose()?;
         let dockerfile_field = options.dockerfile.clone();
         let mut build_options = options.validate(&self.limits.networks, self.limits.buildkit)?;
+        let secrets = secrets::request_secrets(secrets)?;
+        build_options.secrets = secrets.iter().map(|s| s.id.clone()).collect();
         let (dockerfile, context) = self
             .dockerfile_and_context(dockerfile, context, dockerfile_field, &mut build_options)
             .await?;
@@ -290,7 +300,7 @@ impl BuildService {
             retry_of: None,
             callback_url,
         };
-        self.enqueue(new, credentials).await
+        self.enqueue(new, credentials, secrets).await
     }
 
     /// A new build from a finished one's stored Dockerfile and settings, pushed
@@ -299,7 +309,9 @@ impl BuildService {
         &self,
         id: i64,
         credentials: Option<Credentials>,
+        secret_parts: Vec<(Option<String>, Vec<u8>)>,
     ) -> Result<Build, BuildError> {
+        let secrets = secrets::request_secrets(secret_parts)?;
         let original = self.get(id).await?;
         if !original.status.is_final() {
             return Err(BuildError::NotFinal {
@@ -322,19 +334,24 @@ impl BuildService {
             registry_username: None,
             dockerfile: self.engine.store.read_dockerfile(id).await?,
             context,
-            options: original.options,
+            // Secret values are never kept: the retry's are the ones sent with it.
+            options: BuildOptions {
+                secrets: secrets.iter().map(|s| s.id.clone()).collect(),
+                ..original.options
+            },
             created_at: Timestamp::now(),
             retry_of: Some(id),
             // Checked again when a delivery is made, in case the host is no longer allowed.
             callback_url: original.callback_url,
         };
-        self.enqueue(new, credentials).await
+        self.enqueue(new, credentials, secrets).await
     }
 
     async fn enqueue(
         &self,
         new: NewBuild,
         credentials: Option<Credentials>,
+        secrets: Vec<BuildSecret>,
     ) -> Result<Build, BuildError> {
         let new = NewBuild {
             registry_username: credentials.as_ref().map(|c| c.username.clone()),
@@ -348,6 +365,9 @@ impl BuildService {
                 // Before the row is visible, so the runner always finds them.
                 if let Some(credentials) = credentials {
                     engine.vault.insert(id, credentials);
+                }
+                if !secrets.is_empty() {
+                    engine.secrets.insert(id, secrets);
                 }
             })
             .await

@@ -65,6 +65,8 @@ pub struct BuildOptions {
     /// Built with BuildKit (true) or the daemon's legacy builder. Builds stored
     /// before BuildKit came have none: they were legacy.
     pub buildkit: bool,
+    /// The ids of the secrets the request sent; their values are never stored.
+    pub secrets: Vec<String>,
 }
 
 impl Build {

@@ -90,12 +90,28 @@ impl OptionsRequest {
             pull: self.pull,
             network: network(self.network, networks)?,
             buildkit: self.buildkit.unwrap_or(buildkit),
+            secrets: Vec::new(),
         })
     }
 }
 
 /// A Dockerfile that only BuildKit builds cannot go to the legacy builder.
 pub fn check_builder(options: &BuildOptions, dockerfile: &str) -> Result<(), OptionError> {
+    if !options.secrets.is_empty() {
+        if !options.buildkit {
+            return Err(invalid(
+                "secret",
+                "secrets need BuildKit; submit them without buildkit=false",
+            ));
+        }
+        if options.network.as_deref() == Some("host") {
+            return Err(invalid(
+                "network",
+                "'host' cannot be used with secrets: BuildKit's gRPC API, which serves them, \
+                 refuses host networking",
+            ));
+        }
+    }
     match needs_buildkit(dockerfile) {
         Some(feature) if !options.buildkit => Err(invalid(
             "buildkit",

@@ -12,6 +12,7 @@ use super::logs::LogWriter;
 use super::model::{Build, Credentials};
 use super::options::needs_buildkit;
 use super::progress::ProgressTracker;
+use super::secrets::{self, mounts_secrets, BuildSecret};
 use super::status::Status;
 use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder, DockerError, Slot};
 use crate::store::{Changes, StoreError};
@@ -26,6 +27,8 @@ enum RunError {
     Credentials(#[from] CredentialError),
     #[error("registry credentials are kept in memory only and were lost when dockpub restarted; submit the build again with its credentials")]
     CredentialsLost,
+    #[error("build secrets are kept in memory only and were lost when dockpub restarted; retry the build with its secrets")]
+    SecretsLost,
     #[error("the build was moved out of {0} while it ran")]
     Interrupted(Status),
     #[error("builder '{builder}' builds with the legacy builder, which cannot build {feature}: it needs BuildKit")]
@@ -227,6 +230,7 @@ async fn finish(engine: &Engine, build: &Build, result: Result<Outcome, RunError
         engine.queue.wake();
     } else {
         engine.vault.remove(id);
+        engine.secrets.remove(id);
     }
 }
 
@@ -326,6 +330,7 @@ async fn build_image(
         });
     }
     let pull_logins = pull_logins(engine, build, &dockerfile, push_login).await?;
+    let secrets = build_secrets(engine, build, &dockerfile)?;
     let mut references = build.image_references();
     let first = references
         .next()
@@ -335,6 +340,7 @@ async fn build_image(
         reference: &first,
         options: &build.options,
         pull_logins: &pull_logins,
+        secrets: &secrets,
         timeout: engine.settings.build_timeout,
     };
     let fell_back = std::sync::atomic::AtomicBool::new(false);
@@ -355,6 +361,22 @@ async fn build_image(
     }
     output.log.line(format!("dockpub: built {image_id}"));
     Ok(image_id)
+}
+
+/// The request's secrets and the server's, for a Dockerfile that mounts any.
+fn build_secrets(
+    engine: &Engine,
+    build: &Build,
+    dockerfile: &str,
+) -> Result<Vec<BuildSecret>, RunError> {
+    let requested = engine.secrets.get(build.id).unwrap_or_default();
+    if requested.len() < build.options.secrets.len() {
+        return Err(RunError::SecretsLost);
+    }
+    if !mounts_secrets(dockerfile) {
+        return Ok(Vec::new());
+    }
+    Ok(secrets::for_build(&engine.settings.secrets, &requested))
 }
 
 /// The build object says which builder ran: the request's choice, unless its

@@ -18,6 +18,7 @@ use super::auth::registry_config;
 use super::events::{legacy_line_events, BuildEvent, BuildkitTranslator};
 use super::{is_not_found, Builder, DockerError};
 use crate::builds::model::{BuildOptions, Credentials};
+use crate::builds::secrets::BuildSecret;
 
 /// How long a stopped build's containers may take to go away.
 const CONTAINER_REMOVAL: Duration = Duration::from_secs(20);
@@ -38,6 +39,8 @@ pub struct BuildSpec<'a> {
     pub options: &'a BuildOptions,
     /// Logins for the registries the build pulls from, by auth server address.
     pub pull_logins: &'a [(String, Credentials)],
+    /// Secrets its `RUN --mount=type=secret` steps read; BuildKit only.
+    pub secrets: &'a [BuildSecret],
     /// The build is stopped, and fails, past this.
     pub timeout: Duration,
 }
@@ -66,7 +69,35 @@ impl Builder {
     where
         F: FnMut(BuildEvent) + Send,
     {
-        if self.runs_buildkit(spec.options.buildkit) {
+        let buildkit = self.runs_buildkit(spec.options.buildkit);
+        if buildkit && !spec.secrets.is_empty() {
+            let docker = self.client().await?;
+            let network = spec
+                .options
+                .network
+                .as_deref()
+                .or(self.config.build_network.as_deref());
+            let fresh = self.connect().map_err(|source| DockerError::Unreachable {
+                builder: self.name().to_string(),
+                source,
+            })?;
+            let socket = super::build_status::DaemonSocket::of(&self.host(), self.uses_tls());
+            let built = super::secret_build::build_with_secrets(
+                docker,
+                fresh,
+                socket,
+                &spec,
+                network,
+                &mut on_event,
+            );
+            return match tokio::time::timeout(spec.timeout, built).await {
+                Ok(result) => result,
+                Err(_) => Err(DockerError::TimedOut {
+                    secs: spec.timeout.as_secs(),
+                }),
+            };
+        }
+        if buildkit {
             match self
                 .build_with(&spec, Engine::Buildkit, &mut on_event)
                 .await
@@ -340,7 +371,7 @@ fn to_hash_map(map: &std::collections::BTreeMap<String, String>) -> HashMap<Stri
 }
 
 /// The build context of a lone Dockerfile: a tar archive holding only it.
-fn dockerfile_context(dockerfile: &str) -> Result<Vec<u8>, DockerError> {
+pub(super) fn dockerfile_context(dockerfile: &str) -> Result<Vec<u8>, DockerError> {
     let mut archive = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(dockerfile.len() as u64);

@@ -3,10 +3,12 @@
 
 mod auth;
 mod build;
+mod build_status;
 mod events;
 mod health;
 mod pool;
 mod push;
+mod secret_build;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -53,7 +53,8 @@ async fn create_build(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let kinds = FieldKinds {
-        files: &["file"],
+        // Secrets are up to 64 KiB, more than a text field takes.
+        files: &["file", "secret"],
         archives: &["context"],
     };
     let form = read_form(&req, payload, &state.upload, kinds).await?;
@@ -74,6 +75,7 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, ApiError> {
     let password = form.text("password")?;
     let callback_url = form.text("callback_url")?;
     let options = options_request(&mut form)?;
+    let secrets = form.named_values("secret");
     form.reject_unknown()?;
 
     let repository = repository.ok_or(ApiError::MissingField("repository"))?;
@@ -88,6 +90,7 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, ApiError> {
         push,
         credentials: credentials(username, password)?,
         options,
+        secrets,
         callback_url,
     })
 }
