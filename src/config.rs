@@ -75,6 +75,9 @@ pub struct Config {
     /// `[secrets.ID]`: build secrets offered to every BuildKit build, each from
     /// `env = "VAR"` or `file = "/path"`.
     pub secrets: BTreeMap<String, SecretSourceConfig>,
+    /// BuildKit builds push inline cache metadata and reuse their own tags in
+    /// the registry (and the request's `cache_from`) as cache sources.
+    pub registry_cache: bool,
 }
 
 /// Where a `[secrets.ID]` value is read from at start: one of the two.
@@ -171,6 +174,7 @@ impl Default for Config {
             builders: Vec::new(),
             buildkit: true,
             secrets: BTreeMap::new(),
+            registry_cache: true,
         }
     }
 }
@@ -256,6 +260,9 @@ pub struct ServeArgs {
     /// Build with BuildKit by default (true) or the legacy builder (false) [default: true]
     #[arg(long, env = "DOCKPUB_BUILDKIT")]
     pub buildkit: Option<bool>,
+    /// BuildKit builds push inline cache and reuse their own tags as cache [default: true]
+    #[arg(long, env = "DOCKPUB_REGISTRY_CACHE")]
+    pub registry_cache: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -325,6 +332,7 @@ impl Config {
             callback_secret_env,
             webhook_retry_backoff_secs,
             buildkit,
+            registry_cache,
         } = args;
         set(&mut self.bind, bind);
         set(&mut self.data_dir, data_dir);
@@ -352,6 +360,7 @@ impl Config {
         set(&mut self.build_cpu_shares, build_cpu_shares);
         set(&mut self.build_timeout_secs, build_timeout_secs);
         set(&mut self.buildkit, buildkit);
+        set(&mut self.registry_cache, registry_cache);
         set(&mut self.allowed_callback_hosts, allowed_callback_hosts);
         set(
             &mut self.webhook_retry_backoff_secs,

@@ -146,6 +146,7 @@ pub async fn launch(
             builds::docker_config::DockerConfig::from_env(),
         ),
         secrets: config.build_secrets()?,
+        registry_cache: config.registry_cache,
     };
     let retention = Retention {
         days: config.retention_days,

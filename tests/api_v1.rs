@@ -73,6 +73,10 @@ fn a_pushed_build_reports_the_digest_the_registry_serves() {
         "{logs}"
     );
     assert!(logs.contains(&format!("{run_step} DONE ")), "{logs}");
+    assert!(
+        logs.contains("importing cache manifest from"),
+        "registry cache: {logs}"
+    );
     assert!(logs.contains(&format!("digest: {digest}")), "{logs}");
 }
 

@@ -6,7 +6,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{field, output_text, run_in, tar_of, unique, with_file, Server, TestEnv};
+use common::{
+    buildkit_step, field, output_text, run_in, tar_of, unique, with_file, PrivateDaemon, Server,
+    TestEnv,
+};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
 
@@ -338,4 +341,43 @@ fn bad_secrets_are_refused_and_lost_ones_fail_the_build() {
         error.contains("secrets") && error.contains("restarted"),
         "{error}"
     );
+}
+
+#[test]
+fn a_build_on_a_fresh_builder_reuses_what_another_builder_pushed() {
+    let env = TestEnv::get();
+    let mut fresh_daemon = PrivateDaemon::start(&env);
+    let first = Server::start();
+    let second = Server::start_with(&["--docker-host", &fresh_daemon.host()]);
+    let run = format!("RUN sleep 2 && echo {} > /slow", unique("slow"));
+    let dockerfile = format!("FROM {}\n{run}\n", env.base_image);
+    let repository = format!("{}/{}", env.registry, unique("shared-cache"));
+    let build_on = |server: &Server| {
+        let form = field(with_file(dockerfile.clone()), "repository", &repository);
+        let build = server.wait_final(server.submit(form), BUILD_TIME);
+        assert_eq!(build["status"], "succeeded", "{build}");
+        server.logs(build["id"].as_i64().unwrap())
+    };
+    let first_logs = build_on(&first);
+    let step = buildkit_step(&first_logs, &run);
+    assert!(first_logs.contains(&format!("{step} DONE")), "{first_logs}");
+    let started = Instant::now();
+    let second_logs = build_on(&second);
+    let step = buildkit_step(&second_logs, &run);
+    assert!(
+        second_logs.contains(&format!(
+            "importing cache manifest from {repository}:latest"
+        )),
+        "{second_logs}"
+    );
+    assert!(
+        second_logs.contains(&format!("{step} CACHED")),
+        "{second_logs}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    fresh_daemon.stop();
 }

@@ -113,6 +113,8 @@ pub struct RunSettings {
     pub credentials: CredentialResolver,
     /// `[secrets.ID]`: offered to every build, read at start.
     pub secrets: Vec<BuildSecret>,
+    /// BuildKit builds push inline cache and use their own tags as cache sources.
+    pub registry_cache: bool,
 }
 
 /// What a delete did besides removing the record.

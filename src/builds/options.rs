@@ -51,6 +51,7 @@ pub struct OptionsRequest {
     pub network: Option<String>,
     /// None: the server's default builder.
     pub buildkit: Option<bool>,
+    pub cache_from: Vec<String>,
 }
 
 /// Which networks a build may ask for.
@@ -91,8 +92,32 @@ impl OptionsRequest {
             network: network(self.network, networks)?,
             buildkit: self.buildkit.unwrap_or(buildkit),
             secrets: Vec::new(),
+            cache_from: cache_sources(self.cache_from)?,
         })
     }
+}
+
+/// At most this many `cache_from` images per build.
+const MAX_CACHE_SOURCES: usize = 16;
+
+/// `cache_from` images: `repository:tag`, as the `tag` and `repository` fields take them.
+fn cache_sources(references: Vec<String>) -> Result<Vec<String>, OptionError> {
+    if references.len() > MAX_CACHE_SOURCES {
+        return Err(invalid(
+            "cache_from",
+            format!("at most {MAX_CACHE_SOURCES} images"),
+        ));
+    }
+    for reference in &references {
+        let (repository, tag) = match reference.rsplit_once(':') {
+            Some((repository, tag)) if !tag.contains('/') => (repository, tag),
+            _ => (reference.as_str(), "latest"),
+        };
+        super::reference::validate_repository(repository)
+            .and_then(|()| super::reference::validate_tag(tag))
+            .map_err(|err| invalid("cache_from", format!("'{reference}': {err}")))?;
+    }
+    Ok(references)
 }
 
 /// A Dockerfile that only BuildKit builds cannot go to the legacy builder.
@@ -285,6 +310,18 @@ mod tests {
         for (request, field) in cases {
             let err = request.validate(&policy(), true).unwrap_err();
             assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    #[test]
+    fn cache_sources_are_image_references() {
+        let ok = vec!["127.0.0.1:5000/team/app:v1".to_string(), "team/app".into()];
+        assert_eq!(cache_sources(ok.clone()), Ok(ok));
+        for bad in ["Team/App:v1", "app:bad tag", ""] {
+            assert_eq!(
+                cache_sources(vec![bad.into()]).unwrap_err().field,
+                "cache_from"
+            );
         }
     }
 

@@ -331,6 +331,7 @@ async fn build_image(
     }
     let pull_logins = pull_logins(engine, build, &dockerfile, push_login).await?;
     let secrets = build_secrets(engine, build, &dockerfile)?;
+    let cache_from = cache_sources(engine, build, buildkit);
     let mut references = build.image_references();
     let first = references
         .next()
@@ -341,6 +342,8 @@ async fn build_image(
         options: &build.options,
         pull_logins: &pull_logins,
         secrets: &secrets,
+        cache_from: &cache_from,
+        inline_cache: buildkit && engine.settings.registry_cache,
         timeout: engine.settings.build_timeout,
     };
     let fell_back = std::sync::atomic::AtomicBool::new(false);
@@ -361,6 +364,17 @@ async fn build_image(
     }
     output.log.line(format!("dockpub: built {image_id}"));
     Ok(image_id)
+}
+
+/// The request's `cache_from` images and, with `registry_cache` under BuildKit,
+/// the build's own tags: what another builder pushed for them is reused.
+fn cache_sources(engine: &Engine, build: &Build, buildkit: bool) -> Vec<String> {
+    let mut sources = build.options.cache_from.clone();
+    if buildkit && engine.settings.registry_cache && build.push {
+        sources.extend(build.image_references());
+    }
+    sources.dedup();
+    sources
 }
 
 /// The request's secrets and the server's, for a Dockerfile that mounts any.

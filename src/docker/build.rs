@@ -23,6 +23,8 @@ use crate::builds::secrets::BuildSecret;
 /// How long a stopped build's containers may take to go away.
 const CONTAINER_REMOVAL: Duration = Duration::from_secs(20);
 const CONTEXT_CHUNK: usize = 64 * 1024;
+/// The build arg that makes BuildKit write cache metadata into the image.
+pub(super) const INLINE_CACHE_ARG: &str = "BUILDKIT_INLINE_CACHE";
 
 /// What the daemon builds from.
 pub enum BuildSource<'a> {
@@ -41,6 +43,10 @@ pub struct BuildSpec<'a> {
     pub pull_logins: &'a [(String, Credentials)],
     /// Secrets its `RUN --mount=type=secret` steps read; BuildKit only.
     pub secrets: &'a [BuildSecret],
+    /// Images whose layers the build may reuse; one that does not exist is skipped.
+    pub cache_from: &'a [String],
+    /// BuildKit writes cache metadata into the image, for `cache_from` elsewhere.
+    pub inline_cache: bool,
     /// The build is stopped, and fails, past this.
     pub timeout: Duration,
 }
@@ -166,8 +172,15 @@ impl Builder {
         if options.pull {
             builder = builder.pull("1");
         }
-        if !options.build_args.is_empty() {
-            builder = builder.buildargs(&to_hash_map(&options.build_args));
+        let mut build_args = to_hash_map(&options.build_args);
+        if spec.inline_cache && engine == Engine::Buildkit {
+            build_args.insert(INLINE_CACHE_ARG.into(), "1".into());
+        }
+        if !build_args.is_empty() {
+            builder = builder.buildargs(&build_args);
+        }
+        if !spec.cache_from.is_empty() {
+            builder = builder.cachefrom(&spec.cache_from.to_vec());
         }
         if !options.labels.is_empty() {
             builder = builder.labels(&to_hash_map(&options.labels));

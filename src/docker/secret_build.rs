@@ -19,6 +19,7 @@ use bollard::grpc::driver::moby::Moby;
 use bollard::grpc::driver::Build;
 use bollard::grpc::error::GrpcError;
 use bollard::grpc::BuildRef;
+use bollard::moby::buildkit::v1::CacheOptionsEntry;
 use bollard::Docker;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -188,6 +189,16 @@ fn frontend_options(
         .nocache(options.no_cache);
     for (key, value) in &options.build_args {
         builder = builder.buildarg(key, value);
+    }
+    if spec.inline_cache {
+        builder = builder.buildarg(super::build::INLINE_CACHE_ARG, "1");
+    }
+    for reference in spec.cache_from {
+        let source = CacheOptionsEntry {
+            r#type: "registry".into(),
+            attrs: HashMap::from([("ref".to_string(), reference.clone())]),
+        };
+        builder = builder.cachefrom(&source);
     }
     for (key, value) in &options.labels {
         builder = builder.label(key, value);

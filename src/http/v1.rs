@@ -106,6 +106,7 @@ fn options_request(form: &mut Form) -> Result<OptionsRequest, ApiError> {
         pull: form.flag("pull")?.unwrap_or(false),
         network: form.text("network")?,
         buildkit: form.flag("buildkit")?,
+        cache_from: form.texts("cache_from")?,
     })
 }
 
