@@ -17,6 +17,8 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error("cannot pack the build context: {0}")]
     Pack(String),
+    #[error("--secret {spec}: {reason}")]
+    Secret { spec: String, reason: String },
     #[error("unexpected answer: {0}")]
     Unexpected(String),
 }
@@ -108,6 +110,15 @@ impl ApiClient {
         }
         if submit.no_push {
             form = form.text("push", "false");
+        }
+        if submit.no_buildkit {
+            form = form.text("buildkit", "false");
+        }
+        for reference in &submit.cache_from {
+            form = form.text("cache_from", reference.clone());
+        }
+        for spec in &submit.secrets {
+            form = form.part("secret", super::secret::secret_part(spec)?);
         }
         let packed = pack::pack(&submit.path).await?;
         form = match &packed {
