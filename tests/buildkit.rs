@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    buildkit_step, field, output_text, run_in, tar_of, unique, with_file, PrivateDaemon, Server,
-    TestEnv,
+    assert_processes_gone, buildkit_step, field, output_text, run_in, tar_of, unique,
+    wait_for_process, with_file, PrivateDaemon, Server, TestEnv,
 };
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
@@ -380,4 +380,26 @@ fn a_build_on_a_fresh_builder_reuses_what_another_builder_pushed() {
         started.elapsed()
     );
     fresh_daemon.stop();
+}
+
+#[test]
+fn cancelling_a_secret_build_stops_its_step_within_three_seconds() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let marker = unique("secret-cancel");
+    let dockerfile = format!(
+        "FROM {}\nRUN --mount=type=secret,id=token sleep 600 && echo {marker}\n",
+        env.base_image
+    );
+    let repository = format!("{}/{}", env.registry, unique("secret-cancel"));
+    let form = field(with_file(dockerfile), "repository", &repository);
+    let id = server.submit(field(form, "secret", "token=value"));
+    wait_for_process(&marker, BUILD_TIME);
+    let asked = Instant::now();
+    assert_eq!(server.cancel(id).status(), 200);
+    assert_processes_gone(
+        &marker,
+        Duration::from_secs(3).saturating_sub(asked.elapsed()),
+    );
+    assert_eq!(server.build(id)["status"], "cancelled");
 }

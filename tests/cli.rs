@@ -97,7 +97,7 @@ fn a_failing_build_makes_submit_follow_exit_non_zero() {
         text(&out.stdout)
     );
     assert!(
-        text(&out.stdout).contains("returned a non-zero code"),
+        text(&out.stdout).contains("exit code: 1"),
         "{}",
         text(&out.stdout)
     );

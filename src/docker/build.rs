@@ -98,9 +98,7 @@ impl Builder {
             );
             return match tokio::time::timeout(spec.timeout, built).await {
                 Ok(result) => result,
-                Err(_) => Err(DockerError::TimedOut {
-                    secs: spec.timeout.as_secs(),
-                }),
+                Err(_) => Err(timed_out(spec.timeout, &mut on_event)),
             };
         }
         if buildkit {
@@ -143,14 +141,9 @@ impl Builder {
                 // Dropping the stream closed the connection, which cancels the build
                 // (BuildKit kills its step's process); a legacy build's step
                 // containers are then removed here if the daemon left any.
-                let secs = spec.timeout.as_secs();
-                on_event(BuildEvent::Output {
-                    step: None,
-                    elapsed: None,
-                    text: format!("dockpub: timed out after {secs} s; build stopped"),
-                });
+                let timed_out = timed_out(spec.timeout, on_event);
                 self.remove_containers(&containers).await?;
-                Err(DockerError::TimedOut { secs })
+                Err(timed_out)
             }
         }
     }
@@ -256,6 +249,17 @@ impl Builder {
     pub async fn remove_step_container(&self, container: &str) -> Result<(), DockerError> {
         self.remove_containers(&[container.to_string()]).await
     }
+}
+
+/// Logs that the build was stopped at its deadline.
+fn timed_out<F: FnMut(BuildEvent)>(timeout: Duration, on_event: &mut F) -> DockerError {
+    let secs = timeout.as_secs();
+    on_event(BuildEvent::Output {
+        step: None,
+        elapsed: None,
+        text: format!("dockpub: timed out after {secs} s; build stopped"),
+    });
+    DockerError::TimedOut { secs }
 }
 
 /// The context archive as it is sent, and the Dockerfile's path in it.

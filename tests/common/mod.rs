@@ -187,6 +187,13 @@ impl Server {
     }
 
     /// Submits through the v1 API and returns the new build's id.
+    pub fn cancel(&self, id: i64) -> Response {
+        self.client
+            .post(self.url(&format!("/api/v1/builds/{id}/cancel")))
+            .send()
+            .expect("cancel request")
+    }
+
     pub fn submit(&self, form: multipart::Form) -> i64 {
         let response = self.post_form("/api/v1/builds", form);
         let status = response.status();
