@@ -382,19 +382,38 @@ fn a_build_on_a_fresh_builder_reuses_what_another_builder_pushed() {
     fresh_daemon.stop();
 }
 
+/// Submits a secret build whose step sleeps; returns it once the step runs.
+fn sleeping_secret_build(server: &Server, env: &TestEnv, marker: &str) -> i64 {
+    let dockerfile = format!(
+        "FROM {}\nRUN --mount=type=secret,id=token sleep 600 && echo {marker}\n",
+        env.base_image
+    );
+    let repository = format!("{}/{}", env.registry, unique("secret-sleep"));
+    let form = field(with_file(dockerfile), "repository", &repository);
+    let id = server.submit(field(form, "secret", "token=value"));
+    wait_for_process(marker, BUILD_TIME);
+    id
+}
+
+#[test]
+fn a_secret_build_past_its_timeout_fails_and_its_step_is_gone() {
+    let env = TestEnv::get();
+    let server = Server::start_with(&["--build-timeout-secs", "3"]);
+    let marker = unique("secret-timeout");
+    let id = sleeping_secret_build(&server, &env, &marker);
+    let build = server.wait_final(id, Duration::from_secs(30));
+    assert_eq!(build["status"], "failed", "{build}");
+    assert_eq!(build["error"], "timed out after 3 s");
+    assert_processes_gone(&marker, Duration::from_secs(3));
+    assert!(server.logs(id).contains("dockpub: timed out after 3 s"));
+}
+
 #[test]
 fn cancelling_a_secret_build_stops_its_step_within_three_seconds() {
     let env = TestEnv::get();
     let server = Server::start();
     let marker = unique("secret-cancel");
-    let dockerfile = format!(
-        "FROM {}\nRUN --mount=type=secret,id=token sleep 600 && echo {marker}\n",
-        env.base_image
-    );
-    let repository = format!("{}/{}", env.registry, unique("secret-cancel"));
-    let form = field(with_file(dockerfile), "repository", &repository);
-    let id = server.submit(field(form, "secret", "token=value"));
-    wait_for_process(&marker, BUILD_TIME);
+    let id = sleeping_secret_build(&server, &env, &marker);
     let asked = Instant::now();
     assert_eq!(server.cancel(id).status(), 200);
     assert_processes_gone(
