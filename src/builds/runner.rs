@@ -371,9 +371,12 @@ async fn build_image(
 fn cache_sources(engine: &Engine, build: &Build, buildkit: bool) -> Vec<String> {
     let mut sources = build.options.cache_from.clone();
     if buildkit && engine.settings.registry_cache && build.push {
-        sources.extend(build.image_references());
+        for own in build.image_references() {
+            if !sources.contains(&own) {
+                sources.push(own);
+            }
+        }
     }
-    sources.dedup();
     sources
 }
 
