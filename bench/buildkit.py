@@ -165,8 +165,9 @@ def end_to_end(base, builds, rounds):
 
 
 def unused_stage(base):
-    text = (f"FROM {BASE_IMAGE} AS unused\nRUN sleep 10\n"
-            f"FROM {BASE_IMAGE}\nARG BENCH_ID={uuid.uuid4().hex}\nRUN echo used > /used\n")
+    unique = uuid.uuid4().hex
+    text = (f"FROM {BASE_IMAGE} AS unused\nARG BENCH_ID={unique}\nRUN sleep 10\n"
+            f"FROM {BASE_IMAGE}\nARG BENCH_ID={unique}\nRUN echo used > /used\n")
     started = time.perf_counter()
     wait_final(base, submit(base, text, f"{REGISTRY}/bench-bk-stages", "latest"))
     dockpub = time.perf_counter() - started
