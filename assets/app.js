@@ -307,6 +307,7 @@ function submitForm() {
   for (const arg of buildArgs($("build-args").value)) form.append("build_arg", arg);
   const context = $("context").files[0];
   if (context) form.append("context", context, context.name);
+  for (const secret of $("secrets").files) form.append("secret", secret, secret.name);
   appendLogin(form, $("username").value, $("password").value);
   return form;
 }

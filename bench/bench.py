@@ -318,10 +318,11 @@ class Server:
 
 
 def dockerfile(unique, run_line=None):
-    """A small Dockerfile whose LABEL (before the RUN) makes every build distinct,
-    so the builder's cache never answers for the RUN."""
+    """A small Dockerfile whose ARG (before the RUN) makes every build distinct,
+    so neither builder's cache answers for the RUN (a LABEL would not do under
+    BuildKit: it is no part of a RUN's cache key)."""
     run_line = run_line or f"RUN echo {unique} > /bench-id && ls -l / > /bench-ls"
-    return f'FROM {BASE_IMAGE}\nLABEL bench.id="{unique}"\n{run_line}\n'
+    return f'FROM {BASE_IMAGE}\nARG BENCH_ID="{unique}"\n{run_line}\n'
 
 
 def cli_build_push(ref, context_dir, log_path):
@@ -785,7 +786,7 @@ def write_report(ctx, results, path):
 
     if e2e:
         add("## 1. End to end: dockpub vs `docker build && docker push`\n")
-        add(f"{e2e['n']} distinct Dockerfiles per side and round (`FROM {BASE_IMAGE}`, a unique `LABEL`, then "
+        add(f"{e2e['n']} distinct Dockerfiles per side and round (`FROM {BASE_IMAGE}`, a unique `ARG`, then "
             "one `RUN` writing two small files, so the RUN is never a cache hit), pushed to the loopback "
             f"registry, two at a time. {e2e['rounds']} rounds, each dockpub (A) then the CLI (B); one untimed "
             "warm-up build per side first puts the base layer in both repositories.\n")

@@ -80,7 +80,7 @@ def wait_builders_up(base, count):
 def submit(base, registry, base_image, n, run_id):
     boundary = uuid.uuid4().hex
     # A little CPU and a few files per build, unique so nothing comes from the cache.
-    dockerfile = (f'FROM {base_image}\nLABEL dockpub.bench="{run_id}-{n}"\n'
+    dockerfile = (f'FROM {base_image}\nARG DOCKPUB_BENCH="{run_id}-{n}"\n'
                   f'RUN i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; seq 1 20000 > /numbers\n')
     fields = [("file", dockerfile, True), ("repository", f"{registry}/bench-pool-{run_id}-{n}", False)]
     body = multipart_body(boundary, fields)

@@ -12,6 +12,7 @@ use crate::builds::access::{
     is_token_name, ApiToken, Grant, RepositoryPattern, Scope, TokenSecret,
 };
 use crate::builds::model::{Credentials, Secret};
+use crate::builds::secrets::BuildSecret;
 use crate::webhooks::callback::AllowedHosts;
 use crate::webhooks::model::WebhookEvent;
 use crate::webhooks::{WebhookSettings, WebhookTarget};
@@ -87,6 +88,23 @@ pub struct Config {
     /// `[[builders]]`: the Docker hosts to build on. Empty: one builder, `local`,
     /// from `docker_host` with the global `max_concurrent_builds`.
     pub builders: Vec<BuilderEntry>,
+    /// Build with BuildKit unless a request or a builder says otherwise; false
+    /// builds with the daemon's legacy builder.
+    pub buildkit: bool,
+    /// `[secrets.ID]`: build secrets offered to every BuildKit build, each from
+    /// `env = "VAR"` or `file = "/path"`.
+    pub secrets: BTreeMap<String, SecretSourceConfig>,
+    /// BuildKit builds push inline cache metadata and reuse their own tags in
+    /// the registry (and the request's `cache_from`) as cache sources.
+    pub registry_cache: bool,
+}
+
+/// Where a `[secrets.ID]` value is read from at start: one of the two.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSourceConfig {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
 }
 
 /// `[[webhooks]]`: where to send which build events, signed with the secret in
@@ -124,6 +142,9 @@ pub struct BuilderEntry {
     /// Platforms builds may ask for here (`linux/amd64`); empty means the daemon's own.
     #[serde(default)]
     pub platforms: Vec<String>,
+    /// false: this daemon builds everything with the legacy builder. Unset: the
+    /// global `buildkit`.
+    pub buildkit: Option<bool>,
 }
 
 /// One `[[tokens]]` entry.
@@ -192,6 +213,9 @@ impl Default for Config {
             callback_secret_env: None,
             webhook_retry_backoff_secs: vec![1, 2, 4, 8, 16],
             builders: Vec::new(),
+            buildkit: true,
+            secrets: BTreeMap::new(),
+            registry_cache: true,
         }
     }
 }
@@ -289,6 +313,12 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub webhook_retry_backoff_secs: Option<Vec<u64>>,
+    /// Build with BuildKit by default (true) or the legacy builder (false) [default: true]
+    #[arg(long, env = "DOCKPUB_BUILDKIT")]
+    pub buildkit: Option<bool>,
+    /// BuildKit builds push inline cache and reuse their own tags as cache [default: true]
+    #[arg(long, env = "DOCKPUB_REGISTRY_CACHE")]
+    pub registry_cache: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -362,6 +392,8 @@ impl Config {
             allowed_callback_hosts,
             callback_secret_env,
             webhook_retry_backoff_secs,
+            buildkit,
+            registry_cache,
         } = args;
         set(&mut self.bind, bind);
         set(&mut self.data_dir, data_dir);
@@ -398,6 +430,8 @@ impl Config {
         set(&mut self.build_memory_bytes, build_memory_bytes);
         set(&mut self.build_cpu_shares, build_cpu_shares);
         set(&mut self.build_timeout_secs, build_timeout_secs);
+        set(&mut self.buildkit, buildkit);
+        set(&mut self.registry_cache, registry_cache);
         if let Some(hosts) = allowed_callback_hosts {
             self.allowed_callback_hosts = hosts;
             self.allowed_callback_hosts
@@ -462,6 +496,7 @@ impl Config {
         self.registry_credentials()?;
         self.webhook_settings()?;
         self.validate_builders()?;
+        self.build_secrets()?;
         Ok(())
     }
 
@@ -629,6 +664,48 @@ impl Config {
                 .map(|&secs| std::time::Duration::from_secs(secs))
                 .collect(),
         })
+    }
+
+    /// The values of `[secrets]`, read now, so a missing variable or file stops
+    /// the start rather than a build later.
+    pub fn build_secrets(&self) -> Result<Vec<BuildSecret>, ConfigError> {
+        self.secrets
+            .iter()
+            .map(|(id, source)| {
+                let key = format!("secrets.{id}");
+                let value = match (&source.env, &source.file) {
+                    (Some(name), None) => read_secret(name, &key)?.expose().as_bytes().to_vec(),
+                    (None, Some(path)) => std::fs::read(path).map_err(|err| {
+                        ConfigError::Invalid(format!(
+                            "{key}: cannot read {}: {err}",
+                            path.display()
+                        ))
+                    })?,
+                    _ => {
+                        return Err(ConfigError::Invalid(format!(
+                            "{key}: give either env = \"VAR\" or file = \"/path\""
+                        )))
+                    }
+                };
+                BuildSecret::new(id, value)
+                    .map_err(|why| ConfigError::Invalid(format!("{key}: {why}")))
+            })
+            .collect()
+    }
+
+    /// Settings BuildKit does not honour, set while builds use BuildKit: they
+    /// apply to legacy builds only (the README says so), and the start warns.
+    pub fn legacy_only_settings(&self) -> Vec<&'static str> {
+        let buildkit_somewhere =
+            self.buildkit || self.builders.iter().any(|b| b.buildkit == Some(true));
+        let set = [
+            ("build_memory_bytes", self.build_memory_bytes != 0),
+            ("build_cpu_shares", self.build_cpu_shares != 0),
+        ];
+        set.iter()
+            .filter(|(_, is_set)| buildkit_somewhere && *is_set)
+            .map(|(key, _)| *key)
+            .collect()
     }
 
     /// Every network a build may ask for: the default one and the allowed ones.

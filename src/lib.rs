@@ -125,6 +125,7 @@ fn builder_configs(config: &Config) -> Vec<BuilderConfig> {
             .filter(|&s| s > 0),
         tls: None,
         platforms: Vec::new(),
+        buildkit: config.buildkit,
     };
     if config.builders.is_empty() {
         return vec![common];
@@ -140,6 +141,7 @@ fn builder_configs(config: &Config) -> Vec<BuilderConfig> {
                 .unwrap_or(config.max_concurrent_builds),
             tls: entry.tls_files(),
             platforms: entry.platforms.clone(),
+            buildkit: entry.buildkit.unwrap_or(config.buildkit),
             ..common.clone()
         })
         .collect()
@@ -152,6 +154,12 @@ pub async fn launch(
     config: Config,
     listener: TcpListener,
 ) -> Result<(Server, BuildService), StartError> {
+    for key in config.legacy_only_settings() {
+        log::warn!(
+            "WARNING: {key} applies to legacy builds only: BuildKit builds run without it \
+             (set buildkit = false to enforce it on every build)"
+        );
+    }
     let store = Store::open(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -169,6 +177,7 @@ pub async fn launch(
             default: config.build_network.clone(),
             allowed: config.build_networks(),
         },
+        buildkit: config.buildkit,
     };
     let settings = RunSettings {
         build_timeout: Duration::from_secs(config.build_timeout_secs),
@@ -176,6 +185,8 @@ pub async fn launch(
             config.registry_credentials()?,
             builds::docker_config::DockerConfig::from_env(),
         ),
+        secrets: config.build_secrets()?,
+        registry_cache: config.registry_cache,
     };
     let retention = Retention {
         days: config.retention_days,

@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    field, local_image_exists, pushed_digest, registry_digest, unique, with_file, Server, TestEnv,
+    buildkit_step, field, local_image_exists, pushed_digest, registry_digest, unique, with_file,
+    Server, TestEnv,
 };
 use serde_json::Value;
 
@@ -59,9 +60,23 @@ fn a_pushed_build_reports_the_digest_the_registry_serves() {
         "timestamps out of order: {times:?}"
     );
 
+    assert_eq!(
+        build["options"]["buildkit"], true,
+        "BuildKit is the default"
+    );
     let logs = server.logs(build["id"].as_i64().unwrap());
-    assert!(logs.contains("Step 3/3 : RUN echo hello"), "{logs}");
-    assert!(logs.lines().any(|line| line == "hello"), "{logs}");
+    // BuildKit's progress in `--progress=plain` shape: `#N [2/2] RUN …`, `#N 0.12 hello`.
+    let run_step = buildkit_step(&logs, "RUN echo hello");
+    assert!(
+        logs.lines()
+            .any(|line| line.starts_with(&format!("{run_step} ")) && line.ends_with(" hello")),
+        "{logs}"
+    );
+    assert!(logs.contains(&format!("{run_step} DONE ")), "{logs}");
+    assert!(
+        logs.contains("importing cache manifest from"),
+        "registry cache: {logs}"
+    );
     assert!(logs.contains(&format!("digest: {digest}")), "{logs}");
 }
 
@@ -109,25 +124,41 @@ fn the_auth_registry_takes_the_right_password_and_refuses_a_wrong_one() {
 fn a_failing_step_fails_the_build_with_its_log() {
     let env = TestEnv::get();
     let server = Server::start();
-    let repository = format!("{}/{}", env.registry, unique("false"));
-    let id = server.submit(field(
-        with_file(env.dockerfile("false")),
-        "repository",
-        &repository,
-    ));
-    let build = server.wait_final(id, BUILD_TIME);
-    assert_eq!(build["status"], "failed");
-    assert_eq!(
-        build["built_at"],
-        Value::Null,
-        "a failed build was never built"
-    );
-    let error = build["error"].as_str().unwrap();
-    assert!(error.contains("returned a non-zero code: 1"), "{error}");
-    let logs = server.logs(id);
-    assert!(logs.contains("Step 3/3 : RUN false"), "{logs}");
-    assert!(logs.contains("returned a non-zero code: 1"), "{logs}");
-    assert_eq!(pushed_digest(&repository, "latest", None), None);
+    // Each builder's own words for the step that failed.
+    let builders = [
+        ("true", "] RUN false", "exit code: 1"),
+        (
+            "false",
+            "Step 3/3 : RUN false",
+            "returned a non-zero code: 1",
+        ),
+    ];
+    for (buildkit, step_line, message) in builders {
+        let repository = format!("{}/{}", env.registry, unique("false"));
+        let form = field(
+            with_file(env.dockerfile("false")),
+            "repository",
+            &repository,
+        );
+        let id = server.submit(field(form, "buildkit", buildkit));
+        let build = server.wait_final(id, BUILD_TIME);
+        assert_eq!(build["status"], "failed");
+        assert_eq!(build["options"]["buildkit"].to_string(), buildkit);
+        assert_eq!(
+            build["built_at"],
+            Value::Null,
+            "a failed build was never built"
+        );
+        let error = build["error"].as_str().unwrap();
+        assert!(error.contains(message), "{error}");
+        let logs = server.logs(id);
+        assert!(logs.contains(step_line), "{logs}");
+        assert!(logs.contains(message), "{logs}");
+        if buildkit == "true" {
+            assert!(logs.contains(" ERROR: "), "the step's error line: {logs}");
+        }
+        assert_eq!(pushed_digest(&repository, "latest", None), None);
+    }
 }
 
 #[test]

@@ -97,7 +97,7 @@ fn a_failing_build_makes_submit_follow_exit_non_zero() {
         text(&out.stdout)
     );
     assert!(
-        text(&out.stdout).contains("returned a non-zero code"),
+        text(&out.stdout).contains("exit code: 1"),
         "{}",
         text(&out.stdout)
     );
@@ -325,4 +325,62 @@ fn logs_follow_keeps_a_character_split_across_chunks_whole() {
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("café au lait"), "{stdout:?}");
     assert!(!stdout.contains('\u{fffd}'), "{stdout:?}");
+}
+
+#[test]
+fn submit_sends_secrets_in_docker_syntax_and_picks_the_builder() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file_secret = dir.path().join("token.txt");
+    std::fs::write(&file_secret, "from-a-file").unwrap();
+    let dockerfile = dir.path().join("Dockerfile");
+    std::fs::write(
+        &dockerfile,
+        format!(
+            "FROM {}\nARG RUN_ID={}\nRUN --mount=type=secret,id=from_file --mount=type=secret,id=from_env \
+             test \"$(cat /run/secrets/from_file)\" = from-a-file && test \"$(cat /run/secrets/from_env)\" = from-the-env\n",
+            env.base_image,
+            unique("run")
+        ),
+    )
+    .unwrap();
+    let repository = format!("{}/{}", env.registry, unique("cli-secret"));
+    let submit = |extra: &[&str]| {
+        let mut args = vec![
+            "submit",
+            dockerfile.to_str().unwrap(),
+            "-r",
+            &repository,
+            "--no-push",
+        ];
+        args.extend_from_slice(extra);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dockpub"));
+        command
+            .args(&args)
+            .env("DOCKPUB_URL", &server.base)
+            .env("CLI_TEST_SECRET", "from-the-env");
+        command.output().expect("run the dockpub client")
+    };
+    let secrets = format!("id=from_file,src={}", file_secret.display());
+    let out = submit(&[
+        "--secret",
+        &secrets,
+        "--secret",
+        "id=from_env,env=CLI_TEST_SECRET",
+        "--follow",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let refused = submit(&["--secret", &secrets, "--no-buildkit"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("400"),
+        "{}",
+        text(&refused.stderr)
+    );
 }

@@ -4,26 +4,16 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{field, pushed_digest, registry_digest, unique, with_file, Server, TestEnv};
+use common::{
+    assert_processes_gone, buildkit_step, docker, field, output_text, pushed_digest,
+    registry_digest, run_in, tar_of, unique, with_file, Server, TestEnv,
+};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
 
 const BUILD_TIME: Duration = Duration::from_secs(120);
-
-/// A tar archive of regular files.
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut archive = tar::Builder::new(Vec::new());
-    for (name, content) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        archive.append_data(&mut header, name, *content).unwrap();
-    }
-    archive.into_inner().unwrap()
-}
 
 /// A tar archive with a Dockerfile and one entry whose name, type and link target
 /// are written raw, as a hostile client would.
@@ -63,33 +53,6 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// of its format: dockpub must tell by content.
 fn with_context(archive: Vec<u8>) -> Form {
     Form::new().part("context", Part::bytes(archive).file_name("upload.bin"))
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs `command` in the image with no network and returns its output.
-fn run_in(image: &str, command: &str) -> String {
-    docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        image,
-        "sh",
-        "-c",
-        command,
-    ])
 }
 
 fn build_only(server: &Server, form: Form, repository: &str) -> Value {
@@ -178,18 +141,31 @@ fn an_uploaded_file_is_the_dockerfile_of_the_context() {
         ("data.txt", b"data"),
     ]);
     let uploaded = format!("FROM {}\nCOPY . /ctx/\n", env.base_image);
-    let form = with_context(archive).part("file", Part::bytes(uploaded.into_bytes()));
-    let repository = format!("{}/{}", env.registry, unique("inject"));
-    let build = build_only(&server, form, &repository);
-    assert_eq!(build["status"], "succeeded", "{build}");
-    assert_eq!(build["options"]["dockerfile"], Value::Null);
-    let listing = run_in(&format!("{repository}:latest"), "ls -A /ctx");
-    let names: Vec<&str> = listing.lines().collect();
-    assert_eq!(
-        names,
-        vec!["Dockerfile", "data.txt"],
-        "the added Dockerfile stays out of the image"
-    );
+    // The legacy builder drops the added Dockerfile (listed in .dockerignore);
+    // BuildKit reads a tar context as it is, so `COPY .` copies it too (README).
+    let builders = [
+        ("false", vec!["Dockerfile", "data.txt"]),
+        (
+            "true",
+            vec![
+                ".dockerignore",
+                ".dockpub-Dockerfile",
+                "Dockerfile",
+                "data.txt",
+            ],
+        ),
+    ];
+    for (buildkit, expected) in builders {
+        let form =
+            with_context(archive.clone()).part("file", Part::bytes(uploaded.clone().into_bytes()));
+        let repository = format!("{}/{}", env.registry, unique("inject"));
+        let build = build_only(&server, field(form, "buildkit", buildkit), &repository);
+        assert_eq!(build["status"], "succeeded", "{build}");
+        assert_eq!(build["options"]["dockerfile"], Value::Null);
+        let listing = run_in(&format!("{repository}:latest"), "ls -A /ctx");
+        let names: Vec<&str> = listing.lines().collect();
+        assert_eq!(names, expected, "buildkit={buildkit}");
+    }
 }
 
 #[test]
@@ -400,13 +376,22 @@ fn no_cache_rebuilds_every_step() {
         (build, server.logs(id))
     };
     let (first, _) = build("false");
+    let run = dockerfile.lines().nth(1).unwrap();
     let (cached, cached_logs) = build("false");
-    assert!(cached_logs.contains("Using cache"), "{cached_logs}");
+    let step = buildkit_step(&cached_logs, run);
+    assert!(
+        cached_logs.contains(&format!("{step} CACHED")),
+        "{cached_logs}"
+    );
     assert_eq!(cached["image_id"], first["image_id"]);
     let (fresh, fresh_logs) = build("true");
     assert_eq!(fresh["options"]["no_cache"], true);
-    assert!(!fresh_logs.contains("Using cache"), "{fresh_logs}");
-    assert!(fresh_logs.contains("Running in"), "{fresh_logs}");
+    let step = buildkit_step(&fresh_logs, run);
+    assert!(
+        !fresh_logs.contains(&format!("{step} CACHED")),
+        "{fresh_logs}"
+    );
+    assert!(fresh_logs.contains(&format!("{step} DONE")), "{fresh_logs}");
     assert_ne!(fresh["image_id"], first["image_id"]);
 }
 
@@ -428,6 +413,7 @@ fn only_allowed_networks_may_be_chosen() {
         assert_eq!(build["status"], "succeeded", "{build}");
         let logs = server.logs(build["id"].as_i64().unwrap());
         logs.lines()
+            .map(output_text)
             .filter(|line| *line == "lo" || *line == "eth0")
             .count()
     };
@@ -468,8 +454,15 @@ fn the_daemon_enforces_the_configured_limits() {
     let dockerfile = env.dockerfile(
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.shares",
     );
+    assert!(
+        server
+            .log()
+            .contains("build_memory_bytes applies to legacy builds only"),
+        "no warning that BuildKit builds ignore the limit"
+    );
     let repository = format!("{}/{}", env.registry, unique("limits"));
-    let build = build_only(&server, with_file(dockerfile), &repository);
+    let form = field(with_file(dockerfile), "buildkit", "false");
+    let build = build_only(&server, form, &repository);
     assert_eq!(build["status"], "succeeded", "{build}");
     let logs = server.logs(build["id"].as_i64().unwrap());
     let lines: Vec<&str> = logs.lines().collect();
@@ -483,22 +476,35 @@ fn the_daemon_enforces_the_configured_limits() {
 fn a_build_past_its_timeout_fails_and_leaves_no_container() {
     let env = TestEnv::get();
     let server = Server::start_with(&["--build-timeout-secs", "2"]);
-    let repository = format!("{}/{}", env.registry, unique("timeout"));
-    let started = Instant::now();
-    let id = server.submit(field(
-        with_file(env.dockerfile("sleep 60")),
-        "repository",
-        &repository,
-    ));
-    let build = server.wait_final(id, Duration::from_secs(30));
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "took {:?}",
-        started.elapsed()
-    );
-    assert_eq!(build["status"], "failed", "{build}");
-    assert_eq!(build["error"], "timed out after 2 s");
-    let logs = server.logs(id);
+    for buildkit in ["true", "false"] {
+        let repository = format!("{}/{}", env.registry, unique("timeout"));
+        let marker = unique("timeout-marker");
+        let started = Instant::now();
+        let form = field(
+            with_file(env.dockerfile(&format!("sleep 600 && echo {marker}"))),
+            "repository",
+            &repository,
+        );
+        let id = server.submit(field(form, "buildkit", buildkit));
+        let build = server.wait_final(id, Duration::from_secs(30));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(build["status"], "failed", "{build}");
+        assert_eq!(build["error"], "timed out after 2 s");
+        // The step's process (BuildKit's, or the legacy step container's) is gone.
+        assert_processes_gone(&marker, Duration::from_secs(3));
+        if buildkit == "false" {
+            assert_step_container_removed(&server.logs(id));
+        }
+        assert_eq!(pushed_digest(&repository, "latest", None), None);
+    }
+}
+
+/// The legacy builder's step container named in the log is gone.
+fn assert_step_container_removed(logs: &str) {
     let container = logs
         .lines()
         .find_map(|line| {
@@ -514,7 +520,6 @@ fn a_build_past_its_timeout_fails_and_leaves_no_container() {
         &format!("id={container}"),
     ]);
     assert_eq!(left.trim(), "", "container {container} was left behind");
-    assert_eq!(pushed_digest(&repository, "latest", None), None);
 }
 
 #[test]
@@ -569,8 +574,9 @@ fn pull_fetches_the_base_image_even_when_it_is_present() {
         );
         assert_eq!(build["status"], "succeeded", "{build}");
         let logs = server.logs(build["id"].as_i64().unwrap());
+        // BuildKit asks the registry for the tag's digest, and builds on that.
         assert_eq!(
-            logs.contains("Pulling from"),
+            logs.contains(&format!("resolve {base}:latest@sha256:")),
             pull == "true",
             "pull={pull}: {logs}"
         );

@@ -6,7 +6,10 @@ use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{field, local_image_exists, registry_digest, unique, with_file, Server, TestEnv};
+use common::{
+    assert_processes_gone, field, local_image_exists, output_text, registry_digest, unique,
+    wait_for_process, with_file, Server, TestEnv,
+};
 use serde_json::Value;
 
 const BUILD_TIME: Duration = Duration::from_secs(120);
@@ -47,7 +50,7 @@ fn a_follower_gets_every_line_in_order_and_the_response_ends_with_the_build() {
     );
     let numbers: Vec<u32> = followed
         .lines()
-        .filter_map(|line| line.parse().ok())
+        .filter_map(|line| output_text(line).parse().ok())
         .collect();
     assert_eq!(numbers, (1..=600).collect::<Vec<_>>());
 }
@@ -64,7 +67,7 @@ fn fifty_followers_of_one_build_all_get_the_whole_log() {
         followers.into_iter().map(|f| f.join().unwrap()).collect()
     });
     let stored = server.logs(id);
-    assert!(stored.contains("\n2000\n"));
+    assert!(stored.lines().any(|line| output_text(line) == "2000"));
     for (n, log) in logs.iter().enumerate() {
         assert_eq!(log, &stored, "follower {n}");
     }
@@ -136,7 +139,7 @@ fn events_tell_status_log_progress_and_done_in_order_and_resume() {
     assert_eq!(final_build["status"], "succeeded");
     assert!(events
         .iter()
-        .any(|e| e.event == "log" && e.data == "done-sleeping"));
+        .any(|e| e.event == "log" && output_text(&e.data) == "done-sleeping"));
     let push_progress: Vec<Value> = events
         .iter()
         .filter(|e| e.event == "progress")
@@ -145,7 +148,7 @@ fn events_tell_status_log_progress_and_done_in_order_and_resume() {
     assert!(
         push_progress
             .iter()
-            .any(|p| p["step"].is_u64() && p["steps"] == 3),
+            .any(|p| p["step"].as_u64() <= p["steps"].as_u64() && p["steps"].as_u64() >= Some(3)),
         "{push_progress:?}"
     );
 
@@ -186,11 +189,7 @@ fn cancelling_a_running_build_stops_it_within_three_seconds_and_leaves_nothing()
     let server = Server::start();
     let marker = unique("cancel-marker");
     let (id, repository) = submit(&server, &env, &format!("sleep 60 && echo {marker}"));
-    let deadline = Instant::now() + BUILD_TIME;
-    while containers_with(&marker).is_empty() {
-        assert!(Instant::now() < deadline, "the RUN step never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_process(&marker, BUILD_TIME);
 
     let asked = Instant::now();
     let (status, build) = post(&server, &format!("/api/v1/builds/{id}/cancel"));
@@ -207,6 +206,11 @@ fn cancelling_a_running_build_stops_it_within_three_seconds_and_leaves_nothing()
         containers_with(&marker).is_empty(),
         "left: {:?}",
         containers_with(&marker)
+    );
+    // BuildKit's step is a process, not a container: gone within 3 s of the cancel.
+    assert_processes_gone(
+        &marker,
+        Duration::from_secs(3).saturating_sub(asked.elapsed()),
     );
     assert!(!local_image_exists(&format!("{repository}:latest")));
     assert!(server.logs(id).ends_with("dockpub: cancelled\n"));
@@ -255,6 +259,7 @@ fn delete_with_force_cancels_a_running_build_first() {
     assert_eq!(forced.status(), 204);
     assert_eq!(server.get(&format!("/api/v1/builds/{id}")).status(), 404);
     assert!(containers_with(&marker).is_empty());
+    assert_processes_gone(&marker, Duration::from_secs(3));
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    field, local_image_exists, registry_digest, unique, with_file, PrivateDaemon, Server, TestEnv,
+    assert_processes_gone, field, local_image_exists, registry_digest, unique, wait_for_process,
+    with_file, PrivateDaemon, Server, TestEnv,
 };
 use reqwest::blocking::RequestBuilder;
 use reqwest::Method;
@@ -178,11 +179,7 @@ fn a_stop_past_the_grace_period_leaves_the_build_queued_and_nothing_running() {
     let mut server = Server::start_with(&["--shutdown-grace-secs", "1"]);
     let marker = unique("grace-marker");
     let id = submit(&server, &env, &format!("sleep 60 && echo {marker}"), false);
-    let deadline = Instant::now() + BUILD_TIME;
-    while !server.logs(id).contains("Running in") {
-        assert!(Instant::now() < deadline, "the RUN step never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_process(&marker, BUILD_TIME);
     let asked = Instant::now();
     assert!(server.terminate(Duration::from_secs(30)).success());
     assert!(
@@ -199,6 +196,7 @@ fn a_stop_past_the_grace_period_leaves_the_build_queued_and_nothing_running() {
         !String::from_utf8_lossy(&containers.stdout).contains(&marker),
         "its container was left"
     );
+    assert_processes_gone(&marker, Duration::from_secs(3));
 
     server.restart();
     server.wait_for(id, BUILD_TIME, |b| b["status"] == "building");

@@ -13,7 +13,7 @@ use super::events::{Event, EventHub};
 use super::model::{Build, Timestamp};
 use super::queue;
 use super::status::Status;
-use super::vault::CredentialVault;
+use super::vault::{CredentialVault, SecretVault};
 use super::RunSettings;
 use crate::docker::BuilderPool;
 use crate::metrics::Metrics;
@@ -28,6 +28,8 @@ pub struct Engine {
     pub store: Store,
     pub pool: Arc<BuilderPool>,
     pub vault: CredentialVault,
+    /// Request secrets of queued and running builds.
+    pub secrets: SecretVault,
     pub queue: queue::Wakeup,
     pub events: Arc<EventHub>,
     pub cancels: CancelSignals,

@@ -20,6 +20,7 @@ mod queue;
 pub mod reference;
 mod retention;
 mod runner;
+pub mod secrets;
 pub mod status;
 mod vault;
 mod waiting;
@@ -46,8 +47,9 @@ use model::{Build, BuildOptions, Credentials, NewBuild, TagPlan, Timestamp};
 use options::{NetworkPolicy, OptionError, OptionsRequest};
 use reference::ReferenceError;
 pub use retention::Retention;
+use secrets::BuildSecret;
 use status::Status;
-use vault::CredentialVault;
+use vault::{CredentialVault, SecretVault};
 
 /// How long a cancel request waits for the runner to stop the daemon's work.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
@@ -96,6 +98,8 @@ pub struct SubmitRequest {
     pub push: bool,
     pub credentials: Option<Credentials>,
     pub options: OptionsRequest,
+    /// The `secret` parts as sent: a file part's filename (the id) and its bytes.
+    pub secrets: Vec<(Option<String>, Vec<u8>)>,
     /// Told when the build ends; only hosts in `allowed_callback_hosts`.
     pub callback_url: Option<String>,
 }
@@ -110,6 +114,8 @@ pub struct Limits {
     /// What an uploaded context may hold once decompressed.
     pub context: ContextLimits,
     pub networks: NetworkPolicy,
+    /// Builds use BuildKit unless they ask otherwise.
+    pub buildkit: bool,
 }
 
 /// How builds run.
@@ -117,6 +123,10 @@ pub struct RunSettings {
     /// The daemon's part of a build is stopped past this.
     pub build_timeout: Duration,
     pub credentials: CredentialResolver,
+    /// `[secrets.ID]`: offered to every build, read at start.
+    pub secrets: Vec<BuildSecret>,
+    /// BuildKit builds push inline cache and use their own tags as cache sources.
+    pub registry_cache: bool,
 }
 
 /// What a delete did besides removing the record.
@@ -148,6 +158,7 @@ impl BuildService {
             store,
             pool,
             vault: CredentialVault::default(),
+            secrets: SecretVault::default(),
             queue: queue::Wakeup::default(),
             events: Arc::default(),
             cancels: CancelSignals::default(),
@@ -294,6 +305,7 @@ impl BuildService {
             push,
             credentials,
             options,
+            secrets,
             callback_url,
         } = request;
         // The cheap checks first: a bad tag never waits for an archive to be read.
@@ -307,13 +319,16 @@ impl BuildService {
             .map(|url| self.engine.webhooks.check_callback_url(&url))
             .transpose()?;
         let dockerfile_field = options.dockerfile.clone();
-        let mut build_options = options.validate(&self.limits.networks)?;
+        let mut build_options = options.validate(&self.limits.networks, self.limits.buildkit)?;
         self.check_platform(&build_options)?;
+        let secrets = secrets::request_secrets(secrets)?;
+        build_options.secrets = secrets.iter().map(|s| s.id.clone()).collect();
         // Before a context is unpacked and rewritten: a full queue refuses at once.
         self.check_queue_room().await?;
         let (dockerfile, context) = self
             .dockerfile_and_context(dockerfile, context, dockerfile_field, &mut build_options)
             .await?;
+        options::check_builder(&build_options, &dockerfile)?;
         let new = NewBuild {
             repository,
             tags,
@@ -327,7 +342,7 @@ impl BuildService {
             callback_url,
             submitted_by: caller.name.clone(),
         };
-        self.enqueue(new, credentials).await
+        self.enqueue(new, credentials, secrets).await
     }
 
     /// A new build from a finished one's stored Dockerfile and settings, pushed
@@ -343,7 +358,9 @@ impl BuildService {
         id: i64,
         credentials: Option<Credentials>,
         caller: &Grant,
+        secret_parts: Vec<(Option<String>, Vec<u8>)>,
     ) -> Result<Build, BuildError> {
+        let secrets = secrets::request_secrets(secret_parts)?;
         let original = self.get(id).await?;
         caller.check_owner(&original)?;
         if !original.status.is_final() {
@@ -362,14 +379,18 @@ impl BuildService {
             registry_username: None,
             dockerfile,
             context,
-            options: original.options,
+            // Secret values are never kept: the retry's are the ones sent with it.
+            options: BuildOptions {
+                secrets: secrets.iter().map(|s| s.id.clone()).collect(),
+                ..original.options
+            },
             created_at: Timestamp::now(),
             retry_of: Some(id),
             // Checked again when a delivery is made, in case the host is no longer allowed.
             callback_url: original.callback_url,
             submitted_by: caller.name.clone(),
         };
-        let enqueued = self.enqueue(new, credentials).await;
+        let enqueued = self.enqueue(new, credentials, secrets).await;
         self.not_found_if_deleted(id, enqueued).await
     }
 
@@ -418,6 +439,7 @@ impl BuildService {
         &self,
         new: NewBuild,
         credentials: Option<Credentials>,
+        secrets: Vec<BuildSecret>,
     ) -> Result<Build, BuildError> {
         let new = NewBuild {
             registry_username: credentials.as_ref().map(|c| c.username.clone()),
@@ -431,6 +453,9 @@ impl BuildService {
                 // Before the row is visible, so the runner always finds them.
                 if let Some(credentials) = credentials {
                     engine.vault.insert(id, credentials);
+                }
+                if !secrets.is_empty() {
+                    engine.secrets.insert(id, secrets);
                 }
             })
             .await

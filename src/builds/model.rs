@@ -68,6 +68,14 @@ pub struct BuildOptions {
     pub pull: bool,
     /// Network mode of RUN steps; None means the daemon's default.
     pub network: Option<String>,
+    /// Built with BuildKit (true) or the daemon's legacy builder. Builds stored
+    /// before BuildKit came have none: they were legacy.
+    pub buildkit: bool,
+    /// The ids of the secrets the request sent; their values are never stored.
+    pub secrets: Vec<String>,
+    /// Images whose layers the build may reuse (besides its own tags, with
+    /// `registry_cache`).
+    pub cache_from: Vec<String>,
 }
 
 impl Build {

@@ -54,6 +54,9 @@ pub struct OptionsRequest {
     pub no_cache: bool,
     pub pull: bool,
     pub network: Option<String>,
+    /// None: the server's default builder.
+    pub buildkit: Option<bool>,
+    pub cache_from: Vec<String>,
 }
 
 /// Which networks a build may ask for.
@@ -65,8 +68,13 @@ pub struct NetworkPolicy {
 }
 
 impl OptionsRequest {
-    /// The options to store; `dockerfile` and `context_bytes` are the context's to fill.
-    pub fn validate(self, networks: &NetworkPolicy) -> Result<BuildOptions, OptionError> {
+    /// The options to store; `dockerfile` and `context_bytes` are the context's to
+    /// fill. `buildkit` is the server's default builder.
+    pub fn validate(
+        self,
+        networks: &NetworkPolicy,
+        buildkit: bool,
+    ) -> Result<BuildOptions, OptionError> {
         Ok(BuildOptions {
             dockerfile: None,
             context_bytes: None,
@@ -87,8 +95,77 @@ impl OptionsRequest {
             no_cache: self.no_cache,
             pull: self.pull,
             network: network(self.network, networks)?,
+            buildkit: self.buildkit.unwrap_or(buildkit),
+            secrets: Vec::new(),
+            cache_from: cache_sources(self.cache_from)?,
         })
     }
+}
+
+/// At most this many `cache_from` images per build.
+const MAX_CACHE_SOURCES: usize = 16;
+
+/// `cache_from` images: `repository:tag`, as the `tag` and `repository` fields take them.
+fn cache_sources(references: Vec<String>) -> Result<Vec<String>, OptionError> {
+    if references.len() > MAX_CACHE_SOURCES {
+        return Err(invalid(
+            "cache_from",
+            format!("at most {MAX_CACHE_SOURCES} images"),
+        ));
+    }
+    for reference in &references {
+        let (repository, tag) = match reference.rsplit_once(':') {
+            Some((repository, tag)) if !tag.contains('/') => (repository, tag),
+            _ => (reference.as_str(), "latest"),
+        };
+        super::reference::validate_repository(repository)
+            .and_then(|()| super::reference::validate_tag(tag))
+            .map_err(|err| invalid("cache_from", format!("'{reference}': {err}")))?;
+    }
+    Ok(references)
+}
+
+/// A Dockerfile that only BuildKit builds cannot go to the legacy builder.
+pub fn check_builder(options: &BuildOptions, dockerfile: &str) -> Result<(), OptionError> {
+    if !options.secrets.is_empty() {
+        if !options.buildkit {
+            return Err(invalid(
+                "secret",
+                "secrets need BuildKit; submit them without buildkit=false",
+            ));
+        }
+        if options.network.as_deref() == Some("host") {
+            return Err(invalid(
+                "network",
+                "'host' cannot be used with secrets: BuildKit's gRPC API, which serves them, \
+                 refuses host networking",
+            ));
+        }
+    }
+    match needs_buildkit(dockerfile) {
+        Some(feature) if !options.buildkit => Err(invalid(
+            "buildkit",
+            format!(
+                "the Dockerfile uses {feature}, which only BuildKit builds; \
+                 submit it without buildkit=false"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What in the Dockerfile needs BuildKit (`RUN --mount=…`), when anything does.
+pub fn needs_buildkit(dockerfile: &str) -> Option<&'static str> {
+    dockerfile
+        .lines()
+        .map(|line| line.split_whitespace())
+        .any(|mut words| {
+            words.next().is_some_and(|w| w.eq_ignore_ascii_case("RUN"))
+                && words
+                    .take_while(|w| w.starts_with("--"))
+                    .any(|w| w.starts_with("--mount"))
+        })
+        .then_some("RUN --mount")
 }
 
 /// The Dockerfile's path inside a context: relative, without `..`.
@@ -173,7 +250,7 @@ mod tests {
             no_cache: true,
             ..OptionsRequest::default()
         }
-        .validate(&policy())
+        .validate(&policy(), true)
         .unwrap();
         assert_eq!(options.build_args["B_2"], "x=y");
         assert_eq!(options.build_args["EMPTY"], "");
@@ -236,9 +313,38 @@ mod tests {
             ),
         ];
         for (request, field) in cases {
-            let err = request.validate(&policy()).unwrap_err();
+            let err = request.validate(&policy(), true).unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
+    }
+
+    #[test]
+    fn cache_sources_are_image_references() {
+        let ok = vec!["127.0.0.1:5000/team/app:v1".to_string(), "team/app".into()];
+        assert_eq!(cache_sources(ok.clone()), Ok(ok));
+        for bad in ["Team/App:v1", "app:bad tag", ""] {
+            assert_eq!(
+                cache_sources(vec![bad.into()]).unwrap_err().field,
+                "cache_from"
+            );
+        }
+    }
+
+    #[test]
+    fn run_mount_needs_buildkit() {
+        let dockerfile = "FROM base\nRUN --network=none --mount=type=cache,target=/c make\n";
+        assert_eq!(needs_buildkit(dockerfile), Some("RUN --mount"));
+        assert_eq!(needs_buildkit("FROM base\nRUN echo --mount\n"), None);
+        let legacy = BuildOptions::default();
+        assert_eq!(
+            check_builder(&legacy, dockerfile).unwrap_err().field,
+            "buildkit"
+        );
+        let buildkit = BuildOptions {
+            buildkit: true,
+            ..BuildOptions::default()
+        };
+        assert!(check_builder(&buildkit, dockerfile).is_ok());
     }
 
     #[test]
@@ -270,7 +376,7 @@ mod tests {
                 platform: Some(bad.into()),
                 ..OptionsRequest::default()
             };
-            let err = request.validate(&policy()).unwrap_err();
+            let err = request.validate(&policy(), true).unwrap_err();
             assert_eq!(err.field, "platform", "{bad}");
         }
     }

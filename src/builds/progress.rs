@@ -58,14 +58,12 @@ impl ProgressTracker {
         ProgressTracker { state, publisher }
     }
 
-    /// Reads `Step N/M :` from the legacy builder's output.
-    pub fn build_line(&self, line: &str) {
-        if let Some((step, steps)) = parse_step(line) {
-            let mut state = lock(&self.state);
-            state.progress.step = Some(step);
-            state.progress.steps = Some(steps);
-            state.changed = true;
-        }
+    /// Steps done (BuildKit) or the step running (legacy), of the steps known.
+    pub fn build_steps(&self, step: u32, steps: u32) {
+        let mut state = lock(&self.state);
+        state.progress.step = Some(step);
+        state.progress.steps = Some(steps);
+        state.changed = true;
     }
 
     pub fn push_update(&self, update: &PushUpdate) {
@@ -107,13 +105,6 @@ impl State {
     }
 }
 
-fn parse_step(line: &str) -> Option<(u32, u32)> {
-    let rest = line.strip_prefix("Step ")?;
-    let (counts, _) = rest.split_once(" :")?;
-    let (step, steps) = counts.split_once('/')?;
-    Some((step.parse().ok()?, steps.parse().ok()?))
-}
-
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state
         .lock()
@@ -130,13 +121,6 @@ mod tests {
             current: bytes.map(|b| b.0),
             total: bytes.map(|b| b.1),
         }
-    }
-
-    #[test]
-    fn reads_build_steps() {
-        assert_eq!(parse_step("Step 2/5 : RUN make"), Some((2, 5)));
-        assert_eq!(parse_step(" ---> Running in 1234"), None);
-        assert_eq!(parse_step("Step x/5 : RUN"), None);
     }
 
     #[test]

@@ -11,9 +11,11 @@ use super::engine::Engine;
 use super::local_tags;
 use super::logs::LogWriter;
 use super::model::{Build, Credentials};
+use super::options::needs_buildkit;
 use super::progress::ProgressTracker;
+use super::secrets::{self, mounts_secrets, BuildSecret};
 use super::status::Status;
-use crate::docker::{step_container, BuildSource, BuildSpec, Builder, DockerError, Slot};
+use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder, DockerError, Slot};
 use crate::named_locks::HeldLocks;
 use crate::store::{Changes, PublishedTag, StoreError};
 
@@ -27,8 +29,15 @@ enum RunError {
     Credentials(#[from] CredentialError),
     #[error("registry credentials are kept in memory only and were lost when dockpub restarted; submit the build again with its credentials")]
     CredentialsLost,
+    #[error("build secrets are kept in memory only and were lost when dockpub restarted; retry the build with its secrets")]
+    SecretsLost,
     #[error("the build was moved out of {0} while it ran")]
     Interrupted(Status),
+    #[error("builder '{builder}' builds with the legacy builder, which cannot build {feature}: it needs BuildKit")]
+    NeedsBuildkit {
+        builder: String,
+        feature: &'static str,
+    },
     #[error("cancelled")]
     Cancelled,
     #[error("dockpub is shutting down; the build will run again at the next start")]
@@ -94,15 +103,20 @@ struct Output {
 }
 
 impl Output {
-    fn build_line(&self, line: String) {
-        if let Some(container) = step_container(&line) {
-            *self
-                .step_container
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(container.to_string());
+    fn build_event(&self, event: BuildEvent) {
+        match &event {
+            BuildEvent::StepContainer(container) => {
+                *self
+                    .step_container
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(container.clone());
+            }
+            BuildEvent::Progress { done, total } => self.progress.build_steps(*done, *total),
+            _ => {}
         }
-        self.progress.build_line(&line);
-        self.log.line(line);
+        if let Some(line) = event.log_line() {
+            self.log.line(line);
+        }
     }
 }
 
@@ -250,6 +264,7 @@ async fn finish(engine: &Arc<Engine>, build: &Build, result: Result<Outcome, Run
         engine.queue.wake();
     } else {
         engine.vault.remove(id);
+        engine.secrets.remove(id);
     }
 }
 
@@ -402,18 +417,84 @@ async fn build_image(
         },
         None => BuildSource::Dockerfile(&dockerfile),
     };
+    let buildkit = builder.runs_buildkit(build.options.buildkit);
+    record_builder_kind(engine, build, buildkit).await;
+    if let (false, Some(feature)) = (buildkit, needs_buildkit(&dockerfile)) {
+        return Err(RunError::NeedsBuildkit {
+            builder: builder.name().to_string(),
+            feature,
+        });
+    }
     let pull_logins = pull_logins(engine, build, &dockerfile, push_login).await?;
+    let secrets = build_secrets(engine, build, &dockerfile)?;
+    let cache_from = cache_sources(engine, build, buildkit);
     let spec = BuildSpec {
         source,
         reference: &output.build_reference,
         options: &build.options,
         pull_logins: &pull_logins,
+        secrets: &secrets,
+        cache_from: &cache_from,
+        inline_cache: buildkit && engine.settings.registry_cache,
         timeout: engine.settings.build_timeout,
     };
-    let image_id = builder.build(spec, |line| output.build_line(line)).await?;
+    let fell_back = std::sync::atomic::AtomicBool::new(false);
+    let built = builder
+        .build(spec, |event| {
+            if matches!(event, BuildEvent::FellBackToLegacy { .. }) {
+                fell_back.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            output.build_event(event)
+        })
+        .await;
+    if fell_back.into_inner() {
+        record_builder_kind(engine, build, false).await;
+    }
+    let image_id = built?;
     let _ = output.image_id.set(image_id.clone());
     output.log.line(format!("dockpub: built {image_id}"));
     Ok(image_id)
+}
+
+/// The request's `cache_from` images and, with `registry_cache` under BuildKit,
+/// the build's own tags: what another builder pushed for them is reused.
+fn cache_sources(engine: &Engine, build: &Build, buildkit: bool) -> Vec<String> {
+    let mut sources = build.options.cache_from.clone();
+    if buildkit && engine.settings.registry_cache && build.push {
+        for own in build.image_references() {
+            if !sources.contains(&own) {
+                sources.push(own);
+            }
+        }
+    }
+    sources
+}
+
+/// The request's secrets and the server's, for a Dockerfile that mounts any.
+fn build_secrets(
+    engine: &Engine,
+    build: &Build,
+    dockerfile: &str,
+) -> Result<Vec<BuildSecret>, RunError> {
+    let requested = engine.secrets.get(build.id).unwrap_or_default();
+    if requested.len() < build.options.secrets.len() {
+        return Err(RunError::SecretsLost);
+    }
+    if !mounts_secrets(dockerfile) {
+        return Ok(Vec::new());
+    }
+    Ok(secrets::for_build(&engine.settings.secrets, &requested))
+}
+
+/// The build object says which builder ran: the request's choice, unless its
+/// builder has no BuildKit or the daemon refused it.
+async fn record_builder_kind(engine: &Engine, build: &Build, buildkit: bool) {
+    if build.options.buildkit == buildkit {
+        return;
+    }
+    if let Err(err) = engine.store.set_buildkit(build.id, buildkit).await {
+        log::error!("build {}: cannot record which builder ran: {err}", build.id);
+    }
 }
 
 /// Pushes every tag; returns the digest the registry confirmed for each.

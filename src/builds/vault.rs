@@ -1,22 +1,33 @@
-//! Registry credentials of queued and running builds, in memory only: a password
-//! never reaches SQLite, so a restart forgets it.
+//! What queued and running builds must not store: registry credentials and
+//! build secrets, in memory only. They never reach SQLite, so a restart forgets them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::model::Credentials;
+use super::secrets::BuildSecret;
 
-#[derive(Default)]
-pub struct CredentialVault {
-    by_build: Mutex<HashMap<i64, Credentials>>,
+pub type CredentialVault = MemoryVault<Credentials>;
+pub type SecretVault = MemoryVault<Vec<BuildSecret>>;
+
+pub struct MemoryVault<T> {
+    by_build: Mutex<HashMap<i64, T>>,
 }
 
-impl CredentialVault {
-    pub fn insert(&self, build_id: i64, credentials: Credentials) {
-        self.lock().insert(build_id, credentials);
+impl<T> Default for MemoryVault<T> {
+    fn default() -> Self {
+        MemoryVault {
+            by_build: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T: Clone> MemoryVault<T> {
+    pub fn insert(&self, build_id: i64, value: T) {
+        self.lock().insert(build_id, value);
     }
 
-    pub fn get(&self, build_id: i64) -> Option<Credentials> {
+    pub fn get(&self, build_id: i64) -> Option<T> {
         self.lock().get(&build_id).cloned()
     }
 
@@ -24,7 +35,7 @@ impl CredentialVault {
         self.lock().remove(&build_id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Credentials>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, T>> {
         // A panic while holding this lock cannot leave the map half-written.
         self.by_build
             .lock()

@@ -18,6 +18,8 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error("cannot pack the build context: {0}")]
     Pack(String),
+    #[error("--secret {spec}: {reason}")]
+    Secret { spec: String, reason: String },
     #[error("unexpected answer: {0}")]
     Unexpected(String),
     #[error("{0}")]
@@ -112,6 +114,15 @@ impl ApiClient {
             form = form.text("push", "false");
         }
         form = submit.login.add_to(submit.options.add_to(form))?;
+        if submit.no_buildkit {
+            form = form.text("buildkit", "false");
+        }
+        for reference in &submit.cache_from {
+            form = form.text("cache_from", reference.clone());
+        }
+        for spec in &submit.secrets {
+            form = form.part("secret", super::secret::secret_part(spec)?);
+        }
         let packed = pack::pack(&submit.path).await?;
         form = match &packed {
             Packed::Dockerfile(_) if submit.options.dockerfile.is_some() => {

@@ -5,6 +5,7 @@ mod api;
 mod follow;
 mod options;
 mod pack;
+mod secret;
 mod terminal;
 
 use std::io::IsTerminal;
@@ -51,6 +52,15 @@ pub struct SubmitArgs {
     /// Build without pushing
     #[arg(long)]
     pub no_push: bool,
+    /// Build secret, docker's syntax: id=ID,src=FILE or id=ID,env=VAR (repeatable)
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// Build with the daemon's legacy builder instead of BuildKit
+    #[arg(long)]
+    pub no_buildkit: bool,
+    /// An image whose layers the build may reuse (repeatable)
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
     /// Show the log and push progress live; exit non-zero unless the build succeeds
     #[arg(short, long)]
     pub follow: bool,

@@ -1,29 +1,30 @@
-//! Building an image with the daemon's builder: the context streamed from its
-//! file, the request's options, the configured limits, and a deadline.
+//! Building an image with the daemon's builder (BuildKit, or the legacy one when
+//! asked or when the daemon refuses BuildKit): the context streamed from its
+//! file, the request's options, the configured limits, and a deadline. Both
+//! builders' output reaches the caller as [`BuildEvent`]s.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use bollard::models::BuildInfo;
+use bollard::models::{BuildInfo, BuildInfoAux};
 use bollard::query_parameters::{
-    BuildImageOptions, BuildImageOptionsBuilder, RemoveContainerOptionsBuilder,
+    BuildImageOptions, BuildImageOptionsBuilder, BuilderVersion, RemoveContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
-use regex::Regex;
 use tokio_util::io::ReaderStream;
 
 use super::auth::registry_config;
+use super::events::{legacy_line_events, BuildEvent, BuildkitTranslator};
 use super::{is_not_found, Builder, DockerError};
 use crate::builds::model::{BuildOptions, Credentials};
+use crate::builds::secrets::BuildSecret;
 
-/// How the legacy builder names the container of a RUN step it started.
-static STEP_CONTAINER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"---> Running in ([0-9a-f]{12,64})").expect("container regex"));
 /// How long a stopped build's containers may take to go away.
 const CONTAINER_REMOVAL: Duration = Duration::from_secs(20);
 const CONTEXT_CHUNK: usize = 64 * 1024;
+/// The build arg that makes BuildKit write cache metadata into the image.
+pub(super) const INLINE_CACHE_ARG: &str = "BUILDKIT_INLINE_CACHE";
 
 /// What the daemon builds from.
 pub enum BuildSource<'a> {
@@ -40,51 +41,119 @@ pub struct BuildSpec<'a> {
     pub options: &'a BuildOptions,
     /// Logins for the registries the build pulls from, by auth server address.
     pub pull_logins: &'a [(String, Credentials)],
+    /// Secrets its `RUN --mount=type=secret` steps read; BuildKit only.
+    pub secrets: &'a [BuildSecret],
+    /// Images whose layers the build may reuse; one that does not exist is skipped.
+    pub cache_from: &'a [String],
+    /// BuildKit writes cache metadata into the image, for `cache_from` elsewhere.
+    pub inline_cache: bool,
     /// The build is stopped, and fails, past this.
     pub timeout: Duration,
 }
 
+/// Which builder a build runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Buildkit,
+    Legacy,
+}
+
 impl Builder {
-    /// Builds the image, handing every output line to `on_line` as it arrives.
+    /// Whether a build that asks for BuildKit (or not) gets it here: a builder
+    /// configured without BuildKit builds everything with the legacy builder.
+    pub fn runs_buildkit(&self, asked: bool) -> bool {
+        asked && self.config.buildkit
+    }
+
+    /// Builds the image, handing every event to `on_event` as it happens.
     /// Returns the image id.
-    pub async fn build<F>(&self, spec: BuildSpec<'_>, mut on_line: F) -> Result<String, DockerError>
+    pub async fn build<F>(
+        &self,
+        spec: BuildSpec<'_>,
+        mut on_event: F,
+    ) -> Result<String, DockerError>
     where
-        F: FnMut(String) + Send,
+        F: FnMut(BuildEvent) + Send,
+    {
+        let buildkit = self.runs_buildkit(spec.options.buildkit);
+        if buildkit && !spec.secrets.is_empty() {
+            let docker = self.client().await?;
+            let network = spec
+                .options
+                .network
+                .as_deref()
+                .or(self.config.build_network.as_deref());
+            let fresh = self.connect().map_err(|source| DockerError::Unreachable {
+                builder: self.name().to_string(),
+                source,
+            })?;
+            let socket = super::build_status::DaemonSocket::of(&self.host(), self.uses_tls());
+            let built = super::secret_build::build_with_secrets(
+                docker,
+                fresh,
+                socket,
+                &spec,
+                network,
+                &mut on_event,
+            );
+            return match tokio::time::timeout(spec.timeout, built).await {
+                Ok(result) => result,
+                Err(_) => Err(timed_out(spec.timeout, &mut on_event)),
+            };
+        }
+        if buildkit {
+            match self
+                .build_with(&spec, Engine::Buildkit, &mut on_event)
+                .await
+            {
+                Err(DockerError::BuildkitRefused(reason)) => {
+                    on_event(BuildEvent::FellBackToLegacy { reason })
+                }
+                other => return other,
+            }
+        }
+        self.build_with(&spec, Engine::Legacy, &mut on_event).await
+    }
+
+    async fn build_with<F>(
+        &self,
+        spec: &BuildSpec<'_>,
+        engine: Engine,
+        on_event: &mut F,
+    ) -> Result<String, DockerError>
+    where
+        F: FnMut(BuildEvent) + Send,
     {
         let docker = self.client().await?;
-        let (body, dockerfile) = match spec.source {
-            BuildSource::Dockerfile(text) => (
-                bollard::body_full(dockerfile_context(text)?.into()),
-                "Dockerfile",
-            ),
-            BuildSource::Archive { path, dockerfile } => {
-                let file = tokio::fs::File::open(path).await.map_err(|err| {
-                    DockerError::BuildFailed(format!("cannot open the stored context: {err}"))
-                })?;
-                let chunks = ReaderStream::with_capacity(file, CONTEXT_CHUNK);
-                (bollard::body_try_stream(chunks), dockerfile)
-            }
-        };
-        let options = self.build_options(&spec, dockerfile);
+        let (body, dockerfile) = context_body(&spec.source).await?;
+        let options = self.build_options(spec, dockerfile, engine);
         let logins = (!spec.pull_logins.is_empty()).then(|| registry_config(spec.pull_logins));
-        let stream = docker.build_image(options, logins, Some(body));
+        let stream = docker.build_image(options, logins, Some(bollard::body_try_stream(body)));
         let mut containers = Vec::new();
-        let followed =
-            tokio::time::timeout(spec.timeout, follow(stream, &mut on_line, &mut containers)).await;
+        let followed = tokio::time::timeout(
+            spec.timeout,
+            follow(stream, engine, on_event, &mut containers),
+        )
+        .await;
         match followed {
             Ok(result) => result,
             Err(_) => {
-                // Dropping the stream closed the connection, which cancels the build;
-                // its step containers are then removed here if the daemon left any.
-                let secs = spec.timeout.as_secs();
-                on_line(format!("dockpub: timed out after {secs} s; build stopped"));
+                // Dropping the stream closed the connection, which cancels the build
+                // (BuildKit kills its step's process); a legacy build's step
+                // containers are then removed here if the daemon left any.
+                let timed_out = timed_out(spec.timeout, on_event);
                 self.remove_containers(&containers).await?;
-                Err(DockerError::TimedOut { secs })
+                Err(timed_out)
             }
         }
     }
 
-    fn build_options(&self, spec: &BuildSpec<'_>, dockerfile: &str) -> BuildImageOptions {
+    fn build_options(
+        &self,
+        spec: &BuildSpec<'_>,
+        dockerfile: &str,
+        engine: Engine,
+    ) -> BuildImageOptions {
         let options = spec.options;
         let mut builder = BuildImageOptionsBuilder::default()
             .dockerfile(dockerfile)
@@ -96,8 +165,15 @@ impl Builder {
         if options.pull {
             builder = builder.pull("1");
         }
-        if !options.build_args.is_empty() {
-            builder = builder.buildargs(&to_hash_map(&options.build_args));
+        let mut build_args = to_hash_map(&options.build_args);
+        if spec.inline_cache && engine == Engine::Buildkit {
+            build_args.insert(INLINE_CACHE_ARG.into(), "1".into());
+        }
+        if !build_args.is_empty() {
+            builder = builder.buildargs(&build_args);
+        }
+        if !spec.cache_from.is_empty() {
+            builder = builder.cachefrom(&spec.cache_from.to_vec());
         }
         if !options.labels.is_empty() {
             builder = builder.labels(&to_hash_map(&options.labels));
@@ -115,13 +191,24 @@ impl Builder {
         {
             builder = builder.networkmode(network);
         }
-        if let Some(memory) = self.config.build_memory_bytes {
-            builder = builder.memory(memory);
+        match engine {
+            Engine::Buildkit => builder
+                .version(BuilderVersion::BuilderBuildKit)
+                // bollard serves the pull logins on this session.
+                .session(&uuid::Uuid::new_v4().to_string()),
+            Engine::Legacy => {
+                // BuildKit on the daemon's HTTP API takes no step limits: legacy only
+                // (the start warns when they are set with BuildKit on).
+                if let Some(memory) = self.config.build_memory_bytes {
+                    builder = builder.memory(memory);
+                }
+                if let Some(shares) = self.config.build_cpu_shares {
+                    builder = builder.cpushares(shares);
+                }
+                builder
+            }
         }
-        if let Some(shares) = self.config.build_cpu_shares {
-            builder = builder.cpushares(shares);
-        }
-        builder.build()
+        .build()
     }
 
     /// Force-removes the given containers and waits until the daemon reports them gone.
@@ -155,18 +242,7 @@ impl Builder {
         }
         Ok(())
     }
-}
 
-/// The container a build step runs in, from the legacy builder's
-/// ` ---> Running in 0123abcd` line.
-pub fn step_container(line: &str) -> Option<&str> {
-    STEP_CONTAINER
-        .captures(line)
-        .and_then(|found| found.get(1))
-        .map(|id| id.as_str())
-}
-
-impl Builder {
     /// Kills and removes a build step's container, and waits until it is gone. The
     /// daemon does this itself when a build is abandoned, but in its own time; a
     /// cancel must not leave it running.
@@ -175,40 +251,136 @@ impl Builder {
     }
 }
 
+/// Logs that the build was stopped at its deadline.
+fn timed_out<F: FnMut(BuildEvent)>(timeout: Duration, on_event: &mut F) -> DockerError {
+    let secs = timeout.as_secs();
+    on_event(BuildEvent::Output {
+        step: None,
+        elapsed: None,
+        text: format!("dockpub: timed out after {secs} s; build stopped"),
+    });
+    DockerError::TimedOut { secs }
+}
+
+/// The context archive as it is sent, and the Dockerfile's path in it.
+type ContextChunks = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
+
+async fn context_body<'a>(
+    source: &BuildSource<'a>,
+) -> Result<(ContextChunks, &'a str), DockerError> {
+    Ok(match *source {
+        BuildSource::Dockerfile(text) => {
+            let archive = bytes::Bytes::from(dockerfile_context(text)?);
+            let chunks = futures_util::stream::once(async move { Ok(archive) });
+            (Box::pin(chunks), "Dockerfile")
+        }
+        BuildSource::Archive { path, dockerfile } => {
+            let file = tokio::fs::File::open(path).await.map_err(|err| {
+                DockerError::BuildFailed(format!("cannot open the stored context: {err}"))
+            })?;
+            let chunks = ReaderStream::with_capacity(file, CONTEXT_CHUNK);
+            (Box::pin(chunks), dockerfile)
+        }
+    })
+}
+
+/// Turns the daemon's messages, of either builder, into events.
+#[derive(Default)]
+struct Translator {
+    lines: LineSplitter,
+    buildkit: BuildkitTranslator,
+    /// Anything at all came from the daemon: a refusal of BuildKit comes first.
+    heard: bool,
+}
+
+impl Translator {
+    fn events(&mut self, info: BuildInfo) -> Vec<BuildEvent> {
+        self.heard = true;
+        let mut events = Vec::new();
+        match info.aux.clone() {
+            Some(BuildInfoAux::BuildKit(status)) => events.extend(self.buildkit.translate(status)),
+            Some(BuildInfoAux::Default(image)) => {
+                events.extend(image.id.map(BuildEvent::ImageBuilt));
+            }
+            None => {}
+        }
+        for line in self.lines.push(&info) {
+            events.extend(legacy_line_events(line));
+        }
+        events
+    }
+
+    fn finish(&mut self) -> Vec<BuildEvent> {
+        let mut events = self.buildkit.finish();
+        events.extend(self.lines.finish().into_iter().flat_map(legacy_line_events));
+        events
+    }
+}
+
 /// Reads the build's output to its end; notes every step container it starts.
 async fn follow<F>(
     stream: impl Stream<Item = Result<BuildInfo, bollard::errors::Error>>,
-    on_line: &mut F,
+    engine: Engine,
+    on_event: &mut F,
     containers: &mut Vec<String>,
 ) -> Result<String, DockerError>
 where
-    F: FnMut(String) + Send,
+    F: FnMut(BuildEvent) + Send,
 {
     let mut stream = std::pin::pin!(stream);
-    let mut lines = LineSplitter::default();
+    let mut translator = Translator::default();
     let mut image_id = None;
     while let Some(item) = stream.next().await {
         let info = match item {
             Ok(info) => info,
-            Err(bollard::errors::Error::DockerStreamError { error }) => {
-                lines.finish().into_iter().for_each(&mut *on_line);
-                on_line(error.trim_end().to_string());
-                return Err(DockerError::BuildFailed(error.trim().to_string()));
+            Err(err) => {
+                if engine == Engine::Buildkit && !translator.heard {
+                    if let Some(reason) = buildkit_refusal(&err) {
+                        return Err(DockerError::BuildkitRefused(reason));
+                    }
+                }
+                translator.finish().into_iter().for_each(&mut *on_event);
+                return Err(match err {
+                    bollard::errors::Error::DockerStreamError { error } => {
+                        on_event(BuildEvent::Output {
+                            step: None,
+                            elapsed: None,
+                            text: error.trim_end().to_string(),
+                        });
+                        DockerError::BuildFailed(error.trim().to_string())
+                    }
+                    other => other.into(),
+                });
             }
-            Err(err) => return Err(err.into()),
         };
-        if let Some(id) = info.aux.as_ref().and_then(|aux| aux.id.clone()) {
-            image_id = Some(id);
-        }
-        for line in lines.push(&info) {
-            if let Some(found) = STEP_CONTAINER.captures(&line) {
-                containers.push(found[1].to_string());
+        for event in translator.events(info) {
+            match &event {
+                BuildEvent::StepContainer(id) => containers.push(id.clone()),
+                BuildEvent::ImageBuilt(id) => image_id = Some(id.clone()),
+                _ => {}
             }
-            on_line(line);
+            on_event(event);
         }
     }
-    lines.finish().into_iter().for_each(&mut *on_line);
+    translator.finish().into_iter().for_each(&mut *on_event);
     image_id.ok_or(DockerError::NoImageId)
+}
+
+/// The daemon's answer when it cannot build with BuildKit at all (an old or a
+/// Windows daemon, BuildKit switched off), as opposed to a build that failed.
+fn buildkit_refusal(err: &bollard::errors::Error) -> Option<String> {
+    use bollard::errors::Error as E;
+    let message = match err {
+        E::DockerResponseServerError { message, .. } => message,
+        E::DockerStreamError { error } => error,
+        _ => return None,
+    };
+    let lower = message.to_ascii_lowercase();
+    let refused = lower.contains("buildkit")
+        && ["not supported", "not enabled", "unsupported", "disabled"]
+            .iter()
+            .any(|phrase| lower.contains(phrase));
+    refused.then(|| message.trim().to_string())
 }
 
 fn to_hash_map(map: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
@@ -216,7 +388,7 @@ fn to_hash_map(map: &std::collections::BTreeMap<String, String>) -> HashMap<Stri
 }
 
 /// The build context of a lone Dockerfile: a tar archive holding only it.
-fn dockerfile_context(dockerfile: &str) -> Result<Vec<u8>, DockerError> {
+pub(super) fn dockerfile_context(dockerfile: &str) -> Result<Vec<u8>, DockerError> {
     let mut archive = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(dockerfile.len() as u64);
@@ -304,23 +476,6 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_step_container() {
-        assert_eq!(
-            step_container(" ---> Running in 1e39f6454ba1"),
-            Some("1e39f6454ba1")
-        );
-        assert_eq!(step_container(" ---> 9b96ae2a7a6d"), None);
-        assert_eq!(step_container("Running in x"), None);
-    }
-
-    #[test]
-    fn finds_step_containers() {
-        let line = " ---> Running in 3f2a1b4c5d6e";
-        assert_eq!(&STEP_CONTAINER.captures(line).unwrap()[1], "3f2a1b4c5d6e");
-        assert!(STEP_CONTAINER.captures(" ---> 3f2a1b4c5d6e").is_none());
-    }
-
-    #[test]
     fn splits_a_piece_of_many_lines_in_order() {
         let mut splitter = LineSplitter::default();
         let text: String = (1..=5000).map(|n| format!("{n}\r\n")).collect();
@@ -332,6 +487,19 @@ mod tests {
         assert_eq!(splitter.finish(), None);
         assert_eq!(splitter.push(&stream("\n\nlast")), vec!["", ""]);
         assert_eq!(splitter.finish(), Some("last".to_string()));
+    }
+
+    #[test]
+    fn tells_a_refused_buildkit_from_a_failed_build() {
+        let refused = bollard::errors::Error::DockerResponseServerError {
+            status_code: 400,
+            message: "buildkit not supported by daemon".into(),
+        };
+        assert!(buildkit_refusal(&refused).is_some());
+        let failed = bollard::errors::Error::DockerStreamError {
+            error: "executor failed running [/bin/sh -c false]: exit code: 1".into(),
+        };
+        assert_eq!(buildkit_refusal(&failed), None);
     }
 
     #[test]

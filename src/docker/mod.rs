@@ -3,9 +3,12 @@
 
 mod auth;
 mod build;
+mod build_status;
+mod events;
 mod health;
 mod pool;
 mod push;
+mod secret_build;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +18,8 @@ use tokio::sync::OnceCell;
 
 use crate::named_locks::NamedLocks;
 
-pub use build::{step_container, BuildSource, BuildSpec};
+pub use build::{BuildSource, BuildSpec};
+pub use events::BuildEvent;
 pub use health::spawn_health_checks;
 pub use pool::{BuilderPool, BuilderStatus, Slot};
 pub use push::PushUpdate;
@@ -32,6 +36,9 @@ pub enum DockerError {
     BuildFailed(String),
     #[error("timed out after {secs} s")]
     TimedOut { secs: u64 },
+    /// The daemon cannot build with BuildKit at all; the legacy builder is tried.
+    #[error("the daemon refused BuildKit: {0}")]
+    BuildkitRefused(String),
     #[error("the daemon ended the build without reporting an image id")]
     NoImageId,
     #[error("push of {reference} failed: {message}")]
@@ -87,6 +94,8 @@ pub struct BuilderConfig {
     /// Memory limit of each step's container (bollard takes i32: see config).
     pub build_memory_bytes: Option<i32>,
     pub build_cpu_shares: Option<i32>,
+    /// Builds that ask for BuildKit get it here; false builds everything legacy.
+    pub buildkit: bool,
     /// Client certificate, key and CA for a `tcp://` daemon started with `--tlsverify`.
     pub tls: Option<TlsFiles>,
     /// Platforms (`os/arch`) builds may ask for here; empty means the daemon's own.

@@ -291,6 +291,7 @@ mod tests {
             build_network: None,
             build_memory_bytes: None,
             build_cpu_shares: None,
+            buildkit: true,
             tls: None,
             platforms: Vec::new(),
         }

@@ -71,23 +71,27 @@ async fn retry_build(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    let credentials = retry_credentials(&req, payload, &state).await?;
-    let build = state.builds.retry(id, credentials, &caller.0).await?;
+    let (credentials, secrets) = retry_fields(&req, payload, &state).await?;
+    let build = state
+        .builds
+        .retry(id, credentials, &caller.0, secrets)
+        .await?;
     Ok(HttpResponse::Accepted()
         .insert_header((LOCATION, build_url(build.id)))
         .json(BuildView::from(&build)))
 }
 
-async fn retry_credentials(
+/// The retry's login and secrets: never kept, so they come again.
+async fn retry_fields(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-) -> Result<Option<Credentials>, ApiError> {
+) -> Result<(Option<Credentials>, Vec<(Option<String>, Vec<u8>)>), ApiError> {
     let has_body = req
         .headers()
         .contains_key(actix_web::http::header::CONTENT_TYPE);
     if !has_body {
-        return Ok(None);
+        return Ok((None, Vec::new()));
     }
     if let Some(content_type) = non_multipart_content_type(req) {
         return Err(ApiError::NotMultipart(content_type));
@@ -97,13 +101,14 @@ async fn retry_credentials(
         payload,
         &state.upload,
         FieldKinds {
-            files: &[],
+            files: &["secret"],
             archives: &[],
         },
     )
     .await?;
     let username = form.text("username")?;
     let password = form.text("password")?;
+    let secrets = form.named_values("secret");
     form.reject_unknown()?;
-    credentials(username, password)
+    Ok((credentials(username, password)?, secrets))
 }

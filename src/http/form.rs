@@ -56,6 +56,8 @@ pub struct FieldKinds<'a> {
 #[derive(Debug, Default)]
 pub struct Form {
     fields: HashMap<String, Vec<Vec<u8>>>,
+    /// The filename of each value of `fields`, when its part had one.
+    filenames: HashMap<String, Vec<Option<String>>>,
     uploads: HashMap<String, ContextUpload>,
     order: Vec<String>,
 }
@@ -118,6 +120,10 @@ pub async fn read_form(
             continue;
         }
         let is_file = kinds.files.contains(&name.as_str());
+        let filename = field
+            .content_disposition()
+            .and_then(|disposition| disposition.get_filename())
+            .map(str::to_string);
         let value =
             read_in_memory(&mut field, limits, kinds, is_file, &mut in_memory, &watch).await?;
         if value.len() > MAX_TEXT_FIELD_BYTES && !is_file {
@@ -126,7 +132,7 @@ pub async fn read_form(
                 format!("longer than {MAX_TEXT_FIELD_BYTES} bytes"),
             ));
         }
-        form.add(name, value);
+        form.add(name, value, filename);
     }
     Ok(form)
 }
@@ -255,11 +261,22 @@ fn declared_length(req: &HttpRequest) -> Option<u64> {
 }
 
 impl Form {
-    fn add(&mut self, name: String, value: Vec<u8>) {
+    fn add(&mut self, name: String, value: Vec<u8>, filename: Option<String>) {
         if !self.fields.contains_key(&name) {
             self.order.push(name.clone());
         }
+        self.filenames
+            .entry(name.clone())
+            .or_default()
+            .push(filename);
         self.fields.entry(name).or_default().push(value);
+    }
+
+    /// Every value of a repeatable field, with the filename its part had.
+    pub fn named_values(&mut self, name: &str) -> Vec<(Option<String>, Vec<u8>)> {
+        let values = self.fields.remove(name).unwrap_or_default();
+        let filenames = self.filenames.remove(name).unwrap_or_default();
+        filenames.into_iter().zip(values).collect()
     }
 
     /// The raw bytes of a field that may be sent at most once.

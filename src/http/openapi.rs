@@ -75,6 +75,12 @@ pub struct SubmitForm {
     pull: Option<bool>,
     /// Only `build_network` or a value of `allowed_build_networks`
     network: Option<String>,
+    /// Default: the server's `buildkit` (true); false builds with the legacy builder
+    buildkit: Option<bool>,
+    /// Repeatable `repository:tag`: images whose layers the build may reuse
+    cache_from: Option<Vec<String>>,
+    /// Repeatable: a file part whose filename is the id, or text `ID=VALUE`
+    secret: Option<Vec<String>>,
     /// Told when the build ends; its host must be in `allowed_callback_hosts`
     callback_url: Option<String>,
 }

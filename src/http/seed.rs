@@ -87,6 +87,7 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, SeedError> {
             password: Secret::new(password),
         }),
         options: OptionsRequest::default(),
+        secrets: Vec::new(),
         callback_url: None,
     })
 }

@@ -57,7 +57,8 @@ async fn create_build(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let kinds = FieldKinds {
-        files: &["file"],
+        // Secrets are up to 64 KiB, more than a text field takes.
+        files: &["file", "secret"],
         archives: &["context"],
     };
     let form = read_form(&req, payload, &state.upload, kinds).await?;
@@ -78,6 +79,7 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, ApiError> {
     let password = form.text("password")?;
     let callback_url = form.text("callback_url")?;
     let options = options_request(&mut form)?;
+    let secrets = form.named_values("secret");
     form.reject_unknown()?;
 
     let repository = repository.ok_or(ApiError::MissingField("repository"))?;
@@ -92,6 +94,7 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, ApiError> {
         push,
         credentials: credentials(username, password)?,
         options,
+        secrets,
         callback_url,
     })
 }
@@ -106,6 +109,8 @@ fn options_request(form: &mut Form) -> Result<OptionsRequest, ApiError> {
         no_cache: form.flag("no_cache")?.unwrap_or(false),
         pull: form.flag("pull")?.unwrap_or(false),
         network: form.text("network")?,
+        buildkit: form.flag("buildkit")?,
+        cache_from: form.texts("cache_from")?,
     })
 }
 

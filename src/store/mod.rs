@@ -369,6 +369,21 @@ impl Store {
         .await
     }
 
+    /// Records which builder a build ran on (`options.buildkit`), when it is
+    /// not the one the request chose.
+    pub async fn set_buildkit(&self, id: i64, buildkit: bool) -> Result<(), StoreError> {
+        self.write(move |conn, _| {
+            let tx = immediate(conn)?;
+            tx.execute(
+                "UPDATE builds SET options = json_set(options, '$.buildkit', json(?2)) WHERE id = ?1",
+                rusqlite::params![id, if buildkit { "true" } else { "false" }],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Moves a build to `to` if its current status allows it (see [`Status::predecessors`])
     /// and, when `from` is given, is `from`; returns the updated build, or None when
     /// the move was not allowed.

@@ -50,9 +50,11 @@ impl TestEnv {
 
     /// A Dockerfile on the local base image whose image is unique to this call;
     /// the label comes first so the RUN step is never taken from the cache.
+    /// A three-step Dockerfile whose RUN no earlier build has cached: the unique
+    /// ARG is in the step's environment, so in both builders' cache keys.
     pub fn dockerfile(&self, run: &str) -> String {
         format!(
-            "FROM {}\nLABEL dockpub.test.unique=\"{}\"\nRUN {run}\n",
+            "FROM {}\nARG DOCKPUB_TEST_UNIQUE=\"{}\"\nRUN {run}\n",
             self.base_image,
             unique("label")
         )
@@ -181,6 +183,13 @@ impl Server {
     }
 
     /// Submits through the v1 API and returns the new build's id.
+    pub fn cancel(&self, id: i64) -> Response {
+        self.client
+            .post(self.url(&format!("/api/v1/builds/{id}/cancel")))
+            .send()
+            .expect("cancel request")
+    }
+
     pub fn submit(&self, form: multipart::Form) -> i64 {
         let response = self.post_form("/api/v1/builds", form);
         let status = response.status();
@@ -350,6 +359,74 @@ pub fn manifest_config(repository: &str, digest: &str) -> Option<String> {
     }
     let manifest: Value = response.json().expect("a manifest");
     manifest["config"]["digest"].as_str().map(str::to_string)
+}
+
+/// BuildKit's number (`#5`) of the step whose header line ends with `instruction`.
+pub fn buildkit_step(logs: &str, instruction: &str) -> String {
+    logs.lines()
+        .find_map(|line| line.strip_suffix(instruction)?.strip_suffix("] "))
+        .and_then(|header| header.split_once(' '))
+        .map(|(number, _)| number.to_string())
+        .unwrap_or_else(|| panic!("no BuildKit step '{instruction}' in {logs}"))
+}
+
+/// What a log line says without BuildKit's `#N 0.123 ` prefix: a RUN step's
+/// output reads the same from either builder.
+pub fn output_text(line: &str) -> &str {
+    let Some(rest) = line.strip_prefix('#') else {
+        return line;
+    };
+    let mut words = rest.splitn(3, ' ');
+    match (words.next(), words.next(), words.next()) {
+        (Some(step), Some(elapsed), Some(text))
+            if step.parse::<u32>().is_ok() && elapsed.parse::<f64>().is_ok() =>
+        {
+            text
+        }
+        _ => line,
+    }
+}
+
+/// The host's processes whose command line holds `marker`. BuildKit's steps
+/// are not containers: `ps` is where a step that still runs shows.
+pub fn processes_with(marker: &str) -> Vec<String> {
+    let out = Command::new("ps")
+        .args(["-eo", "pid,args"])
+        .output()
+        .expect("ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(marker))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until a process with `marker` in its command line runs.
+pub fn wait_for_process(marker: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while processes_with(marker).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no process with {marker} started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Asserts that every process with `marker` in its command line is gone within `limit`.
+pub fn assert_processes_gone(marker: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after {limit:?}: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Whether the local daemon has an image by this reference.
@@ -640,4 +717,43 @@ impl Drop for PrivateDaemon {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A tar archive of regular files.
+pub fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut archive = tar::Builder::new(Vec::new());
+    for (name, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        archive.append_data(&mut header, name, *content).unwrap();
+    }
+    archive.into_inner().unwrap()
+}
+
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `command` in the image with no network and returns its output.
+pub fn run_in(image: &str, command: &str) -> String {
+    docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        image,
+        "sh",
+        "-c",
+        command,
+    ])
 }

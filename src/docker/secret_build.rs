@@ -1,0 +1,315 @@
+//! BuildKit builds that mount secrets. The daemon's HTTP build serves no secrets,
+//! so these go over BuildKit's own gRPC API (bollard's Moby driver), which builds
+//! into the daemon's image store. Each value sits in an anonymous memory file
+//! (memfd) for the length of the build: never on disk, never in an argument.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::auth::DockerCredentials;
+use bollard::grpc::build::{
+    ImageBuildFrontendOptions, ImageBuildLoadInput, ImageBuildNetworkMode, ImageBuildPlatform,
+    SecretSource,
+};
+use bollard::grpc::driver::moby::Moby;
+use bollard::grpc::driver::Build;
+use bollard::grpc::error::GrpcError;
+use bollard::grpc::BuildRef;
+use bollard::moby::buildkit::v1::CacheOptionsEntry;
+use bollard::Docker;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::registry_config;
+use super::build::{BuildSource, BuildSpec};
+use super::build_status::{follow_status, DaemonSocket};
+use super::events::{BuildEvent, BuildkitTranslator};
+use super::DockerError;
+use crate::builds::secrets::BuildSecret;
+
+/// Builds `spec` with its secrets on the daemon `fresh` (a client of its own:
+/// see [`solve_on_own_runtime`]) and reads the image id with `docker`.
+pub(super) async fn build_with_secrets<F>(
+    docker: &Docker,
+    fresh: Docker,
+    socket: Option<DaemonSocket>,
+    spec: &BuildSpec<'_>,
+    network: Option<&str>,
+    on_event: &mut F,
+) -> Result<String, DockerError>
+where
+    F: FnMut(BuildEvent) + Send,
+{
+    let (context, dockerfile) = context_bytes(&spec.source).await?;
+    let files = SecretFiles::new(spec.secrets)?;
+    let options = frontend_options(spec, dockerfile, network, &files)?;
+    on_event(BuildEvent::Output {
+        step: None,
+        elapsed: None,
+        text: format!(
+            "dockpub: building with secrets ({}) over BuildKit's gRPC API",
+            files.ids().join(", ")
+        ),
+    });
+    let build_ref = BuildRef::random();
+    let (sender, mut updates) = mpsc::channel(STATUS_BUFFER);
+    let _follower = socket.map(|socket| {
+        AbortOnDrop(tokio::spawn(follow_status(
+            socket,
+            build_ref.as_ref().to_string(),
+            sender,
+        )))
+    });
+    let solve = Solve {
+        reference: spec.reference.to_string(),
+        options,
+        context,
+        logins: registry_config(spec.pull_logins),
+        files,
+        build_ref,
+    };
+    let mut translator = BuildkitTranslator::default();
+    let solve = solve_on_own_runtime(fresh, solve);
+    tokio::pin!(solve);
+    let result = loop {
+        tokio::select! {
+            result = &mut solve => break result,
+            Some(update) = updates.recv() => {
+                translator.translate(update).into_iter().for_each(&mut *on_event);
+            }
+        }
+    };
+    // The status stream ends with the build: what it still holds is the end.
+    let rest = async {
+        while let Some(update) = updates.recv().await {
+            translator
+                .translate(update)
+                .into_iter()
+                .for_each(&mut *on_event);
+        }
+    };
+    let _ = tokio::time::timeout(STATUS_DRAIN, rest).await;
+    translator.finish().into_iter().for_each(&mut *on_event);
+    result.map_err(|message| {
+        on_event(BuildEvent::Output {
+            step: None,
+            elapsed: None,
+            text: message.clone(),
+        });
+        DockerError::BuildFailed(message)
+    })?;
+    let image = docker.inspect_image(spec.reference).await?;
+    let id = image.id.ok_or(DockerError::NoImageId)?;
+    on_event(BuildEvent::ImageBuilt(id.clone()));
+    Ok(id)
+}
+
+/// One build for BuildKit's gRPC API, owning all it needs.
+struct Solve {
+    reference: String,
+    options: ImageBuildFrontendOptions,
+    context: Vec<u8>,
+    logins: HashMap<String, DockerCredentials>,
+    /// Open until the build ends: BuildKit reads the values when a step needs them.
+    files: SecretFiles,
+    build_ref: BuildRef,
+}
+
+/// Status updates waiting to be logged.
+const STATUS_BUFFER: usize = 256;
+/// How long the last status updates may take to arrive after the build.
+const STATUS_DRAIN: Duration = Duration::from_secs(2);
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// bollard's gRPC build is not `Send`, so it runs on a current-thread runtime of
+/// its own, with a client of its own (a client's pooled connections belong to the
+/// runtime that opened them). Dropping the returned future (cancel, timeout)
+/// stops it: the build's connection closes and BuildKit stops the build.
+async fn solve_on_own_runtime(fresh: Docker, solve: Solve) -> Result<(), String> {
+    let stop = CancellationToken::new();
+    let _stop_when_dropped = stop.clone().drop_guard();
+    let thread = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| format!("cannot start the secret build's runtime: {err}"))?;
+        runtime.block_on(async move {
+            let docker = fresh
+                .negotiate_version()
+                .await
+                .map_err(|err| err.to_string())?;
+            let credentials = (!solve.logins.is_empty()).then(|| {
+                solve
+                    .logins
+                    .iter()
+                    .map(|(server, login)| (server.as_str(), login.clone()))
+                    .collect::<HashMap<_, _>>()
+            });
+            let build = Moby::new(&docker).docker_build(
+                &solve.reference,
+                solve.options,
+                ImageBuildLoadInput::Upload(solve.context.into()),
+                credentials,
+                Some(solve.build_ref),
+            );
+            let result = tokio::select! {
+                result = build => result.map_err(grpc_message),
+                () = stop.cancelled() => Err("stopped".to_string()),
+            };
+            drop(solve.files);
+            result
+        })
+    });
+    thread
+        .await
+        .map_err(|err| format!("the secret build's thread failed: {err}"))?
+}
+
+fn frontend_options(
+    spec: &BuildSpec<'_>,
+    dockerfile: &str,
+    network: Option<&str>,
+    files: &SecretFiles,
+) -> Result<ImageBuildFrontendOptions, DockerError> {
+    let options = spec.options;
+    let mut builder = ImageBuildFrontendOptions::builder()
+        .dockerfile(Path::new(dockerfile))
+        .pull(options.pull)
+        .nocache(options.no_cache);
+    for (key, value) in &options.build_args {
+        builder = builder.buildarg(key, value);
+    }
+    if spec.inline_cache {
+        builder = builder.buildarg(super::build::INLINE_CACHE_ARG, "1");
+    }
+    for reference in spec.cache_from {
+        let source = CacheOptionsEntry {
+            r#type: "registry".into(),
+            attrs: HashMap::from([("ref".to_string(), reference.clone())]),
+        };
+        builder = builder.cachefrom(&source);
+    }
+    for (key, value) in &options.labels {
+        builder = builder.label(key, value);
+    }
+    if let Some(target) = &options.target {
+        builder = builder.target(target);
+    }
+    if let Some(platform) = &options.platform {
+        builder = builder.platforms(&platform_of(platform));
+    }
+    match network {
+        Some("none") => builder = builder.force_network_mode(&ImageBuildNetworkMode::None),
+        Some("host") => {
+            return Err(DockerError::BuildFailed(
+                "network 'host' cannot be used with secrets: BuildKit's gRPC API refuses it".into(),
+            ))
+        }
+        _ => {}
+    }
+    for (id, path) in files.paths() {
+        builder = builder.set_secret(id, &SecretSource::File(path));
+    }
+    Ok(builder.build())
+}
+
+fn platform_of(platform: &str) -> ImageBuildPlatform {
+    let mut parts = platform.splitn(3, '/');
+    ImageBuildPlatform {
+        os: parts.next().unwrap_or_default().to_string(),
+        architecture: parts.next().unwrap_or_default().to_string(),
+        variant: parts.next().map(str::to_string),
+    }
+}
+
+/// The whole context: the gRPC path takes it as one upload.
+async fn context_bytes<'a>(source: &BuildSource<'a>) -> Result<(Vec<u8>, &'a str), DockerError> {
+    match *source {
+        BuildSource::Dockerfile(text) => {
+            Ok((super::build::dockerfile_context(text)?, "Dockerfile"))
+        }
+        BuildSource::Archive { path, dockerfile } => {
+            let bytes = tokio::fs::read(path).await.map_err(|err| {
+                DockerError::BuildFailed(format!("cannot read the stored context: {err}"))
+            })?;
+            Ok((bytes, dockerfile))
+        }
+    }
+}
+
+/// The daemon's own words for a failed build.
+fn grpc_message(err: GrpcError) -> String {
+    match err {
+        GrpcError::TonicStatus { err } => err.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Each secret in a memory file, readable at `/proc/self/fd/N` while this lives.
+struct SecretFiles {
+    files: Vec<(String, File)>,
+}
+
+impl SecretFiles {
+    fn new(secrets: &[BuildSecret]) -> Result<Self, DockerError> {
+        let files = secrets
+            .iter()
+            .map(|secret| Ok((secret.id.clone(), memory_file(secret.value())?)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|err| {
+                DockerError::BuildFailed(format!("cannot hold a build secret: {err}"))
+            })?;
+        Ok(SecretFiles { files })
+    }
+
+    fn ids(&self) -> Vec<&str> {
+        self.files.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    fn paths(&self) -> impl Iterator<Item = (&str, PathBuf)> {
+        self.files.iter().map(|(id, file)| {
+            let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+            (id.as_str(), path)
+        })
+    }
+}
+
+fn memory_file(value: &[u8]) -> std::io::Result<File> {
+    let fd = rustix::fs::memfd_create("dockpub-secret", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut file = File::from(fd);
+    file.write_all(value)?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_file_reads_back_its_value_from_memory() {
+        let secret = BuildSecret::new("token", b"s3cr3t".to_vec()).unwrap();
+        let files = SecretFiles::new(&[secret]).unwrap();
+        let (id, path) = files.paths().next().unwrap();
+        assert_eq!(id, "token");
+        assert_eq!(std::fs::read(&path).unwrap(), b"s3cr3t");
+        assert_eq!(files.ids(), ["token"]);
+    }
+
+    #[test]
+    fn platforms_split_into_their_parts() {
+        let platform = platform_of("linux/arm/v7");
+        assert_eq!(platform.to_string(), "linux/arm/v7");
+        assert_eq!(platform_of("linux/amd64").variant, None);
+    }
+}
