@@ -18,6 +18,8 @@ use crate::webhooks::model::WebhookEvent;
 use crate::webhooks::{WebhookSettings, WebhookTarget};
 
 const DEFAULT_CONFIG_FILE: &str = "config.toml";
+/// The names `[auth] tokens` get, one after another; `[[tokens]]` cannot take them.
+const LEGACY_TOKEN_PREFIX: &str = "auth-token-";
 
 /// bollard sends the build's memory limit and CPU shares as i32, so larger values
 /// cannot reach the daemon; Docker refuses a memory limit under 6 MiB.
@@ -590,7 +592,7 @@ impl Config {
             tokens.push(ApiToken {
                 secret: TokenSecret::Plain(secret.clone()),
                 grant: Arc::new(Grant {
-                    name: Some(format!("auth-token-{}", n + 1)),
+                    name: Some(format!("{LEGACY_TOKEN_PREFIX}{}", n + 1)),
                     scope: Scope::Admin,
                     repositories: Vec::new(),
                 }),
@@ -785,6 +787,11 @@ impl TokenEntry {
             |what: String| ConfigError::Invalid(format!("tokens '{}': {what}", self.name));
         if !is_token_name(&self.name) {
             return Err(invalid("name must be 1 to 64 of A-Z a-z 0-9 . _ -".into()));
+        }
+        if self.name.starts_with(LEGACY_TOKEN_PREFIX) {
+            return Err(invalid(format!(
+                "names starting with '{LEGACY_TOKEN_PREFIX}' are the [auth] tokens'"
+            )));
         }
         let secret = match (&self.token_env, &self.token_sha256) {
             (Some(variable), None) => match std::env::var(variable) {

@@ -112,7 +112,15 @@ impl Engine {
 
     /// A build's end that the store refused: kept in memory, shown by reads in
     /// place of the stored row, and written again every second until it is taken.
-    pub fn record_end_later(engine: &Arc<Engine>, build: &Build, status: Status, changes: Changes) {
+    /// `held` (the build's publish locks) is let go only then, so the last build
+    /// to record a tag is still the last to have published it.
+    pub fn record_end_later(
+        engine: &Arc<Engine>,
+        build: &Build,
+        status: Status,
+        changes: Changes,
+        held: impl Send + 'static,
+    ) {
         let ended = Build {
             status,
             image_id: changes.image_id.clone().or_else(|| build.image_id.clone()),
@@ -135,6 +143,7 @@ impl Engine {
                 }
             }
             engine.ends().remove(&id);
+            drop(held);
             log::info!("build {id}: its end ({status}) is stored now");
         });
     }

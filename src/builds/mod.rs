@@ -76,6 +76,8 @@ pub enum BuildError {
         status: Status,
         action: &'static str,
     },
+    #[error("build {id} has ended, but its end is not stored yet (the store's disk is full); try again once it is")]
+    EndNotStored { id: i64 },
     #[error("build {id} has already ended: {status}")]
     AlreadyFinal { id: i64, status: Status },
     #[error("the queue is full ({limit} builds wait); try again later")]
@@ -446,7 +448,11 @@ impl BuildService {
             ..new
         };
         let engine = self.engine.clone();
-        let build = self
+        // The id the values were kept under: a commit that fails after them
+        // leaves that id free for the next build, which must not inherit them.
+        let kept_for = Arc::new(std::sync::Mutex::new(None));
+        let keeping = kept_for.clone();
+        let inserted = self
             .engine
             .store
             .insert_build(new, self.limits.max_queued_builds, move |id| {
@@ -457,12 +463,22 @@ impl BuildService {
                 if !secrets.is_empty() {
                     engine.secrets.insert(id, secrets);
                 }
+                *keeping.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
             })
-            .await
-            .map_err(|err| match err {
-                StoreError::QueueFull { limit } => BuildError::QueueFull { limit },
-                other => BuildError::Store(other),
-            })?;
+            .await;
+        let build = match inserted {
+            Ok(build) => build,
+            Err(err) => {
+                if let Some(id) = kept_for.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    self.engine.vault.remove(id);
+                    self.engine.secrets.remove(id);
+                }
+                return Err(match err {
+                    StoreError::QueueFull { limit } => BuildError::QueueFull { limit },
+                    other => BuildError::Store(other),
+                });
+            }
+        };
         match build.retry_of {
             Some(original) => log::info!(
                 "build {}: queued ({}, retrying build {original})",
@@ -695,6 +711,9 @@ impl BuildService {
     /// naming its image), then its row, logs and stored Dockerfile. With `force`,
     /// an unfinished build is cancelled first.
     pub async fn delete(&self, id: i64, force: bool) -> Result<Deleted, BuildError> {
+        if self.engine.unrecorded_end(id).is_some() {
+            return Err(BuildError::EndNotStored { id });
+        }
         let mut build = self.get(id).await?;
         if force && !build.status.is_final() {
             // Delete is the admin's, so its cancel is too.

@@ -254,7 +254,7 @@ async fn finish(engine: &Arc<Engine>, build: &Build, result: Result<Outcome, Run
     };
     if let Err(err) = engine.transition(id, status, changes.clone()).await {
         log::error!("build {id}: cannot record yet that it ended {status} ({err}); trying again until the store takes it");
-        Engine::record_end_later(engine, build, status, changes);
+        Engine::record_end_later(engine, build, status, changes, publish_locks.take());
     }
     drop(publish_locks);
     engine.events.clear_progress(id);

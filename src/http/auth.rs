@@ -35,11 +35,11 @@ pub async fn require_token(
     let pattern = req.resource_map().match_pattern(&path);
     let needed = required_scope(req.method(), pattern.as_deref());
     if !grant.has(needed) {
-        return Err(ApiError::MissingScope {
+        let missing = ApiError::MissingScope {
             token: grant.name.clone().unwrap_or_default(),
             needed,
-        }
-        .into());
+        };
+        return Err(in_shape_of(&path, missing));
     }
     let grant = grant.clone();
     req.extensions_mut().insert(grant);
@@ -95,6 +95,16 @@ fn unauthorized(path: &str) -> Error {
         SeedError::unauthorized().into()
     } else {
         ApiError::Unauthorized.into()
+    }
+}
+
+/// An error of a check made before routing, in the shape of the API the path
+/// belongs to: the seed-compatible API answers `{"message": …}`.
+pub(super) fn in_shape_of(path: &str, err: ApiError) -> Error {
+    if path.starts_with(SEED_API) {
+        SeedError::from(err).into()
+    } else {
+        err.into()
     }
 }
 

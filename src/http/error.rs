@@ -162,7 +162,9 @@ fn build_error_kind(err: &BuildError) -> (StatusCode, &'static str) {
         }
         BuildError::NoDockerfile => bad_request("missing_field"),
         BuildError::NotFound(_) => (StatusCode::NOT_FOUND, "build_not_found"),
-        BuildError::NotFinal { .. } => (StatusCode::CONFLICT, "build_not_final"),
+        BuildError::NotFinal { .. } | BuildError::EndNotStored { .. } => {
+            (StatusCode::CONFLICT, "build_not_final")
+        }
         BuildError::AlreadyFinal { .. } => (StatusCode::CONFLICT, "build_final"),
         BuildError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
         BuildError::Forbidden(AccessError::ForbiddenRepository { .. }) => {

@@ -12,6 +12,7 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, Error};
 
+use super::auth::in_shape_of;
 use super::error::ApiError;
 use super::AppState;
 
@@ -30,10 +31,14 @@ pub async fn check_origin(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     if let Some(state) = req.app_data::<web::Data<AppState>>() {
         let host = header(&req, HOST).unwrap_or_default();
-        if !state.hosts.accepts(host) {
-            return Err(ApiError::HostNotAllowed(host.to_string()).into());
+        let refused = if !state.hosts.accepts(host) {
+            Some(ApiError::HostNotAllowed(host.to_string()))
+        } else {
+            refuse_cross_site(&req, host).err()
+        };
+        if let Some(err) = refused {
+            return Err(in_shape_of(req.match_info().as_str(), err));
         }
-        refuse_cross_site(&req, host)?;
     }
     next.call(req).await
 }

@@ -32,6 +32,9 @@ const DOCKERIGNORE: &str = ".dockerignore";
 const MAX_DOCKERIGNORE_BYTES: u64 = 1024 * 1024;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const READ_BUFFER: usize = 64 * 1024;
+/// The tar reader reads a long name or a PAX record whole into memory before
+/// the entry it describes: each must stay small (Go's archive/tar allows 1 MiB).
+const MAX_HEADER_RECORD_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -47,6 +50,8 @@ pub enum ContextError {
     TooLarge { limit: u64 },
     #[error("the context has more than the limit of {limit} entries (max_context_entries)")]
     TooManyEntries { limit: u64 },
+    #[error("the context has a long-name or PAX header record larger than {MAX_HEADER_RECORD_BYTES} bytes")]
+    OversizedHeaderRecord,
     #[error("the context's .dockerignore is larger than {MAX_DOCKERIGNORE_BYTES} bytes")]
     DockerignoreTooLarge,
     #[error(transparent)]
@@ -234,6 +239,24 @@ fn is_regular(kind: EntryType) -> bool {
     matches!(kind, EntryType::Regular | EntryType::Continuous)
 }
 
+/// A first pass over the raw entries, before the tar reader is let loose on
+/// them: a gzip of a few kilobytes could otherwise hold a "long name" of a
+/// gigabyte that the reader would allocate whole.
+fn check_header_records(path: &Path, limits: ContextLimits) -> Result<(), ContextError> {
+    let (mut archive, exceeded) = open(path, limits.max_bytes)?;
+    let failed = read_error(&exceeded, limits.max_bytes);
+    for entry in archive.entries().map_err(&failed)?.raw(true) {
+        let entry = entry.map_err(&failed)?;
+        let header = entry.header();
+        if is_metadata(header.entry_type())
+            && header.entry_size().map_err(not_an_archive)? > MAX_HEADER_RECORD_BYTES
+        {
+            return Err(ContextError::OversizedHeaderRecord);
+        }
+    }
+    Ok(())
+}
+
 /// Checks every entry and reads the few it needs: the Dockerfile and `.dockerignore`.
 fn scan(
     path: &Path,
@@ -241,6 +264,7 @@ fn scan(
     dockerfile_limit: u64,
     limits: ContextLimits,
 ) -> Result<Scan, ContextError> {
+    check_header_records(path, limits)?;
     let (mut archive, exceeded) = open(path, limits.max_bytes)?;
     let failed = read_error(&exceeded, limits.max_bytes);
     let mut checker = EntryChecker::default();

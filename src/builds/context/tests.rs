@@ -253,3 +253,27 @@ fn too_many_entries_are_refused() {
         "{refused}"
     );
 }
+
+#[test]
+fn a_huge_long_name_record_is_refused_before_it_is_read() {
+    let dir = TempDir::new().unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut long_name = tar::Header::new_gnu();
+    long_name.set_entry_type(EntryType::GNULongName);
+    long_name.set_size(8 * 1024 * 1024);
+    long_name.set_cksum();
+    builder
+        .append(&long_name, std::io::repeat(b'a').take(8 * 1024 * 1024))
+        .unwrap();
+    let mut file = tar::Header::new_gnu();
+    file.set_size(DOCKERFILE.len() as u64);
+    file.set_cksum();
+    builder.append(&file, DOCKERFILE).unwrap();
+    let bomb = gzip(&builder.into_inner().unwrap());
+    assert!(bomb.len() < 64 * 1024);
+    let refused = in_context(&dir, &bomb).err().unwrap();
+    assert!(
+        matches!(refused, ContextError::OversizedHeaderRecord),
+        "{refused}"
+    );
+}
