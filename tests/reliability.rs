@@ -441,8 +441,12 @@ fn a_build_that_cannot_start_says_why_and_fails_after_max_queue_wait() {
 fn platforms_no_builder_offers_are_refused_and_busy_slots_are_named() {
     let env = TestEnv::get();
     let server = Server::start_with(&["--max-concurrent-builds", "1"]);
+    // The pool knows the daemon's platform after its first health check.
     let ready = Instant::now();
-    while server.get("/readyz").status() != 200 {
+    while server.get_json("/api/v1/builders")["builders"][0]["platforms"]
+        .as_array()
+        .is_none_or(|platforms| platforms.is_empty())
+    {
         assert!(
             ready.elapsed() < Duration::from_secs(20),
             "the builder never came up"
