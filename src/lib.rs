@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod named_locks;
 pub mod store;
+pub mod sync;
 pub mod webhooks;
 
 use std::net::TcpListener;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::sync::Locked;
 use tokio::sync::OwnedMutexGuard;
 
 #[derive(Default)]
@@ -15,10 +16,7 @@ pub struct HeldLocks(#[allow(dead_code)] Vec<OwnedMutexGuard<()>>);
 impl NamedLocks {
     pub async fn lock(&self, name: &str) -> OwnedMutexGuard<()> {
         let lock = {
-            let mut locks = self
-                .0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut locks = self.0.locked();
             // Forget locks nobody holds or waits for, so the map stays small.
             locks.retain(|_, lock| Arc::strong_count(lock) > 1);
             locks.entry(name.to_string()).or_default().clone()

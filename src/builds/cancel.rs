@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::sync::Locked;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
@@ -20,8 +21,6 @@ impl CancelSignals {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, CancellationToken>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.locked()
     }
 }

@@ -19,6 +19,7 @@ use crate::docker::BuilderPool;
 use crate::metrics::Metrics;
 use crate::named_locks::NamedLocks;
 use crate::store::{Changes, Store, StoreError};
+use crate::sync::Locked;
 use crate::webhooks::Webhooks;
 
 /// How often an end the store refused is tried again.
@@ -155,9 +156,7 @@ impl Engine {
 
     fn ends(&self) -> MutexGuard<'_, HashMap<i64, Build>> {
         // Each critical section is one insert, remove or clone: never half done.
-        self.unrecorded_ends
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.unrecorded_ends.locked()
     }
 
     /// Final statuses and the time spent in each phase, for /metrics.

@@ -3,12 +3,13 @@
 //! to read next, so a build never waits for them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
 use super::model::Build;
 use super::progress::Progress;
+use crate::sync::Locked;
 
 /// Events a follower may fall behind by before it re-reads from the store.
 const BACKLOG: usize = 256;
@@ -36,7 +37,9 @@ pub struct Subscription {
 
 impl EventHub {
     pub fn subscribe(self: &Arc<Self>, build_id: i64) -> Subscription {
-        let receiver = lock(&self.channels)
+        let receiver = self
+            .channels
+            .locked()
             .entry(build_id)
             .or_insert_with(|| broadcast::channel(BACKLOG).0)
             .subscribe();
@@ -48,23 +51,23 @@ impl EventHub {
     }
 
     pub fn publish(&self, build_id: i64, event: Event) {
-        if let Some(sender) = lock(&self.channels).get(&build_id) {
+        if let Some(sender) = self.channels.locked().get(&build_id) {
             // An error only means every follower just left.
             let _ = sender.send(event);
         }
     }
 
     pub fn set_progress(&self, build_id: i64, progress: Progress) {
-        lock(&self.progress).insert(build_id, progress.clone());
+        self.progress.locked().insert(build_id, progress.clone());
         self.publish(build_id, Event::Progress(progress));
     }
 
     pub fn progress(&self, build_id: i64) -> Option<Progress> {
-        lock(&self.progress).get(&build_id).cloned()
+        self.progress.locked().get(&build_id).cloned()
     }
 
     pub fn clear_progress(&self, build_id: i64) {
-        lock(&self.progress).remove(&build_id);
+        self.progress.locked().remove(&build_id);
     }
 }
 
@@ -80,7 +83,7 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         drop(self.receiver.take());
-        let mut channels = lock(&self.hub.channels);
+        let mut channels = self.hub.channels.locked();
         if channels
             .get(&self.build_id)
             .is_some_and(|sender| sender.receiver_count() == 0)
@@ -88,13 +91,6 @@ impl Drop for Subscription {
             channels.remove(&self.build_id);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a single map operation: never half-done.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -126,9 +122,9 @@ mod tests {
         let first = hub.subscribe(1);
         let second = hub.subscribe(1);
         drop(first);
-        assert_eq!(lock(&hub.channels).len(), 1);
+        assert_eq!(hub.channels.locked().len(), 1);
         drop(second);
-        assert!(lock(&hub.channels).is_empty());
+        assert!(hub.channels.locked().is_empty());
         hub.publish(1, line(1));
     }
 }

@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::docker::{Builder, BuilderPool, BuilderStatus, DockerError};
 use crate::store::{Changes, ListFilter, LogRange, RenderLine, Store, StoreError};
+use crate::sync::Locked;
 use crate::webhooks::callback::CallbackError;
 use crate::webhooks::Webhooks;
 use access::{AccessError, Grant};
@@ -463,13 +464,13 @@ impl BuildService {
                 if !secrets.is_empty() {
                     engine.secrets.insert(id, secrets);
                 }
-                *keeping.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
+                *keeping.locked() = Some(id);
             })
             .await;
         let build = match inserted {
             Ok(build) => build,
             Err(err) => {
-                if let Some(id) = kept_for.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                if let Some(id) = kept_for.locked().take() {
                     self.engine.vault.remove(id);
                     self.engine.secrets.remove(id);
                 }

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::events::EventHub;
 use crate::docker::PushUpdate;
+use crate::sync::Locked;
 
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
@@ -49,7 +50,7 @@ impl ProgressTracker {
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
-                    if let Some(progress) = lock(&state).take_change() {
+                    if let Some(progress) = state.locked().take_change() {
                         events.set_progress(build_id, progress);
                     }
                 }
@@ -60,14 +61,14 @@ impl ProgressTracker {
 
     /// Steps done (BuildKit) or the step running (legacy), of the steps known.
     pub fn build_steps(&self, step: u32, steps: u32) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.progress.step = Some(step);
         state.progress.steps = Some(steps);
         state.changed = true;
     }
 
     pub fn push_update(&self, update: &PushUpdate) {
-        lock(&self.state).push_update(update);
+        self.state.locked().push_update(update);
     }
 
     pub fn stop(self) {
@@ -103,12 +104,6 @@ impl State {
         progress.layers_done.get_or_insert(0);
         self.changed = true;
     }
-}
-
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

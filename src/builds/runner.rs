@@ -18,6 +18,7 @@ use super::status::Status;
 use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder, DockerError, Slot};
 use crate::named_locks::HeldLocks;
 use crate::store::{Changes, PublishedTag, StoreError};
+use crate::sync::Locked;
 
 #[derive(Debug, thiserror::Error)]
 enum RunError {
@@ -106,10 +107,7 @@ impl Output {
     fn build_event(&self, event: BuildEvent) {
         match &event {
             BuildEvent::StepContainer(container) => {
-                *self
-                    .step_container
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(container.clone());
+                *self.step_container.locked() = Some(container.clone());
             }
             BuildEvent::Progress { done, total } => self.progress.build_steps(*done, *total),
             _ => {}
@@ -594,11 +592,7 @@ async fn remove_build_reference(builder: &Builder, output: &Output) {
 /// A cancelled build leaves no step container, no name of its own and no tag
 /// that only it needs behind.
 async fn clean_up_cancelled(engine: &Engine, id: i64, builder: &Builder, output: &Output) {
-    let container = output
-        .step_container
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let container = output.step_container.locked().take();
     if let Some(container) = container {
         if let Err(err) = builder.remove_step_container(&container).await {
             output.log.line(format!(

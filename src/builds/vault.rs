@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use super::model::Credentials;
 use super::secrets::BuildSecret;
+use crate::sync::Locked;
 
 pub type CredentialVault = MemoryVault<Credentials>;
 pub type SecretVault = MemoryVault<Vec<BuildSecret>>;
@@ -37,8 +38,6 @@ impl<T: Clone> MemoryVault<T> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, T>> {
         // A panic while holding this lock cannot leave the map half-written.
-        self.by_build
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.by_build.locked()
     }
 }

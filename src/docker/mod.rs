@@ -17,6 +17,7 @@ use bollard::Docker;
 use tokio::sync::OnceCell;
 
 use crate::named_locks::NamedLocks;
+use crate::sync::Locked;
 
 pub use build::{BuildSource, BuildSpec};
 pub use events::BuildEvent;
@@ -192,10 +193,7 @@ impl Builder {
                 .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
                 .collect()
         });
-        let mut kept = self
-            .unnegotiated
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut kept = self.unnegotiated.locked();
         if let Some((docker, kept_stamp)) = kept.as_ref() {
             if *kept_stamp == stamp {
                 return Ok(docker.clone());

@@ -9,6 +9,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{Builder, BuilderConfig};
+use crate::sync::Locked;
 
 pub struct BuilderPool {
     members: Vec<Arc<Member>>,
@@ -171,7 +172,7 @@ impl BuilderPool {
 
 impl Member {
     fn health(&self) -> MutexGuard<'_, Health> {
-        self.health.lock().unwrap_or_else(|p| p.into_inner())
+        self.health.locked()
     }
 
     fn running(&self) -> usize {

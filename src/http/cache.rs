@@ -19,6 +19,7 @@ use super::views::BuildView;
 use crate::builds::model::Build;
 use crate::builds::{BuildError, BuildService};
 use crate::store::ListFilter;
+use crate::sync::Locked;
 
 /// Bytes of JSON kept at most; past it the cache starts over.
 const BUDGET_BYTES: usize = 16 * 1024 * 1024;
@@ -106,9 +107,7 @@ impl ReadCache {
 
     fn lock(&self) -> MutexGuard<'_, Entries> {
         // Every critical section leaves the map whole: a panic cannot half-do it.
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries.locked()
     }
 }
 
