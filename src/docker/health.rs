@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pool::{BuilderPool, Change, Member};
 use super::DockerError;
+use crate::error_chain::with_causes;
 
 /// Time between pings of a builder.
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -81,21 +82,6 @@ pub(super) fn mark_down(member: &Member, reason: String) {
              and builds running there go back to the queue"
         );
     }
-}
-
-/// The error with the causes under it: a TLS failure only says why in its sources.
-fn with_causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(inner) = cause {
-        let inner_text = inner.to_string();
-        if !text.contains(&inner_text) {
-            text.push_str(": ");
-            text.push_str(&inner_text);
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 /// The daemon's own platform; None (asked again next time) when it cannot say.

@@ -12,6 +12,7 @@ use super::callback::AllowedHosts;
 use super::model::{AttemptRecord, Delivery, DeliveryState};
 use super::sign;
 use crate::builds::model::{Secret, Timestamp};
+use crate::error_chain::with_causes;
 use crate::store::Store;
 
 /// How long one attempt may take, connection and answer included.
@@ -211,18 +212,8 @@ fn describe(err: reqwest::Error) -> String {
     if err.is_timeout() {
         return format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs());
     }
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
-    }
     // The URL is in the delivery already; the message need not repeat it.
-    let mut text = err.without_url().to_string();
-    for cause in causes {
-        text = format!("{text}: {cause}");
-    }
-    text
+    with_causes(&err.without_url())
 }
 
 fn log_attempt(delivery: &Delivery, record: &AttemptRecord) {
