@@ -1,0 +1,371 @@
+//! Builds from git end to end: a repository the test makes with real `git`,
+//! served by a real `git daemon` on loopback (and read as file://), built by a
+//! real dockpub on the real daemon. Images are checked by running them.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{docker, field, free_port, run_in, unique, Server, TestEnv};
+use reqwest::blocking::multipart::{Form, Part};
+use serde_json::Value;
+
+const BUILD_TIME: Duration = Duration::from_secs(60);
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A repository with three commits on `main`, an annotated tag `v1` on the
+/// second, and the context in `app/`, whose `.dockerignore` drops `secret.txt`.
+struct Repo {
+    path: PathBuf,
+    first: String,
+    tagged: String,
+    tip: String,
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn commit(dir: &Path, version: &str) -> String {
+    write(dir, "app/version.txt", version);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", version]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+fn make_repo(root: &Path, env: &TestEnv) -> Repo {
+    let path = root.join("app.git");
+    std::fs::create_dir_all(&path).unwrap();
+    git(&path, &["init", "-q", "-b", "main"]);
+    git(&path, &["config", "user.email", "test@example.com"]);
+    git(&path, &["config", "user.name", "test"]);
+    let base = &env.base_image;
+    write(
+        &path,
+        "app/Dockerfile",
+        &format!("FROM {base}\nCOPY . /ctx\n"),
+    );
+    write(
+        &path,
+        "Dockerfile",
+        &format!("FROM {base}\nCOPY app/version.txt /root-version\n"),
+    );
+    let first = commit(&path, "one");
+    write(&path, "app/.dockerignore", "secret.txt\n");
+    write(&path, "app/secret.txt", "do not ship");
+    let tagged = commit(&path, "two");
+    git(&path, &["tag", "-a", "v1", "-m", "v1"]);
+    let tip = commit(&path, "three");
+    Repo {
+        path,
+        first,
+        tagged,
+        tip,
+    }
+}
+
+/// `git daemon` serving `base` on a free loopback port; stopped when dropped.
+struct GitDaemon {
+    child: Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let port = free_port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--informative-errors",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", base.display()),
+                &base.display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        GitDaemon { child, port }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server_with(config: &str) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Server::start_with(&["--config", path.to_str().unwrap()]);
+    (dir, server)
+}
+
+fn git_form(url: &str, extra: &[(&str, &str)]) -> Form {
+    let repository = format!("{}/{}", TestEnv::get().registry, unique("git"));
+    let mut form = field(
+        field(Form::new(), "repository", &repository),
+        "push",
+        "false",
+    );
+    form = field(form, "git", url);
+    for (name, value) in extra {
+        form = field(form, name, value);
+    }
+    form
+}
+
+fn build(server: &Server, form: Form) -> Value {
+    let build = server.wait_final(server.submit(form), BUILD_TIME);
+    assert_eq!(build["status"], "succeeded", "{build}");
+    build
+}
+
+/// A build of `app/` at `git_ref`, which must succeed.
+fn build_app(server: &Server, url: &str, git_ref: &str) -> Value {
+    build(
+        server,
+        git_form(url, &[("git_ref", git_ref), ("git_subdir", "app")]),
+    )
+}
+
+fn image_labels(build: &Value) -> Value {
+    let image = build["image_id"].as_str().expect("image id");
+    let json = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        image,
+    ]);
+    serde_json::from_str(&json).unwrap()
+}
+
+fn image_of(build: &Value) -> &str {
+    build["image_id"].as_str().expect("image id")
+}
+
+/// The answer to a submission that must be refused: its status and body.
+fn refused(server: &Server, form: Form) -> (u16, Value) {
+    let response = server.post_form("/api/v1/builds", form);
+    let status = response.status().as_u16();
+    (status, response.json().expect("JSON body"))
+}
+
+#[test]
+fn builds_by_branch_tag_and_sha_record_the_commit_label_the_image_and_retry_the_same_commit() {
+    let env = TestEnv::get();
+    let root = tempfile::tempdir().unwrap();
+    let repo = make_repo(root.path(), &env);
+    let daemon = GitDaemon::start(root.path());
+    let (_config, server) = server_with("");
+    let url = daemon.url("app.git");
+
+    let by_branch = build_app(&server, &url, "main");
+    assert_eq!(
+        by_branch["source"],
+        serde_json::json!({"git": url, "ref": "main", "commit": repo.tip}),
+    );
+    let labels = image_labels(&by_branch);
+    assert_eq!(labels["org.opencontainers.image.source"], url.as_str());
+    assert_eq!(
+        labels["org.opencontainers.image.revision"],
+        repo.tip.as_str()
+    );
+    let listing = run_in(image_of(&by_branch), "cat /ctx/version.txt; ls -a /ctx");
+    assert!(listing.starts_with("three"), "{listing}");
+    assert!(
+        !listing.contains("secret.txt"),
+        ".dockerignore honoured: {listing}"
+    );
+    assert!(
+        !listing.contains(".git\n"),
+        "no .git in the context: {listing}"
+    );
+
+    let by_tag = build_app(&server, &url, "v1");
+    assert_eq!(by_tag["source"]["commit"], repo.tagged.as_str(), "{by_tag}");
+    assert_eq!(by_tag["source"]["ref"], "v1");
+    assert_eq!(
+        image_labels(&by_tag)["org.opencontainers.image.revision"],
+        repo.tagged.as_str()
+    );
+    assert_eq!(run_in(image_of(&by_tag), "cat /ctx/version.txt"), "two");
+
+    // Not a branch tip: the server may refuse it alone, so the whole history comes.
+    let by_sha = build_app(&server, &url, &repo.first);
+    assert_eq!(by_sha["source"]["commit"], repo.first.as_str(), "{by_sha}");
+    assert_eq!(run_in(image_of(&by_sha), "cat /ctx/version.txt"), "one");
+
+    // The remote's HEAD, the Dockerfile at the root, named by `dockerfile`.
+    let by_head = build(&server, git_form(&url, &[("dockerfile", "Dockerfile")]));
+    assert_eq!(by_head["source"]["ref"], "HEAD");
+    assert_eq!(by_head["source"]["commit"], repo.tip.as_str());
+    assert_eq!(run_in(image_of(&by_head), "cat /root-version"), "three");
+
+    // main moves on; a retry builds the commit the original built.
+    let moved = commit(&repo.path, "four");
+    let id = by_branch["id"].as_i64().unwrap();
+    let retry_url = server.url(&format!("/api/v1/builds/{id}/retry"));
+    let response = server.client.post(retry_url).send().unwrap();
+    let status = response.status();
+    let answer: Value = response.json().unwrap();
+    assert_eq!(status, 202, "{answer}");
+    let retry_id = answer["id"].as_i64().unwrap();
+    let retry = server.wait_final(retry_id, BUILD_TIME);
+    assert_eq!(retry["status"], "succeeded", "{retry}");
+    assert_eq!(retry["source"]["commit"], repo.tip.as_str(), "not {moved}");
+    assert_eq!(run_in(image_of(&retry), "cat /ctx/version.txt"), "three");
+    assert_eq!(
+        image_labels(&retry)["org.opencontainers.image.revision"],
+        repo.tip.as_str()
+    );
+}
+
+#[test]
+fn bad_git_requests_are_refused_clearly_and_leave_nothing() {
+    let env = TestEnv::get();
+    let root = tempfile::tempdir().unwrap();
+    make_repo(root.path(), &env);
+    let daemon = GitDaemon::start(root.path());
+    // Accepts connections and never answers: a fetch that would hang.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("git://{}/app.git", silent.local_addr().unwrap());
+    let (_config, server) = server_with("git_timeout_secs = 2\n");
+    let url = daemon.url("app.git");
+
+    let cases: Vec<(Form, u16, &str, Vec<&str>)> = vec![
+        (
+            git_form("https://alice:hunter2@git.example.com/app.git", &[]),
+            400,
+            "invalid_git",
+            vec!["git_password"],
+        ),
+        (
+            git_form(&url, &[]).part(
+                "file",
+                Part::bytes(b"FROM x\n".to_vec()).file_name("Dockerfile"),
+            ),
+            400,
+            "invalid_git",
+            vec!["not with 'file'"],
+        ),
+        (
+            git_form(
+                &format!("file://{}", root.path().join("app.git").display()),
+                &[],
+            ),
+            400,
+            "invalid_git",
+            vec!["allow_file_git"],
+        ),
+        (
+            git_form("http://git.example.com/app.git", &[]),
+            400,
+            "invalid_git",
+            vec!["allow_insecure_git_hosts"],
+        ),
+        (
+            git_form(&url, &[("git_ref", "no-such-branch")]),
+            422,
+            "git_fetch_failed",
+            vec!["no-such-branch", "couldn't find remote ref"],
+        ),
+        (
+            git_form(&format!("git://127.0.0.1:{}/app.git", free_port()), &[]),
+            422,
+            "git_fetch_failed",
+            vec!["unable to connect"],
+        ),
+        (
+            git_form(&url, &[("git_subdir", "nowhere")]),
+            400,
+            "invalid_git",
+            vec!["'nowhere' is not a folder"],
+        ),
+        (
+            git_form(&url, &[("git_ref", "--upload-pack=touch")]),
+            400,
+            "invalid_git",
+            vec!["git_ref"],
+        ),
+        (
+            git_form(&silent_url, &[]),
+            422,
+            "git_timeout",
+            vec!["git_timeout_secs"],
+        ),
+    ];
+    for (form, status, code, words) in cases {
+        let started = Instant::now();
+        let (answered, body) = refused(&server, form);
+        assert_eq!(answered, status, "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        for word in words {
+            assert!(message.contains(word), "'{word}' not in: {message}");
+        }
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{message}");
+    }
+    let listed = server.get_json("/api/v1/builds");
+    assert_eq!(listed["builds"], serde_json::json!([]), "nothing stored");
+    assert!(!server.log().contains("hunter2"));
+    let staging = server.data_dir().join("uploads");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .expect("the staging folder")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
+#[test]
+fn file_urls_build_when_the_server_allows_them() {
+    let env = TestEnv::get();
+    let root = tempfile::tempdir().unwrap();
+    let repo = make_repo(root.path(), &env);
+    let (_config, server) = server_with("allow_file_git = true\n");
+    let url = format!("file://{}", repo.path.display());
+    let built = build_app(&server, &url, "v1");
+    assert_eq!(
+        built["source"],
+        serde_json::json!({"git": url, "ref": "v1", "commit": repo.tagged}),
+    );
+    assert_eq!(run_in(image_of(&built), "cat /ctx/version.txt"), "two");
+}
