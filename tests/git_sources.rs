@@ -355,17 +355,66 @@ fn bad_git_requests_are_refused_clearly_and_leave_nothing() {
     assert!(left.is_empty(), "staging left behind: {left:?}");
 }
 
+/// A repository read as file://, and a server that allows that, with `config` too.
+fn file_repo_and_server(
+    config: &str,
+) -> (tempfile::TempDir, Repo, tempfile::TempDir, Server, String) {
+    let root = tempfile::tempdir().unwrap();
+    let repo = make_repo(root.path(), &TestEnv::get());
+    let (config, server) = server_with(&format!("allow_file_git = true\n{config}"));
+    let url = format!("file://{}", repo.path.display());
+    (root, repo, config, server, url)
+}
+
 #[test]
 fn file_urls_build_when_the_server_allows_them() {
     let env = TestEnv::get();
-    let root = tempfile::tempdir().unwrap();
-    let repo = make_repo(root.path(), &env);
-    let (_config, server) = server_with("allow_file_git = true\n");
-    let url = format!("file://{}", repo.path.display());
+    let (root, repo, _config, server, url) = file_repo_and_server("");
     let built = build_app(&server, &url, "v1");
     assert_eq!(
         built["source"],
         serde_json::json!({"git": url, "ref": "v1", "commit": repo.tagged}),
     );
     assert_eq!(run_in(image_of(&built), "cat /ctx/version.txt"), "two");
+
+    // The CLI sends the same fields and packs nothing local.
+    let repository = format!("{}/{}", env.registry, unique("git-cli"));
+    let out = Command::new(env!("CARGO_BIN_EXE_dockpub"))
+        .args([
+            "submit",
+            "--git",
+            &url,
+            "--ref",
+            &repo.first,
+            "--subdir",
+            "app",
+        ])
+        .args(["-r", &repository, "--no-push", "--output", "json"])
+        .env("DOCKPUB_URL", &server.base)
+        .current_dir(root.path())
+        .output()
+        .expect("dockpub submit");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = serde_json::from_str::<Value>(&answer).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let by_cli = server.wait_final(id, BUILD_TIME);
+    assert_eq!(by_cli["source"]["commit"], repo.first.as_str(), "{by_cli}");
+    assert_eq!(run_in(image_of(&by_cli), "cat /ctx/version.txt"), "one");
+}
+
+#[test]
+fn a_repository_over_the_context_limit_is_refused() {
+    let (_root, _repo, _config, server, url) = file_repo_and_server("max_context_bytes = 1024\n");
+    let (status, body) = refused(&server, git_form(&url, &[]));
+    assert_eq!(status, 413, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("max_context_bytes"), "{message}");
+    let listed = server.get_json("/api/v1/builds");
+    assert_eq!(listed["builds"], serde_json::json!([]), "nothing stored");
 }
