@@ -4,9 +4,11 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{docker, field, free_port, run_in, unique, Server, TestEnv};
@@ -364,6 +366,69 @@ fn file_repo_and_server(
     let (config, server) = server_with(&format!("allow_file_git = true\n{config}"));
     let url = format!("file://{}", repo.path.display());
     (root, repo, config, server, url)
+}
+
+/// A loopback HTTP server that refuses every request with 401 Basic and
+/// keeps the head of each request it got.
+fn refusing_http_server() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/app.git", listener.local_addr().unwrap());
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let kept = heads.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            kept.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
+                  Content-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (url, heads)
+}
+
+#[test]
+fn refused_credentials_fail_with_gits_reason_and_the_password_shows_nowhere() {
+    let (url, heads) = refusing_http_server();
+    let (_config, server) = server_with("");
+    let password = "s3cret-git-pw";
+    let form = git_form(
+        &url,
+        &[("git_username", "alice"), ("git_password", password)],
+    );
+    let (status, body) = refused(&server, form);
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "git_fetch_failed", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Authentication failed"), "{message}");
+    // git asked for the login and sent it: the askpass helper answered.
+    use base64::Engine;
+    let login = base64::engine::general_purpose::STANDARD.encode(format!("alice:{password}"));
+    let sent = heads.lock().unwrap().join("\n");
+    assert!(sent.contains(&format!("Basic {login}")), "{sent}");
+    for place in [body.to_string(), server.log()] {
+        assert!(!place.contains(password), "{place}");
+    }
+    let stored = server.data_dir();
+    let everything = std::fs::read_dir(&stored)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file());
+    for file in everything {
+        let bytes = std::fs::read(file.path()).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(password),
+            "{:?}",
+            file.path()
+        );
+    }
 }
 
 #[test]

@@ -172,6 +172,9 @@ fn check_url(url: &str, policy: &GitPolicy) -> Result<(), GitError> {
         );
     }
     let host = host_of(host_port);
+    if host.starts_with('-') || userinfo.is_some_and(|u| u.starts_with('-')) {
+        return bad(format!("'{url}' is not a repository URL"));
+    }
     match scheme.to_ascii_lowercase().as_str() {
         "https" | "ssh" | "git" if !host.is_empty() => Ok(()),
         "http"
@@ -526,6 +529,8 @@ mod tests {
             "https://alice:secret@git.example.com/app.git",
             "/srv/git/app",
             "-uhttps://x",
+            "ssh://-oProxyCommand=touch/x",
+            "ssh://-x@host/x",
             "ftp://x/y",
             "https://x/ y",
             "",
