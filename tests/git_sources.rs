@@ -182,6 +182,15 @@ fn image_of(build: &Value) -> &str {
     build["image_id"].as_str().expect("image id")
 }
 
+/// `show` run in the build's image starts with `starts`, and its context
+/// holds neither git's files nor what `.dockerignore` drops.
+fn assert_context(build: &Value, show: &str, starts: &str) {
+    let listing = run_in(image_of(build), &format!("{show}; ls -aR /ctx"));
+    assert!(listing.starts_with(starts), "{listing}");
+    assert!(!listing.contains("secret.txt"), ".dockerignore: {listing}");
+    assert!(!listing.contains(".git"), "git's files: {listing}");
+}
+
 /// The answer to a submission that must be refused: its status and body.
 fn refused(server: &Server, form: Form) -> (u16, Value) {
     let response = server.post_form("/api/v1/builds", form);
@@ -209,16 +218,7 @@ fn builds_by_branch_tag_and_sha_record_the_commit_label_the_image_and_retry_the_
         labels["org.opencontainers.image.revision"],
         repo.tip.as_str()
     );
-    let listing = run_in(image_of(&by_branch), "cat /ctx/version.txt; ls -a /ctx");
-    assert!(listing.starts_with("three"), "{listing}");
-    assert!(
-        !listing.contains("secret.txt"),
-        ".dockerignore honoured: {listing}"
-    );
-    assert!(
-        !listing.contains(".git\n"),
-        "no .git in the context: {listing}"
-    );
+    assert_context(&by_branch, "cat /ctx/version.txt", "three");
 
     let by_tag = build_app(&server, &url, "v1");
     assert_eq!(by_tag["source"]["commit"], repo.tagged.as_str(), "{by_tag}");
@@ -355,6 +355,56 @@ fn bad_git_requests_are_refused_clearly_and_leave_nothing() {
         .map(|e| e.file_name())
         .collect();
     assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
+#[test]
+fn submodules_come_only_when_asked() {
+    let env = TestEnv::get();
+    let root = tempfile::tempdir().unwrap();
+    let lib = root.path().join("lib.git");
+    std::fs::create_dir_all(&lib).unwrap();
+    git(&lib, &["init", "-q", "-b", "main"]);
+    write(&lib, "lib.txt", "from the submodule");
+    git(&lib, &["add", "-A"]);
+    git(
+        &lib,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "commit",
+            "-q",
+            "-m",
+            "lib",
+        ],
+    );
+    let repo = make_repo(root.path(), &env);
+    // Relative, so the server resolves it against the URL it fetched from.
+    git(
+        &repo.path,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            "../lib.git",
+            "app/lib",
+        ],
+    );
+    git(&repo.path, &["commit", "-q", "-m", "with lib"]);
+    let daemon = GitDaemon::start(root.path());
+    let (_config, server) = server_with("");
+    let url = daemon.url("app.git");
+
+    let asked = [("git_subdir", "app"), ("git_submodules", "true")];
+    let with = build(&server, git_form(&url, &asked));
+    assert_context(&with, "cat /ctx/lib/lib.txt", "from the submodule");
+
+    let without = build_app(&server, &url, "main");
+    let listing = run_in(image_of(&without), "ls -a /ctx/lib");
+    assert!(!listing.contains("lib.txt"), "{listing}");
 }
 
 /// A repository read as file://, and a server that allows that, with `config` too.

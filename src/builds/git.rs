@@ -110,6 +110,7 @@ pub struct CheckedGit {
     url: String,
     git_ref: Option<String>,
     subdir: String,
+    submodules: bool,
     username: Option<String>,
     password: Option<Secret>,
 }
@@ -125,12 +126,6 @@ pub fn check(request: GitRequest, policy: &GitPolicy) -> Result<CheckedGit, GitE
         subdir => clean_path(Path::new(subdir))
             .map_err(|reason| invalid("git_subdir", format!("'{subdir}': {reason}")))?,
     };
-    if request.submodules {
-        return Err(invalid(
-            "git_submodules",
-            "submodules are not fetched yet; leave it false",
-        ));
-    }
     if request.password.is_some() && request.username.is_none() {
         return Err(invalid("git_username", "needed with git_password"));
     }
@@ -138,6 +133,7 @@ pub fn check(request: GitRequest, policy: &GitPolicy) -> Result<CheckedGit, GitE
         url: request.url,
         git_ref: request.git_ref.filter(|r| !r.is_empty()),
         subdir,
+        submodules: request.submodules,
         username: request.username,
         password: request.password,
     })
@@ -287,8 +283,13 @@ pub fn fetch(request: CheckedGit, policy: &GitPolicy, staging: &Path) -> Result<
     let archive = tempfile::NamedTempFile::new_in(staging)
         .map_err(GitError::Io)?
         .into_temp_path();
-    let target = archive.to_string_lossy().into_owned();
-    git.output(&["archive", "--format=tar", "-o", &target, &tree])?;
+    if request.submodules {
+        git.check_out_with_submodules(&commit)?;
+        pack_folder(&git.repo.join(&request.subdir), &archive)?;
+    } else {
+        let target = archive.to_string_lossy().into_owned();
+        git.output(&["archive", "--format=tar", "-o", &target, &tree])?;
+    }
     let bytes = std::fs::metadata(&archive).map_err(GitError::Io)?.len();
     Ok(Fetched {
         archive: ContextUpload {
@@ -346,7 +347,9 @@ impl<'a> Git<'a> {
             timeout: policy.timeout,
         };
         let repo = git.repo.to_string_lossy().into_owned();
-        git.run(&["init", "--quiet", "--bare", &repo], false)?;
+        git.run(&["init", "--quiet", &repo], false)?;
+        // Submodules with relative URLs resolve them against `origin`.
+        git.run(&["remote", "add", "--", "origin", git.url], true)?;
         Ok(git)
     }
 
@@ -359,6 +362,7 @@ impl<'a> Git<'a> {
             Ok(()) => "FETCH_HEAD".to_string(),
             Err(GitError::Fetch { .. }) if is_full_sha(wanted) => {
                 self.fetch(&[
+                    "--update-head-ok",
                     "--",
                     self.url,
                     "+refs/heads/*:refs/heads/*",
@@ -378,6 +382,28 @@ impl<'a> Git<'a> {
             url: self.url.to_string(),
             git_ref: wanted.to_string(),
             reason: "no such commit in the repository".into(),
+        })
+    }
+
+    /// Checks `commit` out with its submodules (shallow, from the URLs its
+    /// `.gitmodules` names, under the same protocol rules and deadline).
+    fn check_out_with_submodules(&self, commit: &str) -> Result<(), GitError> {
+        self.run(&["checkout", "--quiet", "--detach", commit], true)?;
+        let update = [
+            "submodule",
+            "update",
+            "--quiet",
+            "--init",
+            "--recursive",
+            "--depth=1",
+        ];
+        self.run(&update, true).map(drop).map_err(|err| match err {
+            GitError::Fetch { reason, .. } => GitError::Fetch {
+                url: self.url.to_string(),
+                git_ref: format!("{commit} (submodules)"),
+                reason,
+            },
+            other => other,
         })
     }
 
@@ -407,7 +433,7 @@ impl<'a> Git<'a> {
         let stderr_path = self.work.join("stderr");
         let mut command = Command::new("git");
         if in_repo {
-            command.arg("--git-dir").arg(&self.repo);
+            command.arg("-C").arg(&self.repo);
         }
         command
             .args(args)
@@ -465,6 +491,35 @@ impl<'a> Git<'a> {
         }
         reason.chars().take(MAX_REASON_CHARS).collect()
     }
+}
+
+/// Packs a checked-out folder as a tar archive, without git's own files
+/// (`.git` folders, and the `.git` files submodules have); links stay links.
+fn pack_folder(folder: &Path, archive: &Path) -> Result<(), GitError> {
+    let file = File::create(archive).map_err(GitError::Io)?;
+    let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
+    builder.follow_symlinks(false);
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        let entries = std::fs::read_dir(folder.join(&relative)).map_err(GitError::Io)?;
+        for entry in entries {
+            let entry = entry.map_err(GitError::Io)?;
+            if entry.file_name() == ".git" {
+                continue;
+            }
+            let name = relative.join(entry.file_name());
+            builder
+                .append_path_with_name(entry.path(), &name)
+                .map_err(GitError::Io)?;
+            if entry.file_type().map_err(GitError::Io)?.is_dir() {
+                pending.push(name);
+            }
+        }
+    }
+    builder
+        .into_inner()
+        .and_then(|mut writer| writer.flush())
+        .map_err(GitError::Io)
 }
 
 fn write_askpass(path: &Path) -> Result<(), GitError> {

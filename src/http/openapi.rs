@@ -91,7 +91,7 @@ pub struct SubmitForm {
     git_ref: Option<String>,
     /// The context folder inside the repository; default its root.
     git_subdir: Option<String>,
-    /// Fetch submodules (not supported yet: must be false).
+    /// Also fetch the repository's submodules (default false).
     git_submodules: Option<bool>,
     git_username: Option<String>,
     /// Kept in memory for the fetch only.
