@@ -315,6 +315,12 @@ fn bad_git_requests_are_refused_clearly_and_leave_nothing() {
             vec!["unable to connect"],
         ),
         (
+            git_form("git://no-such-host.invalid/app.git", &[]),
+            422,
+            "git_fetch_failed",
+            vec!["unable to look up no-such-host.invalid"],
+        ),
+        (
             git_form(&url, &[("git_subdir", "nowhere")]),
             400,
             "invalid_git",
