@@ -445,6 +445,12 @@ function renderFacts(build) {
   if (build.digest) facts.push(["Digest", build.digest]);
   if (build.builder) facts.push(["Builder", build.builder]);
   if (build.retry_of) facts.push(["Retry of", "#" + build.retry_of, "#/builds/" + build.retry_of]);
+  if (build.source) {
+    const { git, ref, commit } = build.source;
+    // Only an https URL becomes a link: others (ssh, git://) are not pages.
+    const href = /^https:\/\//i.test(git) ? git : undefined;
+    facts.push(["Source", `${git} ${ref} @ ${commit.slice(0, 12)}`, href]);
+  }
   for (const [tag, by] of Object.entries(build.tag_moved_by || {})) {
     facts.push([`Tag ${tag} moved to`, "#" + by, "#/builds/" + by]);
   }

@@ -64,6 +64,7 @@ async fn seed_one(
         retry_of: None,
         callback_url: None,
         submitted_by: None,
+        source: None,
     };
     let build = store.insert_build(new, usize::MAX, |_| {}).await?;
     // 64 hex digits that differ per build and per kind.

@@ -99,6 +99,12 @@ pub struct Config {
     /// BuildKit builds push inline cache metadata and reuse their own tags in
     /// the registry (and the request's `cache_from`) as cache sources.
     pub registry_cache: bool,
+    /// Seconds a build's git fetch may take before it is stopped and refused.
+    pub git_timeout_secs: u64,
+    /// Hosts `http://` git URLs may name besides loopback ones (exact names).
+    pub allow_insecure_git_hosts: Vec<String>,
+    /// Allow `file://` git URLs, which read the server's own disk.
+    pub allow_file_git: bool,
 }
 
 /// Where a `[secrets.ID]` value is read from at start: one of the two.
@@ -218,6 +224,9 @@ impl Default for Config {
             buildkit: true,
             secrets: BTreeMap::new(),
             registry_cache: true,
+            git_timeout_secs: 300,
+            allow_insecure_git_hosts: Vec::new(),
+            allow_file_git: false,
         }
     }
 }
@@ -472,6 +481,7 @@ impl Config {
             ("build_timeout_secs", self.build_timeout_secs),
             ("max_queued_builds", self.max_queued_builds as u64),
             ("retention_interval_secs", self.retention_interval_secs),
+            ("git_timeout_secs", self.git_timeout_secs),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Invalid(format!("{key} must be at least 1")));

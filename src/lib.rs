@@ -180,6 +180,11 @@ pub async fn launch(
             allowed: config.build_networks(),
         },
         buildkit: config.buildkit,
+        git: builds::git::GitPolicy {
+            allow_file: config.allow_file_git,
+            insecure_hosts: config.allow_insecure_git_hosts.clone(),
+            timeout: Duration::from_secs(config.git_timeout_secs),
+        },
     };
     let settings = RunSettings {
         build_timeout: Duration::from_secs(config.build_timeout_secs),

@@ -571,3 +571,70 @@ fn the_page_asks_for_the_token_and_sends_the_saved_one() {
         "succeeded"
     );
 }
+
+/// `git` in `dir`, with no user or system config.
+fn git_in(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn the_page_shows_a_git_builds_source() {
+    let env = TestEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("Dockerfile"), env.dockerfile("true")).unwrap();
+    git_in(&repo, &["init", "-q", "-b", "main"]);
+    git_in(&repo, &["add", "-A"]);
+    git_in(&repo, &["commit", "-q", "-m", "one"]);
+    let commit = git_in(&repo, &["rev-parse", "HEAD"]);
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "allow_file_git = true\n").unwrap();
+    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let url = format!("file://{}", repo.display());
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("git", url.clone())
+        .text("git_ref", "main")
+        .text("push", "false")
+        .text(
+            "repository",
+            format!("{}/{}", env.registry, unique("web-git")),
+        );
+    let id = server.submit(form);
+    assert_eq!(server.wait_final(id, BUILD_TIME)["status"], "succeeded");
+
+    let browser = Browser::start();
+    browser.goto(&server.url(&format!("/#/builds/{id}")));
+    let short = &commit[..12];
+    let facts = browser.wait_for(
+        "the build's source",
+        Duration::from_secs(20),
+        &format!(
+            "const t = document.getElementById('build-facts').innerText; \
+             return t.includes('{short}') ? t : null;"
+        ),
+    );
+    assert!(
+        facts
+            .as_str()
+            .unwrap()
+            .contains(&format!("{url} main @ {short}")),
+        "{facts}"
+    );
+    // Only an https URL is a link.
+    let linked = browser.js(&format!(
+        "return [...document.querySelectorAll('#build-facts a')]\
+         .some(a => a.textContent.includes('{short}'));"
+    ));
+    assert_eq!(linked, false);
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}

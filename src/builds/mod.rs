@@ -10,6 +10,7 @@ pub mod dockerfile;
 mod engine;
 mod events;
 mod follow;
+pub mod git;
 mod hints;
 mod local_tags;
 mod logs;
@@ -44,6 +45,7 @@ use dockerfile::DockerfileError;
 use engine::Engine;
 use events::Event;
 pub use follow::Followed;
+use git::{GitError, GitPolicy, GitRequest};
 use model::{Build, BuildOptions, Credentials, NewBuild, TagPlan, Timestamp};
 use options::{NetworkPolicy, OptionError, OptionsRequest};
 use reference::ReferenceError;
@@ -67,6 +69,8 @@ pub enum BuildError {
     InvalidContext(#[from] ContextError),
     #[error(transparent)]
     InvalidCallback(#[from] CallbackError),
+    #[error(transparent)]
+    Git(#[from] GitError),
     #[error("send the Dockerfile as 'file', or a 'context' archive that holds it")]
     NoDockerfile,
     #[error("build {0} not found")]
@@ -105,6 +109,8 @@ pub struct SubmitRequest {
     pub secrets: Vec<(Option<String>, Vec<u8>)>,
     /// Told when the build ends; only hosts in `allowed_callback_hosts`.
     pub callback_url: Option<String>,
+    /// The `git` fields: the context is fetched from there instead of uploaded.
+    pub git: Option<GitRequest>,
 }
 
 /// What a submission may be.
@@ -119,6 +125,8 @@ pub struct Limits {
     pub networks: NetworkPolicy,
     /// Builds use BuildKit unless they ask otherwise.
     pub buildkit: bool,
+    /// What builds from git may fetch.
+    pub git: GitPolicy,
 }
 
 /// How builds run.
@@ -310,6 +318,7 @@ impl BuildService {
             options,
             secrets,
             callback_url,
+            git,
         } = request;
         // The cheap checks first: a bad tag never waits for an archive to be read.
         reference::validate_repository(&repository)?;
@@ -326,8 +335,21 @@ impl BuildService {
         self.check_platform(&build_options)?;
         let secrets = secrets::request_secrets(secrets)?;
         build_options.secrets = secrets.iter().map(|s| s.id.clone()).collect();
-        // Before a context is unpacked and rewritten: a full queue refuses at once.
+        let git = git
+            .map(|git| self.check_git(git, dockerfile.is_some() || context.is_some()))
+            .transpose()?;
+        // Before a context is fetched, unpacked or rewritten: a full queue refuses at once.
         self.check_queue_room().await?;
+        let (context, source) = match git {
+            Some(git) => {
+                let fetched = self.fetch_git(git).await?;
+                let labels = &mut build_options.labels;
+                labels.insert(git::SOURCE_LABEL.into(), fetched.source.git.clone());
+                labels.insert(git::REVISION_LABEL.into(), fetched.source.commit.clone());
+                (Some(fetched.archive), Some(fetched.source))
+            }
+            None => (context, None),
+        };
         let (dockerfile, context) = self
             .dockerfile_and_context(dockerfile, context, dockerfile_field, &mut build_options)
             .await?;
@@ -344,8 +366,42 @@ impl BuildService {
             retry_of: None,
             callback_url,
             submitted_by: caller.name.clone(),
+            source,
         };
         self.enqueue(new, credentials, secrets).await
+    }
+
+    /// The git fields checked; they replace `file` and `context`.
+    fn check_git(&self, git: GitRequest, uploaded: bool) -> Result<git::CheckedGit, BuildError> {
+        if uploaded {
+            return Err(GitError::Invalid {
+                field: "git",
+                message: "not with 'file' or 'context': the context comes from the repository \
+                          (name its Dockerfile with 'dockerfile')"
+                    .into(),
+            }
+            .into());
+        }
+        Ok(git::check(git, &self.limits.git)?)
+    }
+
+    /// Fetches the checked ref on the blocking pool, under `git_timeout_secs`.
+    async fn fetch_git(&self, git: git::CheckedGit) -> Result<git::Fetched, BuildError> {
+        let policy = self.limits.git.clone();
+        let staging = self.engine.store.files().staging_dir().to_path_buf();
+        let fetched = tokio::task::spawn_blocking(move || git::fetch(git, &policy, &staging))
+            .await
+            .map_err(|err| GitError::Io(std::io::Error::other(err)))?;
+        match &fetched {
+            Ok(done) => log::info!(
+                "git: fetched {} at {} ({})",
+                done.source.git,
+                done.source.commit,
+                done.source.git_ref
+            ),
+            Err(err) => log::info!("git: {err}"),
+        }
+        Ok(fetched?)
     }
 
     /// A new build from a finished one's stored Dockerfile and settings, pushed
@@ -392,6 +448,8 @@ impl BuildService {
             // Checked again when a delivery is made, in case the host is no longer allowed.
             callback_url: original.callback_url,
             submitted_by: caller.name.clone(),
+            // The stored context is the commit the original fetched, not the ref's tip now.
+            source: original.source,
         };
         let enqueued = self.enqueue(new, credentials, secrets).await;
         self.not_found_if_deleted(id, enqueued).await

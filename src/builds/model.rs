@@ -7,6 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::context::PreparedContext;
+use super::git::GitSource;
 use super::progress::Progress;
 use super::status::Status;
 
@@ -50,6 +51,8 @@ pub struct Build {
     pub tag_moved_by: BTreeMap<String, i64>,
     /// The name of the API token that submitted it; None when tokens were off.
     pub submitted_by: Option<String>,
+    /// The repository and commit its context was fetched from; None for uploads.
+    pub source: Option<GitSource>,
 }
 
 /// How a build is made, as the request chose it (validated), shown in the build object.
@@ -108,6 +111,7 @@ pub struct NewBuild {
     pub retry_of: Option<i64>,
     pub callback_url: Option<String>,
     pub submitted_by: Option<String>,
+    pub source: Option<GitSource>,
 }
 
 /// One stored log line; `seq` counts from 1 per build and never repeats.

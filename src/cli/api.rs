@@ -123,18 +123,23 @@ impl ApiClient {
         for spec in &submit.secrets {
             form = form.part("secret", super::secret::secret_part(spec)?);
         }
-        let packed = pack::pack(&submit.path).await?;
+        // The server fetches a git context itself: nothing local is packed.
+        let packed = match submit.git.git {
+            Some(_) => None,
+            None => Some(pack::pack(&submit.path).await?),
+        };
         form = match &packed {
-            Packed::Dockerfile(_) if submit.options.dockerfile.is_some() => {
+            None => submit.git.add_to(form),
+            Some(Packed::Dockerfile(_)) if submit.options.dockerfile.is_some() => {
                 return Err(CliError::Usage(format!(
                     "--dockerfile names the Dockerfile inside a directory, and {} is a file",
                     submit.path.display()
                 )))
             }
-            Packed::Dockerfile(bytes) => {
+            Some(Packed::Dockerfile(bytes)) => {
                 form.part("file", Part::bytes(bytes.clone()).file_name("Dockerfile"))
             }
-            Packed::Context(archive) => {
+            Some(Packed::Context(archive)) => {
                 form.part("context", archive.upload_part(show_progress).await?)
             }
         };

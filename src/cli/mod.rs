@@ -16,7 +16,7 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 
 use api::{ApiClient, CliError};
-pub use options::{BuildOptionArgs, LoginArgs};
+pub use options::{BuildOptionArgs, GitArgs, LoginArgs};
 
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
@@ -66,6 +66,8 @@ pub struct SubmitArgs {
     pub follow: bool,
     #[command(flatten)]
     pub options: BuildOptionArgs,
+    #[command(flatten)]
+    pub git: GitArgs,
     #[command(flatten)]
     pub login: LoginArgs,
 }

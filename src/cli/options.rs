@@ -56,11 +56,7 @@ impl BuildOptionArgs {
             ("dockerfile", &self.dockerfile),
             ("callback_url", &self.callback_url),
         ];
-        for (field, value) in single {
-            if let Some(value) = value {
-                form = form.text(field, value.clone());
-            }
-        }
+        form = with_texts(form, &single);
         let flags = [("no_cache", self.no_cache), ("pull", self.pull)];
         for (field, set) in flags {
             if set {
@@ -69,6 +65,42 @@ impl BuildOptionArgs {
         }
         form
     }
+}
+
+/// A repository the server fetches the context from, instead of a local path.
+#[derive(Debug, Default, Args)]
+pub struct GitArgs {
+    /// Build from this git repository (https://, ssh://, git@host:path, git://) instead of PATH
+    #[arg(long, value_name = "URL", conflicts_with = "path")]
+    pub git: Option<String>,
+    /// Branch, tag or full commit SHA to build [default: the repository's HEAD]
+    #[arg(long = "ref", value_name = "REF", requires = "git")]
+    pub git_ref: Option<String>,
+    /// The context folder inside the repository [default: its root]
+    #[arg(long, value_name = "DIR", requires = "git")]
+    pub subdir: Option<String>,
+}
+
+impl GitArgs {
+    /// The form with the `git` fields (none when no repository was named).
+    pub fn add_to(&self, form: Form) -> Form {
+        let fields = [
+            ("git", &self.git),
+            ("git_ref", &self.git_ref),
+            ("git_subdir", &self.subdir),
+        ];
+        with_texts(form, &fields)
+    }
+}
+
+/// The form with a text field for each value that is set.
+fn with_texts(mut form: Form, fields: &[(&'static str, &Option<String>)]) -> Form {
+    for (field, value) in fields {
+        if let Some(value) = value {
+            form = form.text(*field, value.clone());
+        }
+    }
+    form
 }
 
 /// A registry login for the push, as `docker login` takes it: the password only

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::builds::access::{AccessError, Scope};
 use crate::builds::context::ContextError;
+use crate::builds::git::GitError;
 use crate::builds::reference::ReferenceError;
 use crate::builds::BuildError;
 use crate::store::StoreError;
@@ -160,6 +161,14 @@ fn build_error_kind(err: &BuildError) -> (StatusCode, &'static str) {
         BuildError::InvalidCallback(CallbackError::HostNotAllowed { .. }) => {
             bad_request("callback_not_allowed")
         }
+        BuildError::Git(GitError::Invalid { .. }) => bad_request("invalid_git"),
+        BuildError::Git(GitError::Fetch { .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "git_fetch_failed")
+        }
+        BuildError::Git(GitError::Timeout { .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "git_timeout")
+        }
+        BuildError::Git(GitError::Io(err)) => io_error_kind(err),
         BuildError::NoDockerfile => bad_request("missing_field"),
         BuildError::NotFound(_) => (StatusCode::NOT_FOUND, "build_not_found"),
         BuildError::NotFinal { .. } | BuildError::EndNotStored { .. } => {

@@ -83,6 +83,19 @@ pub struct SubmitForm {
     secret: Option<Vec<String>>,
     /// Told when the build ends; its host must be in `allowed_callback_hosts`
     callback_url: Option<String>,
+    /// A repository to fetch the context from instead of `file`/`context`:
+    /// https://, ssh://, git@host:path, git://; http:// to loopback or
+    /// `allow_insecure_git_hosts`; file:// with `allow_file_git`.
+    git: Option<String>,
+    /// Branch, tag or full commit SHA; default the remote's HEAD.
+    git_ref: Option<String>,
+    /// The context folder inside the repository; default its root.
+    git_subdir: Option<String>,
+    /// Also fetch the repository's submodules (default false).
+    git_submodules: Option<bool>,
+    git_username: Option<String>,
+    /// Kept in memory for the fetch only.
+    git_password: Option<String>,
 }
 
 /// The optional fields of `POST /api/v1/builds/{id}/retry`.

@@ -89,6 +89,7 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, SeedError> {
         options: OptionsRequest::default(),
         secrets: Vec::new(),
         callback_url: None,
+        git: None,
     })
 }
 

@@ -12,6 +12,7 @@ use super::openapi::SubmitForm;
 use super::views::{build_url, BuildList, BuildView};
 use super::{actions, deliveries, live, method_not_allowed, openapi, parse_id, AppState};
 use crate::builds::access::is_token_name;
+use crate::builds::git::GitRequest;
 use crate::builds::model::{Credentials, Secret, TagPlan};
 use crate::builds::options::OptionsRequest;
 use crate::builds::status::Status;
@@ -79,6 +80,7 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, ApiError> {
     let password = form.text("password")?;
     let callback_url = form.text("callback_url")?;
     let options = options_request(&mut form)?;
+    let git = git_request(&mut form)?;
     let secrets = form.named_values("secret");
     form.reject_unknown()?;
 
@@ -96,7 +98,30 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, ApiError> {
         options,
         secrets,
         callback_url,
+        git,
     })
+}
+
+/// The `git*` fields; None without `git`, which the others need.
+fn git_request(form: &mut Form) -> Result<Option<GitRequest>, ApiError> {
+    let request = GitRequest {
+        url: form.text("git")?.unwrap_or_default(),
+        git_ref: form.text("git_ref")?,
+        subdir: form.text("git_subdir")?,
+        submodules: form.flag("git_submodules")?.unwrap_or(false),
+        username: form.text("git_username")?.filter(|u| !u.is_empty()),
+        password: form.text("git_password")?.map(Secret::new),
+    };
+    let others = request.git_ref.is_some()
+        || request.subdir.is_some()
+        || request.submodules
+        || request.username.is_some()
+        || request.password.is_some();
+    match (request.url.is_empty(), others) {
+        (false, _) => Ok(Some(request)),
+        (true, false) => Ok(None),
+        (true, true) => Err(ApiError::MissingField("git")),
+    }
 }
 
 fn options_request(form: &mut Form) -> Result<OptionsRequest, ApiError> {

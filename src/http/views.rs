@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::builds::git::GitSource;
 use crate::builds::model::{Build, BuildOptions, Timestamp};
 use crate::builds::progress::Progress;
 use crate::builds::status::Status;
@@ -37,6 +38,8 @@ pub struct BuildView<'a> {
     tag_moved_by: &'a BTreeMap<String, i64>,
     /// The name of the API token that submitted it; null when tokens are off.
     submitted_by: Option<&'a str>,
+    /// The repository, ref and commit the context was fetched from; null for uploads.
+    source: Option<&'a GitSource>,
     progress: Option<&'a Progress>,
     /// Why a queued build has not started yet, e.g. "no builder up"; null when
     /// it is not queued or is about to start.
@@ -83,6 +86,7 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             attempts: build.attempts,
             tag_moved_by: &build.tag_moved_by,
             submitted_by: build.submitted_by.as_deref(),
+            source: build.source.as_ref(),
             progress: build.progress.as_ref(),
             waiting_for: build.waiting_for.as_deref(),
             links: Links {

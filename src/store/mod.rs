@@ -578,8 +578,8 @@ fn insert_row(tx: &Transaction<'_>, new: &NewBuild) -> Result<i64, StoreError> {
     };
     tx.execute(
         "INSERT INTO builds (status, repository, tags, push, registry_username, created_at, retry_of,
-                             options, context_dockerfile, callback_url, submitted_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                             options, context_dockerfile, callback_url, submitted_by, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             Status::Queued.as_str(),
             new.repository,
@@ -592,6 +592,7 @@ fn insert_row(tx: &Transaction<'_>, new: &NewBuild) -> Result<i64, StoreError> {
             new.context.as_ref().map(|c| c.dockerfile_path.as_str()),
             new.callback_url,
             new.submitted_by,
+            new.source.as_ref().map(rows::to_json),
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -696,6 +697,7 @@ mod tests {
             retry_of: None,
             callback_url: None,
             submitted_by: None,
+            source: None,
         }
     }
 
