@@ -7,7 +7,7 @@ use chrono::Utc;
 
 use super::model::Timestamp;
 use super::status::Status;
-use super::{waiting, BuildService};
+use super::BuildService;
 use crate::store::Changes;
 
 /// How often the queue is looked at for builds past their wait.
@@ -42,9 +42,10 @@ async fn fail_overdue(service: &BuildService, limit: Duration) {
         let Ok(build) = service.get(id).await else {
             continue;
         };
-        let reason =
-            waiting::waiting_for(&engine.pool.statuses(), build.options.platform.as_deref())
-                .unwrap_or_else(|| "a free slot".to_string());
+        // `get` has already read it off the builders, as every read does.
+        let reason = build
+            .waiting_for
+            .unwrap_or_else(|| "a free slot".to_string());
         let changes = Changes {
             error: Some(format!(
                 "waited longer than max_queue_wait_secs ({} s) in the queue, for: {reason}",

@@ -648,7 +648,7 @@ impl BuildService {
     }
 
     /// A running build's progress now.
-    pub fn progress(&self, build: &Build) -> Option<progress::Progress> {
+    fn progress(&self, build: &Build) -> Option<progress::Progress> {
         if !build.status.is_running() {
             return None;
         }
@@ -656,7 +656,7 @@ impl BuildService {
     }
 
     /// Why a queued build waits, now (see [`waiting::waiting_for`]).
-    pub fn waiting_for(&self, build: &Build) -> Option<String> {
+    fn waiting_for(&self, build: &Build) -> Option<String> {
         if build.status != Status::Queued {
             return None;
         }

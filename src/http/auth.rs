@@ -30,7 +30,7 @@ pub async fn require_token(
         return next.call(req).await;
     }
     let Some(grant) = bearer_token(&req).and_then(|given| find_token(tokens, given)) else {
-        return Err(unauthorized(&path));
+        return Err(in_shape_of(&path, ApiError::Unauthorized));
     };
     let pattern = req.resource_map().match_pattern(&path);
     let needed = required_scope(req.method(), pattern.as_deref());
@@ -87,15 +87,6 @@ impl FromRequest for Caller {
 /// must meet the same check.
 fn routed_path(req: &ServiceRequest) -> &str {
     req.match_info().as_str()
-}
-
-/// A 401 in the shape of the API the path belongs to.
-fn unauthorized(path: &str) -> Error {
-    if path.starts_with(SEED_API) {
-        SeedError::unauthorized().into()
-    } else {
-        ApiError::Unauthorized.into()
-    }
 }
 
 /// An error of a check made before routing, in the shape of the API the path

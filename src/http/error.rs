@@ -339,6 +339,7 @@ impl From<ApiError> for SeedError {
             ),
             ApiError::Build(BuildError::InvalidDockerfile(reason)) => SeedError::invalid_file(reason.to_string()),
             ApiError::Build(BuildError::NotFound(id)) => SeedError::not_found(id),
+            ApiError::Unauthorized => SeedError::unauthorized(),
             other if other.is_internal() => {
                 let request_id = uuid::Uuid::new_v4();
                 log::error!("request {request_id}: {other}");
