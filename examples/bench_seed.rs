@@ -12,8 +12,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dockpub::builds::model::{BuildOptions, NewBuild, TagPlan, Timestamp};
-use dockpub::builds::status::Status;
+use dockpub::domain::{BuildOptions, NewBuild, Status, TagPlan, Timestamp};
 use dockpub::store::{Changes, Store};
 
 #[tokio::main]

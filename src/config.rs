@@ -11,10 +11,8 @@ use std::sync::Arc;
 use crate::builds::access::{
     is_token_name, ApiToken, Grant, RepositoryPattern, Scope, TokenSecret,
 };
-use crate::builds::model::{Credentials, Secret};
-use crate::builds::secrets::BuildSecret;
+use crate::domain::{BuildSecret, Credentials, Secret, WebhookEvent};
 use crate::webhooks::callback::AllowedHosts;
-use crate::webhooks::model::WebhookEvent;
 use crate::webhooks::{WebhookSettings, WebhookTarget};
 
 const DEFAULT_CONFIG_FILE: &str = "config.toml";

@@ -8,6 +8,7 @@ pub mod builds;
 pub mod cli;
 pub mod config;
 pub mod docker;
+pub mod domain;
 pub mod error_chain;
 pub mod http;
 pub mod metrics;

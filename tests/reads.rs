@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
 use common::{field, status_kib, with_file, Server};
-use dockpub::builds::model::LogLine;
+use dockpub::domain::LogLine;
 use dockpub::store::Store;
 use serde_json::Value;
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::model::{Build, Secret};
+use crate::domain::{Build, Secret};
 
 /// Token names: shown as `submitted_by` and used in list queries.
 static TOKEN_NAME: std::sync::LazyLock<Regex> =

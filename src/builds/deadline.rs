@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::model::Timestamp;
-use super::status::Status;
 use super::BuildService;
+use crate::domain::{Status, Timestamp};
 use crate::store::Changes;
 
 /// How often the queue is looked at for builds past their wait.

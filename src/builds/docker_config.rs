@@ -15,8 +15,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::credentials::{auth_server, normalize_registry, IDENTITY_TOKEN_USER};
-use super::model::{Credentials, Secret};
+use crate::domain::{auth_server, normalize_registry, Credentials, Secret, IDENTITY_TOKEN_USER};
 
 /// A helper that has not answered by then is stopped.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);

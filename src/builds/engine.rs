@@ -10,12 +10,11 @@ use tokio_util::task::TaskTracker;
 
 use super::cancel::CancelSignals;
 use super::events::{Event, EventHub};
-use super::model::{Build, Timestamp};
 use super::queue;
-use super::status::Status;
 use super::vault::{CredentialVault, SecretVault};
 use super::RunSettings;
 use crate::docker::BuilderPool;
+use crate::domain::{Build, Status, Timestamp};
 use crate::metrics::Metrics;
 use crate::named_locks::NamedLocks;
 use crate::store::{Changes, Store, StoreError};

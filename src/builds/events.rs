@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-use super::model::Build;
-use super::progress::Progress;
+use crate::domain::{Build, Progress};
 use crate::sync::Locked;
 
 /// Events a follower may fall behind by before it re-reads from the store.

@@ -9,9 +9,8 @@ use tokio::sync::mpsc;
 
 use super::engine::Engine;
 use super::events::{Event, Subscription};
-use super::model::Build;
-use super::progress::Progress;
 use super::{BuildError, BuildService};
+use crate::domain::{Build, Progress};
 use crate::store::RenderLine;
 
 /// Items a slow reader has not taken yet; past them the follower waits (and, if

@@ -17,10 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use super::context::{clean_path, ContextUpload};
-use super::model::Secret;
+use crate::domain::{GitSource, Secret};
 
 /// The labels a git build's image gets.
 pub const SOURCE_LABEL: &str = "org.opencontainers.image.source";
@@ -33,18 +31,6 @@ const USERNAME_ENV: &str = "DOCKPUB_GIT_USERNAME";
 const PASSWORD_ENV: &str = "DOCKPUB_GIT_PASSWORD";
 /// Answers git's username and password prompts from the environment.
 const ASKPASS_SCRIPT: &str = "#!/bin/sh\ncase \"$1\" in\n  Username*) printf '%s\\n' \"$DOCKPUB_GIT_USERNAME\" ;;\n  *) printf '%s\\n' \"$DOCKPUB_GIT_PASSWORD\" ;;\nesac\n";
-
-/// Where a build's context came from, shown and stored as the build's `source`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct GitSource {
-    /// The repository URL as the request sent it.
-    pub git: String,
-    /// The ref the request asked for; `HEAD` when it named none.
-    #[serde(rename = "ref")]
-    pub git_ref: String,
-    /// The full SHA of the commit that was built.
-    pub commit: String,
-}
 
 /// The git fields of a build request, as sent.
 #[derive(Debug, Default)]

@@ -6,9 +6,9 @@
 use std::fmt;
 
 use super::engine::Engine;
-use super::model::Build;
 use super::BuildError;
 use crate::docker::Builder;
+use crate::domain::Build;
 use crate::named_locks::HeldLocks;
 
 /// What happened to one of the build's local tags.

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::events::{Event, EventHub};
-use super::model::LogLine;
+use crate::domain::LogLine;
 use crate::store::{Store, StoreError};
 
 /// Lines written at most per transaction.

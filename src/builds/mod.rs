@@ -14,15 +14,12 @@ pub mod git;
 mod hints;
 mod local_tags;
 mod logs;
-pub mod model;
 pub mod options;
-pub mod progress;
+mod progress;
 mod queue;
-pub mod reference;
 mod retention;
 mod runner;
 pub mod secrets;
-pub mod status;
 mod vault;
 mod waiting;
 
@@ -33,25 +30,25 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::docker::{Builder, BuilderPool, BuilderStatus, DockerError};
+use crate::domain::{
+    Build, BuildOptions, BuildSecret, Credentials, NewBuild, PreparedContext, ReferenceError,
+    Status, TagPlan, Timestamp,
+};
 use crate::store::{Changes, ListFilter, LogRange, RenderLine, Store, StoreError};
 use crate::sync::Locked;
 use crate::webhooks::callback::CallbackError;
 use crate::webhooks::Webhooks;
 use access::{AccessError, Grant};
 use cancel::CancelSignals;
-use context::{ContextError, ContextLimits, ContextUpload, DockerfileSource, PreparedContext};
+use context::{ContextError, ContextLimits, ContextUpload, DockerfileSource};
 use credentials::CredentialResolver;
 use dockerfile::DockerfileError;
 use engine::Engine;
 use events::Event;
 pub use follow::Followed;
 use git::{GitError, GitPolicy, GitRequest};
-use model::{Build, BuildOptions, Credentials, NewBuild, TagPlan, Timestamp};
 use options::{NetworkPolicy, OptionError, OptionsRequest};
-use reference::ReferenceError;
 pub use retention::Retention;
-use secrets::BuildSecret;
-use status::Status;
 use vault::{CredentialVault, SecretVault};
 
 /// How long a cancel request waits for the runner to stop the daemon's work.
@@ -321,11 +318,11 @@ impl BuildService {
             git,
         } = request;
         // The cheap checks first: a bad tag never waits for an archive to be read.
-        reference::validate_repository(&repository)?;
+        crate::domain::validate_repository(&repository)?;
         caller.check_repository(&repository)?;
         if let TagPlan::Listed(tags) = &tags {
             tags.iter()
-                .try_for_each(|tag| reference::validate_tag(tag))?;
+                .try_for_each(|tag| crate::domain::validate_tag(tag))?;
         }
         let callback_url = callback_url
             .map(|url| self.engine.webhooks.check_callback_url(&url))
@@ -648,7 +645,7 @@ impl BuildService {
     }
 
     /// A running build's progress now.
-    fn progress(&self, build: &Build) -> Option<progress::Progress> {
+    fn progress(&self, build: &Build) -> Option<crate::domain::Progress> {
         if !build.status.is_running() {
             return None;
         }

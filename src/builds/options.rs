@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::context::clean_path;
-use super::model::BuildOptions;
+use crate::domain::BuildOptions;
 
 /// Build argument names as Dockerfile ARG instructions can refer to them.
 static ARG_KEY: LazyLock<Regex> =
@@ -118,8 +118,8 @@ fn cache_sources(references: Vec<String>) -> Result<Vec<String>, OptionError> {
             Some((repository, tag)) if !tag.contains('/') => (repository, tag),
             _ => (reference.as_str(), "latest"),
         };
-        super::reference::validate_repository(repository)
-            .and_then(|()| super::reference::validate_tag(tag))
+        crate::domain::validate_repository(repository)
+            .and_then(|()| crate::domain::validate_tag(tag))
             .map_err(|err| invalid("cache_from", format!("'{reference}': {err}")))?;
     }
     Ok(references)

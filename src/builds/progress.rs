@@ -5,24 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use super::events::EventHub;
-use crate::docker::PushUpdate;
+use crate::domain::{Progress, PushUpdate};
 use crate::sync::Locked;
 
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Progress {
-    pub step: Option<u32>,
-    pub steps: Option<u32>,
-    pub layers_done: Option<u32>,
-    pub layers_total: Option<u32>,
-    pub bytes_done: Option<u64>,
-    pub bytes_total: Option<u64>,
-}
 
 /// Gathers progress from a build's output and publishes it on a timer.
 pub struct ProgressTracker {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::model::Timestamp;
 use super::BuildService;
+use crate::domain::Timestamp;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {

@@ -2,53 +2,8 @@
 //! the image, SQLite, the log or a response. A request's secrets are kept in
 //! memory beside its credentials; the server's own come from `[secrets.ID]`.
 
-use std::fmt;
-use std::sync::{Arc, LazyLock};
-
-use regex::Regex;
-
 use super::options::OptionError;
-
-/// Secret ids as BuildKit's `--mount=type=secret,id=…` and the docker CLI take them.
-static SECRET_ID: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._-]{1,64}$").expect("secret id regex"));
-pub const MAX_SECRET_BYTES: usize = 64 * 1024;
-
-/// One secret. Its value never shows in Debug output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct BuildSecret {
-    pub id: String,
-    value: Arc<[u8]>,
-}
-
-impl BuildSecret {
-    pub fn new(id: &str, value: Vec<u8>) -> Result<Self, String> {
-        if !SECRET_ID.is_match(id) {
-            return Err(format!(
-                "id '{id}' must be 1 to 64 letters, digits, '.', '_' or '-'"
-            ));
-        }
-        if value.len() > MAX_SECRET_BYTES {
-            return Err(format!(
-                "the value of '{id}' is larger than {MAX_SECRET_BYTES} bytes"
-            ));
-        }
-        Ok(BuildSecret {
-            id: id.to_string(),
-            value: value.into(),
-        })
-    }
-
-    pub fn value(&self) -> &[u8] {
-        &self.value
-    }
-}
-
-impl fmt::Debug for BuildSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BuildSecret({}: ***)", self.id)
-    }
-}
+use crate::domain::BuildSecret;
 
 /// A request's `secret` field: a file part named by its id, or text `ID=VALUE`.
 pub fn request_secrets(
@@ -105,6 +60,7 @@ pub fn mounts_secrets(dockerfile: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::MAX_SECRET_BYTES;
 
     #[test]
     fn secrets_come_as_files_or_text_and_never_print() {

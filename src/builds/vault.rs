@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::model::Credentials;
-use super::secrets::BuildSecret;
+use crate::domain::{BuildSecret, Credentials};
 use crate::sync::Locked;
 
 pub type CredentialVault = MemoryVault<Credentials>;

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 
 use bollard::auth::DockerCredentials;
 
-use crate::builds::credentials::IDENTITY_TOKEN_USER;
-use crate::builds::model::Credentials;
+use crate::domain::{Credentials, IDENTITY_TOKEN_USER};
 
 /// One login for the registry at `server` (its auth server address).
 pub fn docker_credentials(server: &str, credentials: &Credentials) -> DockerCredentials {

@@ -17,8 +17,7 @@ use tokio_util::io::ReaderStream;
 use super::auth::registry_config;
 use super::events::{legacy_line_events, BuildEvent, BuildkitTranslator};
 use super::{is_not_found, Builder, DockerError};
-use crate::builds::model::{BuildOptions, Credentials};
-use crate::builds::secrets::BuildSecret;
+use crate::domain::{BuildOptions, BuildSecret, Credentials};
 
 /// How long a stopped build's containers may take to go away.
 const CONTAINER_REMOVAL: Duration = Duration::from_secs(20);

@@ -23,7 +23,6 @@ pub use build::{BuildSource, BuildSpec};
 pub use events::BuildEvent;
 pub use health::spawn_health_checks;
 pub use pool::{BuilderPool, BuilderStatus, Slot};
-pub use push::PushUpdate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {

@@ -9,35 +9,11 @@ use regex::Regex;
 
 use super::auth;
 use super::{Builder, DockerError};
-use crate::builds::credentials::{auth_server, registry_of};
-use crate::builds::model::Credentials;
+use crate::domain::{auth_server_of, Credentials, PushUpdate};
 
 /// The push's last status line: `TAG: digest: sha256:HEX size: N`.
 static PUSHED_DIGEST: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"digest: (sha256:[0-9a-f]{64})").expect("digest regex"));
-
-/// One message of a push's progress stream.
-#[derive(Debug, Clone)]
-pub struct PushUpdate {
-    pub status: String,
-    pub current: Option<i64>,
-    pub total: Option<i64>,
-}
-
-impl PushUpdate {
-    /// The message as a log line. The daemon's total is the layer's size on
-    /// disk and its current counts the compressed bytes sent, so for a small
-    /// layer current can pass total: then only what was sent is shown.
-    pub fn line(&self) -> String {
-        match (self.current, self.total) {
-            (Some(current), Some(total)) if current <= total && total > 0 => {
-                format!("{} {current}/{total} bytes", self.status)
-            }
-            (Some(current), _) => format!("{} {current} bytes sent", self.status),
-            _ => self.status.clone(),
-        }
-    }
-}
 
 impl Builder {
     pub async fn tag(
@@ -191,9 +167,8 @@ fn docker_credentials(
     repository: &str,
     credentials: Option<&Credentials>,
 ) -> Option<DockerCredentials> {
-    let registry = registry_of(repository);
     Some(auth::docker_credentials(
-        auth_server(&registry),
+        &auth_server_of(repository),
         credentials?,
     ))
 }
@@ -201,21 +176,6 @@ fn docker_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn push_lines_never_show_more_sent_than_the_total() {
-        let update = |current, total| PushUpdate {
-            status: "Pushing".into(),
-            current,
-            total,
-        };
-        assert_eq!(
-            update(Some(512), Some(2048)).line(),
-            "Pushing 512/2048 bytes"
-        );
-        assert_eq!(update(Some(512), Some(9)).line(), "Pushing 512 bytes sent");
-        assert_eq!(update(None, None).line(), "Pushing");
-    }
 
     #[test]
     fn reads_the_digest_from_the_final_status() {

@@ -29,7 +29,7 @@ use super::build::{BuildSource, BuildSpec};
 use super::build_status::{follow_status, DaemonSocket};
 use super::events::{BuildEvent, BuildkitTranslator};
 use super::DockerError;
-use crate::builds::secrets::BuildSecret;
+use crate::domain::BuildSecret;
 
 /// Builds `spec` with its secrets on the daemon `fresh` (a client of its own:
 /// see [`solve_on_own_runtime`]) and reads the image id with `docker`.

@@ -10,7 +10,7 @@ use super::openapi::RetryForm;
 use super::v1::credentials;
 use super::views::{build_url, BuildView};
 use super::{method_not_allowed, parse_id, AppState};
-use crate::builds::model::Credentials;
+use crate::domain::Credentials;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::{Bytes, BytesMut};
 
 use super::views::BuildView;
-use crate::builds::model::Build;
 use crate::builds::{BuildError, BuildService};
+use crate::domain::Build;
 use crate::store::ListFilter;
 use crate::sync::Locked;
 

@@ -5,8 +5,7 @@ use serde::Serialize;
 
 use super::error::{ApiError, ErrorBody};
 use super::{method_not_allowed, parse_id, AppState};
-use crate::builds::model::Timestamp;
-use crate::webhooks::model::{Delivery, DeliveryState, WebhookEvent};
+use crate::domain::{Delivery, DeliveryState, Timestamp, WebhookEvent};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(

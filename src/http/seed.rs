@@ -11,9 +11,9 @@ use super::error::{ApiError, SeedError};
 use super::form::{non_multipart_content_type, read_form, FieldKinds, Form};
 use super::views::SeedBuildView;
 use super::{parse_id, AppState};
-use crate::builds::model::{Credentials, Secret, TagPlan};
 use crate::builds::options::OptionsRequest;
 use crate::builds::{BuildError, SubmitRequest};
+use crate::domain::{Credentials, Secret, TagPlan};
 use crate::store::ListFilter;
 
 /// Where the seed-compatible API lives; its errors have their own shape.

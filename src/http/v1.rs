@@ -13,10 +13,9 @@ use super::views::{build_url, BuildList, BuildView};
 use super::{actions, deliveries, live, method_not_allowed, openapi, parse_id, AppState};
 use crate::builds::access::is_token_name;
 use crate::builds::git::GitRequest;
-use crate::builds::model::{Credentials, Secret, TagPlan};
 use crate::builds::options::OptionsRequest;
-use crate::builds::status::Status;
 use crate::builds::SubmitRequest;
+use crate::domain::{Credentials, Secret, Status, TagPlan};
 use crate::store::ListFilter;
 
 const DEFAULT_PAGE: usize = 50;

@@ -5,10 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::builds::git::GitSource;
-use crate::builds::model::{Build, BuildOptions, Timestamp};
-use crate::builds::progress::Progress;
-use crate::builds::status::Status;
+use crate::domain::{Build, BuildOptions, GitSource, Progress, Status, Timestamp};
 
 /// A build, as every v1 route shows it.
 #[derive(Serialize, ToSchema)]

@@ -3,8 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{immediate, Seen, Store, StoreError};
-use crate::builds::model::Timestamp;
-use crate::webhooks::model::{AttemptRecord, Delivery, NewDelivery};
+use crate::domain::{AttemptRecord, Delivery, NewDelivery, Timestamp};
 
 const DELIVERY_COLUMNS: &str =
     "id, delivery_id, build_id, event, url, secret_env, body, state, attempts, \
@@ -183,7 +182,7 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Delivery, StoreEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhooks::model::{DeliveryState, WebhookEvent};
+    use crate::domain::{DeliveryState, WebhookEvent};
 
     fn new_delivery(build_id: i64) -> NewDelivery {
         NewDelivery {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::{params, OptionalExtension};
 
 use super::{immediate, Seen, Store, StoreError};
-use crate::builds::model::LogLine;
+use crate::domain::LogLine;
 
 /// A page ends after this many lines, or sooner once it holds [`PAGE_BYTES`].
 const PAGE_LINES: usize = 1000;

@@ -22,8 +22,7 @@ use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::builds::model::{Build, NewBuild, TagPlan, Timestamp};
-use crate::builds::status::Status;
+use crate::domain::{Build, NewBuild, Status, TagPlan, Timestamp};
 pub use files::BuildFiles;
 pub use lock::{DataDirLock, LockError};
 pub use logs::{LogPage, LogRange, RenderLine};
@@ -682,7 +681,7 @@ fn transition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builds::model::{BuildOptions, LogLine};
+    use crate::domain::{BuildOptions, LogLine};
 
     pub(super) fn new_build(n: usize) -> NewBuild {
         NewBuild {

@@ -3,7 +3,7 @@
 use rusqlite::Row;
 
 use super::StoreError;
-use crate::builds::model::{Build, Timestamp};
+use crate::domain::{Build, Timestamp};
 
 pub const BUILD_COLUMNS: &str = "id, status, repository, tags, push, registry_username, image_id, \
      digest, error, created_at, started_at, built_at, finished_at, retry_of, options, digests, context_dockerfile, \

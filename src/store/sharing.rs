@@ -7,7 +7,7 @@ use rusqlite::params;
 
 use super::rows::{self, build_from_row, BUILD_COLUMNS};
 use super::{Store, StoreError};
-use crate::builds::model::Build;
+use crate::domain::Build;
 
 /// A tag a build has just published (pushed and confirmed, or tagged locally).
 #[derive(Debug, Clone)]
@@ -138,8 +138,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builds::model::TagPlan;
-    use crate::builds::status::Status;
+    use crate::domain::Status;
+    use crate::domain::TagPlan;
     use crate::store::Changes;
 
     /// A succeeded build of `store/app` on `builder` with image `image_id`.

@@ -9,9 +9,8 @@ use reqwest::header::{CONTENT_TYPE, USER_AGENT};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::callback::AllowedHosts;
-use super::model::{AttemptRecord, Delivery, DeliveryState};
 use super::sign;
-use crate::builds::model::{Secret, Timestamp};
+use crate::domain::{AttemptRecord, Delivery, DeliveryState, Secret, Timestamp};
 use crate::error_chain::with_causes;
 use crate::store::Store;
 

@@ -9,7 +9,6 @@
 
 pub mod callback;
 mod delivery;
-pub mod model;
 pub mod sign;
 
 use std::collections::HashMap;
@@ -19,10 +18,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::builds::model::{Build, Secret, Timestamp};
+use crate::domain::{Build, Delivery, DeliveryState, NewDelivery, Secret, Timestamp, WebhookEvent};
 use crate::store::{Store, StoreError};
 use callback::{AllowedHosts, CallbackError};
-use model::{Delivery, DeliveryState, NewDelivery, WebhookEvent};
 
 /// Renders a build as the API's build object.
 pub type RenderBuild = fn(&Build) -> Value;

@@ -17,6 +17,8 @@ use std::rc::Rc;
 
 use flate2::read::MultiGzDecoder;
 use tar::EntryType;
+
+use crate::domain::PreparedContext;
 use tempfile::TempPath;
 
 use bounds::Bounded;
@@ -74,14 +76,6 @@ pub enum DockerfileSource {
     Uploaded(String),
     /// A path inside the context, already checked by [`clean_path`].
     InContext(String),
-}
-
-/// A checked context, ready to be kept beside the build.
-#[derive(Debug)]
-pub struct PreparedContext {
-    pub archive: TempPath,
-    /// Where the daemon finds the Dockerfile inside `archive`.
-    pub dockerfile_path: String,
 }
 
 /// What [`prepare`] found: the context and, when it came from there, the Dockerfile.

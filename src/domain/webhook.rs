@@ -5,8 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::builds::model::Timestamp;
-use crate::builds::status::Status;
+use super::{Status, Timestamp};
 
 /// The build events a webhook can be told about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]

@@ -1,11 +1,16 @@
 //! Image names and tags, checked against Docker's reference grammar
-//! (github.com/distribution/reference) before anything reaches the daemon.
+//! (github.com/distribution/reference) before anything reaches the daemon, and
+//! the registry a name lives on, keyed and addressed as the docker CLI does.
 
 use std::sync::LazyLock;
 
 use regex::Regex;
 
 const MAX_NAME_LEN: usize = 255;
+/// The key dockpub's config and the registry functions use for Docker Hub.
+pub const DOCKER_HUB: &str = "docker.io";
+/// The address the docker CLI gives Docker Hub's credentials under.
+pub const DOCKER_HUB_AUTH_SERVER: &str = "https://index.docker.io/v1/";
 
 /// `domain[:port]`, or a bracketed IPv6 address with an optional port.
 static DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
@@ -81,6 +86,43 @@ pub fn registry_host(repository: &str) -> Option<&str> {
     let (first, _) = repository.split_once('/')?;
     let is_host = first.contains('.') || first.contains(':') || first == "localhost";
     is_host.then_some(first)
+}
+
+/// The registry a repository lives on, as a key: `docker.io` for Docker Hub names
+/// (`alice/app`, `app`), otherwise the host as written (`127.0.0.1:5000`).
+pub fn registry_of(repository: &str) -> String {
+    registry_host(repository)
+        .map(normalize_registry)
+        .unwrap_or_else(|| DOCKER_HUB.to_string())
+}
+
+/// A registry key from how configs write one: with or without a scheme or path,
+/// and Docker Hub under any of its names.
+pub fn normalize_registry(written: &str) -> String {
+    let host = written
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = host.split('/').next().unwrap_or(host).to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "docker.io" => DOCKER_HUB.to_string(),
+        _ => host,
+    }
+}
+
+/// The server address the daemon and credential helpers expect for a registry key.
+pub fn auth_server(registry: &str) -> &str {
+    if registry == DOCKER_HUB {
+        DOCKER_HUB_AUTH_SERVER
+    } else {
+        registry
+    }
+}
+
+/// The auth server address of the registry `repository` lives on: what a push's
+/// X-Registry-Auth and a build's pull logins name it by.
+pub fn auth_server_of(repository: &str) -> String {
+    auth_server(&registry_of(repository)).to_string()
 }
 
 #[cfg(test)]
@@ -172,5 +214,23 @@ mod tests {
         );
         assert_eq!(registry_host("alice/app"), None);
         assert_eq!(registry_host("app"), None);
+    }
+
+    #[test]
+    fn registries_are_named_as_the_docker_cli_names_them() {
+        assert_eq!(registry_of("alice/app"), DOCKER_HUB);
+        assert_eq!(registry_of("app"), DOCKER_HUB);
+        assert_eq!(registry_of("docker.io/alice/app"), DOCKER_HUB);
+        assert_eq!(registry_of("127.0.0.1:5000/app"), "127.0.0.1:5000");
+        assert_eq!(
+            normalize_registry("https://index.docker.io/v1/"),
+            DOCKER_HUB
+        );
+        assert_eq!(
+            normalize_registry("http://Registry.example.com/v2/"),
+            "registry.example.com"
+        );
+        assert_eq!(auth_server(DOCKER_HUB), DOCKER_HUB_AUTH_SERVER);
+        assert_eq!(auth_server("127.0.0.1:5000"), "127.0.0.1:5000");
     }
 }

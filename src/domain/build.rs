@@ -1,15 +1,10 @@
 //! What a build is: the record the store keeps and the API shows.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
-use super::context::PreparedContext;
-use super::git::GitSource;
-use super::progress::Progress;
-use super::status::Status;
+use super::{Progress, Status, Timestamp};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Build {
@@ -114,103 +109,30 @@ pub struct NewBuild {
     pub source: Option<GitSource>,
 }
 
+/// Where a build's context came from, shown and stored as the build's `source`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GitSource {
+    /// The repository URL as the request sent it.
+    pub git: String,
+    /// The ref the request asked for; `HEAD` when it named none.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// The full SHA of the commit that was built.
+    pub commit: String,
+}
+
+/// A checked build context, staged in a temporary file until the store keeps it
+/// beside the build. Dropping it (a refused build) removes the staged file.
+#[derive(Debug)]
+pub struct PreparedContext {
+    pub archive: tempfile::TempPath,
+    /// Where the daemon finds the Dockerfile inside `archive`.
+    pub dockerfile_path: String,
+}
+
 /// One stored log line; `seq` counts from 1 per build and never repeats.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     pub seq: i64,
     pub line: String,
-}
-
-/// Registry credentials for one build's push. Held in memory only.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: Secret,
-}
-
-/// A string that never shows itself in Debug or Display output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Secret(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Config files hold passwords too; they are read into a Secret at once.
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &self.password)
-            .finish()
-    }
-}
-
-/// A UTC instant, shown as RFC 3339 with milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Timestamp(pub DateTime<Utc>);
-
-impl Timestamp {
-    pub fn now() -> Self {
-        Timestamp(Utc::now())
-    }
-
-    pub fn to_rfc3339(self) -> String {
-        self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|t| Timestamp(t.with_timezone(&Utc)))
-    }
-
-    /// The seed service's tag format.
-    pub fn compact(self) -> String {
-        self.0.format("%Y%m%d%H%M%S").to_string()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_do_not_print() {
-        let credentials = Credentials {
-            username: "alice".into(),
-            password: Secret::new("hunter2".into()),
-        };
-        let shown = format!("{credentials:?}");
-        assert!(shown.contains("alice"));
-        assert!(!shown.contains("hunter2"));
-    }
-
-    #[test]
-    fn timestamps_round_trip() {
-        let now = Timestamp::now();
-        let text = now.to_rfc3339();
-        assert!(text.ends_with('Z'));
-        let parsed = Timestamp::parse(&text).unwrap();
-        assert_eq!(parsed.to_rfc3339(), text);
-        assert_eq!(now.compact().len(), 14);
-    }
 }

@@ -1,0 +1,113 @@
+//! Values that must never show: registry passwords, tokens, build secrets. Held in
+//! memory only; their Debug output hides them.
+
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+
+use regex::Regex;
+use serde::{Deserialize, Deserializer};
+
+/// The username credential helpers give with an identity token instead of a password.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
+/// Registry credentials for one build's push. Held in memory only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// A string that never shows itself in Debug or Display output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Config files hold passwords too; they are read into a Secret at once.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// Secret ids as BuildKit's `--mount=type=secret,id=…` and the docker CLI take them.
+static SECRET_ID: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._-]{1,64}$").expect("secret id regex"));
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// One secret. Its value never shows in Debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BuildSecret {
+    pub id: String,
+    value: Arc<[u8]>,
+}
+
+impl BuildSecret {
+    pub fn new(id: &str, value: Vec<u8>) -> Result<Self, String> {
+        if !SECRET_ID.is_match(id) {
+            return Err(format!(
+                "id '{id}' must be 1 to 64 letters, digits, '.', '_' or '-'"
+            ));
+        }
+        if value.len() > MAX_SECRET_BYTES {
+            return Err(format!(
+                "the value of '{id}' is larger than {MAX_SECRET_BYTES} bytes"
+            ));
+        }
+        Ok(BuildSecret {
+            id: id.to_string(),
+            value: value.into(),
+        })
+    }
+
+    pub fn value(&self) -> &[u8] {
+        &self.value
+    }
+}
+
+impl fmt::Debug for BuildSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BuildSecret({}: ***)", self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let credentials = Credentials {
+            username: "alice".into(),
+            password: Secret::new("hunter2".into()),
+        };
+        let shown = format!("{credentials:?}");
+        assert!(shown.contains("alice"));
+        assert!(!shown.contains("hunter2"));
+        let secret = BuildSecret::new("token", b"hunter2".to_vec()).unwrap();
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+}
