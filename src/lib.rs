@@ -11,6 +11,8 @@ pub mod docker;
 pub mod domain;
 pub mod error_chain;
 pub mod http;
+#[cfg(test)]
+mod layering;
 pub mod metrics;
 pub mod named_locks;
 pub mod store;

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::cancel::CancelSignals;
 use super::events::{Event, EventHub};
-use super::queue;
 use super::vault::{CredentialVault, SecretVault};
 use super::RunSettings;
 use crate::docker::BuilderPool;
@@ -30,7 +30,7 @@ pub struct Engine {
     pub vault: CredentialVault,
     /// Request secrets of queued and running builds.
     pub secrets: SecretVault,
-    pub queue: queue::Wakeup,
+    pub queue: Wakeup,
     pub events: Arc<EventHub>,
     pub cancels: CancelSignals,
     /// Every running build's task, so a shutdown can wait for them.
@@ -184,5 +184,16 @@ impl Engine {
                 .with_label_values(&[phase])
                 .observe(seconds);
         }
+    }
+}
+
+/// Tells the dispatcher that a build was queued.
+#[derive(Default)]
+pub struct Wakeup(pub(super) Notify);
+
+impl Wakeup {
+    pub fn wake(&self) {
+        // notify_one keeps the wake-up if the dispatcher is not waiting yet.
+        self.0.notify_one();
     }
 }

@@ -167,7 +167,7 @@ impl BuildService {
             pool,
             vault: CredentialVault::default(),
             secrets: SecretVault::default(),
-            queue: queue::Wakeup::default(),
+            queue: engine::Wakeup::default(),
             events: Arc::default(),
             cancels: CancelSignals::default(),
             runners: TaskTracker::new(),

@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
 use super::engine::Engine;
 use super::runner;
 use crate::docker::Slot;
@@ -14,17 +12,6 @@ use crate::store::StoreError;
 
 /// Wait after a store error before looking at the queue again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
-
-/// Tells the dispatcher that a build was queued.
-#[derive(Default)]
-pub struct Wakeup(Notify);
-
-impl Wakeup {
-    pub fn wake(&self) {
-        // notify_one keeps the wake-up if the dispatcher is not waiting yet.
-        self.0.notify_one();
-    }
-}
 
 pub fn spawn_dispatcher(engine: Arc<Engine>) {
     tokio::spawn(async move {

@@ -6,25 +6,7 @@ use serde_json::Value;
 
 use super::options::LoginArgs;
 use super::pack::{self, Packed};
-use super::SubmitArgs;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("cannot reach the server: {0}")]
-    Http(#[from] reqwest::Error),
-    #[error("the server answered {status}: {message}")]
-    Api { status: u16, message: String },
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("cannot pack the build context: {0}")]
-    Pack(String),
-    #[error("--secret {spec}: {reason}")]
-    Secret { spec: String, reason: String },
-    #[error("unexpected answer: {0}")]
-    Unexpected(String),
-    #[error("{0}")]
-    Usage(String),
-}
+use super::{CliError, SubmitArgs};
 
 pub struct ApiClient {
     http: Client,

@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use eventsource_stream::Eventsource;
 
-use super::api::{ApiClient, CliError};
+use super::api::ApiClient;
 use super::terminal;
+use super::CliError;
 use super::{summary, Output};
 
 pub async fn follow(client: &ApiClient, id: i64, output: Output) -> Result<ExitCode, CliError> {

@@ -15,8 +15,27 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use api::{ApiClient, CliError};
+use api::ApiClient;
 pub use options::{BuildOptionArgs, GitArgs, LoginArgs};
+
+/// Whatever stops a CLI command, as the message it prints.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach the server: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the server answered {status}: {message}")]
+    Api { status: u16, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot pack the build context: {0}")]
+    Pack(String),
+    #[error("--secret {spec}: {reason}")]
+    Secret { spec: String, reason: String },
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+    #[error("{0}")]
+    Usage(String),
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {

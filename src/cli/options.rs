@@ -6,7 +6,7 @@ use std::io::Read;
 use clap::Args;
 use reqwest::multipart::Form;
 
-use super::api::CliError;
+use super::CliError;
 
 /// Build options, as `docker build` names them. A flag left out sends nothing, so
 /// the server's default applies.

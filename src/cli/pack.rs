@@ -13,7 +13,7 @@ use reqwest::Body;
 use tempfile::NamedTempFile;
 use tokio_util::io::ReaderStream;
 
-use super::api::CliError;
+use super::CliError;
 use crate::builds::context::IgnoreRules;
 
 pub enum Packed {

@@ -3,7 +3,7 @@
 
 use reqwest::multipart::Part;
 
-use super::api::CliError;
+use super::CliError;
 
 pub fn secret_part(spec: &str) -> Result<Part, CliError> {
     let fail = |reason: &str| CliError::Secret {

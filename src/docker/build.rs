@@ -4,7 +4,6 @@
 //! builders' output reaches the caller as [`BuildEvent`]s.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use bollard::models::{BuildInfo, BuildInfoAux};
@@ -16,40 +15,12 @@ use tokio_util::io::ReaderStream;
 
 use super::auth::registry_config;
 use super::events::{legacy_line_events, BuildEvent, BuildkitTranslator};
+use super::spec::{dockerfile_context, BuildSource, BuildSpec, INLINE_CACHE_ARG};
 use super::{is_not_found, Builder, DockerError};
-use crate::domain::{BuildOptions, BuildSecret, Credentials};
 
 /// How long a stopped build's containers may take to go away.
 const CONTAINER_REMOVAL: Duration = Duration::from_secs(20);
 const CONTEXT_CHUNK: usize = 64 * 1024;
-/// The build arg that makes BuildKit write cache metadata into the image.
-pub(super) const INLINE_CACHE_ARG: &str = "BUILDKIT_INLINE_CACHE";
-
-/// What the daemon builds from.
-pub enum BuildSource<'a> {
-    /// A lone Dockerfile, packed into a one-file context here.
-    Dockerfile(&'a str),
-    /// A stored context archive (plain or gzip tar) and the Dockerfile's path in it.
-    Archive { path: &'a Path, dockerfile: &'a str },
-}
-
-pub struct BuildSpec<'a> {
-    pub source: BuildSource<'a>,
-    /// `repository:tag` the image is tagged with when it is built.
-    pub reference: &'a str,
-    pub options: &'a BuildOptions,
-    /// Logins for the registries the build pulls from, by auth server address.
-    pub pull_logins: &'a [(String, Credentials)],
-    /// Secrets its `RUN --mount=type=secret` steps read; BuildKit only.
-    pub secrets: &'a [BuildSecret],
-    /// Images whose layers the build may reuse; one that does not exist is skipped.
-    pub cache_from: &'a [String],
-    /// BuildKit writes cache metadata into the image, for `cache_from` elsewhere.
-    pub inline_cache: bool,
-    /// The build is stopped, and fails, past this.
-    pub timeout: Duration,
-}
-
 /// Which builder a build runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Engine {
@@ -384,22 +355,6 @@ fn buildkit_refusal(err: &bollard::errors::Error) -> Option<String> {
 
 fn to_hash_map(map: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
-
-/// The build context of a lone Dockerfile: a tar archive holding only it.
-pub(super) fn dockerfile_context(dockerfile: &str) -> Result<Vec<u8>, DockerError> {
-    let mut archive = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    let io_error = |err: std::io::Error| {
-        DockerError::BuildFailed(format!("cannot pack the Dockerfile: {err}"))
-    };
-    archive
-        .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
-        .map_err(io_error)?;
-    archive.into_inner().map_err(io_error)
 }
 
 /// The daemon sends output in arbitrary pieces; the log wants whole lines.

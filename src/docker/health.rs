@@ -68,19 +68,7 @@ async fn check(pool: &BuilderPool, member: &Member, slow_pings: &mut u32) {
                 pool.notify_changed();
             }
         },
-        Err(err) => mark_down(member, with_causes(&err)),
-    }
-}
-
-/// Marks the builder down (its running builds are told to stop); one log line
-/// when it was up before.
-pub(super) fn mark_down(member: &Member, reason: String) {
-    let name = member.builder.name().to_string();
-    if member.mark_down(reason.clone()) != Change::Unchanged {
-        log::warn!(
-            "builder '{name}': the Docker daemon does not answer ({reason}); it gets no builds, \
-             and builds running there go back to the queue"
-        );
+        Err(err) => member.report_down(with_causes(&err)),
     }
 }
 

@@ -9,6 +9,7 @@ mod health;
 mod pool;
 mod push;
 mod secret_build;
+mod spec;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,10 +20,10 @@ use tokio::sync::OnceCell;
 use crate::named_locks::NamedLocks;
 use crate::sync::Locked;
 
-pub use build::{BuildSource, BuildSpec};
 pub use events::BuildEvent;
 pub use health::spawn_health_checks;
 pub use pool::{BuilderPool, BuilderStatus, Slot};
+pub use spec::{BuildSource, BuildSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {

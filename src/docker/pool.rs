@@ -209,12 +209,24 @@ impl Member {
     }
 
     /// Records a failed check; builds running on the builder are told to stop.
-    pub(super) fn mark_down(&self, error: String) -> Change {
+    fn mark_down(&self, error: String) -> Change {
         let mut health = self.health();
         let change = health.change_to(false);
         health.last_error = Some(error);
         health.lost.cancel();
         change
+    }
+
+    /// Marks the builder down (its running builds are told to stop); one log
+    /// line when it was up before.
+    pub(super) fn report_down(&self, reason: String) {
+        if self.mark_down(reason.clone()) != Change::Unchanged {
+            log::warn!(
+                "builder '{}': the Docker daemon does not answer ({reason}); it gets no builds, \
+                 and builds running there go back to the queue",
+                self.builder.name()
+            );
+        }
     }
 
     pub(super) fn knows_platforms(&self) -> bool {
@@ -259,7 +271,7 @@ impl Slot {
     /// A build found the builder gone: it is marked down at once, so the build
     /// does not go straight back to it, until a health check sees it answer.
     pub fn report_lost(&self, reason: String) {
-        super::health::mark_down(&self.member, reason);
+        self.member.report_down(reason);
     }
 
     /// Counts a build that ended here (not one sent back to the queue).

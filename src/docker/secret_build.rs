@@ -25,9 +25,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::registry_config;
-use super::build::{BuildSource, BuildSpec};
 use super::build_status::{follow_status, DaemonSocket};
 use super::events::{BuildEvent, BuildkitTranslator};
+use super::spec::{dockerfile_context, BuildSource, BuildSpec, INLINE_CACHE_ARG};
 use super::DockerError;
 use crate::domain::BuildSecret;
 
@@ -191,7 +191,7 @@ fn frontend_options(
         builder = builder.buildarg(key, value);
     }
     if spec.inline_cache {
-        builder = builder.buildarg(super::build::INLINE_CACHE_ARG, "1");
+        builder = builder.buildarg(INLINE_CACHE_ARG, "1");
     }
     for reference in spec.cache_from {
         let source = CacheOptionsEntry {
@@ -236,9 +236,7 @@ fn platform_of(platform: &str) -> ImageBuildPlatform {
 /// The whole context: the gRPC path takes it as one upload.
 async fn context_bytes<'a>(source: &BuildSource<'a>) -> Result<(Vec<u8>, &'a str), DockerError> {
     match *source {
-        BuildSource::Dockerfile(text) => {
-            Ok((super::build::dockerfile_context(text)?, "Dockerfile"))
-        }
+        BuildSource::Dockerfile(text) => Ok((dockerfile_context(text)?, "Dockerfile")),
         BuildSource::Archive { path, dockerfile } => {
             let bytes = tokio::fs::read(path).await.map_err(|err| {
                 DockerError::BuildFailed(format!("cannot read the stored context: {err}"))

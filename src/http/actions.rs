@@ -5,9 +5,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::form::{non_multipart_content_type, read_form, FieldKinds};
-use super::openapi::RetryForm;
-use super::v1::credentials;
+use super::form::{credentials, non_multipart_content_type, read_form, FieldKinds};
+use super::schemas::RetryForm;
 use super::views::{build_url, BuildView};
 use super::{method_not_allowed, parse_id, AppState};
 use crate::domain::Credentials;

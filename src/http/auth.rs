@@ -13,8 +13,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, Error, FromRequest, HttpMessage, HttpRequest};
 
 use super::error::{ApiError, SeedError};
-use super::seed::SEED_API;
-use super::AppState;
+use super::{AppState, SEED_API};
 use crate::builds::access::{find_token, Grant, Scope};
 
 pub async fn require_token(

@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 use crate::builds::context::ContextUpload;
+use crate::domain::{Credentials, Secret};
 
 /// How often a wait on the multipart parser checks whether the body has ended.
 const STALL_CHECK: Duration = Duration::from_millis(200);
@@ -340,4 +341,21 @@ pub fn parse_flag(name: &str, value: &str) -> Result<bool, ApiError> {
 
 fn utf8(name: &str, value: Vec<u8>) -> Result<String, ApiError> {
     String::from_utf8(value).map_err(|_| ApiError::invalid_field(name, "not UTF-8 text"))
+}
+
+/// The optional registry login of a form: both fields or neither.
+pub(super) fn credentials(
+    username: Option<String>,
+    password: Option<String>,
+) -> Result<Option<Credentials>, ApiError> {
+    match (username, password) {
+        (None, None) => Ok(None),
+        (Some(username), Some(password)) if !username.is_empty() => Ok(Some(Credentials {
+            username,
+            password: Secret::new(password),
+        })),
+        (Some(_), Some(_)) => Err(ApiError::invalid_field("username", "must not be empty")),
+        (Some(_), None) => Err(ApiError::MissingField("password")),
+        (None, Some(_)) => Err(ApiError::MissingField("username")),
+    }
 }

@@ -12,6 +12,7 @@ mod metrics;
 mod openapi;
 mod origin;
 mod page;
+mod schemas;
 mod seed;
 mod v1;
 mod views;
@@ -32,6 +33,9 @@ pub use error::{ApiError, SeedError};
 pub use form::UploadLimits;
 pub use views::build_json;
 
+/// Where the seed-compatible API lives; its errors have their own shape.
+pub const SEED_API: &str = "/api/dockerfile-build";
+
 /// What every handler can reach.
 pub struct AppState {
     pub builds: BuildService,
@@ -51,7 +55,11 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .configure(builders::routes)
-                .configure(v1::routes),
+                .configure(v1::routes)
+                .configure(live::routes)
+                .configure(actions::routes)
+                .configure(deliveries::routes)
+                .configure(openapi::routes),
         )
         .configure(seed::routes)
         .configure(page::routes)

@@ -10,14 +10,11 @@ use super::auth::Caller;
 use super::error::{ApiError, SeedError};
 use super::form::{non_multipart_content_type, read_form, FieldKinds, Form};
 use super::views::SeedBuildView;
-use super::{parse_id, AppState};
+use super::{parse_id, AppState, SEED_API};
 use crate::builds::options::OptionsRequest;
 use crate::builds::{BuildError, SubmitRequest};
 use crate::domain::{Credentials, Secret, TagPlan};
 use crate::store::ListFilter;
-
-/// Where the seed-compatible API lives; its errors have their own shape.
-pub const SEED_API: &str = "/api/dockerfile-build";
 
 /// The old service listed every build; this keeps the answer bounded.
 const MAX_LISTED: usize = 1000;

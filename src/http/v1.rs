@@ -7,15 +7,15 @@ use serde::Deserialize;
 use super::auth::Caller;
 use super::cache::{Answer, Key};
 use super::error::{ApiError, ErrorBody};
-use super::form::{parse_flag, read_form, FieldKinds, Form};
-use super::openapi::SubmitForm;
+use super::form::{credentials, parse_flag, read_form, FieldKinds, Form};
+use super::schemas::SubmitForm;
 use super::views::{build_url, BuildList, BuildView};
-use super::{actions, deliveries, live, method_not_allowed, openapi, parse_id, AppState};
+use super::{method_not_allowed, parse_id, AppState};
 use crate::builds::access::is_token_name;
 use crate::builds::git::GitRequest;
 use crate::builds::options::OptionsRequest;
 use crate::builds::SubmitRequest;
-use crate::domain::{Credentials, Secret, Status, TagPlan};
+use crate::domain::{Secret, Status, TagPlan};
 use crate::store::ListFilter;
 
 const DEFAULT_PAGE: usize = 50;
@@ -33,11 +33,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get_build))
             .route(web::delete().to(delete_build))
             .default_service(method_not_allowed("GET, DELETE")),
-    )
-    .configure(live::routes)
-    .configure(actions::routes)
-    .configure(deliveries::routes)
-    .configure(openapi::routes);
+    );
 }
 
 #[utoipa::path(post, path = "/api/v1/builds", tag = "builds",
@@ -136,22 +132,6 @@ fn options_request(form: &mut Form) -> Result<OptionsRequest, ApiError> {
         buildkit: form.flag("buildkit")?,
         cache_from: form.texts("cache_from")?,
     })
-}
-
-pub(super) fn credentials(
-    username: Option<String>,
-    password: Option<String>,
-) -> Result<Option<Credentials>, ApiError> {
-    match (username, password) {
-        (None, None) => Ok(None),
-        (Some(username), Some(password)) if !username.is_empty() => Ok(Some(Credentials {
-            username,
-            password: Secret::new(password),
-        })),
-        (Some(_), Some(_)) => Err(ApiError::invalid_field("username", "must not be empty")),
-        (Some(_), None) => Err(ApiError::MissingField("password")),
-        (None, Some(_)) => Err(ApiError::MissingField("username")),
-    }
 }
 
 /// Query values arrive as text so a bad one gets a message naming it.
