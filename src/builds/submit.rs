@@ -1,0 +1,337 @@
+//! Taking builds in: a request or a retry checked, its Dockerfile and context
+//! (uploaded or fetched from git) staged, and the build queued.
+
+use std::sync::Arc;
+
+use super::access::Grant;
+use super::context::{self, ContextError, ContextUpload, DockerfileSource};
+use super::git::{self, GitError, GitRequest};
+use super::options::{self, OptionError};
+use super::{dockerfile, secrets, waiting, BuildError, BuildService, SubmitRequest};
+use crate::domain::{
+    Build, BuildOptions, BuildSecret, Credentials, NewBuild, PreparedContext, TagPlan, Timestamp,
+};
+use crate::store::StoreError;
+use crate::sync::Locked;
+
+impl BuildService {
+    /// Queues a build for `caller`, who must be allowed its repository.
+    pub async fn submit(
+        &self,
+        request: SubmitRequest,
+        caller: &Grant,
+    ) -> Result<Build, BuildError> {
+        let SubmitRequest {
+            dockerfile,
+            context,
+            repository,
+            tags,
+            push,
+            credentials,
+            options,
+            secrets,
+            callback_url,
+            git,
+        } = request;
+        // The cheap checks first: a bad tag never waits for an archive to be read.
+        crate::domain::validate_repository(&repository)?;
+        caller.check_repository(&repository)?;
+        if let TagPlan::Listed(tags) = &tags {
+            tags.iter()
+                .try_for_each(|tag| crate::domain::validate_tag(tag))?;
+        }
+        let callback_url = callback_url
+            .map(|url| self.engine.webhooks.check_callback_url(&url))
+            .transpose()?;
+        let dockerfile_field = options.dockerfile.clone();
+        let mut build_options = options.validate(&self.limits.networks, self.limits.buildkit)?;
+        self.check_platform(&build_options)?;
+        let secrets = secrets::request_secrets(secrets)?;
+        build_options.secrets = secrets.iter().map(|s| s.id.clone()).collect();
+        let git = git
+            .map(|git| self.check_git(git, dockerfile.is_some() || context.is_some()))
+            .transpose()?;
+        // Before a context is fetched, unpacked or rewritten: a full queue refuses at once.
+        self.check_queue_room().await?;
+        let (context, source) = match git {
+            Some(git) => {
+                let fetched = self.fetch_git(git).await?;
+                let labels = &mut build_options.labels;
+                labels.insert(git::SOURCE_LABEL.into(), fetched.source.git.clone());
+                labels.insert(git::REVISION_LABEL.into(), fetched.source.commit.clone());
+                (Some(fetched.archive), Some(fetched.source))
+            }
+            None => (context, None),
+        };
+        let (dockerfile, context) = self
+            .dockerfile_and_context(dockerfile, context, dockerfile_field, &mut build_options)
+            .await?;
+        options::check_builder(&build_options, &dockerfile)?;
+        let new = NewBuild {
+            repository,
+            tags,
+            push,
+            registry_username: None,
+            dockerfile,
+            context,
+            options: build_options,
+            created_at: Timestamp::now(),
+            retry_of: None,
+            callback_url,
+            submitted_by: caller.name.clone(),
+            source,
+        };
+        self.enqueue(new, credentials, secrets).await
+    }
+
+    /// The git fields checked; they replace `file` and `context`.
+    fn check_git(&self, git: GitRequest, uploaded: bool) -> Result<git::CheckedGit, BuildError> {
+        if uploaded {
+            return Err(GitError::Invalid {
+                field: "git",
+                message: "not with 'file' or 'context': the context comes from the repository \
+                          (name its Dockerfile with 'dockerfile')"
+                    .into(),
+            }
+            .into());
+        }
+        Ok(git::check(git, &self.limits.git)?)
+    }
+
+    /// Fetches the checked ref on the blocking pool, under `git_timeout_secs`.
+    async fn fetch_git(&self, git: git::CheckedGit) -> Result<git::Fetched, BuildError> {
+        let policy = self.limits.git.clone();
+        let staging = self.engine.store.files().staging_dir().to_path_buf();
+        let fetched = tokio::task::spawn_blocking(move || git::fetch(git, &policy, &staging))
+            .await
+            .map_err(|err| GitError::Io(std::io::Error::other(err)))?;
+        match &fetched {
+            Ok(done) => log::info!(
+                "git: fetched {} at {} ({})",
+                done.source.git,
+                done.source.commit,
+                done.source.git_ref
+            ),
+            Err(err) => log::info!("git: {err}"),
+        }
+        Ok(fetched?)
+    }
+
+    /// A new build from a finished one's stored Dockerfile and settings, pushed
+    /// with `credentials` (a password is never kept, so it comes with the request).
+    ///
+    /// Atomic with respect to a delete of the original: the new row is inserted
+    /// naming the original (a foreign key, checked under SQLite's write lock), so
+    /// either the retry is in before the delete, or it fails, and then, as when the
+    /// original's files vanished while they were copied, the answer is the delete's
+    /// `404`, not a store error.
+    pub async fn retry(
+        &self,
+        id: i64,
+        credentials: Option<Credentials>,
+        caller: &Grant,
+        secret_parts: Vec<(Option<String>, Vec<u8>)>,
+    ) -> Result<Build, BuildError> {
+        let secrets = secrets::request_secrets(secret_parts)?;
+        let original = self.get(id).await?;
+        caller.check_owner(&original)?;
+        if !original.status.is_final() {
+            return Err(BuildError::NotFinal {
+                id,
+                status: original.status,
+                action: "retried",
+            });
+        }
+        let copied = self.copy_for_retry(id, original.context_dockerfile).await;
+        let (dockerfile, context) = self.not_found_if_deleted(id, copied).await?;
+        let new = NewBuild {
+            repository: original.repository,
+            tags: TagPlan::Listed(original.tags),
+            push: original.push,
+            registry_username: None,
+            dockerfile,
+            context,
+            // Secret values are never kept: the retry's are the ones sent with it.
+            options: BuildOptions {
+                secrets: secrets.iter().map(|s| s.id.clone()).collect(),
+                ..original.options
+            },
+            created_at: Timestamp::now(),
+            retry_of: Some(id),
+            // Checked again when a delivery is made, in case the host is no longer allowed.
+            callback_url: original.callback_url,
+            submitted_by: caller.name.clone(),
+            // The stored context is the commit the original fetched, not the ref's tip now.
+            source: original.source,
+        };
+        let enqueued = self.enqueue(new, credentials, secrets).await;
+        self.not_found_if_deleted(id, enqueued).await
+    }
+
+    /// The original's Dockerfile and a staged copy of its context, for a retry.
+    async fn copy_for_retry(
+        &self,
+        id: i64,
+        context_dockerfile: Option<String>,
+    ) -> Result<(String, Option<PreparedContext>), BuildError> {
+        let context = match context_dockerfile {
+            Some(dockerfile_path) => Some(PreparedContext {
+                archive: self.engine.store.stage_copy_of_context(id).await?,
+                dockerfile_path,
+            }),
+            None => None,
+        };
+        Ok((self.engine.store.read_dockerfile(id).await?, context))
+    }
+
+    /// A store error about build `id` that a delete of it explains is `NotFound`.
+    async fn not_found_if_deleted<T>(
+        &self,
+        id: i64,
+        result: Result<T, BuildError>,
+    ) -> Result<T, BuildError> {
+        match result {
+            Err(BuildError::Store(err)) => match self.engine.store.get_build(id).await {
+                Ok(None) => Err(BuildError::NotFound(id)),
+                _ => Err(BuildError::Store(err)),
+            },
+            other => other,
+        }
+    }
+
+    /// Refuses when the queue is full; the insert checks again under its lock.
+    async fn check_queue_room(&self) -> Result<(), BuildError> {
+        let limit = self.limits.max_queued_builds;
+        let queued = self.engine.store.queued_count().await?;
+        if queued >= limit as i64 {
+            return Err(BuildError::QueueFull { limit });
+        }
+        Ok(())
+    }
+
+    async fn enqueue(
+        &self,
+        new: NewBuild,
+        credentials: Option<Credentials>,
+        secrets: Vec<BuildSecret>,
+    ) -> Result<Build, BuildError> {
+        let new = NewBuild {
+            registry_username: credentials.as_ref().map(|c| c.username.clone()),
+            ..new
+        };
+        let engine = self.engine.clone();
+        // The id the values were kept under: a commit that fails after them
+        // leaves that id free for the next build, which must not inherit them.
+        let kept_for = Arc::new(std::sync::Mutex::new(None));
+        let keeping = kept_for.clone();
+        let inserted = self
+            .engine
+            .store
+            .insert_build(new, self.limits.max_queued_builds, move |id| {
+                // Before the row is visible, so the runner always finds them.
+                if let Some(credentials) = credentials {
+                    engine.vault.insert(id, credentials);
+                }
+                if !secrets.is_empty() {
+                    engine.secrets.insert(id, secrets);
+                }
+                *keeping.locked() = Some(id);
+            })
+            .await;
+        let build = match inserted {
+            Ok(build) => build,
+            Err(err) => {
+                if let Some(id) = kept_for.locked().take() {
+                    self.engine.vault.remove(id);
+                    self.engine.secrets.remove(id);
+                }
+                return Err(match err {
+                    StoreError::QueueFull { limit } => BuildError::QueueFull { limit },
+                    other => BuildError::Store(other),
+                });
+            }
+        };
+        match build.retry_of {
+            Some(original) => log::info!(
+                "build {}: queued ({}, retrying build {original})",
+                build.id,
+                build.repository
+            ),
+            None => log::info!("build {}: queued ({})", build.id, build.repository),
+        }
+        self.engine.queue.wake();
+        Ok(build)
+    }
+
+    /// The Dockerfile's text and the checked context, from whichever of the two
+    /// fields were sent; records where the Dockerfile came from in `options`.
+    async fn dockerfile_and_context(
+        &self,
+        file: Option<Vec<u8>>,
+        upload: Option<ContextUpload>,
+        dockerfile_field: Option<String>,
+        options: &mut BuildOptions,
+    ) -> Result<(String, Option<PreparedContext>), BuildError> {
+        let limit = self.limits.max_dockerfile_bytes;
+        let Some(upload) = upload else {
+            if dockerfile_field.is_some() {
+                return Err(OptionError {
+                    field: "dockerfile",
+                    message: "names a path inside a context; send a 'context' archive".into(),
+                }
+                .into());
+            }
+            let file = file.ok_or(BuildError::NoDockerfile)?;
+            return Ok((dockerfile::validate_dockerfile(file, limit)?, None));
+        };
+        options.context_bytes = Some(upload.bytes);
+        let source = match (file, dockerfile_field) {
+            (Some(_), Some(_)) => {
+                return Err(OptionError {
+                    field: "dockerfile",
+                    message: "not with 'file': the uploaded file is the Dockerfile".into(),
+                }
+                .into())
+            }
+            (Some(file), None) => {
+                DockerfileSource::Uploaded(dockerfile::validate_dockerfile(file, limit)?)
+            }
+            (None, path) => {
+                let path = options::dockerfile_path(path.as_deref().unwrap_or("Dockerfile"))?;
+                options.dockerfile = Some(path.clone());
+                DockerfileSource::InContext(path)
+            }
+        };
+        let uploaded = match &source {
+            DockerfileSource::Uploaded(text) => Some(text.clone()),
+            DockerfileSource::InContext(_) => None,
+        };
+        let context_limits = self.limits.context;
+        let prepared = tokio::task::spawn_blocking(move || {
+            context::prepare(upload, source, limit, context_limits)
+        })
+        .await
+        .map_err(|err| ContextError::Io(std::io::Error::other(err)))??;
+        let text = match prepared.dockerfile_in_context {
+            Some(bytes) => dockerfile::validate_dockerfile(bytes, limit)?,
+            None => uploaded.ok_or(BuildError::NoDockerfile)?,
+        };
+        Ok((text, Some(prepared.context)))
+    }
+
+    /// A platform that no builder has, or could have, is refused now rather
+    /// than left waiting in the queue forever.
+    fn check_platform(&self, options: &BuildOptions) -> Result<(), BuildError> {
+        let Some(platform) = &options.platform else {
+            return Ok(());
+        };
+        match waiting::unschedulable_platform(&self.engine.pool.statuses(), platform) {
+            Some(message) => Err(OptionError {
+                field: "platform",
+                message,
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+}
