@@ -2,7 +2,6 @@
 //! HTTP layer finds the caller's token and its scope for the route; what a
 //! build is for (its repository) and whose it is are decided here.
 
-use std::fmt;
 use std::sync::Arc;
 
 use regex::Regex;
@@ -21,8 +20,9 @@ pub fn is_token_name(name: &str) -> bool {
 }
 
 /// What a token may do; each includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, strum::Display)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Scope {
     /// GETs: builds, logs, events, builders.
     Read,
@@ -30,16 +30,6 @@ pub enum Scope {
     Build,
     /// Everything: other tokens' builds, delete, webhook deliveries.
     Admin,
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Scope::Read => "read",
-            Scope::Build => "build",
-            Scope::Admin => "admin",
-        })
-    }
 }
 
 /// A repository glob such as `127.0.0.1:5000/team-a/*`; `*` matches any run
@@ -228,5 +218,18 @@ mod tests {
         );
         assert!(find_token(&tokens, "plain-toke").is_none());
         assert!(find_token(&tokens, "").is_none());
+    }
+
+    #[test]
+    fn scopes_show_as_the_config_writes_them() {
+        for (scope, name) in [
+            (Scope::Read, "read"),
+            (Scope::Build, "build"),
+            (Scope::Admin, "admin"),
+        ] {
+            assert_eq!(scope.to_string(), name);
+            let parsed: Scope = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(parsed, scope);
+        }
     }
 }

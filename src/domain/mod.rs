@@ -7,6 +7,7 @@
 //! (tests/layers.rs checks that).
 
 mod build;
+mod names;
 mod progress;
 mod reference;
 mod secrets;

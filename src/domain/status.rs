@@ -1,13 +1,28 @@
 //! The build status model. Every status change goes through [`Status::predecessors`]:
 //! the store only moves a build into a status from one of the states listed there.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+use super::names::one_of;
+
+/// A build's status; its name is the same in JSON, SQLite, metrics and messages.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+#[strum(parse_err_ty = UnknownStatus, parse_err_fn = UnknownStatus::of)]
 pub enum Status {
     Queued,
     Building,
@@ -28,14 +43,7 @@ impl Status {
     ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Queued => "queued",
-            Status::Building => "building",
-            Status::Pushing => "pushing",
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-        }
+        self.into()
     }
 
     /// A final build never changes again.
@@ -70,24 +78,13 @@ impl Status {
     }
 }
 
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
-#[error("unknown status '{0}' (expected one of queued, building, pushing, succeeded, failed, cancelled)")]
+#[error("unknown status '{0}' (expected one of {expected})", expected = one_of(&Status::ALL))]
 pub struct UnknownStatus(pub String);
 
-impl FromStr for Status {
-    type Err = UnknownStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_string()))
+impl UnknownStatus {
+    fn of(text: &str) -> Self {
+        UnknownStatus(text.to_string())
     }
 }
 
@@ -141,6 +138,10 @@ mod tests {
         for status in Status::ALL {
             assert_eq!(status.as_str().parse::<Status>().unwrap(), status);
         }
-        assert!("done".parse::<Status>().is_err());
+        assert_eq!(
+            "done".parse::<Status>().unwrap_err().to_string(),
+            "unknown status 'done' (expected one of queued, building, pushing, succeeded, failed, cancelled)"
+        );
+        super::super::names::assert_serde_agrees(&Status::ALL);
     }
 }

@@ -1,15 +1,27 @@
 //! What a webhook delivery is: the record the store keeps and the API shows.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use super::{Status, Timestamp};
 
 /// The build events a webhook can be told about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+#[strum(parse_err_ty = String, parse_err_fn = unknown_event)]
 pub enum WebhookEvent {
     Started,
     Succeeded,
@@ -38,12 +50,7 @@ impl WebhookEvent {
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            WebhookEvent::Started => "started",
-            WebhookEvent::Succeeded => "succeeded",
-            WebhookEvent::Failed => "failed",
-            WebhookEvent::Cancelled => "cancelled",
-        }
+        self.into()
     }
 
     /// The build has ended: what a per-build `callback_url` is told.
@@ -52,25 +59,25 @@ impl WebhookEvent {
     }
 }
 
-impl fmt::Display for WebhookEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+fn unknown_event(text: &str) -> String {
+    format!("unknown webhook event '{text}'")
 }
 
-impl FromStr for WebhookEvent {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        WebhookEvent::ALL
-            .into_iter()
-            .find(|event| event.as_str() == s)
-            .ok_or_else(|| format!("unknown webhook event '{s}'"))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    utoipa::ToSchema,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+#[strum(parse_err_ty = String, parse_err_fn = unknown_state)]
 pub enum DeliveryState {
     /// Not yet answered with a 2xx, and attempts are left.
     Pending,
@@ -80,28 +87,19 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
+    pub const ALL: [DeliveryState; 3] = [
+        DeliveryState::Pending,
+        DeliveryState::Delivered,
+        DeliveryState::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Failed => "failed",
-        }
+        self.into()
     }
 }
 
-impl FromStr for DeliveryState {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            DeliveryState::Pending,
-            DeliveryState::Delivered,
-            DeliveryState::Failed,
-        ]
-        .into_iter()
-        .find(|state| state.as_str() == s)
-        .ok_or_else(|| format!("unknown delivery state '{s}'"))
-    }
+fn unknown_state(text: &str) -> String {
+    format!("unknown delivery state '{text}'")
 }
 
 /// One event for one URL, with its attempts so far.
@@ -156,4 +154,26 @@ pub struct AttemptRecord {
     pub last_error: Option<String>,
     /// When the next attempt is due; None once the delivery has ended.
     pub next_attempt_at: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::names::assert_serde_agrees;
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_match_the_json() {
+        for event in WebhookEvent::ALL {
+            assert_eq!(event.as_str().parse::<WebhookEvent>(), Ok(event));
+        }
+        for state in DeliveryState::ALL {
+            assert_eq!(state.as_str().parse::<DeliveryState>(), Ok(state));
+        }
+        assert_eq!(
+            "done".parse::<WebhookEvent>(),
+            Err("unknown webhook event 'done'".to_string())
+        );
+        assert_serde_agrees(&WebhookEvent::ALL);
+        assert_serde_agrees(&DeliveryState::ALL);
+    }
 }
