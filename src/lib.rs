@@ -1,8 +1,21 @@
 //! dockpub: accepts Dockerfiles over HTTP, builds them with Docker, pushes them to a
 //! registry, and records every step in SQLite.
 //!
-//! The request path: `http` (handlers, routing, errors as JSON) → `builds` (the domain,
-//! validation, the queue) → `docker` (bollard) and `store` (SQLite).
+//! Dependencies point one way, down (src/layering.rs checks it in `cargo test`):
+//!
+//! - `http`: routing, thin handlers, the one place errors become JSON; `cli`: the
+//!   command-line client. Both sit on top; `config` (settings) is read by `http`
+//!   and by this file.
+//! - `builds`: the service that composes the layers below: a request checked,
+//!   the queue, the runner, the live state of running builds.
+//! - `docker` (everything bollard), `store` (everything SQLite) and `webhooks`
+//!   (deliveries; the one of the three that may also use `store`).
+//! - `domain`: the types all of them share (build, status and its moves,
+//!   options, logins and secrets, image references, progress, webhook events).
+//!   No I/O, and it imports nothing of dockpub.
+//!
+//! `sync`, `error_chain`, `named_locks` and `metrics` are small utilities any
+//! layer above `domain` may use. This file wires the layers together.
 
 pub mod builds;
 pub mod cli;

@@ -18,7 +18,7 @@ impl BuildService {
         Ok(builds.into_iter().map(|b| self.with_progress(b)).collect())
     }
 
-    /// The store's generation (see [`Store::generation`]): read it before a read
+    /// The store's generation (see [`crate::store::Store::generation`]): read it before a read
     /// whose answer is kept, to know when that answer is out of date.
     pub fn generation(&self) -> u64 {
         self.engine.store.generation()

@@ -140,7 +140,7 @@ impl Store {
         .await
     }
 
-    /// A staged copy of build `id`'s context archive (see [`BuildFiles::stage_copy_of_context`]).
+    /// A staged copy of build `id`'s context archive (see [`super::BuildFiles::stage_copy_of_context`]).
     pub async fn stage_copy_of_context(&self, id: i64) -> Result<tempfile::TempPath, StoreError> {
         self.files_blocking(move |files| files.stage_copy_of_context(id))
             .await
