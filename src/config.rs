@@ -17,6 +17,9 @@ use crate::webhooks::callback::AllowedHosts;
 use crate::webhooks::model::WebhookEvent;
 use crate::webhooks::{WebhookSettings, WebhookTarget};
 
+mod triggers;
+pub use triggers::{GitHostEntry, TriggerEntry};
+
 const DEFAULT_CONFIG_FILE: &str = "config.toml";
 /// The names `[auth] tokens` get, one after another; `[[tokens]]` cannot take them.
 const LEGACY_TOKEN_PREFIX: &str = "auth-token-";
@@ -105,6 +108,10 @@ pub struct Config {
     pub allow_insecure_git_hosts: Vec<String>,
     /// Allow `file://` git URLs, which read the server's own disk.
     pub allow_file_git: bool,
+    /// `[git."HOST"]`: logins for git hosts, used when a request brings none.
+    pub git: BTreeMap<String, GitHostEntry>,
+    /// `[[triggers]]`: builds on push events from a git server.
+    pub triggers: Vec<TriggerEntry>,
 }
 
 /// Where a `[secrets.ID]` value is read from at start: one of the two.
@@ -227,6 +234,8 @@ impl Default for Config {
             git_timeout_secs: 300,
             allow_insecure_git_hosts: Vec::new(),
             allow_file_git: false,
+            git: BTreeMap::new(),
+            triggers: Vec::new(),
         }
     }
 }
@@ -509,6 +518,7 @@ impl Config {
         self.webhook_settings()?;
         self.validate_builders()?;
         self.build_secrets()?;
+        self.triggers()?;
         Ok(())
     }
 
@@ -685,24 +695,25 @@ impl Config {
             .iter()
             .map(|(id, source)| {
                 let key = format!("secrets.{id}");
-                let value = match (&source.env, &source.file) {
-                    (Some(name), None) => read_secret(name, &key)?.expose().as_bytes().to_vec(),
-                    (None, Some(path)) => std::fs::read(path).map_err(|err| {
-                        ConfigError::Invalid(format!(
-                            "{key}: cannot read {}: {err}",
-                            path.display()
-                        ))
-                    })?,
-                    _ => {
-                        return Err(ConfigError::Invalid(format!(
-                            "{key}: give either env = \"VAR\" or file = \"/path\""
-                        )))
-                    }
-                };
-                BuildSecret::new(id, value)
+                BuildSecret::new(id, source.read(&key)?)
                     .map_err(|why| ConfigError::Invalid(format!("{key}: {why}")))
             })
             .collect()
+    }
+
+    /// What git builds may fetch, with the `[git."HOST"]` logins.
+    pub fn git_policy(&self) -> Result<crate::builds::git::GitPolicy, ConfigError> {
+        Ok(crate::builds::git::GitPolicy {
+            allow_file: self.allow_file_git,
+            insecure_hosts: self.allow_insecure_git_hosts.clone(),
+            timeout: std::time::Duration::from_secs(self.git_timeout_secs),
+            hosts: triggers::git_logins(&self.git)?,
+        })
+    }
+
+    /// The `[[triggers]]`, checked against the git policy.
+    pub fn triggers(&self) -> Result<Vec<crate::builds::triggers::Trigger>, ConfigError> {
+        triggers::triggers(&self.triggers, &self.git_policy()?)
     }
 
     /// Settings BuildKit does not honour, set while builds use BuildKit: they
@@ -918,6 +929,21 @@ fn http_url(text: &str) -> Result<(), String> {
 }
 
 /// A signing secret from the variable `name`; `key` says which setting named it.
+impl SecretSourceConfig {
+    /// The value, from the variable or the file.
+    fn read(&self, key: &str) -> Result<Vec<u8>, ConfigError> {
+        match (&self.env, &self.file) {
+            (Some(name), None) => Ok(read_secret(name, key)?.expose().as_bytes().to_vec()),
+            (None, Some(path)) => std::fs::read(path).map_err(|err| {
+                ConfigError::Invalid(format!("{key}: cannot read {}: {err}", path.display()))
+            }),
+            _ => Err(ConfigError::Invalid(format!(
+                "{key}: give either env = \"VAR\" or file = \"/path\""
+            ))),
+        }
+    }
+}
+
 fn read_secret(name: &str, key: &str) -> Result<Secret, ConfigError> {
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => Ok(Secret::new(value)),

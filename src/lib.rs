@@ -180,11 +180,7 @@ pub async fn launch(
             allowed: config.build_networks(),
         },
         buildkit: config.buildkit,
-        git: builds::git::GitPolicy {
-            allow_file: config.allow_file_git,
-            insecure_hosts: config.allow_insecure_git_hosts.clone(),
-            timeout: Duration::from_secs(config.git_timeout_secs),
-        },
+        git: config.git_policy()?,
     };
     let settings = RunSettings {
         build_timeout: Duration::from_secs(config.build_timeout_secs),
@@ -211,7 +207,8 @@ pub async fn launch(
              any Dockerfile on your Docker daemon. Set [[tokens]], [auth] tokens or DOCKPUB_API_TOKENS."
         );
     }
-    let server = http::server(service.clone(), &config, tokens, listener)?;
+    let triggers = builds::triggers::TriggerService::new(service.clone(), config.triggers()?);
+    let server = http::server(service.clone(), triggers, &config, tokens, listener)?;
     log::info!("dockpub listening on http://{address}");
     Ok((server, service))
 }

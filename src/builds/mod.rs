@@ -23,6 +23,7 @@ mod retention;
 mod runner;
 pub mod secrets;
 pub mod status;
+pub mod triggers;
 mod vault;
 mod waiting;
 

@@ -13,6 +13,7 @@ mod openapi;
 mod origin;
 mod page;
 mod seed;
+mod triggers;
 mod v1;
 mod views;
 
@@ -26,6 +27,7 @@ use actix_web::{web, App, Error, HttpResponse, HttpServer};
 use serde_json::json;
 
 use crate::builds::access::ApiToken;
+use crate::builds::triggers::TriggerService;
 use crate::builds::BuildService;
 use crate::config::Config;
 pub use error::{ApiError, SeedError};
@@ -40,6 +42,7 @@ pub struct AppState {
     pub hosts: origin::HostPolicy,
     /// Answers of the build and list routes (see `cache`).
     pub reads: cache::ReadCache,
+    pub triggers: TriggerService,
 }
 
 /// Every route, for the server and for tests alike.
@@ -51,6 +54,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .configure(builders::routes)
+                .configure(triggers::routes)
                 .configure(v1::routes),
         )
         .configure(seed::routes)
@@ -62,6 +66,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
 
 pub fn server(
     builds: BuildService,
+    triggers: TriggerService,
     config: &Config,
     tokens: Vec<ApiToken>,
     listener: TcpListener,
@@ -84,6 +89,7 @@ pub fn server(
         tokens,
         hosts,
         reads: cache::ReadCache::default(),
+        triggers,
     });
     let server = HttpServer::new(move || {
         App::new()

@@ -10,6 +10,7 @@ mod logs;
 mod migrations;
 mod rows;
 mod sharing;
+mod triggers;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub use lock::{DataDirLock, LockError};
 pub use logs::{LogPage, LogRange, RenderLine};
 use rows::{build_from_row, BUILD_COLUMNS};
 pub use sharing::PublishedTag;
+pub use triggers::TriggerDelivery;
 use writer::Writer;
 
 #[derive(Debug, thiserror::Error)]
