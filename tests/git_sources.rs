@@ -6,137 +6,16 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::git::{commit, git, make_repo, server_with, write, GitDaemon, Repo};
 use common::{docker, field, free_port, run_in, unique, Server, TestEnv};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
 
 const BUILD_TIME: Duration = Duration::from_secs(60);
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// A repository with three commits on `main`, an annotated tag `v1` on the
-/// second, and the context in `app/`, whose `.dockerignore` drops `secret.txt`.
-struct Repo {
-    path: PathBuf,
-    first: String,
-    tagged: String,
-    tip: String,
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    let path = dir.join(name);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-fn commit(dir: &Path, version: &str) -> String {
-    write(dir, "app/version.txt", version);
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-q", "-m", version]);
-    git(dir, &["rev-parse", "HEAD"])
-}
-
-fn make_repo(root: &Path, env: &TestEnv) -> Repo {
-    let path = root.join("app.git");
-    std::fs::create_dir_all(&path).unwrap();
-    git(&path, &["init", "-q", "-b", "main"]);
-    git(&path, &["config", "user.email", "test@example.com"]);
-    git(&path, &["config", "user.name", "test"]);
-    let base = &env.base_image;
-    write(
-        &path,
-        "app/Dockerfile",
-        &format!("FROM {base}\nCOPY . /ctx\n"),
-    );
-    write(
-        &path,
-        "Dockerfile",
-        &format!("FROM {base}\nCOPY app/version.txt /root-version\n"),
-    );
-    let first = commit(&path, "one");
-    write(&path, "app/.dockerignore", "secret.txt\n");
-    write(&path, "app/secret.txt", "do not ship");
-    let tagged = commit(&path, "two");
-    git(&path, &["tag", "-a", "v1", "-m", "v1"]);
-    let tip = commit(&path, "three");
-    Repo {
-        path,
-        first,
-        tagged,
-        tip,
-    }
-}
-
-/// `git daemon` serving `base` on a free loopback port; stopped when dropped.
-struct GitDaemon {
-    child: Child,
-    port: u16,
-}
-
-impl GitDaemon {
-    fn start(base: &Path) -> GitDaemon {
-        let port = free_port();
-        let child = Command::new("git")
-            .args([
-                "daemon",
-                "--reuseaddr",
-                "--export-all",
-                "--informative-errors",
-                "--listen=127.0.0.1",
-                &format!("--port={port}"),
-                &format!("--base-path={}", base.display()),
-                &base.display().to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        GitDaemon { child, port }
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("git://127.0.0.1:{}/{name}", self.port)
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn server_with(config: &str) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    let server = Server::start_with(&["--config", path.to_str().unwrap()]);
-    (dir, server)
-}
 
 fn git_form(url: &str, extra: &[(&str, &str)]) -> Form {
     let repository = format!("{}/{}", TestEnv::get().registry, unique("git"));

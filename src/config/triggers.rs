@@ -153,7 +153,7 @@ impl TriggerEntry {
             .iter()
             .map(|r| RefPattern::parse(r).map_err(|why| invalid(format!("refs: {why}"))))
             .collect::<Result<_, _>>()?;
-        let template = |text: &str| Template::parse(text).map_err(|why| invalid(why));
+        let template = |text: &str| Template::parse(text).map_err(&invalid);
         if self.tags.is_empty() {
             return Err(invalid("tags is empty".into()));
         }
