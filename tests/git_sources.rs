@@ -67,7 +67,9 @@ fn assert_context(build: &Value, show: &str, starts: &str) {
     let listing = run_in(image_of(build), &format!("{show}; ls -aR /ctx"));
     assert!(listing.starts_with(starts), "{listing}");
     assert!(!listing.contains("secret.txt"), ".dockerignore: {listing}");
-    assert!(!listing.contains(".git"), "git's files: {listing}");
+    // `.gitmodules` is the repository's own file; `.git` is git's.
+    let gits = listing.lines().filter(|name| name.trim() == ".git").count();
+    assert_eq!(gits, 0, "git's files: {listing}");
 }
 
 /// The answer to a submission that must be refused: its status and body.
@@ -246,10 +248,41 @@ fn bad_git_requests_are_refused_clearly_and_leave_nothing() {
 fn submodules_come_only_when_asked() {
     let env = TestEnv::get();
     let root = tempfile::tempdir().unwrap();
+    // lib.git has a submodule of its own, inner.git: fetched level by level.
+    let inner = root.path().join("inner.git");
+    std::fs::create_dir_all(&inner).unwrap();
+    git(&inner, &["init", "-q", "-b", "main"]);
+    write(&inner, "inner.txt", "from the inner submodule");
+    git(&inner, &["add", "-A"]);
+    git(
+        &inner,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "commit",
+            "-q",
+            "-m",
+            "inner",
+        ],
+    );
     let lib = root.path().join("lib.git");
     std::fs::create_dir_all(&lib).unwrap();
     git(&lib, &["init", "-q", "-b", "main"]);
     write(&lib, "lib.txt", "from the submodule");
+    git(
+        &lib,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            "../inner.git",
+            "inner",
+        ],
+    );
     git(&lib, &["add", "-A"]);
     git(
         &lib,
@@ -286,10 +319,29 @@ fn submodules_come_only_when_asked() {
     let asked = [("git_subdir", "app"), ("git_submodules", "true")];
     let with = build(&server, git_form(&url, &asked));
     assert_context(&with, "cat /ctx/lib/lib.txt", "from the submodule");
+    let nested = run_in(image_of(&with), "cat /ctx/lib/inner/inner.txt");
+    assert_eq!(nested, "from the inner submodule");
 
     let without = build_app(&server, &url, "main");
     let listing = run_in(image_of(&without), "ls -a /ctx/lib");
     assert!(!listing.contains("lib.txt"), "{listing}");
+
+    // A submodule URL is held to the same rules as `git`: plain http to a
+    // host that is neither loopback nor allowed is refused before any fetch.
+    let gitmodules = ["config", "-f", ".gitmodules", "submodule.app/lib.url"];
+    git(
+        &repo.path,
+        &[&gitmodules[..], &["http://198.51.100.7/lib.git"]].concat(),
+    );
+    git(&repo.path, &["commit", "-q", "-am", "lib elsewhere"]);
+    let (status, body) = refused(&server, git_form(&url, &asked));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_git", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("submodule") && message.contains("http://"),
+        "{message}"
+    );
 }
 
 /// A repository read as file://, and a server that allows that, with `config` too.

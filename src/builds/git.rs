@@ -27,6 +27,8 @@ pub const SOURCE_LABEL: &str = "org.opencontainers.image.source";
 pub const REVISION_LABEL: &str = "org.opencontainers.image.revision";
 /// How often a running `git` is checked against its deadline.
 const POLL: Duration = Duration::from_millis(20);
+/// Submodules within submodules, at most.
+const MAX_SUBMODULE_DEPTH: usize = 8;
 /// The longest part of git's own message kept in an error.
 const MAX_REASON_CHARS: usize = 1000;
 const USERNAME_ENV: &str = "DOCKPUB_GIT_USERNAME";
@@ -414,6 +416,7 @@ pub fn remote_ref(
 /// `git` against one bare repository, under one deadline.
 struct Git<'a> {
     url: &'a str,
+    policy: &'a GitPolicy,
     repo: PathBuf,
     work: &'a Path,
     env: Vec<(&'static str, OsString)>,
@@ -476,6 +479,7 @@ impl<'a> Git<'a> {
         }
         let git = Git {
             url: &request.url,
+            policy,
             repo: work.join("repo"),
             work,
             env,
@@ -522,26 +526,64 @@ impl<'a> Git<'a> {
         })
     }
 
-    /// Checks `commit` out with its submodules (shallow, from the URLs its
-    /// `.gitmodules` names, under the same protocol rules and deadline).
+    /// Checks `commit` out with its submodules (shallow, under the same
+    /// protocol rules and deadline), one level at a time, so that every
+    /// submodule URL passes the same rules as `git` before it is fetched.
     fn check_out_with_submodules(&self, commit: &str) -> Result<(), GitError> {
         self.run(&["checkout", "--quiet", "--detach", commit], true)?;
-        let update = [
-            "submodule",
-            "update",
-            "--quiet",
-            "--init",
-            "--recursive",
-            "--depth=1",
-        ];
-        self.run(&update, true).map(drop).map_err(|err| match err {
-            GitError::Fetch { reason, .. } => GitError::Fetch {
-                url: self.url.to_string(),
-                git_ref: format!("{commit} (submodules)"),
-                reason,
-            },
-            other => other,
-        })
+        self.update_submodules(&self.repo, 0)
+            .map_err(|err| match err {
+                GitError::Fetch { reason, .. } => GitError::Fetch {
+                    url: self.url.to_string(),
+                    git_ref: format!("{commit} (submodules)"),
+                    reason,
+                },
+                other => other,
+            })
+    }
+
+    fn update_submodules(&self, dir: &Path, depth: usize) -> Result<(), GitError> {
+        if !dir.join(".gitmodules").is_file() {
+            return Ok(());
+        }
+        if depth >= MAX_SUBMODULE_DEPTH {
+            return Err(invalid(
+                "git_submodules",
+                format!("submodules nest deeper than {MAX_SUBMODULE_DEPTH} levels"),
+            ));
+        }
+        for url in self.gitmodules(dir, "url")? {
+            // Relative URLs resolve against the already checked parent's URL.
+            if !url.starts_with("./") && !url.starts_with("../") {
+                check_url(&url, self.policy).map_err(|err| match err {
+                    GitError::Invalid { message, .. } => {
+                        invalid("git_submodules", format!("a submodule's URL: {message}"))
+                    }
+                    other => other,
+                })?;
+            }
+        }
+        let update = ["submodule", "update", "--quiet", "--init", "--depth=1"];
+        self.run_at(Some(dir), &update)?;
+        for path in self.gitmodules(dir, "path")? {
+            let path = clean_path(Path::new(&path)).map_err(|why| {
+                invalid("git_submodules", format!("submodule path '{path}': {why}"))
+            })?;
+            self.update_submodules(&dir.join(path), depth + 1)?;
+        }
+        Ok(())
+    }
+
+    /// Every submodule's `key` (`url`, `path`) in `dir`'s `.gitmodules`.
+    fn gitmodules(&self, dir: &Path, key: &str) -> Result<Vec<String>, GitError> {
+        let pattern = format!(r"^submodule\..*\.{key}$");
+        let args = ["config", "--file", ".gitmodules", "--get-regexp", &pattern];
+        // git config exits 1 when nothing matches.
+        let listed = self.run_at(Some(dir), &args).unwrap_or_default();
+        Ok(listed
+            .lines()
+            .filter_map(|line| line.split_once(' ').map(|(_, value)| value.to_string()))
+            .collect())
     }
 
     fn fetch(&self, args: &[&str]) -> Result<(), GitError> {
@@ -566,11 +608,16 @@ impl<'a> Git<'a> {
     /// Runs git to its end or the deadline; stdout and stderr go to files, so a
     /// chatty git never blocks on a full pipe.
     fn run(&self, args: &[&str], in_repo: bool) -> Result<String, GitError> {
+        self.run_at(in_repo.then_some(self.repo.as_path()), args)
+    }
+
+    /// `run` with `git -C dir`.
+    fn run_at(&self, dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
         let stdout_path = self.work.join("stdout");
         let stderr_path = self.work.join("stderr");
         let mut command = Command::new("git");
-        if in_repo {
-            command.arg("-C").arg(&self.repo);
+        if let Some(dir) = dir {
+            command.arg("-C").arg(dir);
         }
         command
             .args(args)
