@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::git::{commit, git, make_repo, server_with, write, GitDaemon, Repo};
+use common::git::{commit, git, make_repo, server_with, write, GitDaemon, Repo, SshServer};
 use common::{docker, field, free_port, run_in, unique, Server, TestEnv};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
@@ -469,4 +469,34 @@ fn a_repository_over_the_context_limit_is_refused() {
     assert!(message.contains("max_context_bytes"), "{message}");
     let listed = server.get_json("/api/v1/builds");
     assert_eq!(listed["builds"], serde_json::json!([]), "nothing stored");
+}
+
+#[test]
+fn ssh_urls_use_the_hosts_key_and_check_its_host_key() {
+    let env = TestEnv::get();
+    let root = tempfile::tempdir().unwrap();
+    let repo = make_repo(root.path(), &env);
+    let ssh = SshServer::start();
+    let url = ssh.url(&repo.path);
+    let config = |known_hosts: &std::path::Path| {
+        format!(
+            "[git.\"127.0.0.1\"]\nssh_key = \"{}\"\nknown_hosts = \"{}\"\n",
+            ssh.client_key.display(),
+            known_hosts.display()
+        )
+    };
+    let (_config, server) = server_with(&config(&ssh.known_hosts));
+    let built = build_app(&server, &url, "v1");
+    assert_eq!(built["source"]["commit"], repo.tagged.as_str(), "{built}");
+    assert_eq!(run_in(image_of(&built), "cat /ctx/version.txt"), "two");
+
+    // The server's key is not the one known_hosts names: refused, with ssh's reason.
+    let (_config, wary) = server_with(&config(&ssh.wrong_known_hosts()));
+    let (status, body) = refused(&wary, git_form(&url, &[("git_subdir", "app")]));
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Host key verification failed"),
+        "{message}"
+    );
 }

@@ -206,3 +206,102 @@ fn wait_listening(port: u16, what: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// sshd on a free loopback port that lets root in with one key only; git's
+/// repositories are reached as `ssh://root@127.0.0.1:PORT/ABSOLUTE/PATH`.
+/// Stopped when dropped.
+pub struct SshServer {
+    child: Child,
+    pub port: u16,
+    /// The client's private key, and a known_hosts file naming the server's key.
+    pub client_key: PathBuf,
+    pub known_hosts: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl SshServer {
+    pub fn start() -> SshServer {
+        let sshd = Path::new("/usr/sbin/sshd");
+        assert!(
+            sshd.exists(),
+            "sshd is missing: run scripts/test, which installs openssh-server"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let keygen = |name: &str| {
+            let path = dir.path().join(name);
+            let made = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&path)
+                .output()
+                .expect("ssh-keygen");
+            assert!(made.status.success(), "ssh-keygen: {made:?}");
+            path
+        };
+        let host_key = keygen("host_key");
+        let client_key = keygen("client_key");
+        let authorized = dir.path().join("authorized_keys");
+        std::fs::copy(client_key.with_extension("pub"), &authorized).unwrap();
+        let port = free_port();
+        let host_public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+        let known_hosts = dir.path().join("known_hosts");
+        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_public}")).unwrap();
+        let config = dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+                 PidFile {}\n",
+                host_key.display(),
+                authorized.display(),
+                dir.path().join("sshd.pid").display(),
+            ),
+        )
+        .unwrap();
+        // sshd wants its privilege separation folder.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let child = Command::new(sshd)
+            .arg("-D")
+            .arg("-f")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd");
+        wait_listening(port, "sshd");
+        SshServer {
+            child,
+            port,
+            client_key,
+            known_hosts,
+            dir,
+        }
+    }
+
+    pub fn url(&self, repository: &Path) -> String {
+        format!("ssh://root@127.0.0.1:{}{}", self.port, repository.display())
+    }
+
+    /// A known_hosts file that names another key for this server.
+    pub fn wrong_known_hosts(&self) -> PathBuf {
+        let other = self.dir.path().join("other_key");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&other)
+            .output()
+            .expect("ssh-keygen");
+        assert!(made.status.success());
+        let public = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+        let path = self.dir.path().join("wrong_known_hosts");
+        std::fs::write(&path, format!("[127.0.0.1]:{} {public}", self.port)).unwrap();
+        path
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
