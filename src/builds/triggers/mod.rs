@@ -200,10 +200,15 @@ impl TriggerService {
             .earlier_trigger_build(&trigger.name, delivery.as_deref(), &commit, &target, since)
             .await?;
         if let Some(id) = earlier {
-            if let Ok(build) = self.builds.get(id).await {
-                record.build_id = Some(id);
-                store.record_trigger_delivery(record).await?;
-                return Ok(Received::AlreadyBuilt(build));
+            // Deleted since: this delivery builds anew.
+            match self.builds.get(id).await {
+                Ok(build) => {
+                    record.build_id = Some(id);
+                    store.record_trigger_delivery(record).await?;
+                    return Ok(Received::AlreadyBuilt(build));
+                }
+                Err(BuildError::NotFound(_)) => {}
+                Err(err) => return Err(err.into()),
             }
         }
         let by = TriggeredBy {
