@@ -28,7 +28,7 @@ mod tokens;
 mod uploads;
 mod webhooks;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use figment::providers::{Format, Serialized, Toml};
@@ -176,13 +176,14 @@ impl Config {
             None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|path| path.exists()),
         };
         let mut figment = Figment::new();
-        if let Some(path) = &file {
-            std::fs::File::open(path).map_err(|source| ConfigError::Read {
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
                 path: path.clone(),
                 source,
             })?;
-            figment = figment.merge(ConfigFile(Toml::file_exact(path)));
-            refuse_unknown_keys(&figment, path)?;
+            let file = ConfigFile { path, text };
+            refuse_unknown_keys(&file)?;
+            figment = figment.merge(file);
         }
         let config = Config::extract(&figment.merge(flags_provider(&args)?))?;
         config.validate()?;
@@ -224,28 +225,33 @@ fn flags_provider(args: &ServeArgs) -> Result<Serialized<Dict>, ConfigError> {
 
 /// The config file as figment reads it, with errors naming its keys as the file
 /// does (`max_concurrent_builds`, `builders.0.host`), without figment's profile.
-struct ConfigFile(figment::providers::Data<Toml>);
+struct ConfigFile {
+    path: PathBuf,
+    text: String,
+}
 
 impl Provider for ConfigFile {
     fn metadata(&self) -> figment::Metadata {
-        self.0
-            .metadata()
+        figment::Metadata::from("TOML file", self.path.as_path())
             .interpolater(|_profile: &Profile, keys: &[&str]| keys.join("."))
     }
 
     fn data(&self) -> Result<figment::value::Map<Profile, Dict>, figment::Error> {
-        self.0.data()
+        Toml::string(&self.text).data().map_err(|mut err| {
+            err.metadata = Some(self.metadata());
+            err
+        })
     }
 }
 
 /// A key no section takes is a typo: refused rather than ignored.
-fn refuse_unknown_keys(figment: &Figment, path: &Path) -> Result<(), ConfigError> {
+fn refuse_unknown_keys(file: &ConfigFile) -> Result<(), ConfigError> {
     let known = Config::known_keys();
-    let data = figment.data()?;
+    let data = file.data()?;
     let mut keys = data.get(&Profile::Default).into_iter().flat_map(Dict::keys);
     match keys.find(|key| !known.contains(&key.as_str())) {
         Some(key) => Err(ConfigError::UnknownKey {
-            path: path.to_path_buf(),
+            path: file.path.clone(),
             key: key.clone(),
             expected: known
                 .iter()
