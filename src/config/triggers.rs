@@ -1,4 +1,5 @@
-//! `[[triggers]]` and `[git."HOST"]`: builds on push, and logins for git hosts.
+//! The entries of `[[triggers]]` and `[git."HOST"]`, checked into what the
+//! build service uses.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -74,17 +74,19 @@ pub fn server(
     let staging_dir = builds.store().files().staging_dir().to_path_buf();
     let hosts = origin::HostPolicy {
         bind: listener.local_addr()?,
-        allowed: config.allowed_hosts.clone(),
+        allowed: config.server.allowed_hosts.clone(),
     };
     let state = web::Data::new(AppState {
         builds,
         upload: UploadLimits {
-            max_upload_bytes: config.max_upload_bytes,
-            max_dockerfile_bytes: config.max_dockerfile_bytes,
-            max_context_bytes: config.max_context_bytes,
+            max_upload_bytes: config.uploads.max_upload_bytes,
+            max_dockerfile_bytes: config.uploads.max_dockerfile_bytes,
+            max_context_bytes: config.uploads.max_context_bytes,
             staging_dir,
-            idle_timeout: std::time::Duration::from_secs(config.upload_idle_timeout_secs),
-            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads)),
+            idle_timeout: std::time::Duration::from_secs(config.uploads.upload_idle_timeout_secs),
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                config.uploads.max_concurrent_uploads,
+            )),
         },
         tokens,
         hosts,
