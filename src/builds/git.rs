@@ -106,6 +106,8 @@ pub struct GitPolicy {
     pub timeout: Duration,
     /// Logins by host name (`[git."HOST"]`), lower-case.
     pub hosts: Vec<(String, GitHostLogin)>,
+    /// Fetches (and ref lookups) running at once; more wait for a slot.
+    pub fetch_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for GitPolicy {
@@ -115,6 +117,7 @@ impl Default for GitPolicy {
             insecure_hosts: Vec::new(),
             timeout: Duration::from_secs(300),
             hosts: Vec::new(),
+            fetch_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(4)),
         }
     }
 }

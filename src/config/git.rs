@@ -3,7 +3,10 @@
 //! (`[[triggers]]`). File only.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use serde::Deserialize;
 
@@ -21,6 +24,8 @@ pub struct GitSection {
     pub allow_insecure_git_hosts: Vec<String>,
     /// Allow `file://` git URLs, which read the server's own disk.
     pub allow_file_git: bool,
+    /// Git fetches running at once; further submissions from git wait for one to end.
+    pub max_concurrent_git_fetches: usize,
     /// `[git."HOST"]`: logins for git hosts, used when a request brings none.
     #[serde(rename = "git")]
     pub hosts: BTreeMap<String, GitHostEntry>,
@@ -34,6 +39,7 @@ impl Default for GitSection {
             git_timeout_secs: 300,
             allow_insecure_git_hosts: Vec::new(),
             allow_file_git: false,
+            max_concurrent_git_fetches: 4,
             hosts: BTreeMap::new(),
             triggers: Vec::new(),
         }
@@ -42,7 +48,13 @@ impl Default for GitSection {
 
 impl Section for GitSection {
     fn validate(&self) -> Result<(), ConfigError> {
-        at_least_1(&[("git_timeout_secs", self.git_timeout_secs)])?;
+        at_least_1(&[
+            ("git_timeout_secs", self.git_timeout_secs),
+            (
+                "max_concurrent_git_fetches",
+                self.max_concurrent_git_fetches as u64,
+            ),
+        ])?;
         self.triggers().map(drop)
     }
 }
@@ -55,6 +67,7 @@ impl GitSection {
             insecure_hosts: self.allow_insecure_git_hosts.clone(),
             timeout: Duration::from_secs(self.git_timeout_secs),
             hosts: git_logins(&self.hosts)?,
+            fetch_slots: Arc::new(Semaphore::new(self.max_concurrent_git_fetches)),
         })
     }
 

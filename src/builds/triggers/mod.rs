@@ -353,6 +353,7 @@ impl BuildService {
             ..GitRequest::default()
         };
         let checked = git::check(request, &self.limits.git)?;
+        let _slot = self.limits.git.fetch_slots.acquire().await;
         let policy = self.limits.git.clone();
         let staging = self.engine.store.files().staging_dir().to_path_buf();
         let name = name.to_string();
