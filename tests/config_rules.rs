@@ -322,6 +322,10 @@ fn triggers_and_git_logins_are_checked_at_start() {
             "[git.\"h\"]\nssh_key = \"/nonexistent/key\"\n".into(),
             "/nonexistent/key",
         ),
+        (
+            "max_concurrent_git_fetches = 0\n".into(),
+            "max_concurrent_git_fetches",
+        ),
     ];
     for (config, says) in &cases {
         refused(&[], config, &env, says);
