@@ -451,6 +451,10 @@ function renderFacts(build) {
     const href = /^https:\/\//i.test(git) ? git : undefined;
     facts.push(["Source", `${git} ${ref} @ ${commit.slice(0, 12)}`, href]);
   }
+  if (build.trigger) {
+    const { name, delivery } = build.trigger;
+    facts.push(["Trigger", delivery ? `${name}, delivery ${delivery}` : `${name}, run by hand`]);
+  }
   for (const [tag, by] of Object.entries(build.tag_moved_by || {})) {
     facts.push([`Tag ${tag} moved to`, "#" + by, "#/builds/" + by]);
   }

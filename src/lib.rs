@@ -82,16 +82,16 @@ impl StartError {
     }
 }
 
-/// Binds `config.bind` and serves until SIGTERM or SIGINT; then stops accepting,
+/// Binds `config.server.bind` and serves until SIGTERM or SIGINT; then stops accepting,
 /// lets running builds finish within the grace period, and stops.
 pub async fn serve(config: Config) -> Result<(), StartError> {
     // Before anything is bound, opened or recovered.
-    let _lock = store::DataDirLock::acquire(&config.data_dir)?;
-    let listener = TcpListener::bind(&config.bind).map_err(|source| StartError::Bind {
-        address: config.bind.clone(),
+    let _lock = store::DataDirLock::acquire(&config.server.data_dir)?;
+    let listener = TcpListener::bind(&config.server.bind).map_err(|source| StartError::Bind {
+        address: config.server.bind.clone(),
         source,
     })?;
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let (server, builds) = launch(config, listener).await?;
     let handle = server.handle();
     let serving = tokio::spawn(server);
@@ -131,35 +131,36 @@ async fn wait_for_stop_signal() {
 fn builder_configs(config: &Config) -> Vec<BuilderConfig> {
     let common = BuilderConfig {
         name: "local".into(),
-        host: config.docker_host.clone(),
-        max_concurrent_builds: config.max_concurrent_builds,
-        build_network: config.build_network.clone(),
+        host: config.builders.docker_host.clone(),
+        max_concurrent_builds: config.builders.max_concurrent_builds,
+        build_network: config.builds.build_network.clone(),
         // Config validation keeps both within i32; 0 means "not set".
-        build_memory_bytes: i32::try_from(config.build_memory_bytes)
+        build_memory_bytes: i32::try_from(config.builds.build_memory_bytes)
             .ok()
             .filter(|&m| m > 0),
-        build_cpu_shares: i32::try_from(config.build_cpu_shares)
+        build_cpu_shares: i32::try_from(config.builds.build_cpu_shares)
             .ok()
             .filter(|&s| s > 0),
         tls: None,
         platforms: Vec::new(),
-        buildkit: config.buildkit,
+        buildkit: config.builders.buildkit,
     };
-    if config.builders.is_empty() {
+    if config.builders.entries.is_empty() {
         return vec![common];
     }
     config
         .builders
+        .entries
         .iter()
         .map(|entry| BuilderConfig {
             name: entry.name.clone(),
             host: Some(entry.host.clone()),
             max_concurrent_builds: entry
                 .max_concurrent_builds
-                .unwrap_or(config.max_concurrent_builds),
+                .unwrap_or(config.builders.max_concurrent_builds),
             tls: entry.tls_files(),
             platforms: entry.platforms.clone(),
-            buildkit: entry.buildkit.unwrap_or(config.buildkit),
+            buildkit: entry.buildkit.unwrap_or(config.builders.buildkit),
             ..common.clone()
         })
         .collect()
@@ -178,56 +179,57 @@ pub async fn launch(
              (set buildkit = false to enforce it on every build)"
         );
     }
-    let store = Store::open(&config.data_dir).map_err(|source| StartError::DataDir {
-        path: config.data_dir.clone(),
+    let store = Store::open(&config.server.data_dir).map_err(|source| StartError::DataDir {
+        path: config.server.data_dir.clone(),
         source,
     })?;
     let pool = Arc::new(BuilderPool::new(builder_configs(&config)));
     let limits = Limits {
-        max_dockerfile_bytes: config.max_dockerfile_bytes,
-        max_queued_builds: config.max_queued_builds,
-        max_queue_wait: config.max_queue_wait_secs.map(Duration::from_secs),
+        max_dockerfile_bytes: config.uploads.max_dockerfile_bytes,
+        max_queued_builds: config.builds.max_queued_builds,
+        max_queue_wait: config.builds.max_queue_wait_secs.map(Duration::from_secs),
         context: builds::context::ContextLimits {
-            max_bytes: config.max_context_bytes,
-            max_entries: config.max_context_entries,
+            max_bytes: config.uploads.max_context_bytes,
+            max_entries: config.uploads.max_context_entries,
         },
         networks: NetworkPolicy {
-            default: config.build_network.clone(),
-            allowed: config.build_networks(),
+            default: config.builds.build_network.clone(),
+            allowed: config.builds.build_networks(),
         },
-        buildkit: config.buildkit,
-        git: builds::git::GitPolicy {
-            allow_file: config.allow_file_git,
-            insecure_hosts: config.allow_insecure_git_hosts.clone(),
-            timeout: Duration::from_secs(config.git_timeout_secs),
-        },
+        buildkit: config.builders.buildkit,
+        git: config.git.git_policy()?,
     };
     let settings = RunSettings {
-        build_timeout: Duration::from_secs(config.build_timeout_secs),
+        build_timeout: Duration::from_secs(config.builds.build_timeout_secs),
         credentials: CredentialResolver::new(
-            config.registry_credentials()?,
+            config.registries.registry_credentials()?,
             builds::docker_config::DockerConfig::from_env(),
         ),
-        secrets: config.build_secrets()?,
-        registry_cache: config.registry_cache,
+        secrets: config.secrets.build_secrets()?,
+        registry_cache: config.builds.registry_cache,
     };
     let retention = Retention {
-        days: config.retention_days,
-        keep_last: config.retention_keep_last,
-        interval: Duration::from_secs(config.retention_interval_secs),
+        days: config.retention.retention_days,
+        keep_last: config.retention.retention_keep_last,
+        interval: Duration::from_secs(config.retention.retention_interval_secs),
     };
     // The payload's build object is the API's, rendered by the HTTP layer's view.
-    let webhooks = Webhooks::start(store.clone(), config.webhook_settings()?, http::build_json);
+    let webhooks = Webhooks::start(
+        store.clone(),
+        config.webhooks.webhook_settings()?,
+        http::build_json,
+    );
     let service = BuildService::start(store, pool, limits, settings, retention, webhooks).await?;
     let address = listener.local_addr()?;
-    let tokens = config.api_tokens()?;
+    let tokens = config.tokens.api_tokens()?;
     if !address.ip().is_loopback() && tokens.is_empty() {
         log::warn!(
             "WARNING: listening on {address}, beyond loopback, with no API tokens: anyone who reaches it can run \
              any Dockerfile on your Docker daemon. Set [[tokens]], [auth] tokens or DOCKPUB_API_TOKENS."
         );
     }
-    let server = http::server(service.clone(), &config, tokens, listener)?;
+    let triggers = builds::triggers::TriggerService::new(service.clone(), config.git.triggers()?);
+    let server = http::server(service.clone(), triggers, &config, tokens, listener)?;
     log::info!("dockpub listening on http://{address}");
     Ok((server, service))
 }

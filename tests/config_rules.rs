@@ -284,3 +284,52 @@ fn serve_help_lists_every_documented_flag_with_its_variable() {
         );
     }
 }
+
+#[test]
+fn triggers_and_git_logins_are_checked_at_start() {
+    let trigger = |name: &str, refs: &str, tags: &str| {
+        format!(
+            "[[triggers]]\nname = \"{name}\"\ngit = \"https://git.example.com/a.git\"\n\
+             refs = {refs}\nrepository = \"127.0.0.1:5000/a\"\ntags = {tags}\n\
+             secret_env = \"DOCKPUB_TEST_HOOK\"\n"
+        )
+    };
+    let env = [("DOCKPUB_TEST_HOOK", "s")];
+    let good = trigger("app", r#"["refs/heads/main"]"#, r#"["{branch}"]"#);
+    let cases = [
+        (
+            trigger("app", r#"["main"]"#, r#"["{branch}"]"#),
+            "refs/heads/main",
+        ),
+        (
+            trigger("app", r#"["refs/heads/main"]"#, r#"["{brnch}"]"#),
+            "{brnch}",
+        ),
+        (
+            trigger("a/b", r#"["refs/heads/main"]"#, r#"["x"]"#),
+            "name must be",
+        ),
+        (format!("{good}{good}"), "used twice"),
+        (
+            good.replace("https://git.example.com/a.git", "https://u:p@h/a.git"),
+            "git_password",
+        ),
+        (
+            "[git.\"h\"]\nusername = \"u\"\npassword_env = \"DOCKPUB_TEST_UNSET_GIT\"\n".into(),
+            "DOCKPUB_TEST_UNSET_GIT",
+        ),
+        (
+            "[git.\"h\"]\nssh_key = \"/nonexistent/key\"\n".into(),
+            "/nonexistent/key",
+        ),
+        (
+            "max_concurrent_git_fetches = 0\n".into(),
+            "max_concurrent_git_fetches",
+        ),
+    ];
+    for (config, says) in &cases {
+        refused(&[], config, &env, says);
+    }
+    refused(&[], &good, &[], "DOCKPUB_TEST_HOOK");
+    assert_eq!(start(&[], &good, &env).code, None, "a good trigger starts");
+}

@@ -6,137 +6,16 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::git::{commit, git, make_repo, server_with, write, GitDaemon, Repo, SshServer};
 use common::{docker, field, free_port, run_in, unique, Server, TestEnv};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
 
 const BUILD_TIME: Duration = Duration::from_secs(60);
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// A repository with three commits on `main`, an annotated tag `v1` on the
-/// second, and the context in `app/`, whose `.dockerignore` drops `secret.txt`.
-struct Repo {
-    path: PathBuf,
-    first: String,
-    tagged: String,
-    tip: String,
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    let path = dir.join(name);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-fn commit(dir: &Path, version: &str) -> String {
-    write(dir, "app/version.txt", version);
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-q", "-m", version]);
-    git(dir, &["rev-parse", "HEAD"])
-}
-
-fn make_repo(root: &Path, env: &TestEnv) -> Repo {
-    let path = root.join("app.git");
-    std::fs::create_dir_all(&path).unwrap();
-    git(&path, &["init", "-q", "-b", "main"]);
-    git(&path, &["config", "user.email", "test@example.com"]);
-    git(&path, &["config", "user.name", "test"]);
-    let base = &env.base_image;
-    write(
-        &path,
-        "app/Dockerfile",
-        &format!("FROM {base}\nCOPY . /ctx\n"),
-    );
-    write(
-        &path,
-        "Dockerfile",
-        &format!("FROM {base}\nCOPY app/version.txt /root-version\n"),
-    );
-    let first = commit(&path, "one");
-    write(&path, "app/.dockerignore", "secret.txt\n");
-    write(&path, "app/secret.txt", "do not ship");
-    let tagged = commit(&path, "two");
-    git(&path, &["tag", "-a", "v1", "-m", "v1"]);
-    let tip = commit(&path, "three");
-    Repo {
-        path,
-        first,
-        tagged,
-        tip,
-    }
-}
-
-/// `git daemon` serving `base` on a free loopback port; stopped when dropped.
-struct GitDaemon {
-    child: Child,
-    port: u16,
-}
-
-impl GitDaemon {
-    fn start(base: &Path) -> GitDaemon {
-        let port = free_port();
-        let child = Command::new("git")
-            .args([
-                "daemon",
-                "--reuseaddr",
-                "--export-all",
-                "--informative-errors",
-                "--listen=127.0.0.1",
-                &format!("--port={port}"),
-                &format!("--base-path={}", base.display()),
-                &base.display().to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        GitDaemon { child, port }
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("git://127.0.0.1:{}/{name}", self.port)
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn server_with(config: &str) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    let server = Server::start_with(&["--config", path.to_str().unwrap()]);
-    (dir, server)
-}
 
 fn git_form(url: &str, extra: &[(&str, &str)]) -> Form {
     let repository = format!("{}/{}", TestEnv::get().registry, unique("git"));
@@ -188,7 +67,9 @@ fn assert_context(build: &Value, show: &str, starts: &str) {
     let listing = run_in(image_of(build), &format!("{show}; ls -aR /ctx"));
     assert!(listing.starts_with(starts), "{listing}");
     assert!(!listing.contains("secret.txt"), ".dockerignore: {listing}");
-    assert!(!listing.contains(".git"), "git's files: {listing}");
+    // `.gitmodules` is the repository's own file; `.git` is git's.
+    let gits = listing.lines().filter(|name| name.trim() == ".git").count();
+    assert_eq!(gits, 0, "git's files: {listing}");
 }
 
 /// The answer to a submission that must be refused: its status and body.
@@ -367,10 +248,41 @@ fn bad_git_requests_are_refused_clearly_and_leave_nothing() {
 fn submodules_come_only_when_asked() {
     let env = TestEnv::get();
     let root = tempfile::tempdir().unwrap();
+    // lib.git has a submodule of its own, inner.git: fetched level by level.
+    let inner = root.path().join("inner.git");
+    std::fs::create_dir_all(&inner).unwrap();
+    git(&inner, &["init", "-q", "-b", "main"]);
+    write(&inner, "inner.txt", "from the inner submodule");
+    git(&inner, &["add", "-A"]);
+    git(
+        &inner,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "commit",
+            "-q",
+            "-m",
+            "inner",
+        ],
+    );
     let lib = root.path().join("lib.git");
     std::fs::create_dir_all(&lib).unwrap();
     git(&lib, &["init", "-q", "-b", "main"]);
     write(&lib, "lib.txt", "from the submodule");
+    git(
+        &lib,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            "../inner.git",
+            "inner",
+        ],
+    );
     git(&lib, &["add", "-A"]);
     git(
         &lib,
@@ -407,10 +319,29 @@ fn submodules_come_only_when_asked() {
     let asked = [("git_subdir", "app"), ("git_submodules", "true")];
     let with = build(&server, git_form(&url, &asked));
     assert_context(&with, "cat /ctx/lib/lib.txt", "from the submodule");
+    let nested = run_in(image_of(&with), "cat /ctx/lib/inner/inner.txt");
+    assert_eq!(nested, "from the inner submodule");
 
     let without = build_app(&server, &url, "main");
     let listing = run_in(image_of(&without), "ls -a /ctx/lib");
     assert!(!listing.contains("lib.txt"), "{listing}");
+
+    // A submodule URL is held to the same rules as `git`: plain http to a
+    // host that is neither loopback nor allowed is refused before any fetch.
+    let gitmodules = ["config", "-f", ".gitmodules", "submodule.app/lib.url"];
+    git(
+        &repo.path,
+        &[&gitmodules[..], &["http://198.51.100.7/lib.git"]].concat(),
+    );
+    git(&repo.path, &["commit", "-q", "-am", "lib elsewhere"]);
+    let (status, body) = refused(&server, git_form(&url, &asked));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_git", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("submodule") && message.contains("http://"),
+        "{message}"
+    );
 }
 
 /// A repository read as file://, and a server that allows that, with `config` too.
@@ -538,4 +469,34 @@ fn a_repository_over_the_context_limit_is_refused() {
     assert!(message.contains("max_context_bytes"), "{message}");
     let listed = server.get_json("/api/v1/builds");
     assert_eq!(listed["builds"], serde_json::json!([]), "nothing stored");
+}
+
+#[test]
+fn ssh_urls_use_the_hosts_key_and_check_its_host_key() {
+    let env = TestEnv::get();
+    let root = tempfile::tempdir().unwrap();
+    let repo = make_repo(root.path(), &env);
+    let ssh = SshServer::start();
+    let url = ssh.url(&repo.path);
+    let config = |known_hosts: &std::path::Path| {
+        format!(
+            "[git.\"127.0.0.1\"]\nssh_key = \"{}\"\nknown_hosts = \"{}\"\n",
+            ssh.client_key.display(),
+            known_hosts.display()
+        )
+    };
+    let (_config, server) = server_with(&config(&ssh.known_hosts));
+    let built = build_app(&server, &url, "v1");
+    assert_eq!(built["source"]["commit"], repo.tagged.as_str(), "{built}");
+    assert_eq!(run_in(image_of(&built), "cat /ctx/version.txt"), "two");
+
+    // The server's key is not the one known_hosts names: refused, with ssh's reason.
+    let (_config, wary) = server_with(&config(&ssh.wrong_known_hosts()));
+    let (status, body) = refused(&wary, git_form(&url, &[("git_subdir", "app")]));
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Host key verification failed"),
+        "{message}"
+    );
 }

@@ -24,6 +24,9 @@ fn the_document_lists_every_v1_route() {
         ("/api/v1/builds/{id}/deliveries", "get"),
         ("/api/v1/deliveries/{id}/redeliver", "post"),
         ("/api/v1/builders", "get"),
+        ("/api/v1/triggers", "get"),
+        ("/api/v1/triggers/{name}/events", "post"),
+        ("/api/v1/triggers/{name}/run", "post"),
     ];
     for (path, method) in expected {
         let operation = &document["paths"][path][method];
@@ -36,7 +39,7 @@ fn the_document_lists_every_v1_route() {
     let paths = document["paths"].as_object().unwrap();
     assert_eq!(
         paths.len(),
-        9,
+        12,
         "undocumented or unexpected paths: {:?}",
         paths.keys()
     );
@@ -51,6 +54,8 @@ fn the_document_lists_every_v1_route() {
         "options",
         "progress",
         "links",
+        "source",
+        "trigger",
     ] {
         assert!(build[field].is_object(), "the Build schema lacks {field}");
     }

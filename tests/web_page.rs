@@ -597,9 +597,19 @@ fn the_page_shows_a_git_builds_source() {
     git_in(&repo, &["commit", "-q", "-m", "one"]);
     let commit = git_in(&repo, &["rev-parse", "HEAD"]);
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "allow_file_git = true\n").unwrap();
-    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
     let url = format!("file://{}", repo.display());
+    let trigger = format!(
+        "allow_file_git = true\n[[triggers]]\nname = \"web\"\ngit = \"{url}\"\n\
+         refs = [\"refs/heads/*\"]\nrepository = \"{}/{}\"\npush = false\n\
+         secret_env = \"DOCKPUB_TEST_WEB_HOOK\"\n",
+        env.registry,
+        unique("web-trigger")
+    );
+    std::fs::write(&config, trigger).unwrap();
+    let server = Server::start_with_env(
+        &["--config", config.to_str().unwrap()],
+        &[("DOCKPUB_TEST_WEB_HOOK", "s")],
+    );
     let form = reqwest::blocking::multipart::Form::new()
         .text("git", url.clone())
         .text("git_ref", "main")
@@ -635,6 +645,28 @@ fn the_page_shows_a_git_builds_source() {
          .some(a => a.textContent.includes('{short}'));"
     ));
     assert_eq!(linked, false);
+
+    // A trigger's build says which trigger started it.
+    let run = reqwest::blocking::Client::new()
+        .post(server.url("/api/v1/triggers/web/run"))
+        .json(&serde_json::json!({"ref": "main"}))
+        .send()
+        .unwrap();
+    assert_eq!(run.status(), 202);
+    let run_id = run.json::<serde_json::Value>().unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    browser.goto(&server.url(&format!("/#/builds/{run_id}")));
+    let facts = browser.wait_for(
+        "the build's trigger",
+        Duration::from_secs(20),
+        "const t = document.getElementById('build-facts').innerText; \
+         return t.includes('web, run by hand') ? t : null;",
+    );
+    assert!(
+        facts.as_str().unwrap().contains("refs/heads/main"),
+        "{facts}"
+    );
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
 }

@@ -18,19 +18,32 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::context::{clean_path, ContextUpload};
-use crate::domain::{GitSource, Secret};
+use crate::domain::{GitSource, Secret, TriggeredBy};
 
 /// The labels a git build's image gets.
 pub const SOURCE_LABEL: &str = "org.opencontainers.image.source";
 pub const REVISION_LABEL: &str = "org.opencontainers.image.revision";
 /// How often a running `git` is checked against its deadline.
 const POLL: Duration = Duration::from_millis(20);
+/// Submodules within submodules, at most.
+const MAX_SUBMODULE_DEPTH: usize = 8;
 /// The longest part of git's own message kept in an error.
 const MAX_REASON_CHARS: usize = 1000;
 const USERNAME_ENV: &str = "DOCKPUB_GIT_USERNAME";
 const PASSWORD_ENV: &str = "DOCKPUB_GIT_PASSWORD";
+const SSH_KEY_ENV: &str = "DOCKPUB_GIT_SSH_KEY";
+const KNOWN_HOSTS_ENV: &str = "DOCKPUB_GIT_KNOWN_HOSTS";
 /// Answers git's username and password prompts from the environment.
 const ASKPASS_SCRIPT: &str = "#!/bin/sh\ncase \"$1\" in\n  Username*) printf '%s\\n' \"$DOCKPUB_GIT_USERNAME\" ;;\n  *) printf '%s\\n' \"$DOCKPUB_GIT_PASSWORD\" ;;\nesac\n";
+/// Runs ssh with the host's key (and known hosts). git runs `GIT_SSH` without
+/// a shell; the paths travel in the environment, quoted, never as shell words.
+const SSH_SCRIPT: &str = r#"#!/bin/sh
+set -- -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -i "$DOCKPUB_GIT_SSH_KEY" "$@"
+if [ -n "$DOCKPUB_GIT_KNOWN_HOSTS" ]; then
+  set -- -o "UserKnownHostsFile=$DOCKPUB_GIT_KNOWN_HOSTS" "$@"
+fi
+exec ssh "$@"
+"#;
 
 /// The git fields of a build request, as sent.
 #[derive(Debug, Default)]
@@ -41,6 +54,21 @@ pub struct GitRequest {
     pub submodules: bool,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// Recorded as the source's ref while `git_ref` names the commit by SHA: the
+    /// ref a trigger saw pushed.
+    pub pushed_ref: Option<String>,
+    pub trigger: Option<TriggeredBy>,
+}
+
+/// `[git."HOST"]`: how dockpub logs in to a git host when a request brings no login.
+#[derive(Debug, Clone, Default)]
+pub struct GitHostLogin {
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// A private key file for ssh URLs.
+    pub ssh_key: Option<PathBuf>,
+    /// The ssh known hosts file; unset: ssh's own.
+    pub known_hosts: Option<PathBuf>,
 }
 
 /// What the server allows git builds to fetch, and for how long.
@@ -51,6 +79,10 @@ pub struct GitPolicy {
     /// Hosts `http://` may name besides loopback ones.
     pub insecure_hosts: Vec<String>,
     pub timeout: Duration,
+    /// Logins by host name (`[git."HOST"]`), lower-case.
+    pub hosts: Vec<(String, GitHostLogin)>,
+    /// Fetches (and ref lookups) running at once; more wait for a slot.
+    pub fetch_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for GitPolicy {
@@ -59,6 +91,8 @@ impl Default for GitPolicy {
             allow_file: false,
             insecure_hosts: Vec::new(),
             timeout: Duration::from_secs(300),
+            hosts: Vec::new(),
+            fetch_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(4)),
         }
     }
 }
@@ -94,16 +128,19 @@ fn invalid(field: &'static str, message: impl Into<String>) -> GitError {
 #[derive(Debug)]
 pub struct CheckedGit {
     url: String,
+    host: String,
     git_ref: Option<String>,
     subdir: String,
     submodules: bool,
     username: Option<String>,
     password: Option<Secret>,
+    pushed_ref: Option<String>,
+    trigger: Option<TriggeredBy>,
 }
 
 /// The one place that decides whether a git request may be fetched.
 pub fn check(request: GitRequest, policy: &GitPolicy) -> Result<CheckedGit, GitError> {
-    check_url(&request.url, policy)?;
+    let host = check_url(&request.url, policy)?;
     if let Some(git_ref) = &request.git_ref {
         check_ref(git_ref)?;
     }
@@ -117,15 +154,19 @@ pub fn check(request: GitRequest, policy: &GitPolicy) -> Result<CheckedGit, GitE
     }
     Ok(CheckedGit {
         url: request.url,
+        host,
         git_ref: request.git_ref.filter(|r| !r.is_empty()),
         subdir,
         submodules: request.submodules,
         username: request.username,
         password: request.password,
+        pushed_ref: request.pushed_ref,
+        trigger: request.trigger,
     })
 }
 
-fn check_url(url: &str, policy: &GitPolicy) -> Result<(), GitError> {
+/// The URL's host (lower-case; empty for file://) once the URL is allowed.
+fn check_url(url: &str, policy: &GitPolicy) -> Result<String, GitError> {
     let bad = |message: String| Err(invalid("git", message));
     if url.is_empty()
         || url.starts_with('-')
@@ -135,7 +176,7 @@ fn check_url(url: &str, policy: &GitPolicy) -> Result<(), GitError> {
     }
     let Some((scheme, rest)) = url.split_once("://") else {
         return match scp_like(url) {
-            true => Ok(()),
+            true => Ok(scp_host(url)),
             false => bad(format!(
                 "'{url}' is not a repository URL (https://, ssh://, git@host:path, git://)"
             )),
@@ -157,8 +198,9 @@ fn check_url(url: &str, policy: &GitPolicy) -> Result<(), GitError> {
     if host.starts_with('-') || userinfo.is_some_and(|u| u.starts_with('-')) {
         return bad(format!("'{url}' is not a repository URL"));
     }
+    let allowed = Ok(host.to_ascii_lowercase());
     match scheme.to_ascii_lowercase().as_str() {
-        "https" | "ssh" | "git" if !host.is_empty() => Ok(()),
+        "https" | "ssh" | "git" if !host.is_empty() => allowed,
         "http"
             if is_loopback(host)
                 || policy
@@ -166,13 +208,13 @@ fn check_url(url: &str, policy: &GitPolicy) -> Result<(), GitError> {
                     .iter()
                     .any(|h| h.eq_ignore_ascii_case(host)) =>
         {
-            Ok(())
+            allowed
         }
         "http" => bad(format!(
             "http:// is only allowed to loopback hosts and those in allow_insecure_git_hosts; \
              '{host}' is neither: use https://"
         )),
-        "file" if policy.allow_file => Ok(()),
+        "file" if policy.allow_file => allowed,
         "file" => {
             bad("file:// URLs are refused unless the server sets allow_file_git = true".into())
         }
@@ -196,6 +238,12 @@ fn scp_like(url: &str) -> bool {
                 .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
     };
     word(user, "._-") && word(host, ".-") && !path.is_empty()
+}
+
+fn scp_host(url: &str) -> String {
+    let user_host = url.split(':').next().unwrap_or("");
+    let host = user_host.split('@').nth(1).unwrap_or("");
+    host.to_ascii_lowercase()
 }
 
 /// The host of `host[:port]` or `[v6]:port`.
@@ -284,15 +332,69 @@ pub fn fetch(request: CheckedGit, policy: &GitPolicy, staging: &Path) -> Result<
         },
         source: GitSource {
             git: request.url,
-            git_ref: wanted.to_string(),
+            git_ref: request.pushed_ref.unwrap_or_else(|| wanted.to_string()),
             commit,
+            trigger: request.trigger,
         },
     })
+}
+
+/// A branch or tag of the remote, by its short or full name, with the commit it
+/// names (a tag peeled to its commit). Blocking.
+pub fn remote_ref(
+    request: CheckedGit,
+    policy: &GitPolicy,
+    staging: &Path,
+    name: &str,
+) -> Result<(String, String), GitError> {
+    check_ref(name)?;
+    let work = tempfile::Builder::new()
+        .prefix("git-")
+        .tempdir_in(staging)
+        .map_err(GitError::Io)?;
+    let git = Git::new(&request, policy, work.path())?;
+    let candidates: Vec<String> = match name.starts_with("refs/") {
+        true => vec![name.to_string()],
+        false => vec![format!("refs/heads/{name}"), format!("refs/tags/{name}")],
+    };
+    let mut args = vec!["ls-remote".to_string(), "origin".to_string()];
+    for candidate in &candidates {
+        args.push(candidate.clone());
+        args.push(format!("{candidate}^{{}}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let listed = git.output(&args).map_err(|err| match err {
+        GitError::Fetch { url, reason, .. } => GitError::Fetch {
+            url,
+            git_ref: name.to_string(),
+            reason,
+        },
+        other => other,
+    })?;
+    let commit_of = |wanted: &str| {
+        let peeled = format!("{wanted}^{{}}");
+        let line = |r: &str| {
+            listed.lines().find_map(|line| {
+                let (sha, listed_ref) = line.split_once('\t')?;
+                (listed_ref == r).then(|| sha.to_string())
+            })
+        };
+        line(&peeled).or_else(|| line(wanted))
+    };
+    candidates
+        .iter()
+        .find_map(|candidate| commit_of(candidate).map(|sha| (candidate.clone(), sha)))
+        .ok_or_else(|| GitError::Fetch {
+            url: request.url.clone(),
+            git_ref: name.to_string(),
+            reason: "no such branch or tag in the repository".into(),
+        })
 }
 
 /// `git` against one bare repository, under one deadline.
 struct Git<'a> {
     url: &'a str,
+    policy: &'a GitPolicy,
     repo: PathBuf,
     work: &'a Path,
     env: Vec<(&'static str, OsString)>,
@@ -302,7 +404,11 @@ struct Git<'a> {
 }
 
 impl<'a> Git<'a> {
-    fn new(request: &'a CheckedGit, policy: &GitPolicy, work: &'a Path) -> Result<Self, GitError> {
+    fn new(
+        request: &'a CheckedGit,
+        policy: &'a GitPolicy,
+        work: &'a Path,
+    ) -> Result<Self, GitError> {
         let mut protocols = "https:http:ssh:git".to_string();
         if policy.allow_file {
             protocols.push_str(":file");
@@ -312,23 +418,50 @@ impl<'a> Git<'a> {
             ("GIT_CONFIG_NOSYSTEM", "1".into()),
             ("GIT_CONFIG_GLOBAL", "/dev/null".into()),
             ("GIT_ALLOW_PROTOCOL", protocols.into()),
-            ("GIT_SSH_COMMAND", "ssh -o BatchMode=yes".into()),
             ("LC_ALL", "C".into()),
         ];
-        if let Some(username) = &request.username {
+        let host_login = policy
+            .hosts
+            .iter()
+            .find(|(host, _)| *host == request.host)
+            .map(|(_, login)| login);
+        match host_login.and_then(|login| login.ssh_key.as_ref()) {
+            Some(key) => {
+                let ssh = work.join("ssh");
+                write_script(&ssh, SSH_SCRIPT)?;
+                env.push(("GIT_SSH", ssh.into()));
+                env.push(("GIT_SSH_VARIANT", "ssh".into()));
+                env.push((SSH_KEY_ENV, key.into()));
+                let known_hosts = host_login.and_then(|login| login.known_hosts.as_ref());
+                env.push((
+                    KNOWN_HOSTS_ENV,
+                    known_hosts.map_or_else(OsString::new, |k| k.into()),
+                ));
+            }
+            None => env.push(("GIT_SSH_COMMAND", "ssh -o BatchMode=yes".into())),
+        }
+        // The request's own login comes first; the host's is the fallback.
+        let (username, password) = match &request.username {
+            Some(username) => (Some(username), request.password.as_ref()),
+            None => (
+                host_login.and_then(|login| login.username.as_ref()),
+                host_login.and_then(|login| login.password.as_ref()),
+            ),
+        };
+        if let Some(username) = username {
             let askpass = work.join("askpass");
-            write_askpass(&askpass)?;
+            write_script(&askpass, ASKPASS_SCRIPT)?;
             env.push(("GIT_ASKPASS", askpass.into()));
             env.push((USERNAME_ENV, username.into()));
-            let password = request.password.as_ref().map_or("", Secret::expose);
-            env.push((PASSWORD_ENV, password.into()));
+            env.push((PASSWORD_ENV, password.map_or("", Secret::expose).into()));
         }
         let git = Git {
             url: &request.url,
+            policy,
             repo: work.join("repo"),
             work,
             env,
-            password: request.password.as_ref().map(Secret::expose),
+            password: password.map(Secret::expose),
             deadline: Instant::now() + policy.timeout,
             timeout: policy.timeout,
         };
@@ -371,26 +504,64 @@ impl<'a> Git<'a> {
         })
     }
 
-    /// Checks `commit` out with its submodules (shallow, from the URLs its
-    /// `.gitmodules` names, under the same protocol rules and deadline).
+    /// Checks `commit` out with its submodules (shallow, under the same
+    /// protocol rules and deadline), one level at a time, so that every
+    /// submodule URL passes the same rules as `git` before it is fetched.
     fn check_out_with_submodules(&self, commit: &str) -> Result<(), GitError> {
         self.run(&["checkout", "--quiet", "--detach", commit], true)?;
-        let update = [
-            "submodule",
-            "update",
-            "--quiet",
-            "--init",
-            "--recursive",
-            "--depth=1",
-        ];
-        self.run(&update, true).map(drop).map_err(|err| match err {
-            GitError::Fetch { reason, .. } => GitError::Fetch {
-                url: self.url.to_string(),
-                git_ref: format!("{commit} (submodules)"),
-                reason,
-            },
-            other => other,
-        })
+        self.update_submodules(&self.repo, 0)
+            .map_err(|err| match err {
+                GitError::Fetch { reason, .. } => GitError::Fetch {
+                    url: self.url.to_string(),
+                    git_ref: format!("{commit} (submodules)"),
+                    reason,
+                },
+                other => other,
+            })
+    }
+
+    fn update_submodules(&self, dir: &Path, depth: usize) -> Result<(), GitError> {
+        if !dir.join(".gitmodules").is_file() {
+            return Ok(());
+        }
+        if depth >= MAX_SUBMODULE_DEPTH {
+            return Err(invalid(
+                "git_submodules",
+                format!("submodules nest deeper than {MAX_SUBMODULE_DEPTH} levels"),
+            ));
+        }
+        for url in self.gitmodules(dir, "url")? {
+            // Relative URLs resolve against the already checked parent's URL.
+            if !url.starts_with("./") && !url.starts_with("../") {
+                check_url(&url, self.policy).map_err(|err| match err {
+                    GitError::Invalid { message, .. } => {
+                        invalid("git_submodules", format!("a submodule's URL: {message}"))
+                    }
+                    other => other,
+                })?;
+            }
+        }
+        let update = ["submodule", "update", "--quiet", "--init", "--depth=1"];
+        self.run_at(Some(dir), &update)?;
+        for path in self.gitmodules(dir, "path")? {
+            let path = clean_path(Path::new(&path)).map_err(|why| {
+                invalid("git_submodules", format!("submodule path '{path}': {why}"))
+            })?;
+            self.update_submodules(&dir.join(path), depth + 1)?;
+        }
+        Ok(())
+    }
+
+    /// Every submodule's `key` (`url`, `path`) in `dir`'s `.gitmodules`.
+    fn gitmodules(&self, dir: &Path, key: &str) -> Result<Vec<String>, GitError> {
+        let pattern = format!(r"^submodule\..*\.{key}$");
+        let args = ["config", "--file", ".gitmodules", "--get-regexp", &pattern];
+        // git config exits 1 when nothing matches.
+        let listed = self.run_at(Some(dir), &args).unwrap_or_default();
+        Ok(listed
+            .lines()
+            .filter_map(|line| line.split_once(' ').map(|(_, value)| value.to_string()))
+            .collect())
     }
 
     fn fetch(&self, args: &[&str]) -> Result<(), GitError> {
@@ -415,11 +586,16 @@ impl<'a> Git<'a> {
     /// Runs git to its end or the deadline; stdout and stderr go to files, so a
     /// chatty git never blocks on a full pipe.
     fn run(&self, args: &[&str], in_repo: bool) -> Result<String, GitError> {
+        self.run_at(in_repo.then_some(self.repo.as_path()), args)
+    }
+
+    /// `run` with `git -C dir`.
+    fn run_at(&self, dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
         let stdout_path = self.work.join("stdout");
         let stderr_path = self.work.join("stderr");
         let mut command = Command::new("git");
-        if in_repo {
-            command.arg("-C").arg(&self.repo);
+        if let Some(dir) = dir {
+            command.arg("-C").arg(dir);
         }
         command
             .args(args)
@@ -508,14 +684,14 @@ fn pack_folder(folder: &Path, archive: &Path) -> Result<(), GitError> {
         .map_err(GitError::Io)
 }
 
-fn write_askpass(path: &Path) -> Result<(), GitError> {
+fn write_script(path: &Path, script: &str) -> Result<(), GitError> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o700)
         .open(path)
         .map_err(GitError::Io)?;
-    file.write_all(ASKPASS_SCRIPT.as_bytes())
+    file.write_all(script.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(GitError::Io)
 }

@@ -28,6 +28,7 @@ mod retention;
 mod runner;
 pub mod secrets;
 mod submit;
+pub mod triggers;
 mod vault;
 mod waiting;
 

@@ -100,6 +100,7 @@ impl BuildService {
 
     /// Fetches the checked ref on the blocking pool, under `git_timeout_secs`.
     async fn fetch_git(&self, git: git::CheckedGit) -> Result<git::Fetched, BuildError> {
+        let _slot = self.limits.git.fetch_slots.acquire().await;
         let policy = self.limits.git.clone();
         let staging = self.engine.store.files().staging_dir().to_path_buf();
         let fetched = tokio::task::spawn_blocking(move || git::fetch(git, &policy, &staging))

@@ -119,6 +119,17 @@ pub struct GitSource {
     pub git_ref: String,
     /// The full SHA of the commit that was built.
     pub commit: String,
+    /// The trigger that started the build; None for a build requested directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<TriggeredBy>,
+}
+
+/// A trigger's part in a build: which trigger, and the push event's delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TriggeredBy {
+    pub name: String,
+    /// The git server's id of the push event; None for a run by hand.
+    pub delivery: Option<String>,
 }
 
 /// A checked build context, staged in a temporary file until the store keeps it

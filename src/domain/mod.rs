@@ -15,7 +15,9 @@ mod status;
 mod time;
 mod webhook;
 
-pub use build::{Build, BuildOptions, GitSource, LogLine, NewBuild, PreparedContext, TagPlan};
+pub use build::{
+    Build, BuildOptions, GitSource, LogLine, NewBuild, PreparedContext, TagPlan, TriggeredBy,
+};
 pub use progress::{Progress, PushUpdate};
 pub use reference::{
     auth_server, auth_server_of, normalize_registry, registry_host, registry_of,

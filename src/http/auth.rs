@@ -25,13 +25,15 @@ pub async fn require_token(
         .app_data::<web::Data<AppState>>()
         .map(|state| state.tokens.as_slice())
         .unwrap_or_default();
-    if is_open(&path) || tokens.is_empty() {
+    let pattern = req.resource_map().match_pattern(&path);
+    // A push event's signature is its auth, checked by the trigger.
+    let signed_event = *req.method() == Method::POST && pattern.as_deref() == Some(TRIGGER_EVENTS);
+    if is_open(&path) || signed_event || tokens.is_empty() {
         return next.call(req).await;
     }
     let Some(grant) = bearer_token(&req).and_then(|given| find_token(tokens, given)) else {
         return Err(in_shape_of(&path, ApiError::Unauthorized));
     };
-    let pattern = req.resource_map().match_pattern(&path);
     let needed = required_scope(req.method(), pattern.as_deref());
     if !grant.has(needed) {
         let missing = ApiError::MissingScope {
@@ -53,7 +55,14 @@ fn required_scope(method: &Method, pattern: Option<&str>) -> Scope {
         (Some("/api/v1/builds" | "/api/dockerfile-build/" | "/api/dockerfile-build"), true) => {
             Scope::Build
         }
-        (Some("/api/v1/builds/{id}/cancel" | "/api/v1/builds/{id}/retry"), true) => Scope::Build,
+        (
+            Some(
+                "/api/v1/builds/{id}/cancel"
+                | "/api/v1/builds/{id}/retry"
+                | "/api/v1/triggers/{name}/run",
+            ),
+            true,
+        ) => Scope::Build,
         (Some(pattern), false) if reads && !pattern.contains("deliver") => Scope::Read,
         _ => Scope::Admin,
     }
@@ -99,6 +108,9 @@ pub(super) fn in_shape_of(path: &str, err: ApiError) -> Error {
 }
 
 /// Routes anyone may reach, even when tokens are configured.
+/// The route git servers post push events to.
+const TRIGGER_EVENTS: &str = "/api/v1/triggers/{name}/events";
+
 fn is_open(path: &str) -> bool {
     match path {
         "/" | "/healthz" | "/readyz" | "/metrics" => true,

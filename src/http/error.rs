@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::builds::access::{AccessError, Scope};
 use crate::builds::context::ContextError;
 use crate::builds::git::GitError;
+use crate::builds::triggers::TriggerError;
 use crate::builds::BuildError;
 use crate::domain::ReferenceError;
 use crate::store::StoreError;
@@ -27,6 +28,10 @@ pub enum ApiError {
     Build(#[from] BuildError),
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    #[error(transparent)]
+    Trigger(#[from] TriggerError),
+    #[error("cannot read the request body: {0}")]
+    BadBody(String),
     #[error("expected a multipart/form-data body, got Content-Type '{0}'")]
     NotMultipart(String),
     #[error("the request body is larger than the limit of {limit} bytes{}", context_limit.map(|c| format!(" (plus {c} for the context archive)")).unwrap_or_default())]
@@ -89,6 +94,8 @@ impl ApiError {
         match self {
             ApiError::Build(err) => build_error_kind(err),
             ApiError::Webhook(err) => webhook_error_kind(err),
+            ApiError::Trigger(err) => trigger_error_kind(err),
+            ApiError::BadBody(_) => bad_request("invalid_body"),
             ApiError::NotMultipart(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -187,6 +194,19 @@ fn build_error_kind(err: &BuildError) -> (StatusCode, &'static str) {
             (StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable")
         }
         BuildError::Docker(_) => (StatusCode::BAD_GATEWAY, "docker_error"),
+    }
+}
+
+fn trigger_error_kind(err: &TriggerError) -> (StatusCode, &'static str) {
+    match err {
+        TriggerError::NotFound(_) => (StatusCode::NOT_FOUND, "trigger_not_found"),
+        TriggerError::Unsigned | TriggerError::BadSignature => {
+            (StatusCode::UNAUTHORIZED, "bad_signature")
+        }
+        TriggerError::InvalidPayload(_) => bad_request("invalid_payload"),
+        TriggerError::InvalidRef(_) => bad_request("invalid_field"),
+        TriggerError::NoTags { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "no_tags"),
+        TriggerError::Build(err) => build_error_kind(err),
     }
 }
 

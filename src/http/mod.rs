@@ -14,6 +14,7 @@ mod origin;
 mod page;
 mod schemas;
 mod seed;
+mod triggers;
 mod v1;
 mod views;
 
@@ -27,6 +28,7 @@ use actix_web::{web, App, Error, HttpResponse, HttpServer};
 use serde_json::json;
 
 use crate::builds::access::ApiToken;
+use crate::builds::triggers::TriggerService;
 use crate::builds::BuildService;
 use crate::config::Config;
 pub use error::{ApiError, SeedError};
@@ -44,6 +46,7 @@ pub struct AppState {
     pub hosts: origin::HostPolicy,
     /// Answers of the build and list routes (see `cache`).
     pub reads: cache::ReadCache,
+    pub triggers: TriggerService,
 }
 
 /// Every route, for the server and for tests alike.
@@ -55,6 +58,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .configure(builders::routes)
+                .configure(triggers::routes)
                 .configure(v1::routes)
                 .configure(live::routes)
                 .configure(actions::routes)
@@ -70,6 +74,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
 
 pub fn server(
     builds: BuildService,
+    triggers: TriggerService,
     config: &Config,
     tokens: Vec<ApiToken>,
     listener: TcpListener,
@@ -77,21 +82,24 @@ pub fn server(
     let staging_dir = builds.store().files().staging_dir().to_path_buf();
     let hosts = origin::HostPolicy {
         bind: listener.local_addr()?,
-        allowed: config.allowed_hosts.clone(),
+        allowed: config.server.allowed_hosts.clone(),
     };
     let state = web::Data::new(AppState {
         builds,
         upload: UploadLimits {
-            max_upload_bytes: config.max_upload_bytes,
-            max_dockerfile_bytes: config.max_dockerfile_bytes,
-            max_context_bytes: config.max_context_bytes,
+            max_upload_bytes: config.uploads.max_upload_bytes,
+            max_dockerfile_bytes: config.uploads.max_dockerfile_bytes,
+            max_context_bytes: config.uploads.max_context_bytes,
             staging_dir,
-            idle_timeout: std::time::Duration::from_secs(config.upload_idle_timeout_secs),
-            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads)),
+            idle_timeout: std::time::Duration::from_secs(config.uploads.upload_idle_timeout_secs),
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                config.uploads.max_concurrent_uploads,
+            )),
         },
         tokens,
         hosts,
         reads: cache::ReadCache::default(),
+        triggers,
     });
     let server = HttpServer::new(move || {
         App::new()

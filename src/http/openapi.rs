@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
 use super::schemas::{RetryForm, SubmitForm};
-use super::{actions, builders, deliveries, error, live, v1, views};
+use super::{actions, builders, deliveries, error, live, triggers, v1, views};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,13 +25,18 @@ use super::{actions, builders, deliveries, error, live, v1, views};
         deliveries::list_deliveries,
         deliveries::redeliver,
         builders::list_builders,
+        triggers::list_triggers,
+        triggers::receive_event,
+        triggers::run_trigger,
     ),
     components(schemas(
         views::BuildView,
         views::BuildList,
         error::ErrorBody,
         SubmitForm,
-        RetryForm
+        RetryForm,
+        triggers::RunRequest,
+        triggers::TriggerList
     ))
 )]
 struct ApiDoc;

@@ -106,6 +106,7 @@ fn git_request(form: &mut Form) -> Result<Option<GitRequest>, ApiError> {
         submodules: form.flag("git_submodules")?.unwrap_or(false),
         username: form.text("git_username")?.filter(|u| !u.is_empty()),
         password: form.text("git_password")?.map(Secret::new),
+        ..GitRequest::default()
     };
     let others = request.git_ref.is_some()
         || request.subdir.is_some()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{Build, BuildOptions, GitSource, Progress, Status, Timestamp};
+use crate::domain::{Build, BuildOptions, GitSource, Progress, Status, Timestamp, TriggeredBy};
 
 /// A build, as every v1 route shows it.
 #[derive(Serialize, ToSchema)]
@@ -36,12 +36,38 @@ pub struct BuildView<'a> {
     /// The name of the API token that submitted it; null when tokens are off.
     submitted_by: Option<&'a str>,
     /// The repository, ref and commit the context was fetched from; null for uploads.
-    source: Option<&'a GitSource>,
+    source: Option<SourceView<'a>>,
+    /// The trigger that started it, and the push event's delivery id; null
+    /// for a build submitted directly.
+    trigger: Option<&'a TriggeredBy>,
     progress: Option<&'a Progress>,
     /// Why a queued build has not started yet, e.g. "no builder up"; null when
     /// it is not queued or is about to start.
     waiting_for: Option<&'a str>,
     links: Links,
+}
+
+/// Where a git build's context came from.
+#[derive(Serialize, ToSchema)]
+#[schema(as = GitSource)]
+struct SourceView<'a> {
+    /// The repository URL.
+    git: &'a str,
+    /// The ref asked for (`HEAD` when none was named), or the ref a trigger saw pushed.
+    #[serde(rename = "ref")]
+    git_ref: &'a str,
+    /// The full SHA of the commit that was built.
+    commit: &'a str,
+}
+
+impl<'a> From<&'a GitSource> for SourceView<'a> {
+    fn from(source: &'a GitSource) -> Self {
+        SourceView {
+            git: &source.git,
+            git_ref: &source.git_ref,
+            commit: &source.commit,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -83,7 +109,8 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             attempts: build.attempts,
             tag_moved_by: &build.tag_moved_by,
             submitted_by: build.submitted_by.as_deref(),
-            source: build.source.as_ref(),
+            source: build.source.as_ref().map(SourceView::from),
+            trigger: build.source.as_ref().and_then(|s| s.trigger.as_ref()),
             progress: build.progress.as_ref(),
             waiting_for: build.waiting_for.as_deref(),
             links: Links {

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/006_tag_moved_by.sql"),
     include_str!("migrations/007_submitted_by.sql"),
     include_str!("migrations/008_git_source.sql"),
+    include_str!("migrations/009_trigger_deliveries.sql"),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {

@@ -17,6 +17,7 @@ mod migrations;
 mod queue;
 mod rows;
 mod sharing;
+mod triggers;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,7 @@ pub use files::BuildFiles;
 pub use lock::{DataDirLock, LockError};
 pub use logs::{LogPage, LogRange, RenderLine};
 pub use sharing::PublishedTag;
+pub use triggers::TriggerDelivery;
 use writer::Writer;
 
 #[derive(Debug, thiserror::Error)]

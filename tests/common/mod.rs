@@ -2,6 +2,8 @@
 //! real Docker daemon, and the loopback registries `scripts/test` starts.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod git;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,137 @@
+//! The `trigger_deliveries` table: push events triggers accepted, for the
+//! trigger list and for matching a redelivery to the build it already made.
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{immediate, Seen, Store, StoreError};
+use crate::domain::Timestamp;
+
+/// Rows kept per trigger; older ones go as new ones come.
+const KEPT_PER_TRIGGER: i64 = 200;
+
+/// One accepted push event, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerDelivery {
+    pub trigger: String,
+    pub delivery_id: Option<String>,
+    pub git_ref: String,
+    pub commit: String,
+    /// `repository:tag,tag`: what the commit was built to.
+    pub target: String,
+    pub outcome: String,
+    pub build_id: Option<i64>,
+    pub received_at: Timestamp,
+}
+
+impl Store {
+    /// Records a delivery and forgets the trigger's oldest beyond the kept number.
+    pub async fn record_trigger_delivery(
+        &self,
+        delivery: TriggerDelivery,
+    ) -> Result<(), StoreError> {
+        self.write_seen(Seen::Elsewhere, move |conn, _| {
+            let tx = immediate(conn)?;
+            tx.execute(
+                "INSERT INTO trigger_deliveries (trigger_name, delivery_id, git_ref, commit_sha,
+                                                 target, outcome, build_id, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    delivery.trigger,
+                    delivery.delivery_id,
+                    delivery.git_ref,
+                    delivery.commit,
+                    delivery.target,
+                    delivery.outcome,
+                    delivery.build_id,
+                    delivery.received_at.to_rfc3339(),
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM trigger_deliveries WHERE trigger_name = ?1 AND id NOT IN
+                   (SELECT id FROM trigger_deliveries WHERE trigger_name = ?1
+                    ORDER BY id DESC LIMIT ?2)",
+                params![delivery.trigger, KEPT_PER_TRIGGER],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The build an earlier delivery made or was matched to, when it still
+    /// exists: the same delivery id, or the same commit built to the same
+    /// target since `since`.
+    pub async fn earlier_trigger_build(
+        &self,
+        trigger: &str,
+        delivery_id: Option<&str>,
+        commit: &str,
+        target: &str,
+        since: Timestamp,
+    ) -> Result<Option<i64>, StoreError> {
+        let (trigger, commit, target) =
+            (trigger.to_string(), commit.to_string(), target.to_string());
+        let delivery_id = delivery_id.map(str::to_string);
+        self.read(move |conn| {
+            let found = conn
+                .query_row(
+                    "SELECT d.build_id FROM trigger_deliveries d JOIN builds b ON b.id = d.build_id
+                     WHERE d.trigger_name = ?1
+                       AND ((?2 IS NOT NULL AND d.delivery_id = ?2)
+                            OR (d.commit_sha = ?3 AND d.target = ?4 AND d.received_at >= ?5))
+                     ORDER BY d.id DESC LIMIT 1",
+                    params![trigger, delivery_id, commit, target, since.to_rfc3339()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Each trigger's newest delivery, by trigger name.
+    pub async fn last_trigger_deliveries(&self) -> Result<Vec<TriggerDelivery>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare(
+                "SELECT trigger_name, delivery_id, git_ref, commit_sha, target, outcome, build_id,
+                        received_at
+                 FROM trigger_deliveries
+                 WHERE id IN (SELECT MAX(id) FROM trigger_deliveries GROUP BY trigger_name)",
+            )?;
+            let rows = statement.query_map([], delivery_from_row)?;
+            rows.map(|row| row?).collect()
+        })
+        .await
+    }
+
+    /// Each trigger's newest delivery that made or matched a build that still exists.
+    pub async fn last_trigger_builds(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare(
+                "SELECT d.trigger_name, d.build_id FROM trigger_deliveries d
+                 WHERE d.id IN (SELECT MAX(t.id) FROM trigger_deliveries t
+                                JOIN builds b ON b.id = t.build_id GROUP BY t.trigger_name)",
+            )?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
+
+fn delivery_from_row(row: &Row) -> rusqlite::Result<Result<TriggerDelivery, StoreError>> {
+    let received_at: String = row.get(7)?;
+    let Some(received_at) = Timestamp::parse(&received_at) else {
+        return Ok(Err(StoreError::Corrupt("bad trigger delivery time".into())));
+    };
+    Ok(Ok(TriggerDelivery {
+        trigger: row.get(0)?,
+        delivery_id: row.get(1)?,
+        git_ref: row.get(2)?,
+        commit: row.get(3)?,
+        target: row.get(4)?,
+        outcome: row.get(5)?,
+        build_id: row.get(6)?,
+        received_at,
+    }))
+}
