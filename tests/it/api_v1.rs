@@ -1,10 +1,8 @@
 //! The v1 API end to end: real server, real daemon, real registries.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     buildkit_step, field, local_image_exists, pushed_digest, registry_digest, unique, with_file,
     Server, TestEnv,
 };
@@ -383,8 +381,8 @@ fn listing_is_newest_first_with_paging_and_a_status_filter() {
 /// Every bad request: a 4xx with a JSON error naming the problem, and nothing stored.
 #[test]
 fn bad_requests_get_clear_json_errors_and_leave_nothing_behind() {
-    let env = TestEnv::get();
-    let server = Server::start_with(&[
+    let env = TestEnv::offline();
+    let server = Server::in_process(&[
         "--max-upload-bytes",
         "65536",
         "--max-dockerfile-bytes",
@@ -635,7 +633,7 @@ fn assert_error(
 
 #[test]
 fn health() {
-    let server = Server::start();
+    let server = Server::in_process(&[]);
     assert_eq!(
         server.get_json("/healthz"),
         serde_json::json!({"status": "ok"})

@@ -1,9 +1,7 @@
 //! A generated corpus of malformed requests: every answer a 4xx with a JSON body,
 //! never a 5xx, and nothing left behind.
 
-mod common;
-
-use common::{unique, Server, TestEnv};
+use crate::common::{unique, Server, TestEnv};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -458,8 +456,8 @@ fn corpus(env: &TestEnv) -> Vec<Case> {
 
 #[test]
 fn three_hundred_malformed_requests_get_4xx_json_and_leave_nothing() {
-    let env = TestEnv::get();
-    let server = Server::start_with(&[
+    let env = TestEnv::offline();
+    let server = Server::in_process(&[
         "--max-upload-bytes",
         "1048576",
         "--max-dockerfile-bytes",

@@ -1,16 +1,14 @@
 //! The builder pool on real daemons: the machine's own, private ones the test
 //! starts and stops, and one reached over TCP with TLS.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use common::{
+use crate::common::{
     field, pushed_digest, registry_digest, unique, with_file, PrivateDaemon, Server, TestEnv,
     TlsCerts,
 };
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 const BUILD_TIME: Duration = Duration::from_secs(180);

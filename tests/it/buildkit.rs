@@ -1,12 +1,11 @@
 //! BuildKit builds: the `docker init`-style Dockerfiles (RUN --mount) work, unused
 //! stages are skipped, and the legacy builder refuses what it cannot build.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common;
+use crate::common::{
     assert_processes_gone, buildkit_step, field, output_text, run_in, tar_of, unique,
     wait_for_process, with_file, PrivateDaemon, Server, TestEnv,
 };

@@ -1,10 +1,8 @@
 //! The CLI client against a real server: `dockpub submit DIR --follow` and friends.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::{pushed_digest, unique, Server, TestEnv};
+use crate::common::{pushed_digest, unique, Server, TestEnv};
 use serde_json::Value;
 
 fn dockpub(server: &Server, args: &[&str]) -> Output {

@@ -1,13 +1,12 @@
 //! Honest under concurrency: builds of the same tag side by side, builds that
 //! share an image (delete, retention, retry), and retries racing deletes.
 
-mod common;
-
-use std::sync::{Arc, Barrier, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{
-    field, local_image_exists, manifest_config, pushed_digest, unique, with_file, Server, TestEnv,
+use crate::common::{
+    daemon_alone, field, local_image_exists, manifest_config, pushed_digest, unique, with_file,
+    Server, TestEnv,
 };
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{json, Value};
@@ -22,24 +21,6 @@ fn label_only(env: &TestEnv) -> String {
         env.base_image,
         unique("label")
     )
-}
-
-/// The classic builder fails a build with `unable to find image "sha256:…"`
-/// when a sibling of its parent image (another child of the base image) is
-/// deleted while it looks for a cached step. Tests here that delete images hold
-/// the daemon alone; the others share it.
-static DAEMON: RwLock<()> = RwLock::new(());
-
-fn daemon_shared() -> RwLockReadGuard<'static, ()> {
-    DAEMON
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn daemon_alone() -> RwLockWriteGuard<'static, ()> {
-    DAEMON
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn submit(server: &Server, dockerfile: &str, repository: &str, tag: &str, push: bool) -> i64 {
@@ -77,7 +58,6 @@ fn listed_ids(server: &Server) -> Vec<i64> {
 #[test]
 fn same_tag_builds_each_push_their_own_image_and_the_earlier_says_its_tag_moved() {
     let env = TestEnv::get();
-    let _daemon = daemon_shared();
     let server = Server::start_with(&["--max-concurrent-builds", "4"]);
     const PAIRS: usize = 4;
     let pairs: Vec<(String, [i64; 2])> = (0..PAIRS)
@@ -126,7 +106,6 @@ fn same_tag_builds_each_push_their_own_image_and_the_earlier_says_its_tag_moved(
 #[test]
 fn two_dockpubs_sharing_a_daemon_and_a_tag_never_report_the_others_image() {
     let env = TestEnv::get();
-    let _daemon = daemon_shared();
     let servers = [Server::start(), Server::start()];
     const ROUNDS: usize = 3;
     let mut failures = Vec::new();
@@ -176,6 +155,7 @@ fn identical_pair(server: &Server, env: &TestEnv, name: &str) -> (String, Value,
 #[test]
 fn deleting_the_older_of_two_identical_builds_keeps_the_newer_ones_image_and_tag() {
     let env = TestEnv::get();
+    // Deletes images: see `common::daemon_alone`.
     let _daemon = daemon_alone();
     let server = Server::start();
     let (reference, older, newer) = identical_pair(&server, &env, "identical");
@@ -200,6 +180,7 @@ fn deleting_the_older_of_two_identical_builds_keeps_the_newer_ones_image_and_tag
 #[test]
 fn deleting_two_identical_builds_at_once_leaves_neither_their_tag_nor_their_image() {
     let env = TestEnv::get();
+    // Deletes images: see `common::daemon_alone`.
     let _daemon = daemon_alone();
     let server = Arc::new(Server::start());
     let (reference, older, newer) = identical_pair(&server, &env, "both-deleted");
@@ -224,6 +205,7 @@ fn deleting_two_identical_builds_at_once_leaves_neither_their_tag_nor_their_imag
 #[test]
 fn deleting_a_failed_build_keeps_the_tag_and_image_of_its_retry() {
     let env = TestEnv::get();
+    // Deletes images: see `common::daemon_alone`.
     let _daemon = daemon_alone();
     let server = Server::start();
     let repository = format!("{}/{}", env.auth_registry, unique("retried"));
@@ -259,7 +241,6 @@ fn deleting_a_failed_build_keeps_the_tag_and_image_of_its_retry() {
 #[test]
 fn retention_keeps_the_newest_succeeded_build_and_its_shared_image() {
     let env = TestEnv::get();
-    let _daemon = daemon_shared();
     let server = Server::start_with(&[
         "--retention-keep-last",
         "1",

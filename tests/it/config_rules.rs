@@ -24,34 +24,41 @@ fn start(args: &[&str], config: &str, env: &[(&str, &str)]) -> Start {
         // Through the variables, so a test's own flag wins over them.
         .env("DOCKPUB_CONFIG", "config.toml")
         .env("DOCKPUB_BIND", "127.0.0.1:0")
+        .env("DOCKPUB_ADDRESS_FILE", "address")
         .env_remove("DOCKER_HOST")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .expect("start dockpub");
-    let code = wait_or_listening(&mut child, &log_path);
+    let code = wait_or_listening(&mut child, &dir.path().join("address"));
     Start {
         code,
         log: std::fs::read_to_string(&log_path).unwrap(),
     }
 }
 
-/// The exit code, or None once the server says it listens (it is then stopped with
-/// SIGTERM, and must exit 0 within a few seconds).
-fn wait_or_listening(child: &mut Child, log: &Path) -> Option<i32> {
+/// The exit code, or None once the server has written its address file (it is
+/// then stopped with SIGTERM, and must exit 0 within a few seconds and remove
+/// the file).
+fn wait_or_listening(child: &mut Child, address_file: &Path) -> Option<i32> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait().expect("dockpub status") {
             return Some(status.code().expect("an exit code, not a signal"));
         }
-        let listening = std::fs::read_to_string(log).is_ok_and(|l| l.contains("listening on"));
+        let listening = std::fs::read_to_string(address_file)
+            .is_ok_and(|address| address.starts_with("http://"));
         assert!(
             Instant::now() < deadline,
             "dockpub neither exited nor listened"
         );
         if listening {
             stop_cleanly(child);
+            assert!(
+                !address_file.exists(),
+                "a clean stop removes the address file"
+            );
             return None;
         }
         std::thread::sleep(Duration::from_millis(25));

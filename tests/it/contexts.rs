@@ -1,12 +1,10 @@
 //! Build contexts and build options end to end: real server, real daemon, real
 //! registry. Images are checked by running them with network none.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     assert_processes_gone, buildkit_step, docker, field, output_text, pushed_digest,
     registry_digest, run_in, tar_of, unique, with_file, Server, TestEnv,
 };

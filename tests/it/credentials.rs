@@ -2,15 +2,13 @@
 //! password_env), from Docker's config.json (auths and credential helpers), used
 //! for the push, for pulling a private base image, and after a restart.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::{field, registry_digest, unique, with_file, Server, TestEnv};
 use base64::Engine as _;
-use common::{field, registry_digest, unique, with_file, Server, TestEnv};
 use serde_json::{json, Value};
 
 const BUILD_TIME: Duration = Duration::from_secs(120);

@@ -1,13 +1,11 @@
 //! A full disk, survived honestly: the data directory on a small tmpfs this test
 //! mounts (it runs as root, as CI does), filled by logging builds, then grown.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{field, unique, with_file, Server, TestEnv};
+use crate::common::{field, unique, with_file, Server, TestEnv};
 use serde_json::Value;
 
 const BUILD_TIME: Duration = Duration::from_secs(180);

@@ -2,8 +2,6 @@
 //! served by a real `git daemon` on loopback (and read as file://), built by a
 //! real dockpub on the real daemon. Images are checked by running them.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{docker, field, free_port, run_in, unique, Server, TestEnv};
+use crate::common::{docker, field, free_port, run_in, unique, Server, TestEnv};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
 

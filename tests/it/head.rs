@@ -1,11 +1,9 @@
 //! `HEAD` is answered wherever `GET` is: the same status and headers, no body, and
 //! never a wait for a running build's stream to end.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{field, unique, with_file, Server, TestEnv};
+use crate::common::{field, unique, with_file, Server, TestEnv};
 
 #[test]
 fn head_answers_like_get_without_a_body_and_without_waiting() {

@@ -1,12 +1,10 @@
 //! Watching builds live, cancelling them and running them again.
 
-mod common;
-
 use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     assert_processes_gone, field, local_image_exists, output_text, registry_digest, unique,
     wait_for_process, with_file, Server, TestEnv,
 };

@@ -1,10 +1,8 @@
 //! /metrics moves as builds run: scraped before and after, in Prometheus' text format.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{field, unique, with_file, Server, TestEnv};
+use crate::common::{field, unique, with_file, Server, TestEnv};
 
 fn scrape(server: &Server) -> String {
     let response = server.get("/metrics");

@@ -1,15 +1,13 @@
 //! The OpenAPI document: generated from the code, listing every v1 route, and
 //! checked against the running server by schemathesis.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Server, TestEnv};
+use crate::common::{Server, TestEnv};
 
 #[test]
 fn the_document_lists_every_v1_route() {
-    let server = Server::start();
+    let server = Server::in_process(&[]);
     let document = server.get_json("/api/v1/openapi.json");
     assert!(document["openapi"].as_str().unwrap().starts_with("3."));
     let expected = [

@@ -2,12 +2,10 @@
 //! server, the real daemon and the test registry; an example that fails fails here.
 //! The README's "The README's examples are tests" says how they are run.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Server, TestEnv};
+use crate::common::{Server, TestEnv};
 
 /// Fewer tagged blocks than this means tags were lost, not that all is well.
 const AT_LEAST_BLOCKS: usize = 6;

@@ -2,12 +2,10 @@
 //! trail a write that has returned, and a log is sent in pages (all of it, a
 //! part chosen by `since` and `tail`, or followed) with flat memory.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
-use common::{field, status_kib, with_file, Server};
+use crate::common::{field, status_kib, with_file, Server};
 use dockpub::builds::model::LogLine;
 use dockpub::store::Store;
 use serde_json::Value;

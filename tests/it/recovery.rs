@@ -1,10 +1,8 @@
 //! A dockpub killed mid-build picks its work up again on restart.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{field, registry_digest, unique, with_file, Server, TestEnv};
+use crate::common::{field, registry_digest, unique, with_file, Server, TestEnv};
 
 const BUILD_TIME: Duration = Duration::from_secs(120);
 

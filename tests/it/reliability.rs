@@ -1,12 +1,10 @@
 //! Keeping its word under faults: tokens, shutdown, daemon outages, a full queue,
 //! crashes, retention.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     assert_processes_gone, field, local_image_exists, registry_digest, unique, wait_for_process,
     with_file, PrivateDaemon, Server, TestEnv,
 };

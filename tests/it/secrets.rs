@@ -1,10 +1,8 @@
 //! Registry passwords live in memory only: never in SQLite, logs or responses.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{field, unique, with_file, Server, TestEnv};
+use crate::common::{field, unique, with_file, Server, TestEnv};
 use serde_json::Value;
 
 const BUILD_TIME: Duration = Duration::from_secs(120);

@@ -1,10 +1,8 @@
 //! The seed-compatible API: scripts written for the Django service keep working.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{field, registry_digest, unique, with_file, Server, TestEnv};
+use crate::common::{field, registry_digest, unique, with_file, Server, TestEnv};
 use reqwest::blocking::multipart::Form;
 use serde_json::{json, Value};
 
@@ -143,8 +141,8 @@ fn a_rejected_push_reads_as_an_error() {
 
 #[test]
 fn seed_errors_keep_the_old_messages() {
-    let env = TestEnv::get();
-    let server = Server::start();
+    let env = TestEnv::offline();
+    let server = Server::in_process(&[]);
     let repository = format!("{}/{}", env.registry, unique("seederr"));
 
     let no_credentials = field(
@@ -241,7 +239,7 @@ fn seed_errors_keep_the_old_messages() {
         "a rejected upload left a build"
     );
 
-    let guarded = Server::start_with(&["--api-tokens", "seed-token"]);
+    let guarded = Server::in_process(&["--api-tokens", "seed-token"]);
     let response = guarded.get(ROUTE);
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");

@@ -1,11 +1,9 @@
 //! Named tokens with scopes and repositories, against a real server, daemon and
 //! registry: what each token may do on every route, v1 and seed-compatible.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{field, registry_digest, unique, with_file, Server, TestEnv};
+use crate::common::{field, registry_digest, unique, with_file, Server, TestEnv};
 use reqwest::blocking::RequestBuilder;
 use reqwest::Method;
 use serde_json::Value;

@@ -1,11 +1,9 @@
 //! A large context is streamed to disk and on to the daemon, never held in memory.
 
-mod common;
-
 use std::io::{Cursor, Read};
 use std::time::Duration;
 
-use common::{field, status_kib, unique, Server, TestEnv};
+use crate::common::{field, status_kib, unique, Server, TestEnv};
 use reqwest::blocking::multipart::{Form, Part};
 
 const CONTEXT_FILE_BYTES: u64 = 600 * 1024 * 1024;

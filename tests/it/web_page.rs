@@ -2,14 +2,12 @@
 //! the form, follow a build to `succeeded`, cancel a slow one, delete it, with no
 //! console errors along the way. Saves the screenshot the README shows.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{unique, Server, TestEnv};
+use crate::common::{unique, Server, TestEnv};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 

@@ -2,8 +2,6 @@
 //! with one delivery id, a kill -9 between attempts, refused callback hosts, and
 //! a receiver that never answers.
 
-mod common;
-
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,7 +12,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use common::{field, unique, with_file, Server, TestEnv};
+use crate::common::{field, unique, with_file, Server, TestEnv};
 
 const BUILD_TIME: Duration = Duration::from_secs(120);
 const SECRET_VAR: &str = "DOCKPUB_TEST_WEBHOOK_SECRET";

@@ -1,13 +1,22 @@
-//! The shared integration-test harness: a real dockpub process on a real port, the
-//! real Docker daemon, and the loopback registries `scripts/test` starts.
-#![allow(dead_code)] // each test binary uses its own part of the harness
+//! The shared integration-test harness: a real dockpub on a real port, the real
+//! Docker daemon, and the loopback registries `scripts/test` starts.
+//!
+//! A [`Server`] is a `dockpub serve` process (started with `--address-file`, which
+//! is how the harness learns its port), or, for API-level tests that need no
+//! daemon, dockpub served in this process by [`Server::in_process`].
 
-use std::io::{BufRead, BufReader};
+mod captured_log;
+mod daemon_share;
+mod in_process;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub use daemon_share::alone as daemon_alone;
+use daemon_share::Share;
+use in_process::InProcess;
 use reqwest::blocking::{multipart, Client, Response};
 use serde_json::Value;
 
@@ -48,6 +57,19 @@ impl TestEnv {
         }
     }
 
+    /// Names for tests on an in-process server, which builds nothing: the
+    /// registries and the image are only written into requests, never reached,
+    /// so neither `scripts/test` nor a daemon is needed.
+    pub fn offline() -> TestEnv {
+        TestEnv {
+            registry: "127.0.0.1:5000".into(),
+            auth_registry: "127.0.0.1:5001".into(),
+            auth_user: "dockpub-user".into(),
+            auth_password: "not-a-password".into(),
+            base_image: "dockpub-test-base:latest".into(),
+        }
+    }
+
     /// A Dockerfile on the local base image whose image is unique to this call;
     /// the label comes first so the RUN step is never taken from the cache.
     /// A three-step Dockerfile whose RUN no earlier build has cached: the unique
@@ -78,12 +100,21 @@ pub fn unique(prefix: &str) -> String {
 /// A running dockpub and the folder it lives in.
 pub struct Server {
     dir: tempfile::TempDir,
-    child: Child,
+    process: Process,
     pub base: String,
     pub client: Client,
     args: Vec<String>,
     env: Vec<(String, String)>,
     starts: usize,
+}
+
+enum Process {
+    /// `dockpub serve`, holding its share of the Docker daemon.
+    Child {
+        child: Child,
+        _daemon: Option<Share>,
+    },
+    InProcess(InProcess),
 }
 
 impl Server {
@@ -112,24 +143,54 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let share = daemon_share::share();
         let (child, base) = spawn(dir.path(), &args, &env, 0);
         Server {
             dir,
-            child,
+            process: Process::Child {
+                child,
+                _daemon: share,
+            },
             base,
-            client: Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
+            client: client(),
             args,
             env,
             starts: 1,
         }
     }
 
+    /// dockpub served in this test process on a fresh port, with build network
+    /// `none`, `extra` flags, and a Docker host that does not exist: for tests of
+    /// the API alone, which then need no daemon and cannot touch one. Builds it
+    /// accepts stay queued. It cannot be killed or restarted, and its `log()` is
+    /// the whole test process's since it started.
+    pub fn in_process(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (server, base) = InProcess::start(dir.path(), extra);
+        Server {
+            dir,
+            process: Process::InProcess(server),
+            base,
+            client: client(),
+            args: Vec::new(),
+            env: Vec::new(),
+            starts: 1,
+        }
+    }
+
+    fn child(&mut self) -> &mut Child {
+        match &mut self.process {
+            Process::Child { child, .. } => child,
+            Process::InProcess(_) => panic!("an in-process server has no process of its own"),
+        }
+    }
+
     /// The dockpub process's id, to read its /proc entries.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.process {
+            Process::Child { child, .. } => child.id(),
+            Process::InProcess(_) => panic!("an in-process server has no process of its own"),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -142,6 +203,9 @@ impl Server {
 
     /// Everything the server has logged, across restarts.
     pub fn log(&self) -> String {
+        if let Process::InProcess(server) = &self.process {
+            return captured_log::since(server.log_start);
+        }
         (0..self.starts)
             .map(|n| {
                 std::fs::read_to_string(self.dir.path().join(format!("server-{n}.log")))
@@ -152,14 +216,15 @@ impl Server {
 
     /// SIGKILL: no chance to clean up, as in a crash.
     pub fn kill(&mut self) {
-        self.child.kill().expect("kill dockpub");
-        self.child.wait().expect("reap dockpub");
+        let child = self.child();
+        child.kill().expect("kill dockpub");
+        child.wait().expect("reap dockpub");
     }
 
     /// Starts again on the same data folder (on a new port).
     pub fn restart(&mut self) {
         let (child, base) = spawn(self.dir.path(), &self.args, &self.env, self.starts);
-        self.child = child;
+        *self.child() = child;
         self.base = base;
         self.starts += 1;
     }
@@ -182,7 +247,6 @@ impl Server {
             .expect("POST")
     }
 
-    /// Submits through the v1 API and returns the new build's id.
     pub fn cancel(&self, id: i64) -> Response {
         self.client
             .post(self.url(&format!("/api/v1/builds/{id}/cancel")))
@@ -190,6 +254,7 @@ impl Server {
             .expect("cancel request")
     }
 
+    /// Submits through the v1 API and returns the new build's id.
     pub fn submit(&self, form: multipart::Form) -> i64 {
         let response = self.post_form("/api/v1/builds", form);
         let status = response.status();
@@ -237,9 +302,19 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // An in-process server stops when its `InProcess` is dropped.
+        if let Process::Child { child, .. } = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 // The child is handed to a Server, whose Drop kills and reaps it.
@@ -247,8 +322,12 @@ impl Drop for Server {
 fn spawn(dir: &Path, args: &[String], env: &[(String, String)], start: usize) -> (Child, String) {
     let log_path = dir.join(format!("server-{start}.log"));
     let log = std::fs::File::create(&log_path).expect("server log");
+    // A file of its own per start: one a killed server left is never read.
+    let address_file = dir.join(format!("address-{start}"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_dockpub"))
         .args(args)
+        .arg("--address-file")
+        .arg(&address_file)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(dir)
         .env("RUST_LOG", "debug")
@@ -258,8 +337,9 @@ fn spawn(dir: &Path, args: &[String], env: &[(String, String)], start: usize) ->
         .expect("start dockpub");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(url) = listening_url(&log_path) {
-            return (child, url);
+        // dockpub renames the file into place: it is there whole or not at all.
+        if let Ok(address) = std::fs::read_to_string(&address_file) {
+            return (child, address.trim().to_string());
         }
         let exited = child.try_wait().expect("dockpub status").is_some();
         if exited || Instant::now() > deadline {
@@ -272,18 +352,6 @@ fn spawn(dir: &Path, args: &[String], env: &[(String, String)], start: usize) ->
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-}
-
-/// The address from the server's `listening on http://…` log line, once it is there.
-fn listening_url(log_path: &Path) -> Option<String> {
-    let file = std::fs::File::open(log_path).expect("server log");
-    BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.split_once("listening on ")
-                .map(|(_, url)| url.trim().to_string())
-        })
 }
 
 /// A /proc/PID/status value in KiB (`VmRSS:`, `VmHWM:`, …).
@@ -443,7 +511,7 @@ pub fn local_image_exists(reference: &str) -> bool {
 impl Server {
     /// SIGTERM, then waits (up to `limit`) for the process to exit on its own.
     pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+        let pid = self.child().id().to_string();
         let sent = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
@@ -451,7 +519,7 @@ impl Server {
         assert!(sent.success());
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.try_wait().expect("dockpub status") {
+            if let Some(status) = self.child().try_wait().expect("dockpub status") {
                 return status;
             }
             assert!(
