@@ -60,8 +60,9 @@ fn build_only(server: &Server, form: Form, repository: &str) -> Value {
 
 fn assert_refused(server: &Server, form: Form, status: u16, code: &str, needle: &str) {
     let response = server.post_form("/api/v1/builds", form);
-    assert_eq!(response.status(), status);
+    let got = response.status();
     let body: Value = response.json().unwrap();
+    assert_eq!(got, status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains(needle), "'{needle}' not in: {message}");
@@ -649,7 +650,19 @@ fn a_full_queue_refuses_before_unpacking_a_context() {
         "repository",
         &repository,
     );
-    assert_refused(&server, form, 429, "queue_full", "queue is full");
+    let response = server.post_form("/api/v1/builds", form);
+    let got = response.status();
+    let body: Value = response.json().unwrap();
+    // Should the queue not be full, the builds say why.
+    let why = || {
+        format!(
+            "{body}\nrunning: {}\nqueued: {}",
+            server.build(running),
+            server.build(queued)
+        )
+    };
+    assert_eq!(got, 429, "{}", why());
+    assert_eq!(body["error"]["code"], "queue_full", "{}", why());
     for id in [queued, running] {
         let cancel = server
             .client

@@ -575,7 +575,10 @@ password_env = "DOCKPUB_TEST_GIT_PASSWORD"
     // A ref that does not exist, and a host nobody listens on.
     let response = server.post_form("/api/v1/builds", form(&[("git_ref", "nope")]));
     assert_eq!(response.status(), 422);
-    let closed = format!("http://127.0.0.1:{}/git/app.git", crate::common::free_port());
+    let closed = format!(
+        "http://127.0.0.1:{}/git/app.git",
+        crate::common::free_port()
+    );
     let repository = format!("{}/{}", env.registry, unique("http-git"));
     let unreachable = field(
         field(
