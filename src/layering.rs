@@ -15,8 +15,8 @@
 //!         domain   the shared types; imports nothing of dockpub
 //! ```
 //!
-//! `sync`, `error_chain`, `named_locks` and `metrics` are leaf utilities any
-//! module but `domain` may use; they use nothing but each other.
+//! `sync`, `error_chain`, `named_locks`, `metrics` and `address_file` are leaf
+//! utilities any module but `domain` may use; they use nothing but each other.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -40,7 +40,13 @@ const LAYERS: &[(&str, &[&str])] = &[
 ];
 
 /// Small utilities below everything but `domain`.
-const LEAVES: &[&str] = &["sync", "error_chain", "named_locks", "metrics"];
+const LEAVES: &[&str] = &[
+    "sync",
+    "error_chain",
+    "named_locks",
+    "metrics",
+    "address_file",
+];
 
 /// One reference from a file to a module: where it is, for the message.
 #[derive(Debug, Clone)]

@@ -14,9 +14,10 @@
 //!   options, logins and secrets, image references, progress, webhook events).
 //!   No I/O, and it imports nothing of dockpub.
 //!
-//! `sync`, `error_chain`, `named_locks` and `metrics` are small utilities any
-//! layer above `domain` may use. This file wires the layers together.
+//! `sync`, `error_chain`, `named_locks`, `metrics` and `address_file` are small
+//! utilities any layer above `domain` may use. This file wires the layers together.
 
+mod address_file;
 pub mod builds;
 pub mod cli;
 pub mod config;
@@ -33,11 +34,13 @@ pub mod sync;
 pub mod webhooks;
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 
+use address_file::AddressFile;
 use builds::credentials::CredentialResolver;
 use builds::options::NetworkPolicy;
 use builds::{BuildService, Limits, Retention, RunSettings};
@@ -66,6 +69,11 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Locked(#[from] store::LockError),
+    #[error("cannot write the address file {path}: {source}")]
+    AddressFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl StartError {
@@ -76,15 +84,17 @@ impl StartError {
             StartError::Config(_)
             | StartError::Locked(_)
             | StartError::Bind { .. }
-            | StartError::DataDir { .. } => 2,
+            | StartError::DataDir { .. }
+            | StartError::AddressFile { .. } => 2,
             StartError::Listen(_) | StartError::Store(_) => 1,
         }
     }
 }
 
 /// Binds `config.server.bind` and serves until SIGTERM or SIGINT; then stops accepting,
-/// lets running builds finish within the grace period, and stops.
-pub async fn serve(config: Config) -> Result<(), StartError> {
+/// lets running builds finish within the grace period, and stops. While it
+/// serves, `address_file` (when given) holds the address it listens on.
+pub async fn serve(config: Config, address_file: Option<&Path>) -> Result<(), StartError> {
     // Before anything is bound, opened or recovered.
     let _lock = store::DataDirLock::acquire(&config.server.data_dir)?;
     let listener = TcpListener::bind(&config.server.bind).map_err(|source| StartError::Bind {
@@ -92,7 +102,16 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         source,
     })?;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let address = listener.local_addr()?;
     let (server, builds) = launch(config, listener).await?;
+    let _announced = address_file
+        .map(|path| {
+            AddressFile::write(path, address).map_err(|source| StartError::AddressFile {
+                path: path.to_path_buf(),
+                source,
+            })
+        })
+        .transpose()?;
     let handle = server.handle();
     let serving = tokio::spawn(server);
     wait_for_stop_signal().await;

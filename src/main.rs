@@ -1,6 +1,8 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
 use dockpub::cli::{self, ClientArgs, LoginArgs, Request, SubmitArgs};
 use dockpub::config::{Config, ServeArgs};
 
@@ -16,13 +18,23 @@ struct Cli {
     command: Option<Command>,
     /// With no subcommand, dockpub serves with these flags.
     #[command(flatten)]
-    serve: ServeArgs,
+    serve: ServeCommand,
+}
+
+/// `dockpub serve`: the settings, and how this run tells where it listens.
+#[derive(Args)]
+struct ServeCommand {
+    #[command(flatten)]
+    settings: ServeArgs,
+    /// Once listening, write the address (http://HOST:PORT) to this file, removed again on a clean stop; with --bind HOST:0 a script learns the port picked
+    #[arg(long, env = "DOCKPUB_ADDRESS_FILE")]
+    address_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP service (the default)
-    Serve(Box<ServeArgs>),
+    Serve(Box<ServeCommand>),
     /// Submit a build: a Dockerfile, or a directory as its context
     Submit {
         #[command(flatten)]
@@ -95,16 +107,16 @@ async fn main() -> ExitCode {
     cli::run(request, client).await
 }
 
-async fn serve(args: ServeArgs) -> ExitCode {
+async fn serve(command: ServeCommand) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = match Config::load(args) {
+    let config = match Config::load(command.settings) {
         Ok(config) => config,
         Err(err) => {
             log::error!("{err}");
             return ExitCode::from(2);
         }
     };
-    match dockpub::serve(config).await {
+    match dockpub::serve(config, command.address_file.as_deref()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("{err}");

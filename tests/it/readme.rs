@@ -1,0 +1,110 @@
+//! Every README example in a code block tagged ` ```sh test` runs against a real
+//! server, the real daemon and the test registry; an example that fails fails here.
+//! The README's "The README's examples are tests" says how they are run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::{Server, TestEnv};
+
+/// Fewer tagged blocks than this means tags were lost, not that all is well.
+const AT_LEAST_BLOCKS: usize = 6;
+
+/// Each `curl` fails on an error status, unless the example already asks for `-f`.
+const PRELUDE: &str = r#"curl() {
+  local fail=--fail-with-body arg
+  for arg in "$@"; do
+    case "$arg" in --fail|--fail-with-body|-[!-]*f*) fail= ;; esac
+  done
+  command curl $fail -sS "$@"
+}
+"#;
+
+struct Example {
+    /// The README line of the opening fence, for the failure message.
+    line: usize,
+    script: String,
+}
+
+/// The ` ```sh test` blocks, in README order.
+fn tagged_examples(readme: &str) -> Vec<Example> {
+    let mut examples = Vec::new();
+    let mut open: Option<Example> = None;
+    for (index, line) in readme.lines().enumerate() {
+        match open.as_mut() {
+            None if line.trim() == "```sh test" => {
+                open = Some(Example {
+                    line: index + 1,
+                    script: String::new(),
+                })
+            }
+            None => {}
+            Some(_) if line.trim_start().starts_with("```") => examples.extend(open.take()),
+            Some(example) => {
+                example.script.push_str(line);
+                example.script.push('\n');
+            }
+        }
+    }
+    assert!(open.is_none(), "a ```sh test block is never closed");
+    examples
+}
+
+/// The README's documented substitutions, and only those.
+fn substituted(script: &str, server: &str, env: &TestEnv) -> String {
+    script
+        .replace("localhost:8080", server)
+        .replace("127.0.0.1:8080", server)
+        .replace("127.0.0.1:5000", &env.registry)
+        .replace("FROM busybox", &format!("FROM {}", env.base_image))
+}
+
+fn path_with_dockpub() -> String {
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_dockpub"));
+    let dir = binary.parent().expect("the binary's folder");
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn run(example: &Example, script: &str, scratch: &Path, server: &Server) {
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c"])
+        .arg(format!("{PRELUDE}{script}"))
+        .current_dir(scratch)
+        .env("PATH", path_with_dockpub())
+        .env("DOCKPUB_URL", &server.base)
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "the README example at line {} failed ({}):\n{script}\n--- stdout\n{}\n--- stderr\n{}\n--- server log\n{}",
+        example.line,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}
+
+#[test]
+fn every_tagged_readme_example_runs() {
+    let env = TestEnv::get();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let examples = tagged_examples(&readme);
+    assert!(
+        examples.len() >= AT_LEAST_BLOCKS,
+        "only {} ```sh test blocks in the README",
+        examples.len()
+    );
+    let server = Server::start();
+    let address = server.base.trim_start_matches("http://").to_string();
+    let scratch = tempfile::tempdir().expect("scratch folder");
+    for example in &examples {
+        let script = substituted(&example.script, &address, &env);
+        run(example, &script, scratch.path(), &server);
+    }
+}

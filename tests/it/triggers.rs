@@ -1,0 +1,629 @@
+//! Builds on push: triggers fed push events shaped as GitHub, Gitea/Forgejo and
+//! GitLab send them, signed right and wrong, against a repository served by a
+//! real `git daemon`; runs by hand under scoped tokens; and smart HTTP with
+//! basic auth (`git http-backend` behind lighttpd) with a `[git."HOST"]` login.
+//!
+//! The payloads are fixtures, trimmed from the examples in each server's
+//! webhook documentation (GitHub "push", Gitea/Forgejo "push", GitLab "Push
+//! Hook" / "Tag Push Hook"), with the headers each one sends; no git server
+//! among Debian's packages sends webhooks.
+
+use std::time::Duration;
+
+use crate::common::git::{git, make_repo, GitDaemon, Repo, SmartHttp};
+use crate::common::{field, run_in, unique, Server, TestEnv};
+use hmac::{Hmac, Mac};
+use reqwest::blocking::multipart::Form;
+use reqwest::blocking::{Client, Response};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+const BUILD_TIME: Duration = Duration::from_secs(90);
+const SECRET: &str = "webhook-secret-3f9a";
+const SECRET_ENV: &str = "DOCKPUB_TEST_TRIGGER_SECRET";
+
+/// A repository on `git daemon`, a branch `feature/x` at its first commit,
+/// and a server with the trigger `app` on it.
+struct Setup {
+    _root: tempfile::TempDir,
+    _daemon: GitDaemon,
+    _config: tempfile::TempDir,
+    repo: Repo,
+    url: String,
+    repository: String,
+    server: Server,
+}
+
+fn setup(extra_config: &str, env: &[(&str, &str)]) -> Setup {
+    let test_env = TestEnv::get();
+    let root = tempfile::tempdir().unwrap();
+    let repo = make_repo(root.path(), &test_env);
+    git(&repo.path, &["branch", "feature/x", &repo.first]);
+    let daemon = GitDaemon::start(root.path());
+    let url = daemon.url("app.git");
+    let repository = format!("{}/{}", test_env.registry, unique("trig"));
+    let config = format!(
+        r#"{extra_config}
+[[triggers]]
+name = "app"
+git = "{url}"
+refs = ["refs/heads/main", "refs/heads/feature/**", "refs/tags/v*"]
+repository = "{repository}"
+tags = ["{{branch}}", "{{tag}}", "{{short_sha}}"]
+git_subdir = "app"
+push = false
+secret_env = "{SECRET_ENV}"
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut all_env = vec![(SECRET_ENV, SECRET)];
+    all_env.extend_from_slice(env);
+    let server = Server::start_with_env(&["--config", path.to_str().unwrap()], &all_env);
+    Setup {
+        _root: root,
+        _daemon: daemon,
+        _config: dir,
+        repo,
+        url,
+        repository,
+        server,
+    }
+}
+
+fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// GitHub's push event: `X-Hub-Signature-256: sha256=HMAC`.
+fn github_push(
+    git_ref: &str,
+    after: &str,
+    delivery: &str,
+    secret: &str,
+) -> (Vec<(String, String)>, Vec<u8>) {
+    let body = json!({
+        "ref": git_ref,
+        "before": "0000000000000000000000000000000000000000",
+        "after": after,
+        "created": false, "deleted": false, "forced": false, "base_ref": null,
+        "compare": "https://github.com/team/app/compare/000000000000...1234567890ab",
+        "commits": [{"id": after, "message": "three", "distinct": true,
+                     "author": {"name": "t", "email": "t@e"}}],
+        "head_commit": {"id": after, "message": "three"},
+        "repository": {"id": 1, "name": "app", "full_name": "team/app",
+                       "clone_url": "https://github.com/team/app.git", "default_branch": "main"},
+        "pusher": {"name": "t", "email": "t@e"},
+        "sender": {"login": "t", "id": 1}
+    })
+    .to_string()
+    .into_bytes();
+    let headers = vec![
+        ("X-GitHub-Event".into(), "push".into()),
+        ("X-GitHub-Delivery".into(), delivery.into()),
+        ("X-GitHub-Hook-ID".into(), "42".into()),
+        ("X-Hub-Signature".into(), "sha1=0000".into()),
+        (
+            "X-Hub-Signature-256".into(),
+            format!("sha256={}", hmac_hex(secret, &body)),
+        ),
+        ("User-Agent".into(), "GitHub-Hookshot/abc123".into()),
+    ];
+    (headers, body)
+}
+
+/// Gitea's and Forgejo's push event: `X-Gitea-Signature: HMAC`, with the
+/// GitHub-style headers Gitea also sends.
+fn gitea_push(git_ref: &str, after: &str, delivery: &str) -> (Vec<(String, String)>, Vec<u8>) {
+    let body = json!({
+        "ref": git_ref,
+        "before": "0000000000000000000000000000000000000000",
+        "after": after,
+        "compare_url": "",
+        "commits": [],
+        "total_commits": 0,
+        "head_commit": null,
+        "repository": {"id": 1, "name": "app", "full_name": "team/app",
+                       "clone_url": "http://gitea.local/team/app.git"},
+        "pusher": {"id": 1, "login": "t"},
+        "sender": {"id": 1, "login": "t"}
+    })
+    .to_string()
+    .into_bytes();
+    let signature = hmac_hex(SECRET, &body);
+    let headers = vec![
+        ("X-Gitea-Event".into(), "push".into()),
+        ("X-Gitea-Event-Type".into(), "push".into()),
+        ("X-Gitea-Delivery".into(), delivery.into()),
+        ("X-Gitea-Signature".into(), signature.clone()),
+        ("X-Gogs-Event".into(), "push".into()),
+        ("X-Gogs-Signature".into(), signature.clone()),
+        ("X-GitHub-Event".into(), "push".into()),
+        ("X-GitHub-Delivery".into(), delivery.into()),
+        ("X-Hub-Signature-256".into(), format!("sha256={signature}")),
+    ];
+    (headers, body)
+}
+
+/// GitLab's push event: the secret itself in `X-Gitlab-Token`.
+fn gitlab_push(
+    git_ref: &str,
+    sha: &str,
+    delivery: &str,
+    token: &str,
+) -> (Vec<(String, String)>, Vec<u8>) {
+    let tag = git_ref.starts_with("refs/tags/");
+    let body = json!({
+        "object_kind": if tag { "tag_push" } else { "push" },
+        "event_name": if tag { "tag_push" } else { "push" },
+        "before": "0000000000000000000000000000000000000000",
+        "after": sha,
+        "ref": git_ref,
+        "ref_protected": false,
+        "checkout_sha": sha,
+        "user_id": 1, "user_name": "t", "user_username": "t",
+        "project_id": 15,
+        "project": {"id": 15, "name": "app", "git_http_url": "http://gitlab.local/team/app.git"},
+        "commits": [],
+        "total_commits_count": 0,
+        "repository": {"name": "app", "git_http_url": "http://gitlab.local/team/app.git"}
+    })
+    .to_string()
+    .into_bytes();
+    let headers = vec![
+        (
+            "X-Gitlab-Event".into(),
+            if tag { "Tag Push Hook" } else { "Push Hook" }.into(),
+        ),
+        ("X-Gitlab-Token".into(), token.into()),
+        ("X-Gitlab-Event-UUID".into(), format!("event-{delivery}")),
+        ("X-Gitlab-Instance".into(), "http://gitlab.local".into()),
+        ("Idempotency-Key".into(), delivery.into()),
+        ("User-Agent".into(), "GitLab/17.0.0".into()),
+    ];
+    (headers, body)
+}
+
+fn send(
+    server: &Server,
+    trigger: &str,
+    (headers, body): (Vec<(String, String)>, Vec<u8>),
+) -> Response {
+    let mut request = Client::new()
+        .post(server.url(&format!("/api/v1/triggers/{trigger}/events")))
+        .header("Content-Type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request.send().expect("POST event")
+}
+
+fn build_count(server: &Server) -> usize {
+    server.get_json("/api/v1/builds")["builds"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+fn accepted(response: Response, want: u16) -> Value {
+    let status = response.status().as_u16();
+    let body: Value = response.json().expect("JSON");
+    assert_eq!(status, want, "{body}");
+    body
+}
+
+fn short(sha: &str) -> String {
+    sha[..7].to_string()
+}
+
+#[test]
+fn push_events_from_each_server_build_the_pushed_commit_once() {
+    let s = setup("", &[]);
+    let server = &s.server;
+
+    // GitHub, a branch push: the commit is built, with the labels and the trigger recorded.
+    let built = accepted(
+        send(
+            server,
+            "app",
+            github_push("refs/heads/main", &s.repo.tip, "gh-1", SECRET),
+        ),
+        202,
+    );
+    assert_eq!(
+        built["trigger"],
+        json!({"name": "app", "delivery": "gh-1"}),
+        "{built}"
+    );
+    assert_eq!(built["submitted_by"], "trigger:app");
+    let done = server.wait_final(built["id"].as_i64().unwrap(), BUILD_TIME);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["source"],
+        json!({"git": s.url, "ref": "refs/heads/main", "commit": s.repo.tip})
+    );
+    assert_eq!(done["tags"], json!(["main", short(&s.repo.tip)]));
+    assert_eq!(
+        run_in(done["image_id"].as_str().unwrap(), "cat /ctx/version.txt"),
+        "three"
+    );
+    let labels = crate::common::docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        done["image_id"].as_str().unwrap(),
+    ]);
+    let labels: Value = serde_json::from_str(&labels).unwrap();
+    assert_eq!(
+        labels["org.opencontainers.image.revision"],
+        s.repo.tip.as_str()
+    );
+    assert_eq!(labels["org.opencontainers.image.source"], s.url.as_str());
+
+    // The same delivery again, and the same commit under a new delivery id: the same build.
+    let again = accepted(
+        send(
+            server,
+            "app",
+            github_push("refs/heads/main", &s.repo.tip, "gh-1", SECRET),
+        ),
+        200,
+    );
+    assert_eq!(again["id"], built["id"]);
+    let same_commit = accepted(
+        send(
+            server,
+            "app",
+            github_push("refs/heads/main", &s.repo.tip, "gh-2", SECRET),
+        ),
+        200,
+    );
+    assert_eq!(same_commit["id"], built["id"]);
+    assert_eq!(build_count(server), 1);
+
+    // Wrong or missing signatures: 401, and nothing is stored.
+    let forged = send(
+        server,
+        "app",
+        github_push("refs/heads/main", &s.repo.first, "gh-3", "not-the-secret"),
+    );
+    assert_eq!(forged.status(), 401);
+    assert_eq!(
+        forged.json::<Value>().unwrap()["error"]["code"],
+        "bad_signature"
+    );
+    let (mut headers, body) = github_push("refs/heads/main", &s.repo.first, "gh-4", SECRET);
+    headers.retain(|(name, _)| !name.starts_with("X-Hub-Signature"));
+    assert_eq!(send(server, "app", (headers, body)).status(), 401);
+    let (headers, mut body) = github_push("refs/heads/main", &s.repo.first, "gh-5", SECRET);
+    body.extend_from_slice(b" ");
+    assert_eq!(
+        send(server, "app", (headers, body)).status(),
+        401,
+        "the body is signed, byte for byte"
+    );
+    let gitlab_wrong = send(
+        server,
+        "app",
+        gitlab_push("refs/heads/main", &s.repo.first, "gl-0", "wrong"),
+    );
+    assert_eq!(gitlab_wrong.status(), 401);
+    assert_eq!(build_count(server), 1);
+    let listed = server.get_json("/api/v1/triggers");
+    assert_eq!(
+        listed["triggers"][0]["last_delivery"]["delivery"], "gh-2",
+        "{listed}"
+    );
+
+    // Refs no pattern matches, deleted refs and pings: 204, no build.
+    let ignored = send(
+        server,
+        "app",
+        github_push("refs/heads/other", &s.repo.first, "gh-6", SECRET),
+    );
+    assert_eq!(ignored.status(), 204);
+    let zeros = "0".repeat(40);
+    assert_eq!(
+        send(
+            server,
+            "app",
+            github_push("refs/heads/main", &zeros, "gh-7", SECRET)
+        )
+        .status(),
+        204
+    );
+    let (mut ping_headers, ping_body) =
+        github_push("refs/heads/main", &s.repo.first, "gh-8", SECRET);
+    ping_headers[0].1 = "ping".into();
+    assert_eq!(send(server, "app", (ping_headers, ping_body)).status(), 204);
+    assert_eq!(build_count(server), 1);
+
+    // Gitea, a tag push: the tag template applies, the branch one does not.
+    let tagged = accepted(
+        send(
+            server,
+            "app",
+            gitea_push("refs/tags/v1", &s.repo.tagged, "gt-1"),
+        ),
+        202,
+    );
+    let tagged = server.wait_final(tagged["id"].as_i64().unwrap(), BUILD_TIME);
+    assert_eq!(tagged["status"], "succeeded", "{tagged}");
+    assert_eq!(tagged["tags"], json!(["v1", short(&s.repo.tagged)]));
+    assert_eq!(tagged["source"]["ref"], "refs/tags/v1");
+    assert_eq!(tagged["trigger"]["delivery"], "gt-1");
+
+    // GitLab, a branch with a slash: it becomes a valid tag.
+    let feature = accepted(
+        send(
+            server,
+            "app",
+            gitlab_push("refs/heads/feature/x", &s.repo.first, "gl-1", SECRET),
+        ),
+        202,
+    );
+    let feature = server.wait_final(feature["id"].as_i64().unwrap(), BUILD_TIME);
+    assert_eq!(feature["status"], "succeeded", "{feature}");
+    assert_eq!(feature["tags"], json!(["feature-x", short(&s.repo.first)]));
+    assert_eq!(
+        run_in(
+            feature["image_id"].as_str().unwrap(),
+            "cat /ctx/version.txt"
+        ),
+        "one"
+    );
+
+    // The list: patterns, last delivery and build; never the secret.
+    let listed = server.get_json("/api/v1/triggers");
+    let app = &listed["triggers"][0];
+    assert_eq!(app["name"], "app");
+    assert_eq!(app["repository"], s.repository.as_str());
+    assert_eq!(app["refs"][2], "refs/tags/v*");
+    assert_eq!(app["last_delivery"]["delivery"], "gl-1");
+    assert_eq!(app["last_delivery"]["outcome"], "built");
+    assert_eq!(app["last_build"], feature["id"]);
+    assert!(!listed.to_string().contains(SECRET));
+    assert!(!listed.to_string().contains(SECRET_ENV));
+    assert!(!server.log().contains(SECRET));
+
+    // An unknown trigger is 404.
+    let unknown = send(
+        server,
+        "nope",
+        github_push("refs/heads/main", &s.repo.tip, "gh-9", SECRET),
+    );
+    assert_eq!(unknown.status(), 404);
+}
+
+#[test]
+fn runs_by_hand_need_the_build_scope_while_events_need_only_their_signature() {
+    let config = r#"
+[[tokens]]
+name = "reader"
+token_env = "DOCKPUB_TEST_READ_TOKEN"
+scopes = ["read"]
+
+[[tokens]]
+name = "ci"
+token_env = "DOCKPUB_TEST_BUILD_TOKEN"
+scopes = ["build"]
+"#;
+    let s = setup(
+        config,
+        &[
+            ("DOCKPUB_TEST_READ_TOKEN", "read-token"),
+            ("DOCKPUB_TEST_BUILD_TOKEN", "build-token"),
+        ],
+    );
+    let run = |token: &str, body: Value| {
+        Client::new()
+            .post(s.server.url("/api/v1/triggers/app/run"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(run("read-token", json!({"ref": "main"})).status(), 403);
+    let listed = Client::new()
+        .get(s.server.url("/api/v1/triggers"))
+        .bearer_auth("read-token")
+        .send()
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    assert_eq!(
+        Client::new()
+            .get(s.server.url("/api/v1/triggers"))
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+
+    // By tag name: the tag is looked up, peeled to its commit, and built.
+    let by_tag = accepted(run("build-token", json!({"ref": "v1"})), 202);
+    assert_eq!(by_tag["submitted_by"], "ci");
+    assert_eq!(by_tag["trigger"], json!({"name": "app", "delivery": null}));
+    let by_tag = wait_as(&s.server, by_tag["id"].as_i64().unwrap(), "build-token");
+    assert_eq!(by_tag["source"]["ref"], "refs/tags/v1");
+    assert_eq!(by_tag["source"]["commit"], s.repo.tagged.as_str());
+    assert_eq!(by_tag["tags"], json!(["v1", short(&s.repo.tagged)]));
+
+    // As a form, by branch.
+    let form = Client::new()
+        .post(s.server.url("/api/v1/triggers/app/run"))
+        .bearer_auth("build-token")
+        .form(&[("ref", "main")])
+        .send()
+        .unwrap();
+    let by_branch = accepted(form, 202);
+    assert_eq!(by_branch["source"]["ref"], "refs/heads/main");
+    assert_eq!(
+        by_branch["source"]["commit"],
+        s.repo.tip.as_str(),
+        "{by_branch}"
+    );
+
+    // A ref the repository lacks, a missing ref, an unknown trigger.
+    let missing = run("build-token", json!({"ref": "no-such-branch"}));
+    assert_eq!(missing.status(), 422);
+    let missing: Value = missing.json().unwrap();
+    assert_eq!(missing["error"]["code"], "git_fetch_failed", "{missing}");
+    assert!(missing["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no such branch or tag"));
+    assert_eq!(run("build-token", json!({})).status(), 400);
+    let unknown = Client::new()
+        .post(s.server.url("/api/v1/triggers/nope/run"))
+        .bearer_auth("build-token")
+        .json(&json!({"ref": "main"}))
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    // Events take no bearer token: the signature is their auth.
+    let event = send(
+        &s.server,
+        "app",
+        github_push("refs/heads/feature/x", &s.repo.first, "gh-1", SECRET),
+    );
+    assert_eq!(event.status(), 202);
+}
+
+fn wait_as(server: &Server, id: i64, token: &str) -> Value {
+    let deadline = std::time::Instant::now() + BUILD_TIME;
+    loop {
+        let build: Value = Client::new()
+            .get(server.url(&format!("/api/v1/builds/{id}")))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if ["succeeded", "failed", "cancelled"].contains(&build["status"].as_str().unwrap_or("")) {
+            assert_eq!(build["status"], "succeeded", "{build}");
+            return build;
+        }
+        assert!(std::time::Instant::now() < deadline, "{build}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn smart_http_with_basic_auth_uses_the_hosts_login_and_reports_a_wrong_one() {
+    let env = TestEnv::get();
+    let root = tempfile::tempdir().unwrap();
+    let repo = make_repo(root.path(), &env);
+    let password = "http-pass-7d1c";
+    let http = SmartHttp::start(root.path(), "alice", password);
+    let url = http.url("app.git");
+    let config = r#"
+[git."127.0.0.1"]
+username = "alice"
+password_env = "DOCKPUB_TEST_GIT_PASSWORD"
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Server::start_with_env(
+        &["--config", path.to_str().unwrap()],
+        &[("DOCKPUB_TEST_GIT_PASSWORD", password)],
+    );
+    let form = |extra: &[(&str, &str)]| {
+        let repository = format!("{}/{}", env.registry, unique("http-git"));
+        let mut form = field(
+            field(Form::new(), "repository", &repository),
+            "push",
+            "false",
+        );
+        form = field(field(form, "git", &url), "git_subdir", "app");
+        for (name, value) in extra {
+            form = field(form, name, value);
+        }
+        form
+    };
+
+    // The host's login from the config: by branch, and by tag.
+    for (git_ref, commit, version) in [("main", &repo.tip, "three"), ("v1", &repo.tagged, "two")] {
+        let id = server.submit(form(&[("git_ref", git_ref)]));
+        let built = server.wait_final(id, BUILD_TIME);
+        assert_eq!(built["status"], "succeeded", "{built}");
+        assert_eq!(built["source"]["commit"], commit.as_str());
+        assert_eq!(
+            run_in(built["image_id"].as_str().unwrap(), "cat /ctx/version.txt"),
+            version
+        );
+    }
+
+    // The request's own, wrong, login wins over the host's, and fails with git's reason.
+    let wrong = "wrong-pass-0b2e";
+    let response = server.post_form(
+        "/api/v1/builds",
+        form(&[("git_username", "alice"), ("git_password", wrong)]),
+    );
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["error"]["code"], "git_fetch_failed", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Authentication failed"), "{message}");
+
+    // A ref that does not exist, and a host nobody listens on.
+    let response = server.post_form("/api/v1/builds", form(&[("git_ref", "nope")]));
+    assert_eq!(response.status(), 422);
+    let closed = format!(
+        "http://127.0.0.1:{}/git/app.git",
+        crate::common::free_port()
+    );
+    let repository = format!("{}/{}", env.registry, unique("http-git"));
+    let unreachable = field(
+        field(
+            field(Form::new(), "repository", &repository),
+            "push",
+            "false",
+        ),
+        "git",
+        &closed,
+    );
+    let response = server.post_form("/api/v1/builds", unreachable);
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{body}"
+    );
+
+    // Neither password is anywhere: log, responses, stored files.
+    let listed = server.get("/api/v1/builds").text().unwrap();
+    for secret in [password, wrong] {
+        assert!(!server.log().contains(secret));
+        assert!(!listed.contains(secret));
+        for file in walk(&server.data_dir()) {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret),
+                "{file:?}"
+            );
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
