@@ -17,21 +17,27 @@
 //! `sync`, `error_chain`, `named_locks`, `metrics` and `address_file` are small
 //! utilities any layer above `domain` may use. This file wires the layers together.
 
+#![warn(missing_docs)]
+
 mod address_file;
-pub mod builds;
+pub(crate) mod builds;
 pub mod cli;
 pub mod config;
-pub mod docker;
+pub(crate) mod docker;
 pub mod domain;
-pub mod error_chain;
-pub mod http;
+pub(crate) mod error_chain;
+// Unused since `http` stopped being public: `ApiError::code` and the
+// `SeedError` re-export. They live in files being rewritten elsewhere, which
+// delete them; this expectation then fails, and goes too.
+#[expect(dead_code, unused_imports)]
+pub(crate) mod http;
 #[cfg(test)]
 mod layering;
-pub mod metrics;
-pub mod named_locks;
+pub(crate) mod metrics;
+pub(crate) mod named_locks;
 pub mod store;
-pub mod sync;
-pub mod webhooks;
+pub(crate) mod sync;
+pub(crate) mod webhooks;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -103,7 +109,7 @@ pub async fn serve(config: Config, address_file: Option<&Path>) -> Result<(), St
     })?;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let address = listener.local_addr()?;
-    let (server, builds) = launch(config, listener).await?;
+    let (server, builds) = start(config, listener).await?;
     let _announced = address_file
         .map(|path| {
             AddressFile::write(path, address).map_err(|source| StartError::AddressFile {
@@ -186,9 +192,17 @@ fn builder_configs(config: &Config) -> Vec<BuilderConfig> {
 }
 
 /// Opens the store, recovers interrupted builds, starts the queue and returns the
-/// running HTTP server on `listener` (which may be bound to port 0) and the build
-/// service behind it.
-pub async fn launch(
+/// running HTTP server on `listener` (which may be bound to port 0): dockpub
+/// without the signal handling and the graceful stop of [`serve`], for a caller
+/// (such as a test) that runs the server itself.
+pub async fn launch(config: Config, listener: TcpListener) -> Result<Server, StartError> {
+    let (server, _builds) = start(config, listener).await?;
+    Ok(server)
+}
+
+/// [`launch`], and the build service behind the server, which [`serve`] drains
+/// at a stop.
+async fn start(
     config: Config,
     listener: TcpListener,
 ) -> Result<(Server, BuildService), StartError> {

@@ -16,11 +16,12 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 
 use api::ApiClient;
-pub use options::{BuildOptionArgs, GitArgs, LoginArgs};
+pub use options::LoginArgs;
+use options::{BuildOptionArgs, GitArgs};
 
 /// Whatever stops a CLI command, as the message it prints.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     #[error("cannot reach the server: {0}")]
     Http(#[from] reqwest::Error),
     #[error("the server answered {status}: {message}")]
@@ -37,72 +38,102 @@ pub enum CliError {
     Usage(String),
 }
 
+/// How to reach the server and how to print its answers: the flags every
+/// client command shares.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// The dockpub server
     #[arg(long, env = "DOCKPUB_URL", default_value = "http://127.0.0.1:8080")]
-    pub server: String,
+    pub(crate) server: String,
     /// API token, when the server wants one
     #[arg(long, env = "DOCKPUB_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// How to print answers
     #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    pub(crate) output: Output,
 }
 
+/// `--output`: text for people, JSON for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
+pub(crate) enum Output {
     Text,
     Json,
 }
 
+/// What `dockpub submit` sends: the Dockerfile or context, where the image goes,
+/// and the build's options, secrets and login.
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
     /// A Dockerfile, or a directory sent as the build context (tarred and gzipped
     /// here, honouring its .dockerignore)
     #[arg(default_value = ".")]
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Repository to push to, e.g. 127.0.0.1:5000/team/app
     #[arg(short, long)]
-    pub repository: String,
+    pub(crate) repository: String,
     /// Tag (repeatable) [default: latest]
     #[arg(short, long = "tag")]
-    pub tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
     /// Build without pushing
     #[arg(long)]
-    pub no_push: bool,
+    pub(crate) no_push: bool,
     /// Build secret, docker's syntax: id=ID,src=FILE or id=ID,env=VAR (repeatable)
     #[arg(long = "secret")]
-    pub secrets: Vec<String>,
+    pub(crate) secrets: Vec<String>,
     /// Build with the daemon's legacy builder instead of BuildKit
     #[arg(long)]
-    pub no_buildkit: bool,
+    pub(crate) no_buildkit: bool,
     /// An image whose layers the build may reuse (repeatable)
     #[arg(long = "cache-from")]
-    pub cache_from: Vec<String>,
+    pub(crate) cache_from: Vec<String>,
     /// Show the log and push progress live; exit non-zero unless the build succeeds
     #[arg(short, long)]
-    pub follow: bool,
+    pub(crate) follow: bool,
     #[command(flatten)]
-    pub options: BuildOptionArgs,
+    pub(crate) options: BuildOptionArgs,
     #[command(flatten)]
-    pub git: GitArgs,
+    pub(crate) git: GitArgs,
     #[command(flatten)]
-    pub login: LoginArgs,
+    pub(crate) login: LoginArgs,
 }
 
 /// What the client was asked to do.
 #[derive(Debug)]
 pub enum Request {
+    /// Submit a build, optionally following it to its end.
     Submit(Box<SubmitArgs>),
+    /// List the newest builds.
     List,
+    /// Show the build with this id.
     Status(i64),
-    Logs { id: i64, follow: bool },
+    /// Print a build's log.
+    Logs {
+        /// The build.
+        id: i64,
+        /// Keep printing new lines until the build ends.
+        follow: bool,
+    },
+    /// Cancel the queued or running build with this id.
     Cancel(i64),
-    Retry { id: i64, login: LoginArgs },
-    Delete { id: i64, force: bool },
+    /// Run a finished build again.
+    Retry {
+        /// The build to run again.
+        id: i64,
+        /// The registry login for its push, never stored by the server.
+        login: LoginArgs,
+    },
+    /// Delete a finished build.
+    Delete {
+        /// The build.
+        id: i64,
+        /// Cancel the build first when it has not finished yet.
+        force: bool,
+    },
 }
 
+/// Carries out `request` against the server of `args`, printing what it
+/// answers; the exit code says whether it worked (for `--follow`, whether the
+/// build succeeded).
 pub async fn run(request: Request, args: ClientArgs) -> ExitCode {
     let client = ApiClient::new(&args.server, args.token.clone());
     match execute(&client, request, args.output).await {

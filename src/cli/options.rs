@@ -11,38 +11,38 @@ use super::CliError;
 /// Build options, as `docker build` names them. A flag left out sends nothing, so
 /// the server's default applies.
 #[derive(Debug, Default, Args)]
-pub struct BuildOptionArgs {
+pub(crate) struct BuildOptionArgs {
     /// Build argument KEY=VALUE (repeatable)
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
-    pub build_args: Vec<String>,
+    pub(crate) build_args: Vec<String>,
     /// Label KEY=VALUE on the image (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
     /// Stage to build in a multi-stage Dockerfile
     #[arg(long)]
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
     /// Platform to build for, os/arch[/variant], e.g. linux/amd64
     #[arg(long)]
-    pub platform: Option<String>,
+    pub(crate) platform: Option<String>,
     /// Build every step anew
     #[arg(long)]
-    pub no_cache: bool,
+    pub(crate) no_cache: bool,
     /// Pull a newer base image even when one is present
     #[arg(long)]
-    pub pull: bool,
+    pub(crate) pull: bool,
     /// Network mode of RUN steps (the server's build_network or allowed_build_networks)
     #[arg(long)]
-    pub network: Option<String>,
+    pub(crate) network: Option<String>,
     /// The Dockerfile's path inside a directory sent as context [default: Dockerfile]
     #[arg(long, value_name = "PATH")]
-    pub dockerfile: Option<String>,
+    pub(crate) dockerfile: Option<String>,
     /// URL told when the build ends (its host must be in the server's allowed_callback_hosts)
     #[arg(long, value_name = "URL")]
-    pub callback_url: Option<String>,
+    pub(crate) callback_url: Option<String>,
 }
 
 impl BuildOptionArgs {
-    pub fn add_to(&self, mut form: Form) -> Form {
+    pub(crate) fn add_to(&self, mut form: Form) -> Form {
         let repeated = [("build_arg", &self.build_args), ("label", &self.labels)];
         for (field, values) in repeated {
             for value in values {
@@ -69,21 +69,21 @@ impl BuildOptionArgs {
 
 /// A repository the server fetches the context from, instead of a local path.
 #[derive(Debug, Default, Args)]
-pub struct GitArgs {
+pub(crate) struct GitArgs {
     /// Build from this git repository (https://, ssh://, git@host:path, git://) instead of PATH
     #[arg(long, value_name = "URL", conflicts_with = "path")]
-    pub git: Option<String>,
+    pub(crate) git: Option<String>,
     /// Branch, tag or full commit SHA to build [default: the repository's HEAD]
     #[arg(long = "ref", value_name = "REF", requires = "git")]
-    pub git_ref: Option<String>,
+    pub(crate) git_ref: Option<String>,
     /// The context folder inside the repository [default: its root]
     #[arg(long, value_name = "DIR", requires = "git")]
-    pub subdir: Option<String>,
+    pub(crate) subdir: Option<String>,
 }
 
 impl GitArgs {
     /// The form with the `git` fields (none when no repository was named).
-    pub fn add_to(&self, form: Form) -> Form {
+    pub(crate) fn add_to(&self, form: Form) -> Form {
         let fields = [
             ("git", &self.git),
             ("git_ref", &self.git_ref),
@@ -109,15 +109,15 @@ fn with_texts(mut form: Form, fields: &[(&'static str, &Option<String>)]) -> For
 pub struct LoginArgs {
     /// Registry username for the push (with --password-stdin)
     #[arg(short, long, requires = "password_stdin")]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     /// Read the registry password from standard input (with --username)
     #[arg(long, requires = "username")]
-    pub password_stdin: bool,
+    pub(crate) password_stdin: bool,
 }
 
 impl LoginArgs {
     /// The form with `username` and `password`, the password read from stdin now.
-    pub fn add_to(&self, form: Form) -> Result<Form, CliError> {
+    pub(crate) fn add_to(&self, form: Form) -> Result<Form, CliError> {
         let Some(username) = &self.username else {
             return Ok(form);
         };

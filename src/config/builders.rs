@@ -163,7 +163,7 @@ impl BuilderEntry {
     }
 
     /// The three TLS files, when they are set.
-    pub fn tls_files(&self) -> Option<crate::docker::TlsFiles> {
+    pub(crate) fn tls_files(&self) -> Option<crate::docker::TlsFiles> {
         Some(crate::docker::TlsFiles {
             ca: self.tls_ca.clone()?,
             cert: self.tls_cert.clone()?,

@@ -113,7 +113,7 @@ impl Section for BuildSection {
 
 impl BuildSection {
     /// Every network a build may ask for: the default one and the allowed ones.
-    pub fn build_networks(&self) -> Vec<String> {
+    pub(crate) fn build_networks(&self) -> Vec<String> {
         let mut networks: Vec<String> = self.build_network.iter().cloned().collect();
         for network in &self.allowed_build_networks {
             if !networks.contains(network) {

@@ -61,7 +61,7 @@ impl Section for GitSection {
 
 impl GitSection {
     /// What git builds may fetch, with the `[git."HOST"]` logins.
-    pub fn git_policy(&self) -> Result<GitPolicy, ConfigError> {
+    pub(crate) fn git_policy(&self) -> Result<GitPolicy, ConfigError> {
         Ok(GitPolicy {
             allow_file: self.allow_file_git,
             insecure_hosts: self.allow_insecure_git_hosts.clone(),
@@ -72,7 +72,7 @@ impl GitSection {
     }
 
     /// The `[[triggers]]`, checked against the git policy.
-    pub fn triggers(&self) -> Result<Vec<Trigger>, ConfigError> {
+    pub(crate) fn triggers(&self) -> Result<Vec<Trigger>, ConfigError> {
         triggers(&self.triggers, &self.git_policy()?)
     }
 }

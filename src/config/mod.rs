@@ -40,17 +40,16 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::domain::Secret;
 
-pub use builders::{BuilderEntry, BuilderFlags, BuilderSection};
-pub use builds::{BuildFlags, BuildSection};
-pub use git::GitSection;
-pub use registries::{RegistryLogin, RegistrySection};
-pub use retention::{RetentionFlags, RetentionSection};
-pub use secrets::{SecretSection, SecretSourceConfig};
-pub use server::{ServerFlags, ServerSection};
-pub use tokens::{AuthTable, TokenEntry, TokenFlags, TokenSection};
-pub use triggers::{GitHostEntry, TriggerEntry};
-pub use uploads::{UploadFlags, UploadSection};
-pub use webhooks::{WebhookConfig, WebhookFlags, WebhookSection};
+pub(crate) use builders::{BuilderFlags, BuilderSection};
+pub(crate) use builds::{BuildFlags, BuildSection};
+pub(crate) use git::GitSection;
+pub(crate) use registries::RegistrySection;
+pub(crate) use retention::{RetentionFlags, RetentionSection};
+pub(crate) use secrets::{SecretSection, SecretSourceConfig};
+pub(crate) use server::{ServerFlags, ServerSection};
+pub(crate) use tokens::{TokenFlags, TokenSection};
+pub(crate) use uploads::{UploadFlags, UploadSection};
+pub(crate) use webhooks::{WebhookFlags, WebhookSection};
 
 const DEFAULT_CONFIG_FILE: &str = "config.toml";
 
@@ -68,7 +67,7 @@ macro_rules! sections {
         /// Every setting, by section.
         #[derive(Debug, Clone, Default, PartialEq)]
         pub struct Config {
-            $($(#[doc = $doc])* pub $field: $section,)*
+            $($(#[doc = $doc])* pub(crate) $field: $section,)*
         }
 
         impl Config {
@@ -119,47 +118,57 @@ pub struct ServeArgs {
     /// Config file [default: ./config.toml when it exists]
     #[arg(long, env = "DOCKPUB_CONFIG")]
     #[serde(skip)]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
-    pub server: ServerFlags,
+    pub(crate) server: ServerFlags,
     #[command(flatten)]
     #[serde(flatten)]
-    pub uploads: UploadFlags,
+    pub(crate) uploads: UploadFlags,
     #[command(flatten)]
     #[serde(flatten)]
-    pub builders: BuilderFlags,
+    pub(crate) builders: BuilderFlags,
     #[command(flatten)]
     #[serde(flatten)]
-    pub builds: BuildFlags,
+    pub(crate) builds: BuildFlags,
     #[command(flatten)]
     #[serde(flatten)]
-    pub retention: RetentionFlags,
+    pub(crate) retention: RetentionFlags,
     #[command(flatten)]
     #[serde(flatten)]
-    pub tokens: TokenFlags,
+    pub(crate) tokens: TokenFlags,
     #[command(flatten)]
     #[serde(flatten)]
-    pub webhooks: WebhookFlags,
+    pub(crate) webhooks: WebhookFlags,
 }
 
+/// Why the settings cannot be used; the message names the file, key or flag.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file exists (or was named) but cannot be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why reading it failed.
         source: std::io::Error,
     },
     /// A file that does not parse, or a value of the wrong type; figment's message
     /// names the key and the file.
     #[error("{0}")]
     Parse(Box<figment::Error>),
+    /// A key the file may not hold, most likely a typo: refused rather than
+    /// silently ignored.
     #[error("config file {path}: unknown field `{key}`, expected one of {expected}")]
     UnknownKey {
+        /// The file.
         path: PathBuf,
+        /// The top-level key as written.
         key: String,
+        /// The keys the file's top level allows, for the message.
         expected: String,
     },
+    /// A value that parses but breaks a section's rule.
     #[error("{0}")]
     Invalid(String),
 }
@@ -194,7 +203,7 @@ impl Config {
 
     /// Settings BuildKit does not honour, set while builds use BuildKit: they
     /// apply to legacy builds only (the README says so), and the start warns.
-    pub fn legacy_only_settings(&self) -> Vec<&'static str> {
+    pub(crate) fn legacy_only_settings(&self) -> Vec<&'static str> {
         let buildkit_somewhere = self.builders.buildkit
             || self
                 .builders

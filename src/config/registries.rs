@@ -34,7 +34,7 @@ impl Section for RegistrySection {
 impl RegistrySection {
     /// The logins, with passwords read from their variables now, so a missing
     /// variable stops the start rather than a push later.
-    pub fn registry_credentials(&self) -> Result<Vec<(String, Credentials)>, ConfigError> {
+    pub(crate) fn registry_credentials(&self) -> Result<Vec<(String, Credentials)>, ConfigError> {
         self.logins
             .iter()
             .map(|(host, login)| Ok((host.clone(), login.credentials(host)?)))

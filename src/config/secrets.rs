@@ -33,7 +33,7 @@ impl Section for SecretSection {
 impl SecretSection {
     /// The values, read now, so a missing variable or file stops the start
     /// rather than a build later.
-    pub fn build_secrets(&self) -> Result<Vec<BuildSecret>, ConfigError> {
+    pub(crate) fn build_secrets(&self) -> Result<Vec<BuildSecret>, ConfigError> {
         self.sources
             .iter()
             .map(|(id, source)| {

@@ -1,3 +1,4 @@
+use super::registries::RegistryLogin;
 use super::*;
 use crate::builds::access::Scope;
 

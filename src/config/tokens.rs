@@ -93,7 +93,7 @@ impl TokenSection {
     /// Every API token: `[[tokens]]`, then the `[auth] tokens`, which are admin
     /// tokens named `auth-token-1`, `auth-token-2`, …. Variables are read now, so a
     /// missing one stops the start.
-    pub fn api_tokens(&self) -> Result<Vec<ApiToken>, ConfigError> {
+    pub(crate) fn api_tokens(&self) -> Result<Vec<ApiToken>, ConfigError> {
         let mut names = std::collections::BTreeSet::new();
         let mut tokens = Vec::new();
         for entry in &self.named {

@@ -65,7 +65,7 @@ pub struct GitHostEntry {
 }
 
 impl GitHostEntry {
-    pub fn login(&self, host: &str) -> Result<GitHostLogin, ConfigError> {
+    pub(crate) fn login(&self, host: &str) -> Result<GitHostLogin, ConfigError> {
         let key = format!("git.\"{host}\"");
         let invalid = |why: &str| ConfigError::Invalid(format!("{key}: {why}"));
         if self.password_env.is_some() && self.username.is_none() {
@@ -96,7 +96,7 @@ impl GitHostEntry {
 }
 
 /// Every `[git."HOST"]` login, keyed by the lower-case host.
-pub fn git_logins(
+pub(crate) fn git_logins(
     hosts: &BTreeMap<String, GitHostEntry>,
 ) -> Result<Vec<(String, GitHostLogin)>, ConfigError> {
     hosts
@@ -107,7 +107,10 @@ pub fn git_logins(
 
 /// The entries checked: names unique and URL-safe, the repository allowed by
 /// `policy`, patterns and templates well-formed, the secrets set.
-pub fn triggers(entries: &[TriggerEntry], policy: &GitPolicy) -> Result<Vec<Trigger>, ConfigError> {
+pub(crate) fn triggers(
+    entries: &[TriggerEntry],
+    policy: &GitPolicy,
+) -> Result<Vec<Trigger>, ConfigError> {
     let mut names = std::collections::BTreeSet::new();
     entries
         .iter()

@@ -90,7 +90,7 @@ impl Section for WebhookSection {
 impl WebhookSection {
     /// The webhook settings, with every signing secret read from its variable now,
     /// so a missing variable stops the start rather than a delivery later.
-    pub fn webhook_settings(&self) -> Result<WebhookSettings, ConfigError> {
+    pub(crate) fn webhook_settings(&self) -> Result<WebhookSettings, ConfigError> {
         let invalid = |what: String| Err(ConfigError::Invalid(what));
         if self.webhook_retry_backoff_secs.contains(&0) {
             return invalid("webhook_retry_backoff_secs: every wait must be at least 1".into());

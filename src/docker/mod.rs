@@ -164,11 +164,6 @@ impl Builder {
         self.config.max_concurrent_builds
     }
 
-    /// The configured platforms; empty when the daemon's own should be asked.
-    pub fn configured_platforms(&self) -> &[String] {
-        &self.config.platforms
-    }
-
     fn connect(&self) -> Result<Docker, bollard::errors::Error> {
         match (&self.config.host, &self.config.tls) {
             (Some(host), Some(tls)) => Docker::connect_with_ssl(

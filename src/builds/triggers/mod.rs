@@ -18,7 +18,7 @@ use crate::domain::{Build, BuildSecret, Secret, TagPlan, Timestamp, TriggeredBy}
 use crate::named_locks::NamedLocks;
 use crate::store::{StoreError, TriggerDelivery};
 
-pub use push_event::{EventHeaders, HeaderLookup, Pushed, Sender};
+pub use push_event::{EventHeaders, HeaderLookup, Pushed};
 pub use templates::{RefFacts, RefPattern, Template};
 
 /// One `[[triggers]]` entry, checked.

@@ -103,7 +103,7 @@ fn serve(config: Config, listener: TcpListener, started: mpsc::Sender<Started>) 
     let handle = runtime.handle().clone();
     runtime.block_on(async move {
         match dockpub::launch(config, listener).await {
-            Ok((server, _builds)) => {
+            Ok(server) => {
                 let _ = started.send(Ok((handle, server.handle())));
                 let _ = server.await;
             }
