@@ -55,29 +55,45 @@ use docker::{BuilderConfig, BuilderPool};
 use store::{Store, StoreError};
 use webhooks::Webhooks;
 
+/// Why dockpub could not start serving; [`StartError::exit_code`] tells a
+/// configuration problem from any other.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// `bind` cannot be listened on (taken, not local, not an address).
     #[error("cannot listen on {address}: {source}")]
     Bind {
+        /// The configured `bind`.
         address: String,
+        /// Why binding failed.
         source: std::io::Error,
     },
+    /// The listener cannot say its address, or the server cannot use it.
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
+    /// Recovering interrupted builds or starting the queue failed in the store.
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    /// The data directory's database or files cannot be opened or migrated.
     #[error("data_dir {path}: {source}")]
     DataDir {
+        /// The configured `data_dir`.
         path: std::path::PathBuf,
+        /// Why it cannot be used.
         source: StoreError,
     },
+    /// A setting that cannot be turned into what it configures (a token, a
+    /// secret's source, a trigger).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Another dockpub serves from the data directory, or it cannot be locked.
     #[error(transparent)]
     Locked(#[from] store::LockError),
+    /// `--address-file` cannot be written.
     #[error("cannot write the address file {path}: {source}")]
     AddressFile {
+        /// The file.
         path: std::path::PathBuf,
+        /// Why writing it failed.
         source: std::io::Error,
     },
 }

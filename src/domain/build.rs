@@ -6,24 +6,37 @@ use serde::{Deserialize, Serialize};
 
 use super::{Progress, Status, Timestamp};
 
+/// A submitted build as stored, with what is known live while it runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Build {
+    /// Its number: counts up from 1, never reused.
     pub id: i64,
+    /// Where it is in its life; [`Status::predecessors`] says how it may move.
     pub status: Status,
+    /// The image's repository without a tag; a registry host, if any, is its
+    /// first component.
     pub repository: String,
+    /// The tags it is built to, in the order they were asked for.
     pub tags: Vec<String>,
+    /// Pushed once built; without a push, its tags live on the builder only.
     pub push: bool,
     /// Kept so a recovered build can tell that it needed credentials; the password never is.
     pub registry_username: Option<String>,
+    /// The built image's id, once the build step has made it.
     pub image_id: Option<String>,
     /// The first tag's digest, kept for clients of the single-tag API.
     pub digest: Option<String>,
     /// The manifest digest the registry confirmed, per tag.
     pub digests: BTreeMap<String, String>,
+    /// Why it failed or was cancelled, as the user should read it.
     pub error: Option<String>,
+    /// When it was submitted.
     pub created_at: Timestamp,
+    /// When its current run began building; None while queued.
     pub started_at: Option<Timestamp>,
+    /// When its build step ended (and its push, if any, began).
     pub built_at: Option<Timestamp>,
+    /// When it ended; None until its status is final.
     pub finished_at: Option<Timestamp>,
     /// The build this one repeats, for a retry.
     pub retry_of: Option<i64>,
@@ -31,6 +44,7 @@ pub struct Build {
     pub progress: Option<Progress>,
     /// Why a queued build has not started; read off the builders, never stored.
     pub waiting_for: Option<String>,
+    /// How it is built, as the request chose.
     pub options: BuildOptions,
     /// Where the daemon finds the Dockerfile inside the stored context archive;
     /// None when the build has no context, only its Dockerfile.
@@ -58,11 +72,17 @@ pub struct BuildOptions {
     pub dockerfile: Option<String>,
     /// Size of the uploaded context archive; None when there was none.
     pub context_bytes: Option<u64>,
+    /// Build arguments (`ARG`s), by name.
     pub build_args: BTreeMap<String, String>,
+    /// Labels set on the image, by key.
     pub labels: BTreeMap<String, String>,
+    /// The stage of a multi-stage Dockerfile to build; None builds the last one.
     pub target: Option<String>,
+    /// The platform to build for, `os/arch[/variant]`; None means the builder's own.
     pub platform: Option<String>,
+    /// Every step built anew, without the layer cache.
     pub no_cache: bool,
+    /// Base images pulled again even when the builder has them.
     pub pull: bool,
     /// Network mode of RUN steps; None means the daemon's default.
     pub network: Option<String>,
@@ -88,24 +108,38 @@ impl Build {
 /// How a new build's tags are chosen.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TagPlan {
+    /// These tags, in this order.
     Listed(Vec<String>),
     /// The seed service's `YYYYMMDDHHMMSS`, made unique per build by its id.
     TimestampAndId,
 }
 
+/// A checked submission (or retry), about to be stored as a queued build.
 #[derive(Debug)]
 pub struct NewBuild {
+    /// See [`Build::repository`].
     pub repository: String,
+    /// How its tags are chosen: the store names them when a plan needs the id.
     pub tags: TagPlan,
+    /// See [`Build::push`].
     pub push: bool,
+    /// See [`Build::registry_username`]; the password stays in memory.
     pub registry_username: Option<String>,
+    /// The Dockerfile's text, stored in a file beside the row.
     pub dockerfile: String,
+    /// The checked context archive, when one was uploaded or fetched.
     pub context: Option<PreparedContext>,
+    /// See [`Build::options`].
     pub options: BuildOptions,
+    /// When it was submitted.
     pub created_at: Timestamp,
+    /// See [`Build::retry_of`].
     pub retry_of: Option<i64>,
+    /// See [`Build::callback_url`].
     pub callback_url: Option<String>,
+    /// See [`Build::submitted_by`].
     pub submitted_by: Option<String>,
+    /// See [`Build::source`].
     pub source: Option<GitSource>,
 }
 
@@ -127,6 +161,7 @@ pub struct GitSource {
 /// A trigger's part in a build: which trigger, and the push event's delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TriggeredBy {
+    /// The `[[triggers]]` entry's name.
     pub name: String,
     /// The git server's id of the push event; None for a run by hand.
     pub delivery: Option<String>,
@@ -136,6 +171,7 @@ pub struct TriggeredBy {
 /// beside the build. Dropping it (a refused build) removes the staged file.
 #[derive(Debug)]
 pub struct PreparedContext {
+    /// The staged archive, as the daemon will be sent it.
     pub archive: tempfile::TempPath,
     /// Where the daemon finds the Dockerfile inside `archive`.
     pub dockerfile_path: String,
@@ -144,6 +180,8 @@ pub struct PreparedContext {
 /// One stored log line; `seq` counts from 1 per build and never repeats.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
+    /// The line's number in its build's log.
     pub seq: i64,
+    /// The text, without its line break.
     pub line: String,
 }

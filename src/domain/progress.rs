@@ -6,19 +6,28 @@ use serde::Serialize;
 /// Live progress of a running build; held in memory, never stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Progress {
+    /// The Dockerfile step: the steps done (BuildKit) or the one running (legacy).
     pub step: Option<u32>,
+    /// The steps known so far.
     pub steps: Option<u32>,
+    /// Layers the registry has (pushed, mounted or already there).
     pub layers_done: Option<u32>,
+    /// Layers the push prepares.
     pub layers_total: Option<u32>,
+    /// Bytes of the layers sent so far.
     pub bytes_done: Option<u64>,
+    /// Bytes of the layers in flight, as the daemon reports their sizes.
     pub bytes_total: Option<u64>,
 }
 
 /// One message of a push's progress stream.
 #[derive(Debug, Clone)]
 pub struct PushUpdate {
+    /// The daemon's message, e.g. `Pushing`, `Pushed` or `Layer already exists`.
     pub status: String,
+    /// Bytes of the layer sent so far, when the message counts them.
     pub current: Option<i64>,
+    /// The layer's size on disk, when the message counts bytes.
     pub total: Option<i64>,
 }
 

@@ -30,16 +30,23 @@ static PATH: LazyLock<Regex> = LazyLock::new(|| {
 static TAG: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("tag regex"));
 
+/// Why an image name or tag was refused; the message says what a valid one
+/// looks like.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReferenceError {
+    /// No repository was given.
     #[error("repository is empty")]
     EmptyRepository,
+    /// Longer than Docker allows a name to be.
     #[error("repository is longer than {MAX_NAME_LEN} characters")]
     RepositoryTooLong,
+    /// The repository carries a `:tag` or `@digest`; tags have a field of their own.
     #[error("repository '{0}' includes a tag or digest; send the tag in the 'tag' field")]
     RepositoryHasTag(String),
+    /// Not a name Docker's reference grammar accepts.
     #[error("repository '{0}' is not a valid image name: use lowercase path components such as 'team/app', optionally after a registry host such as '127.0.0.1:5000/'")]
     InvalidRepository(String),
+    /// A tag Docker would refuse.
     #[error("tag '{0}' is not valid: up to 128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'")]
     InvalidTag(String),
 }
@@ -72,6 +79,8 @@ fn has_tag_or_digest(name: &str) -> bool {
     name.contains('@') || last_component.contains(':')
 }
 
+/// Checks a tag: up to 128 letters, digits, `_`, `.` and `-`, not starting
+/// with `.` or `-`.
 pub fn validate_tag(tag: &str) -> Result<(), ReferenceError> {
     if TAG.is_match(tag) {
         Ok(())

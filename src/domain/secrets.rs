@@ -13,7 +13,9 @@ pub const IDENTITY_TOKEN_USER: &str = "<token>";
 /// Registry credentials for one build's push. Held in memory only.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The registry username ([`IDENTITY_TOKEN_USER`] with an identity token).
     pub username: String,
+    /// The password or identity token.
     pub password: Secret,
 }
 
@@ -22,10 +24,13 @@ pub struct Credentials {
 pub struct Secret(String);
 
 impl Secret {
+    /// Hides `value` from here on.
     pub fn new(value: String) -> Self {
         Secret(value)
     }
 
+    /// The value itself, for where it must go (a login, a comparison); never
+    /// for a log or a response.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -56,16 +61,21 @@ impl fmt::Debug for Credentials {
 /// Secret ids as BuildKit's `--mount=type=secret,id=…` and the docker CLI take them.
 static SECRET_ID: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._-]{1,64}$").expect("secret id regex"));
+/// The largest build secret value accepted: secrets are tokens and keys, held
+/// in memory for as long as their build waits.
 pub const MAX_SECRET_BYTES: usize = 64 * 1024;
 
 /// One secret. Its value never shows in Debug output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BuildSecret {
+    /// The id a Dockerfile mounts it by: `RUN --mount=type=secret,id=…`.
     pub id: String,
     value: Arc<[u8]>,
 }
 
 impl BuildSecret {
+    /// A secret with a valid id and at most [`MAX_SECRET_BYTES`]; the error
+    /// says which rule `id` or `value` breaks.
     pub fn new(id: &str, value: Vec<u8>) -> Result<Self, String> {
         if !SECRET_ID.is_match(id) {
             return Err(format!(
@@ -83,6 +93,7 @@ impl BuildSecret {
         })
     }
 
+    /// The secret's bytes, for the build that mounts it.
     pub fn value(&self) -> &[u8] {
         &self.value
     }

@@ -24,15 +24,22 @@ use super::names::one_of;
 #[strum(serialize_all = "lowercase")]
 #[strum(parse_err_ty = UnknownStatus, parse_err_fn = UnknownStatus::of)]
 pub enum Status {
+    /// Waiting for a builder slot; the oldest queued build starts first.
     Queued,
+    /// On a builder: the image is being built.
     Building,
+    /// Built; the image is being pushed and its digest confirmed.
     Pushing,
+    /// Built, and pushed when asked to.
     Succeeded,
+    /// Ended with an error ([`Build::error`](super::Build::error) says which).
     Failed,
+    /// Stopped on request before it ended.
     Cancelled,
 }
 
 impl Status {
+    /// Every status, in the order a build moves through them.
     pub const ALL: [Status; 6] = [
         Status::Queued,
         Status::Building,
@@ -42,6 +49,7 @@ impl Status {
         Status::Cancelled,
     ];
 
+    /// The status's name, as JSON, SQLite, metrics and messages write it.
     pub fn as_str(self) -> &'static str {
         self.into()
     }
@@ -73,11 +81,13 @@ impl Status {
         }
     }
 
+    /// Whether a build in this status may move to `next`.
     pub fn can_move_to(self, next: Status) -> bool {
         next.predecessors().contains(&self)
     }
 }
 
+/// A name that is no [`Status`], with the text that was read.
 #[derive(Debug, thiserror::Error)]
 #[error("unknown status '{0}' (expected one of {expected})", expected = one_of(&Status::ALL))]
 pub struct UnknownStatus(pub String);

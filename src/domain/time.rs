@@ -7,14 +7,17 @@ use chrono::{DateTime, SecondsFormat, Utc};
 pub struct Timestamp(pub DateTime<Utc>);
 
 impl Timestamp {
+    /// The current instant.
     pub fn now() -> Self {
         Timestamp(Utc::now())
     }
 
+    /// As the API and the store write it, e.g. `2024-05-01T12:00:00.000Z`.
     pub fn to_rfc3339(self) -> String {
         self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 
+    /// Reads any RFC 3339 instant back; None when `text` is not one.
     pub fn parse(text: &str) -> Option<Self> {
         DateTime::parse_from_rfc3339(text)
             .ok()

@@ -23,13 +23,18 @@ use super::{Status, Timestamp};
 #[strum(serialize_all = "lowercase")]
 #[strum(parse_err_ty = String, parse_err_fn = unknown_event)]
 pub enum WebhookEvent {
+    /// A builder began building it.
     Started,
+    /// It was built, and pushed when asked to.
     Succeeded,
+    /// It ended with an error.
     Failed,
+    /// It was cancelled before it ended.
     Cancelled,
 }
 
 impl WebhookEvent {
+    /// Every event, in the order a build meets them.
     pub const ALL: [WebhookEvent; 4] = [
         WebhookEvent::Started,
         WebhookEvent::Succeeded,
@@ -49,6 +54,7 @@ impl WebhookEvent {
         }
     }
 
+    /// The event's name, as JSON, SQLite and the config write it.
     pub fn as_str(self) -> &'static str {
         self.into()
     }
@@ -63,6 +69,7 @@ fn unknown_event(text: &str) -> String {
     format!("unknown webhook event '{text}'")
 }
 
+/// Where a webhook delivery stands.
 #[derive(
     Debug,
     Clone,
@@ -81,18 +88,21 @@ fn unknown_event(text: &str) -> String {
 pub enum DeliveryState {
     /// Not yet answered with a 2xx, and attempts are left.
     Pending,
+    /// An attempt was answered with a 2xx.
     Delivered,
     /// Every attempt failed.
     Failed,
 }
 
 impl DeliveryState {
+    /// Every state, for parsing and listing.
     pub const ALL: [DeliveryState; 3] = [
         DeliveryState::Pending,
         DeliveryState::Delivered,
         DeliveryState::Failed,
     ];
 
+    /// The state's name, as JSON and SQLite write it.
     pub fn as_str(self) -> &'static str {
         self.into()
     }
@@ -105,22 +115,33 @@ fn unknown_state(text: &str) -> String {
 /// One event for one URL, with its attempts so far.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
+    /// Its number in the store, counting up from 1.
     pub id: i64,
     /// Sent as `X-Dockpub-Delivery`; the same on every attempt.
     pub delivery_id: String,
+    /// The build it is about.
     pub build_id: i64,
+    /// What happened to the build.
     pub event: WebhookEvent,
+    /// Where it is sent.
     pub url: String,
     /// The name of the environment variable holding the signing secret, never the secret.
     pub secret_env: String,
     /// The exact JSON body: stored so every attempt sends (and signs) the same bytes.
     pub body: String,
+    /// Where it stands.
     pub state: DeliveryState,
+    /// Attempts so far.
     pub attempts: u32,
+    /// The HTTP status that answered the last attempt; None when none did.
     pub last_status: Option<u16>,
+    /// Why the last attempt failed, when it did.
     pub last_error: Option<String>,
+    /// When the next attempt is due; None once it has ended.
     pub next_attempt_at: Option<Timestamp>,
+    /// When it was stored.
     pub created_at: Timestamp,
+    /// When it was delivered or gave up.
     pub finished_at: Option<Timestamp>,
     /// The delivery this one sends again, for a redelivery.
     pub redelivery_of: Option<i64>,
@@ -129,13 +150,21 @@ pub struct Delivery {
 /// A delivery about to be stored: due at once.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
+    /// See [`Delivery::delivery_id`]; a fresh one from [`NewDelivery::new_id`].
     pub delivery_id: String,
+    /// See [`Delivery::build_id`].
     pub build_id: i64,
+    /// See [`Delivery::event`].
     pub event: WebhookEvent,
+    /// See [`Delivery::url`].
     pub url: String,
+    /// See [`Delivery::secret_env`].
     pub secret_env: String,
+    /// See [`Delivery::body`].
     pub body: String,
+    /// When it is stored, and so first due.
     pub created_at: Timestamp,
+    /// See [`Delivery::redelivery_of`].
     pub redelivery_of: Option<i64>,
 }
 
@@ -149,8 +178,11 @@ impl NewDelivery {
 /// What one attempt ended as, to be stored.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
+    /// Where the delivery stands after the attempt.
     pub state: DeliveryState,
+    /// The HTTP status that answered it; None when none did.
     pub last_status: Option<u16>,
+    /// Why it failed, when it did.
     pub last_error: Option<String>,
     /// When the next attempt is due; None once the delivery has ended.
     pub next_attempt_at: Option<Timestamp>,

@@ -56,6 +56,7 @@ impl Store {
         .await
     }
 
+    /// Build `id`, or None when there is no such build.
     pub async fn get_build(&self, id: i64) -> Result<Option<Build>, StoreError> {
         self.get_build_then(id, |build| build).await
     }
@@ -140,12 +141,14 @@ impl Store {
         .await
     }
 
-    /// A staged copy of build `id`'s context archive (see [`super::BuildFiles::stage_copy_of_context`]).
+    /// A copy of build `id`'s stored context archive in the staging folder, for
+    /// a retry to keep as its own.
     pub async fn stage_copy_of_context(&self, id: i64) -> Result<tempfile::TempPath, StoreError> {
         self.files_blocking(move |files| files.stage_copy_of_context(id))
             .await
     }
 
+    /// The Dockerfile build `id` was submitted with, as stored beside its row.
     pub async fn read_dockerfile(&self, id: i64) -> Result<String, StoreError> {
         self.files_blocking(move |files| files.read_dockerfile(id))
             .await

@@ -131,6 +131,7 @@ impl Store {
         .await
     }
 
+    /// Webhook delivery `id`, or None when there is no such delivery.
     pub async fn get_delivery(&self, id: i64) -> Result<Option<Delivery>, StoreError> {
         self.read(move |conn| select_delivery(conn, id)).await
     }

@@ -7,13 +7,23 @@ use std::path::{Path, PathBuf};
 
 const LOCK_FILE: &str = "dockpub.lock";
 
+/// Why dockpub may not use a data directory.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
+    /// Another dockpub is serving from it.
     #[error("the data directory {dir} is in use by another dockpub (pid {pid}); stop it or choose another --data-dir")]
-    Held { dir: PathBuf, pid: String },
+    Held {
+        /// The data directory.
+        dir: PathBuf,
+        /// The holder's process id, as it wrote it into the lock file.
+        pid: String,
+    },
+    /// The directory or its lock file could not be created, opened or locked.
     #[error("cannot lock the data directory {dir}: {source}")]
     Io {
+        /// The data directory.
         dir: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
 }

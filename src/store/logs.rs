@@ -26,7 +26,9 @@ pub type RenderLine = fn(&mut String, i64, &str);
 
 /// One page of lines, as the reader's [`RenderLine`] wrote them.
 pub struct LogPage {
+    /// The rendered lines.
     pub text: String,
+    /// The number of the page's last line: the next page starts after it.
     pub last_seq: i64,
     /// Whether the page stopped at its size limit, so more lines may follow now.
     pub full: bool,

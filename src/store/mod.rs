@@ -1,6 +1,6 @@
 //! Everything SQLite: migrations, the build and log tables, and the two ways in.
 //! Writes go through the one writer connection on its own thread
-//! ([`writer::Writer`]); reads use a pool of read-only connections on tokio's
+//! (`writer.rs`); reads use a pool of read-only connections on tokio's
 //! blocking pool. Nothing here runs SQLite on the async threads.
 //!
 //! This file opens the database and holds the two ways in; the queries live
@@ -31,29 +31,51 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::domain::Status;
-pub use files::BuildFiles;
-pub use lock::{DataDirLock, LockError};
+pub(crate) use files::BuildFiles;
+pub(crate) use lock::DataDirLock;
+pub use lock::LockError;
 pub use logs::{LogPage, LogRange, RenderLine};
 pub use sharing::PublishedTag;
 pub use triggers::TriggerDelivery;
 use writer::Writer;
 
+/// Why the store could not read or write.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// No read connection could be had from the pool.
     #[error("database pool: {0}")]
     Pool(#[from] r2d2::Error),
+    /// SQLite refused a query or a transaction (a full disk among them, see
+    /// [`StoreError::is_disk_full`]).
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A build's files (its Dockerfile, its context) could not be read or written.
     #[error("stored files: {0}")]
     Io(#[from] std::io::Error),
+    /// The database was migrated by a newer dockpub; this one will not guess
+    /// what the newer schema means.
     #[error("database schema version {found} is newer than this dockpub knows ({known})")]
-    SchemaTooNew { found: usize, known: usize },
+    SchemaTooNew {
+        /// The database's schema version.
+        found: usize,
+        /// The newest version this build of dockpub has migrations for.
+        known: usize,
+    },
+    /// A row dockpub just wrote is missing, or a row holds a value dockpub
+    /// never writes (an unknown status, a bad timestamp).
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    /// A submission was refused: `max_queued_builds` builds already wait.
     #[error("the queue is full ({limit} builds wait)")]
-    QueueFull { limit: usize },
+    QueueFull {
+        /// The configured `max_queued_builds`.
+        limit: usize,
+    },
+    /// The blocking task that ran a read panicked or was cancelled.
     #[error("store task did not finish: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The writer thread is gone (the store is shutting down or it panicked),
+    /// so the write may or may not have happened.
     #[error("the store's writer stopped before the write finished")]
     WriterGone,
 }
@@ -74,19 +96,26 @@ impl StoreError {
 /// Fields a status change may set besides the status itself.
 #[derive(Debug, Default, Clone)]
 pub struct Changes {
+    /// The built image's id, once the build step has one.
     pub image_id: Option<String>,
+    /// The digest the registry confirmed for the pushed image.
     pub digest: Option<String>,
+    /// The confirmed digest of every pushed tag, by tag.
     pub digests: Option<BTreeMap<String, String>>,
+    /// Why the build failed, as the user should read it.
     pub error: Option<String>,
 }
 
+/// Which builds a list returns, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ListFilter {
+    /// Only builds in this status.
     pub status: Option<Status>,
     /// Only builds with an id below this one (paging cursor).
     pub before: Option<i64>,
     /// Only builds submitted with the token of this name.
     pub submitted_by: Option<String>,
+    /// At most this many builds.
     pub limit: usize,
 }
 
@@ -106,6 +135,8 @@ const NEARLY_FULL_BYTES: u64 = 256 * 1024;
 /// After a write failed for space, the disk counts as full until this is free.
 const ROOMY_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The database and the builds' files in a data directory. Cheap to clone: the
+/// clones share the one writer and the read pool.
 #[derive(Clone)]
 pub struct Store {
     readers: Pool<SqliteConnectionManager>,
@@ -164,7 +195,7 @@ impl Store {
         })
     }
 
-    pub fn files(&self) -> &BuildFiles {
+    pub(crate) fn files(&self) -> &BuildFiles {
         &self.files
     }
 

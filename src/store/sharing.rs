@@ -12,11 +12,17 @@ use crate::domain::Build;
 /// A tag a build has just published (pushed and confirmed, or tagged locally).
 #[derive(Debug, Clone)]
 pub struct PublishedTag {
+    /// The build that published it.
     pub by: i64,
+    /// The image's repository.
     pub repository: String,
+    /// The tag.
     pub tag: String,
+    /// The image the tag now names.
     pub image_id: String,
+    /// The builder the image was built on (and where a local tag lives).
     pub builder: String,
+    /// Pushed to the registry, rather than only tagged on the builder.
     pub pushed: bool,
 }
 

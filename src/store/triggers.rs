@@ -12,14 +12,22 @@ const KEPT_PER_TRIGGER: i64 = 200;
 /// One accepted push event, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TriggerDelivery {
+    /// The `[[triggers]]` entry's name.
     pub trigger: String,
+    /// The forge's id of the delivery, when it sent one; a repeated id is a
+    /// redelivery.
     pub delivery_id: Option<String>,
+    /// The pushed ref, e.g. `refs/heads/main`.
     pub git_ref: String,
+    /// The commit the ref was pushed to.
     pub commit: String,
     /// `repository:tag,tag`: what the commit was built to.
     pub target: String,
+    /// What came of it: `built` or `duplicate`.
     pub outcome: String,
+    /// The build it queued, if any.
     pub build_id: Option<i64>,
+    /// When the event arrived.
     pub received_at: Timestamp,
 }
 
