@@ -16,6 +16,13 @@
 //!
 //! `sync`, `error_chain`, `named_locks`, `metrics` and `address_file` are small
 //! utilities any layer above `domain` may use. This file wires the layers together.
+//!
+//! The library is public only as far as the binary, the integration tests and
+//! the bench example use it: [`serve`] and [`launch`], [`config`] (to load the
+//! settings), [`cli`] (the client commands), [`store`] and [`domain`]. Every
+//! other module is `pub(crate)`, so an item nothing uses shows as dead code, and
+//! every public item is documented (`missing_docs`, an error under clippy's
+//! `-D warnings`).
 
 #![warn(missing_docs)]
 

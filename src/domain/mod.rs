@@ -4,7 +4,7 @@
 //!
 //! The bottom of the layering: nothing here does I/O beyond reading the clock or
 //! making an id, and nothing here imports another module of dockpub
-//! (tests/layers.rs checks that).
+//! (src/layering.rs checks that).
 
 mod build;
 mod names;
