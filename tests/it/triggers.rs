@@ -391,6 +391,20 @@ fn push_events_from_each_server_build_the_pushed_commit_once() {
     assert!(!listed.to_string().contains(SECRET_ENV));
     assert!(!server.log().contains(SECRET));
 
+    // A redelivery of a build that was deleted since builds anew.
+    let deleted = server.delete(&format!("/api/v1/builds/{}", feature["id"]));
+    assert_eq!(deleted.status(), 204);
+    let rebuilt = accepted(
+        send(
+            server,
+            "app",
+            gitlab_push("refs/heads/feature/x", &s.repo.first, "gl-1", SECRET),
+        ),
+        202,
+    );
+    assert_ne!(rebuilt["id"], feature["id"]);
+    server.wait_final(rebuilt["id"].as_i64().unwrap(), BUILD_TIME);
+
     // An unknown trigger is 404.
     let unknown = send(
         server,
