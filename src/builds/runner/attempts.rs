@@ -12,6 +12,7 @@ pub(super) const MAX_ATTEMPTS: u32 = 3;
 /// After a daemon error, how long the builder gets to show it is still there.
 const STILL_THERE_LIMIT: Duration = Duration::from_secs(3);
 
+/// The error of a run whose builder stopped answering, for `reason`.
 pub(super) fn lost_builder(builder: &Builder, reason: impl Into<String>) -> RunError {
     RunError::BuilderLost {
         builder: builder.name().to_string(),

@@ -6,6 +6,8 @@ use crate::docker::DockerError;
 use crate::domain::Status;
 use crate::store::StoreError;
 
+/// Why a run did not succeed; [`RunError::requeues`] tells a failure from a
+/// run that goes back to the queue.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum RunError {
     #[error(transparent)]

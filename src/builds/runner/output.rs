@@ -14,6 +14,7 @@ use crate::sync::Locked;
 
 /// What a successful run produced.
 pub(super) struct Outcome {
+    /// The image built, now under the requested tags.
     pub(super) image_id: String,
     /// Per pushed tag; empty for a build-only run.
     pub(super) digests: BTreeMap<String, String>,
@@ -24,7 +25,9 @@ pub(super) struct Outcome {
 
 /// The build's log and progress, fed as its output arrives.
 pub(super) struct Output {
+    /// The build's log, stored in batches.
     pub(super) log: LogWriter,
+    /// Steps built and layers pushed, for followers.
     pub(super) progress: ProgressTracker,
     /// The container of the step running now, to remove on cancel.
     pub(super) step_container: Mutex<Option<String>>,
@@ -50,6 +53,8 @@ impl Output {
         })
     }
 
+    /// Notes one event of the build step: its log line, its progress, and the
+    /// step container a cancel must remove.
     pub(super) fn build_event(&self, event: BuildEvent) {
         match &event {
             BuildEvent::StepContainer(container) => {

@@ -15,6 +15,8 @@ pub(super) enum Engine {
 }
 
 impl Builder {
+    /// The request's options, the builder's network and limits, and the
+    /// `engine`, as bollard's options for building `dockerfile`.
     pub(super) fn build_options(
         &self,
         spec: &BuildSpec<'_>,
