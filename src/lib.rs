@@ -17,6 +17,11 @@
 //! `sync`, `error_chain`, `named_locks`, `metrics` and `address_file` are small
 //! utilities any layer above `domain` may use. This file wires the layers together.
 
+// An unwrap is a panic no one explained: outside tests, errors are propagated or
+// an `expect` says why it cannot fail.
+#![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod address_file;
 pub mod builds;
 pub mod cli;
