@@ -25,6 +25,10 @@
 //! `-D warnings`).
 
 #![warn(missing_docs)]
+// An unwrap is a panic no one explained: outside tests, errors are propagated or
+// an `expect` says why it cannot fail.
+#![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod address_file;
 pub(crate) mod builds;

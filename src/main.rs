@@ -1,3 +1,8 @@
+// An unwrap is a panic no one explained: errors are propagated or an `expect`
+// says why it cannot fail.
+#![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::process::ExitCode;
 
 use std::path::PathBuf;

@@ -52,6 +52,7 @@ use engine::Engine;
 pub use follow::Followed;
 use git::{GitError, GitPolicy, GitRequest};
 use options::{NetworkPolicy, OptionError, OptionsRequest};
+pub use readiness::Readiness;
 pub use retention::Retention;
 use vault::{CredentialVault, SecretVault};
 

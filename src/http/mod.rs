@@ -141,17 +141,16 @@ async fn healthz() -> HttpResponse {
 
 /// 200 when the store and at least one builder answer, 503 otherwise; the same
 /// body either way: the builders that are down by name, and why.
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let readiness = state.builds.readiness().await;
-    let (mut response, status) = match readiness.ready {
-        true => (HttpResponse::Ok(), "ready"),
-        false => (HttpResponse::ServiceUnavailable(), "unavailable"),
-    };
-    response.json(json!({
-        "status": status,
+    if !readiness.ready {
+        return Err(ApiError::NotReady(readiness));
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "ready",
         "builders_down": readiness.builders_down,
         "reasons": readiness.reasons,
-    }))
+    })))
 }
 
 /// The answer to a method a route does not take, naming those it does (`Allow`).

@@ -1,7 +1,6 @@
 //! `/api/dockerfile-build/`: the Django service's API, kept so its scripts work
 //! unchanged. Same builds table as v1; its own response and error shapes.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -12,7 +11,7 @@ use super::form::{non_multipart_content_type, read_form, FieldKinds, Form};
 use super::views::SeedBuildView;
 use super::{parse_id, AppState, SEED_API};
 use crate::builds::options::OptionsRequest;
-use crate::builds::{BuildError, SubmitRequest};
+use crate::builds::SubmitRequest;
 use crate::domain::{Credentials, Secret, TagPlan};
 use crate::store::ListFilter;
 
@@ -20,13 +19,8 @@ use crate::store::ListFilter;
 const MAX_LISTED: usize = 1000;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    let query_errors = web::QueryConfig::default().error_handler(|err, _| {
-        SeedError::new(
-            StatusCode::BAD_REQUEST,
-            format!("Query string is not valid: {err}"),
-        )
-        .into()
-    });
+    let query_errors = web::QueryConfig::default()
+        .error_handler(|err, _| SeedError::from(ApiError::InvalidQuery(err.to_string())).into());
     cfg.service(
         web::resource(["/api/dockerfile-build/", SEED_API])
             .app_data(query_errors)
@@ -34,7 +28,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get_builds))
             .route(web::delete().to(delete_build))
             .default_service(web::to(|| async {
-                Err::<HttpResponse, _>(SeedError::method_not_allowed("GET, POST, DELETE"))
+                let allow = "GET, POST, DELETE";
+                Err::<HttpResponse, _>(SeedError::from(ApiError::MethodNotAllowed { allow }))
             })),
     );
 }
@@ -62,17 +57,12 @@ fn submit_request(mut form: Form) -> Result<SubmitRequest, SeedError> {
     let username = first_of(&mut form, &["docker_username", "username"])?;
     let password = first_of(&mut form, &["docker_password", "password"])?;
     let (Some(username), Some(password)) = (username, password) else {
-        return Err(SeedError::missing_credentials());
+        return Err(ApiError::MissingCredentials.into());
     };
-    let dockerfile = form
-        .bytes("file")?
-        .ok_or_else(|| SeedError::invalid_file("No file was submitted."))?;
-    let repository = form.text("docker_repo")?.ok_or_else(|| {
-        SeedError::new(
-            StatusCode::BAD_REQUEST,
-            "Docker repository key 'docker_repo' is missing.",
-        )
-    })?;
+    let dockerfile = form.bytes("file")?.ok_or(ApiError::MissingField("file"))?;
+    let repository = form
+        .text("docker_repo")?
+        .ok_or(ApiError::MissingField("docker_repo"))?;
     Ok(SubmitRequest {
         dockerfile: Some(dockerfile),
         context: None,
@@ -109,14 +99,7 @@ impl IdQuery {
     fn id(&self) -> Result<Option<i64>, SeedError> {
         match self.dockerfile_build_id.as_deref() {
             None => Ok(None),
-            Some(text) => parse_id(text).map(Some).map_err(|_| {
-                SeedError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "Query parameter 'dockerfile_build_id' must be an integer, got '{text}'."
-                    ),
-                )
-            }),
+            Some(text) => parse_id(text).map(Some).map_err(SeedError::from),
         }
     }
 }
@@ -144,20 +127,11 @@ async fn delete_build(
     query: web::Query<IdQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, SeedError> {
-    let id = query.id()?.ok_or_else(|| {
-        SeedError::new(
-            StatusCode::BAD_REQUEST,
-            "Query parameter 'dockerfile_build_id' is required.",
-        )
-    })?;
-    match state.builds.delete(id, false).await {
-        Ok(_) => Ok(HttpResponse::Ok().json(json!({
-            "message": format!("Dockerfile build process with 'id = {id}' is deleted.")
-        }))),
-        Err(BuildError::NotFinal { status, .. }) => Err(SeedError::new(
-            StatusCode::CONFLICT,
-            format!("Dockerfile build process with 'id = {id}' is still running ({status}) and cannot be deleted."),
-        )),
-        Err(err) => Err(err.into()),
-    }
+    let id = query
+        .id()?
+        .ok_or(ApiError::MissingQuery("dockerfile_build_id"))?;
+    state.builds.delete(id, false).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "message": format!("Dockerfile build process with 'id = {id}' is deleted.")
+    })))
 }

@@ -6,11 +6,13 @@
 //! The payloads are fixtures, trimmed from the examples in each server's
 //! webhook documentation (GitHub "push", Gitea/Forgejo "push", GitLab "Push
 //! Hook" / "Tag Push Hook"), with the headers each one sends; no git server
-//! among Debian's packages sends webhooks.
+//! among Debian's packages sends webhooks. The one event that is not a fixture
+//! comes from a real `git push` into a bare repository whose `post-receive`
+//! hook is the README's.
 
 use std::time::Duration;
 
-use crate::common::git::{git, make_repo, GitDaemon, Repo, SmartHttp};
+use crate::common::git::{commit, git, make_repo, GitDaemon, Repo, SmartHttp};
 use crate::common::{field, run_in, unique, Server, TestEnv};
 use hmac::{Hmac, Mac};
 use reqwest::blocking::multipart::Form;
@@ -26,6 +28,7 @@ const SECRET_ENV: &str = "DOCKPUB_TEST_TRIGGER_SECRET";
 /// and a server with the trigger `app` on it.
 struct Setup {
     _root: tempfile::TempDir,
+    served: std::path::PathBuf,
     _daemon: GitDaemon,
     _config: tempfile::TempDir,
     repo: Repo,
@@ -39,8 +42,14 @@ fn setup(extra_config: &str, env: &[(&str, &str)]) -> Setup {
     let root = tempfile::tempdir().unwrap();
     let repo = make_repo(root.path(), &test_env);
     git(&repo.path, &["branch", "feature/x", &repo.first]);
+    // What the git server serves, and takes pushes into.
+    let served = root.path().join("served.git");
+    git(
+        root.path(),
+        &["clone", "-q", "--bare", "app.git", "served.git"],
+    );
     let daemon = GitDaemon::start(root.path());
-    let url = daemon.url("app.git");
+    let url = daemon.url("served.git");
     let repository = format!("{}/{}", test_env.registry, unique("trig"));
     let config = format!(
         r#"{extra_config}
@@ -63,6 +72,7 @@ secret_env = "{SECRET_ENV}"
     let server = Server::start_with_env(&["--config", path.to_str().unwrap()], &all_env);
     Setup {
         _root: root,
+        served,
         _daemon: daemon,
         _config: dir,
         repo,
@@ -391,6 +401,20 @@ fn push_events_from_each_server_build_the_pushed_commit_once() {
     assert!(!listed.to_string().contains(SECRET_ENV));
     assert!(!server.log().contains(SECRET));
 
+    // A redelivery of a build that was deleted since builds anew.
+    let deleted = server.delete(&format!("/api/v1/builds/{}", feature["id"]));
+    assert_eq!(deleted.status(), 204);
+    let rebuilt = accepted(
+        send(
+            server,
+            "app",
+            gitlab_push("refs/heads/feature/x", &s.repo.first, "gl-1", SECRET),
+        ),
+        202,
+    );
+    assert_ne!(rebuilt["id"], feature["id"]);
+    server.wait_final(rebuilt["id"].as_i64().unwrap(), BUILD_TIME);
+
     // An unknown trigger is 404.
     let unknown = send(
         server,
@@ -626,4 +650,68 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// The README's post-receive hook, as a plain git server runs it.
+fn readme_hook() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let marker = "# dockpub post-receive hook";
+    let at = readme.find(marker).expect("the README has the hook");
+    let start = readme[..at].rfind("```sh\n").unwrap() + "```sh\n".len();
+    let end = at + readme[at..].find("```").unwrap();
+    readme[start..end].to_string()
+}
+
+#[test]
+fn a_plain_git_servers_post_receive_hook_builds_what_was_pushed() {
+    let s = setup("", &[]);
+    let hook = s.served.join("hooks/post-receive");
+    std::fs::write(&hook, readme_hook()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // A developer commits and pushes; the hook tells dockpub.
+    let pushed = commit(&s.repo.path, "four");
+    let said = push(&s, "main");
+    assert!(said.contains("dockpub: refs/heads/main 202"), "{said}");
+
+    let listed = s.server.get_json("/api/v1/builds");
+    let id = listed["builds"][0]["id"].as_i64().expect("a build");
+    let built = s.server.wait_final(id, BUILD_TIME);
+    assert_eq!(built["status"], "succeeded", "{built}");
+    assert_eq!(built["source"]["commit"], pushed.as_str());
+    assert_eq!(
+        built["trigger"]["delivery"],
+        format!("refs/heads/main@{pushed}").as_str()
+    );
+    assert_eq!(
+        run_in(built["image_id"].as_str().unwrap(), "cat /ctx/version.txt"),
+        "four"
+    );
+
+    // Deleting a branch is announced too, and builds nothing.
+    let said = push(&s, ":feature/x");
+    assert!(said.contains("dockpub: refs/heads/feature/x 204"), "{said}");
+    let listed = s.server.get_json("/api/v1/builds");
+    assert_eq!(listed["builds"].as_array().unwrap().len(), 1, "{listed}");
+}
+
+/// `git push` of `refspec` from the working repository into the served one,
+/// whose hook is told where dockpub is; what git printed.
+fn push(s: &Setup, refspec: &str) -> String {
+    let out = std::process::Command::new("git")
+        .current_dir(&s.repo.path)
+        .args(["push", "-q", s.served.to_str().unwrap(), refspec])
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env(
+            "DOCKPUB_TRIGGER_URL",
+            s.server.url("/api/v1/triggers/app/events"),
+        )
+        .env("DOCKPUB_HOOK_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    said
 }

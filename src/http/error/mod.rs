@@ -1,11 +1,18 @@
-//! The one place errors become HTTP responses: every layer's error maps to a status
-//! and a stable code here. The v1 API answers `{"error":{"code","message"}}`; the
-//! seed-compatible API answers in the Django service's `{"message": ...}` shape.
+//! The one place errors become HTTP responses: every layer's error maps to one
+//! (status, code) pair here ([`ApiError::kind`]), with the headers that go with
+//! it. Handlers return errors, never statuses. The v1 API renders them as
+//! `{"error":{"code","message"}}` (`v1.rs`); the seed-compatible API in the
+//! Django service's `{"message": ...}` shape (`seed.rs`).
+
+mod seed;
+mod v1;
 
 use actix_web::http::header::{HeaderName, ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
-use serde_json::{json, Value};
+
+use crate::builds::Readiness;
+pub use seed::SeedError;
+pub use v1::ErrorBody;
 
 use crate::builds::access::{AccessError, Scope};
 use crate::builds::context::ContextError;
@@ -70,6 +77,12 @@ pub enum ApiError {
     CrossSite(&'static str),
     #[error("this server does not answer to the host '{0}'; add it to allowed_hosts")]
     HostNotAllowed(String),
+    #[error("missing query parameter '{0}'")]
+    MissingQuery(&'static str),
+    #[error("send both a registry username and its password")]
+    MissingCredentials,
+    #[error("not ready: {}", .0.reasons.join("; "))]
+    NotReady(Readiness),
     #[error("no such route")]
     NoRoute,
     #[error("method not allowed on this route; it takes {allow}")]
@@ -104,7 +117,10 @@ impl ApiError {
             ApiError::BadMultipart(_) => bad_request("invalid_multipart"),
             ApiError::UploadStalled { .. } => (StatusCode::REQUEST_TIMEOUT, "upload_stalled"),
             ApiError::TooManyUploads => (StatusCode::SERVICE_UNAVAILABLE, "too_many_uploads"),
-            ApiError::MissingField(_) => bad_request("missing_field"),
+            ApiError::MissingField(_)
+            | ApiError::MissingQuery(_)
+            | ApiError::MissingCredentials => bad_request("missing_field"),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::UnknownField(_) => bad_request("unknown_field"),
             ApiError::InvalidField { .. } => bad_request("invalid_field"),
             ApiError::InvalidId(_) => bad_request("invalid_id"),
@@ -218,56 +234,6 @@ fn webhook_error_kind(err: &WebhookError) -> (StatusCode, &'static str) {
     }
 }
 
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        self.kind().0
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let (status, code) = self.kind();
-        let mut response = HttpResponse::build(status);
-        match self {
-            ApiError::Unauthorized => {
-                response.insert_header((WWW_AUTHENTICATE, "Bearer"));
-            }
-            ApiError::MethodNotAllowed { allow } => {
-                response.insert_header((ALLOW, *allow));
-            }
-            ApiError::Build(BuildError::QueueFull { .. }) => {
-                response.insert_header((RETRY_AFTER, QUEUE_FULL_RETRY_AFTER_SECS.to_string()));
-            }
-            ApiError::TooManyUploads => {
-                response.insert_header((RETRY_AFTER, UPLOADS_BUSY_RETRY_AFTER_SECS.to_string()));
-            }
-            // The client may still be sending; it is told, and the connection closed.
-            ApiError::UploadStalled { .. } => {
-                response.force_close();
-            }
-            _ => {}
-        }
-        if self.is_internal() {
-            let request_id = uuid::Uuid::new_v4().to_string();
-            log::error!("request {request_id}: {status}: {self}");
-            return response.json(json!({
-                "error": {
-                    "code": code,
-                    "message": format!("internal error; the server log has the detail under request id {request_id}"),
-                    "request_id": request_id,
-                }
-            }));
-        }
-        if status.is_server_error() {
-            log::error!("{status}: {self}");
-        }
-        response.json(ErrorBody {
-            error: ErrorDetail {
-                code,
-                message: self.public_message(),
-            },
-        })
-    }
-}
-
 impl ApiError {
     /// What a client may read: a full disk is said plainly, without its path.
     fn public_message(&self) -> String {
@@ -276,128 +242,27 @@ impl ApiError {
             _ => self.to_string(),
         }
     }
-}
 
-/// Every v1 error: `{"error": {"code", "message"}}`.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(serde::Serialize, utoipa::ToSchema)]
-struct ErrorDetail {
-    /// Stable and machine-readable, e.g. `invalid_repository`.
-    code: &'static str,
-    /// For people.
-    message: String,
-}
-
-/// An error of the seed-compatible API, in the Django service's shape.
-#[derive(Debug)]
-pub struct SeedError {
-    status: StatusCode,
-    body: Value,
-    /// `Allow` on a 405, `WWW-Authenticate` on a 401.
-    header: Option<(HeaderName, &'static str)>,
-}
-
-impl SeedError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        SeedError {
-            status,
-            body: json!({ "message": message.into() }),
-            header: None,
-        }
-    }
-
-    pub fn missing_credentials() -> Self {
-        SeedError::new(
-            StatusCode::BAD_REQUEST,
-            "Username key 'docker_username' and password 'docker_password' for docker connection is missing.",
-        )
-    }
-
-    pub fn invalid_file(reason: impl Into<String>) -> Self {
-        SeedError {
-            status: StatusCode::BAD_REQUEST,
-            body: json!({ "message": "File is not valid", "errors": { "file": [reason.into()] } }),
-            header: None,
-        }
-    }
-
-    pub fn method_not_allowed(allow: &'static str) -> Self {
-        SeedError {
-            header: Some((ALLOW, allow)),
-            ..SeedError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.")
-        }
-    }
-
-    pub fn unauthorized() -> Self {
-        SeedError {
-            header: Some((WWW_AUTHENTICATE, "Bearer")),
-            ..SeedError::new(
-                StatusCode::UNAUTHORIZED,
-                "Authentication credentials were not provided or are not valid.",
-            )
-        }
-    }
-
-    pub fn not_found(id: i64) -> Self {
-        SeedError::new(
-            StatusCode::NOT_FOUND,
-            format!("Dockerfile build process with 'id = {id}' is not found."),
-        )
-    }
-}
-
-impl From<ApiError> for SeedError {
-    fn from(err: ApiError) -> Self {
-        match err {
-            ApiError::NotMultipart(content_type) => SeedError::new(
-                StatusCode::BAD_REQUEST,
-                format!("Content-Type is not valid. Expected binary data, actual header is {content_type}"),
-            ),
-            ApiError::Build(BuildError::InvalidDockerfile(reason)) => SeedError::invalid_file(reason.to_string()),
-            ApiError::Build(BuildError::NotFound(id)) => SeedError::not_found(id),
-            ApiError::Unauthorized => SeedError::unauthorized(),
-            other if other.is_internal() => {
-                let request_id = uuid::Uuid::new_v4();
-                log::error!("request {request_id}: {other}");
-                SeedError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("Internal error; the server log has the detail under request id {request_id}."),
-                )
+    /// The headers that go with the status, in either API's shape.
+    fn headers(&self) -> Vec<(HeaderName, String)> {
+        match self {
+            ApiError::Unauthorized => vec![(WWW_AUTHENTICATE, "Bearer".into())],
+            ApiError::MethodNotAllowed { allow } => vec![(ALLOW, allow.to_string())],
+            ApiError::Build(BuildError::QueueFull { .. }) => {
+                vec![(RETRY_AFTER, QUEUE_FULL_RETRY_AFTER_SECS.to_string())]
             }
-            other => SeedError::new(other.status_code(), other.public_message()),
+            ApiError::TooManyUploads => {
+                vec![(RETRY_AFTER, UPLOADS_BUSY_RETRY_AFTER_SECS.to_string())]
+            }
+            _ => Vec::new(),
         }
     }
-}
 
-impl From<BuildError> for SeedError {
-    fn from(err: BuildError) -> Self {
-        ApiError::from(err).into()
-    }
-}
-
-impl std::fmt::Display for SeedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.body)
-    }
-}
-
-impl ResponseError for SeedError {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        if self.status.is_server_error() {
-            log::error!("{}: {}", self.status, self.body);
-        }
-        let mut response = HttpResponse::build(self.status);
-        if let Some((name, value)) = &self.header {
-            response.insert_header((name.clone(), *value));
-        }
-        response.json(&self.body)
+    /// Our own failure, logged under a fresh id the client is given instead of
+    /// the detail.
+    fn log_internal(&self) -> String {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        log::error!("request {request_id}: {}: {self}", self.kind().0);
+        request_id
     }
 }

@@ -1,0 +1,109 @@
+//! The build step: the image built on the builder under the build's own name,
+//! with its logins, secrets and cache sources.
+
+use super::error::RunError;
+use super::logins::pull_logins;
+use super::output::Output;
+use crate::builds::engine::Engine;
+use crate::builds::options::needs_buildkit;
+use crate::builds::secrets::{self, mounts_secrets};
+use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder};
+use crate::domain::{Build, BuildSecret, Credentials};
+
+/// Builds under the build's own name (see [`Output::build_reference`]). Returns
+/// the image id.
+pub(super) async fn build_image(
+    engine: &Engine,
+    build: &Build,
+    builder: &Builder,
+    push_login: Option<&Credentials>,
+    output: &Output,
+) -> Result<String, RunError> {
+    let dockerfile = engine.store.read_dockerfile(build.id).await?;
+    let context_path = engine.store.files().context_path(build.id);
+    let source = match &build.context_dockerfile {
+        Some(path) => BuildSource::Archive {
+            path: &context_path,
+            dockerfile: path,
+        },
+        None => BuildSource::Dockerfile(&dockerfile),
+    };
+    let buildkit = builder.runs_buildkit(build.options.buildkit);
+    record_builder_kind(engine, build, buildkit).await;
+    if let (false, Some(feature)) = (buildkit, needs_buildkit(&dockerfile)) {
+        return Err(RunError::NeedsBuildkit {
+            builder: builder.name().to_string(),
+            feature,
+        });
+    }
+    let pull_logins = pull_logins(engine, build, &dockerfile, push_login).await?;
+    let secrets = build_secrets(engine, build, &dockerfile)?;
+    let cache_from = cache_sources(engine, build, buildkit);
+    let spec = BuildSpec {
+        source,
+        reference: &output.build_reference,
+        options: &build.options,
+        pull_logins: &pull_logins,
+        secrets: &secrets,
+        cache_from: &cache_from,
+        inline_cache: buildkit && engine.settings.registry_cache,
+        timeout: engine.settings.build_timeout,
+    };
+    let fell_back = std::sync::atomic::AtomicBool::new(false);
+    let built = builder
+        .build(spec, |event| {
+            if matches!(event, BuildEvent::FellBackToLegacy { .. }) {
+                fell_back.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            output.build_event(event)
+        })
+        .await;
+    if fell_back.into_inner() {
+        record_builder_kind(engine, build, false).await;
+    }
+    let image_id = built?;
+    let _ = output.image_id.set(image_id.clone());
+    output.log.line(format!("dockpub: built {image_id}"));
+    Ok(image_id)
+}
+
+/// The request's `cache_from` images and, with `registry_cache` under BuildKit,
+/// the build's own tags: what another builder pushed for them is reused.
+fn cache_sources(engine: &Engine, build: &Build, buildkit: bool) -> Vec<String> {
+    let mut sources = build.options.cache_from.clone();
+    if buildkit && engine.settings.registry_cache && build.push {
+        for own in build.image_references() {
+            if !sources.contains(&own) {
+                sources.push(own);
+            }
+        }
+    }
+    sources
+}
+
+/// The request's secrets and the server's, for a Dockerfile that mounts any.
+fn build_secrets(
+    engine: &Engine,
+    build: &Build,
+    dockerfile: &str,
+) -> Result<Vec<BuildSecret>, RunError> {
+    let requested = engine.secrets.get(build.id).unwrap_or_default();
+    if requested.len() < build.options.secrets.len() {
+        return Err(RunError::SecretsLost);
+    }
+    if !mounts_secrets(dockerfile) {
+        return Ok(Vec::new());
+    }
+    Ok(secrets::for_build(&engine.settings.secrets, &requested))
+}
+
+/// The build object says which builder ran: the request's choice, unless its
+/// builder has no BuildKit or the daemon refused it.
+async fn record_builder_kind(engine: &Engine, build: &Build, buildkit: bool) {
+    if build.options.buildkit == buildkit {
+        return;
+    }
+    if let Err(err) = engine.store.set_buildkit(build.id, buildkit).await {
+        log::error!("build {}: cannot record which builder ran: {err}", build.id);
+    }
+}

@@ -1,0 +1,142 @@
+//! Runs one claimed build on its builder: build, tag, push, confirm, and record
+//! every step. Whatever happens (a failure, a cancel), the build ends in a final state.
+//!
+//! The files, in the order of a run: `output` (the log and progress it feeds),
+//! `logins` and `build_step` (the image built under the build's own name),
+//! `publish` (tags applied, pushed, confirmed), then `attempts` (a lost builder
+//! sends the build back to the queue) or `cleanup` (after a cancel). `error`
+//! says how a run can end otherwise. This file runs them in that order and
+//! records the end.
+
+mod attempts;
+mod build_step;
+mod cleanup;
+mod error;
+mod logins;
+mod output;
+mod publish;
+
+use std::sync::Arc;
+
+use super::engine::Engine;
+use crate::docker::{Builder, Slot};
+use crate::domain::{Build, Status};
+use crate::store::Changes;
+use attempts::{judge_the_builder, lost_builder};
+use build_step::build_image;
+use cleanup::clean_up_cancelled;
+use error::RunError;
+use logins::push_login;
+use output::{Outcome, Output};
+use publish::publish;
+
+/// Runs `build` on the builder of `slot` until it ends (succeeded, failed,
+/// cancelled, or back to the queue) and records that end.
+pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
+    let id = build.id;
+    let cancel = engine.cancels.token(id);
+    let output = match Output::start(&engine, id).await {
+        Ok(output) => output,
+        Err(err) => return finish(&engine, &build, Err(err)).await,
+    };
+    if build.attempts > 1 {
+        output.log.line(format!(
+            "dockpub: attempt {} (the previous one was interrupted)",
+            build.attempts
+        ));
+    }
+    let lost = slot.lost();
+    let result = tokio::select! {
+        result = execute(&engine, &build, slot.builder(), &output) => result,
+        () = cancel.cancelled() => Err(RunError::Cancelled),
+        () = engine.interrupting.cancelled() => Err(RunError::ShuttingDown),
+        () = lost.cancelled() => Err(lost_builder(slot.builder(), "the health check failed")),
+    };
+    let result = judge_the_builder(result, &slot, build.attempts).await;
+    // Dropping the unfinished `execute` closed its daemon connection, which stops
+    // the daemon's build; what it already tagged for this build is taken back.
+    // A lost builder cannot be cleaned up: what it holds stays there.
+    if matches!(result, Err(RunError::Cancelled | RunError::ShuttingDown)) {
+        clean_up_cancelled(&engine, id, slot.builder(), &output).await;
+    }
+    match &result {
+        Err(RunError::Cancelled) => output.log.line("dockpub: cancelled".into()),
+        Err(err) if err.requeues() => output
+            .log
+            .line(format!("dockpub: back to the queue: {err}")),
+        Err(err) => output.log.line(format!("dockpub: build failed: {err}")),
+        Ok(_) => {}
+    }
+    output.progress.stop();
+    // The whole log is stored before the build is seen to end.
+    output.log.finish().await;
+    if !matches!(&result, Err(err) if err.requeues()) {
+        slot.record_done();
+    }
+    finish(&engine, &build, result).await;
+    drop(slot);
+}
+
+async fn finish(engine: &Arc<Engine>, build: &Build, result: Result<Outcome, RunError>) {
+    let id = build.id;
+    let first_tag = build.tags.first().cloned();
+    let mut publish_locks = None;
+    let (status, changes) = match result {
+        Ok(outcome) => {
+            publish_locks = Some(outcome.publish_locks);
+            (
+                Status::Succeeded,
+                Changes {
+                    image_id: Some(outcome.image_id),
+                    digest: first_tag.and_then(|tag| outcome.digests.get(&tag).cloned()),
+                    digests: Some(outcome.digests),
+                    error: None,
+                },
+            )
+        }
+        Err(RunError::Cancelled) => (Status::Cancelled, Changes::default()),
+        Err(err) if err.requeues() => (Status::Queued, Changes::default()),
+        Err(err) => (
+            Status::Failed,
+            Changes {
+                error: Some(super::hints::with_hint(err.to_string())),
+                ..Changes::default()
+            },
+        ),
+    };
+    if let Err(err) = engine.transition(id, status, changes.clone()).await {
+        log::error!("build {id}: cannot record yet that it ended {status} ({err}); trying again until the store takes it");
+        Engine::record_end_later(engine, build, status, changes, publish_locks.take());
+    }
+    drop(publish_locks);
+    engine.events.clear_progress(id);
+    engine.cancels.remove(id);
+    if status == Status::Queued {
+        // It runs again: in this process with its credentials, or after a restart without.
+        engine.queue.wake();
+    } else {
+        engine.vault.remove(id);
+        engine.secrets.remove(id);
+    }
+}
+
+async fn execute(
+    engine: &Engine,
+    build: &Build,
+    builder: &Builder,
+    output: &Output,
+) -> Result<Outcome, RunError> {
+    let push_login = push_login(engine, build).await?;
+    let image_id = build_image(engine, build, builder, push_login.as_ref(), output).await?;
+    let published = publish(
+        engine,
+        build,
+        builder,
+        image_id,
+        push_login.as_ref(),
+        output,
+    )
+    .await;
+    output.remove_build_reference(builder).await;
+    published
+}
