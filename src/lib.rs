@@ -37,10 +37,6 @@ pub mod config;
 pub(crate) mod docker;
 pub mod domain;
 pub(crate) mod error_chain;
-// Unused since `http` stopped being public: `ApiError::code` and the
-// `SeedError` re-export. They live in files being rewritten elsewhere, which
-// delete them; this expectation then fails, and goes too.
-#[expect(dead_code, unused_imports)]
 pub(crate) mod http;
 #[cfg(test)]
 mod layering;

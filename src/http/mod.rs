@@ -31,7 +31,7 @@ use crate::builds::access::ApiToken;
 use crate::builds::triggers::TriggerService;
 use crate::builds::BuildService;
 use crate::config::Config;
-pub use error::{ApiError, SeedError};
+pub use error::ApiError;
 pub use form::UploadLimits;
 pub use views::build_json;
 

@@ -97,11 +97,6 @@ impl ApiError {
         }
     }
 
-    /// The stable, machine-readable code clients match on.
-    pub fn code(&self) -> &'static str {
-        self.kind().1
-    }
-
     /// The status and the code, decided together so they cannot drift apart.
     fn kind(&self) -> (StatusCode, &'static str) {
         match self {
