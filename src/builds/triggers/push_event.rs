@@ -174,6 +174,9 @@ mod tests {
         assert!(github.verify(b"s3cret", body).is_ok());
         assert!(github.verify(b"other", body).is_err());
         assert!(github.verify(b"s3cret", b"{}").is_err());
+        let forgejo = headers(&[("X-Forgejo-Signature", &hmac_hex("s3cret", body))]).unwrap();
+        assert_eq!(forgejo.sender, Sender::Gitea);
+        assert!(forgejo.verify(b"s3cret", body).is_ok());
         let gitea = headers(&[("X-Gitea-Signature", &hmac_hex("s3cret", body))]).unwrap();
         assert_eq!(gitea.sender, Sender::Gitea);
         assert!(gitea.verify(b"s3cret", body).is_ok());
