@@ -300,5 +300,7 @@ fn a_value_of_the_wrong_type_names_its_key_and_file() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("\"builders.0.host\""), "{err}");
-    assert!(err.contains(&file.display().to_string()), "{err}");
+    // figment names the file relative to the working directory when it can.
+    let folder = dir.path().file_name().unwrap().to_string_lossy();
+    assert!(err.contains(&format!("{folder}/config.toml")), "{err}");
 }
