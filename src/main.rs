@@ -85,6 +85,24 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List the server's triggers, with their last delivery and build
+    Triggers {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Build a ref of a trigger's repository now, as a push would
+    Trigger {
+        /// The trigger's name
+        name: String,
+        /// A branch, tag, refs/… name or full commit SHA
+        #[arg(long = "ref")]
+        git_ref: String,
+        /// Follow the build to its end; the exit code is then its result
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Delete a finished build (with --force, cancel it first)
     Delete {
         /// The build's id
@@ -108,6 +126,20 @@ async fn main() -> ExitCode {
         Command::Cancel { id, client } => (Request::Cancel(id), client),
         Command::Retry { id, login, client } => (Request::Retry { id, login }, client),
         Command::Delete { id, force, client } => (Request::Delete { id, force }, client),
+        Command::Triggers { client } => (Request::Triggers, client),
+        Command::Trigger {
+            name,
+            git_ref,
+            follow,
+            client,
+        } => (
+            Request::Trigger {
+                name,
+                git_ref,
+                follow,
+            },
+            client,
+        ),
     };
     cli::run(request, client).await
 }

@@ -76,6 +76,30 @@ impl ApiClient {
         Ok(checked(response).await?.json().await?)
     }
 
+    pub async fn triggers(&self) -> Result<Value, CliError> {
+        Ok(self.get("/api/v1/triggers").await?.json().await?)
+    }
+
+    /// `POST /api/v1/triggers/{name}/run` with the ref as JSON.
+    pub async fn run_trigger(&self, name: &str, git_ref: &str) -> Result<Value, CliError> {
+        // A trigger's name is a path segment: only the characters names may hold.
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(CliError::Usage(format!("'{name}' is not a trigger name")));
+        }
+        let path = format!("/api/v1/triggers/{name}/run");
+        let body = serde_json::json!({ "ref": git_ref });
+        let response = self
+            .request(reqwest::Method::POST, &path)
+            .json(&body)
+            .send()
+            .await?;
+        Ok(checked(response).await?.json().await?)
+    }
+
     pub async fn delete(&self, id: i64, force: bool) -> Result<(), CliError> {
         let path = format!("/api/v1/builds/{id}?force={force}");
         checked(self.request(reqwest::Method::DELETE, &path).send().await?).await?;

@@ -122,6 +122,17 @@ pub enum Request {
         /// The registry login for its push, never stored by the server.
         login: LoginArgs,
     },
+    /// List the server's triggers.
+    Triggers,
+    /// Build a ref of a trigger's repository now.
+    Trigger {
+        /// The trigger's name.
+        name: String,
+        /// A branch, tag, `refs/…` name or full commit SHA.
+        git_ref: String,
+        /// Follow the build to its end.
+        follow: bool,
+    },
     /// Delete a finished build.
     Delete {
         /// The build.
@@ -165,6 +176,15 @@ async fn execute(
             client.delete(id, force).await?;
             Value::Null
         }
+        Request::Triggers => client.triggers().await?,
+        Request::Trigger {
+            name,
+            git_ref,
+            follow,
+        } => {
+            let build = client.run_trigger(&name, &git_ref).await?;
+            return print_or_follow(client, build, follow, output).await;
+        }
     };
     print_answer(&answer, output);
     Ok(ExitCode::SUCCESS)
@@ -179,6 +199,16 @@ async fn submit_build(
     // indicatif draws nothing off a terminal; asking keeps the intent in sight.
     let show_progress = output == Output::Text && std::io::stderr().is_terminal();
     let build = client.submit(&submit, show_progress).await?;
+    print_or_follow(client, build, follow, output).await
+}
+
+/// A build just queued: printed, or followed to its end.
+async fn print_or_follow(
+    client: &ApiClient,
+    build: Value,
+    follow: bool,
+    output: Output,
+) -> Result<ExitCode, CliError> {
     let id = build["id"]
         .as_i64()
         .ok_or_else(|| CliError::Unexpected(build.to_string()))?;
@@ -201,18 +231,43 @@ fn print_answer(answer: &Value, output: Output) {
                 println!("{}", summary(build));
             }
         }
+        (Output::Text, Value::Object(list)) if list.contains_key("triggers") => {
+            for trigger in list["triggers"].as_array().into_iter().flatten() {
+                println!("{}", trigger_summary(trigger));
+            }
+        }
         (Output::Text, build) => println!("{}", summary(build)),
     }
 }
 
-/// `12  succeeded  127.0.0.1:5000/app:latest  sha256:…`
-fn summary(build: &Value) -> String {
-    let tags: Vec<&str> = build["tags"]
+/// The strings of a JSON array (none for anything else).
+fn strings(value: &Value) -> Vec<&str> {
+    value
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .collect();
+        .collect()
+}
+
+/// `app  https://git.example.com/app.git  refs/heads/main,refs/tags/v*  last build 12`
+fn trigger_summary(trigger: &Value) -> String {
+    let refs = strings(&trigger["refs"]);
+    let mut line = format!(
+        "{:<16} {}  {}",
+        trigger["name"].as_str().unwrap_or("?"),
+        trigger["git"].as_str().unwrap_or("?"),
+        refs.join(",")
+    );
+    if let Some(id) = trigger["last_build"].as_i64() {
+        line.push_str(&format!("  last build {id}"));
+    }
+    line
+}
+
+/// `12  succeeded  127.0.0.1:5000/app:latest  sha256:…`
+fn summary(build: &Value) -> String {
+    let tags = strings(&build["tags"]);
     let mut line = format!(
         "{:<6} {:<10} {}:{}",
         build["id"],

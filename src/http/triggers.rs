@@ -137,7 +137,7 @@ pub struct TriggerView<'a> {
     tags: &'a [String],
     events_url: String,
     last_delivery: Option<LastDelivery<'a>>,
-    /// The newest build a delivery made or matched that still exists.
+    /// The trigger's newest build that still exists, delivered or run by hand.
     last_build: Option<i64>,
 }
 

@@ -510,6 +510,35 @@ scopes = ["build"]
         .unwrap();
     assert_eq!(unknown.status(), 404);
 
+    // The CLI: a run followed to its end, and the list.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dockpub"))
+            .args(args)
+            .env("DOCKPUB_URL", &s.server.base)
+            .env("DOCKPUB_TOKEN", "build-token")
+            .output()
+            .expect("dockpub");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.success(),
+            text,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, text, err) = cli(&[
+        "trigger", "app", "--ref", "v1", "--follow", "--output", "json",
+    ]);
+    assert!(ok, "{text} {err}");
+    assert!(text.contains(&s.repo.tagged), "{text}");
+    let (ok, text, err) = cli(&["triggers"]);
+    assert!(ok && text.starts_with("app "), "{text} {err}");
+    assert!(
+        text.contains(&s.url) && text.contains("last build"),
+        "{text}"
+    );
+    let (ok, _, err) = cli(&["trigger", "../builds", "--ref", "main"]);
+    assert!(!ok && err.contains("not a trigger name"), "{err}");
+
     // Events take no bearer token: the signature is their auth.
     let event = send(
         &s.server,

@@ -193,7 +193,8 @@ impl TriggerService {
     pub async fn list(&self) -> Result<Vec<TriggerSummary>, TriggerError> {
         let store = self.builds.store();
         let deliveries = store.last_trigger_deliveries().await?;
-        let builds = store.last_trigger_builds().await?;
+        let names = self.triggers.iter().map(|t| t.name.clone()).collect();
+        let builds = store.last_trigger_builds(names).await?;
         Ok(self
             .triggers
             .iter()

@@ -16,3 +16,5 @@ CREATE TABLE trigger_deliveries (
 );
 CREATE INDEX trigger_deliveries_by_delivery ON trigger_deliveries (trigger_name, delivery_id);
 CREATE INDEX trigger_deliveries_by_commit ON trigger_deliveries (trigger_name, commit_sha, target);
+-- A trigger's newest build, delivered or run by hand.
+CREATE INDEX builds_by_trigger ON builds (json_extract(source, '$.trigger.name'));
