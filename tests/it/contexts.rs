@@ -676,3 +676,48 @@ fn a_full_queue_refuses_before_unpacking_a_context() {
         );
     }
 }
+
+/// A body whose boundary line arrives split (the network cut it right after
+/// its `\r\n--`): the parts on either side stay apart. actix-multipart 0.7
+/// merged the next part into the archive here, which lost `repository`.
+#[test]
+fn a_boundary_split_across_packets_keeps_the_parts_apart() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let archive = tar_of(&[("Dockerfile", env.dockerfile("true").as_bytes())]);
+    let repository = format!("{}/{}", env.registry, unique("split"));
+    let mut body =
+        b"--b\r\nContent-Disposition: form-data; name=\"context\"; filename=\"c.tar\"\r\n\r\n"
+            .to_vec();
+    body.extend_from_slice(&archive);
+    let cut = body.len() + 4;
+    body.extend_from_slice(
+        format!(
+            "\r\n--b\r\nContent-Disposition: form-data; name=\"repository\"\r\n\r\n{repository}\
+         \r\n--b\r\nContent-Disposition: form-data; name=\"push\"\r\n\r\nfalse\r\n--b--\r\n"
+        )
+        .as_bytes(),
+    );
+    let address = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let head = format!(
+        "POST /api/v1/builds HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body[..cut]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(&body[cut..]).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let json: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(json["repository"], repository.as_str(), "{json}");
+    assert_eq!(
+        json["options"]["context_bytes"],
+        archive.len() as u64,
+        "{json}"
+    );
+}
