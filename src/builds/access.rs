@@ -9,14 +9,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::domain::{Build, Secret};
+use crate::domain::{is_plain_name, Build, Secret};
 
 /// Token names: shown as `submitted_by` and used in list queries.
-static TOKEN_NAME: std::sync::LazyLock<Regex> =
-    std::sync::LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._-]{1,64}$").expect("token name regex"));
-
 pub fn is_token_name(name: &str) -> bool {
-    TOKEN_NAME.is_match(name)
+    is_plain_name(name)
 }
 
 /// What a token may do; each includes the ones before it.

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::options::LoginArgs;
 use super::pack::{self, Packed};
 use super::{CliError, SubmitArgs};
+use crate::domain::is_plain_name;
 
 pub struct ApiClient {
     http: Client,
@@ -82,12 +83,8 @@ impl ApiClient {
 
     /// `POST /api/v1/triggers/{name}/run` with the ref as JSON.
     pub async fn run_trigger(&self, name: &str, git_ref: &str) -> Result<Value, CliError> {
-        // A trigger's name is a path segment: only the characters names may hold.
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
+        // A trigger's name is a path segment: only what the server's names may hold.
+        if !is_plain_name(name) {
             return Err(CliError::Usage(format!("'{name}' is not a trigger name")));
         }
         let path = format!("/api/v1/triggers/{name}/run");

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{read_secret, ConfigError, SecretSourceConfig};
 use crate::builds::git::{self, GitHostLogin, GitPolicy, GitRequest};
 use crate::builds::triggers::{RefPattern, Template, Trigger};
-use crate::domain::BuildSecret;
+use crate::domain::{is_plain_name, BuildSecret, PLAIN_NAME_RULE};
 
 const DEFAULT_DEDUPE_WINDOW_SECS: u64 = 600;
 
@@ -130,16 +130,8 @@ impl TriggerEntry {
     fn checked(&self, policy: &GitPolicy) -> Result<Trigger, ConfigError> {
         let invalid =
             |why: String| ConfigError::Invalid(format!("triggers '{}': {why}", self.name));
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 64
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-        if !name_ok {
-            return Err(invalid(
-                "name must be 1 to 64 letters, digits, '.', '_' or '-'".into(),
-            ));
+        if !is_plain_name(&self.name) {
+            return Err(invalid(format!("name must be {PLAIN_NAME_RULE}")));
         }
         let request = GitRequest {
             url: self.git.clone(),

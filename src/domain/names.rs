@@ -3,6 +3,19 @@
 //! (utoipa reads the serde one for the API's schema); [`assert_serde_agrees`]
 //! keeps the two the same.
 
+/// The rule [`is_plain_name`] checks, as messages state it.
+pub const PLAIN_NAME_RULE: &str = "1 to 64 letters, digits, '.', '_' or '-'";
+
+/// Whether `name` is a plain name: a token's, a trigger's, a build secret's
+/// id. 1 to 64 ASCII letters, digits, `.`, `_` or `-`, so it is safe as a URL
+/// path segment, a query value, a header and a log word.
+pub fn is_plain_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// `a, b, c`: the names of `all`, for a message that lists what is accepted.
 pub fn one_of<T: Copy + Into<&'static str>>(all: &[T]) -> String {
     let names: Vec<&'static str> = all.iter().map(|&value| value.into()).collect();

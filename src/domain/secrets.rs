@@ -2,10 +2,11 @@
 //! memory only; their Debug output hides them.
 
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use regex::Regex;
 use serde::{Deserialize, Deserializer};
+
+use super::names::{is_plain_name, PLAIN_NAME_RULE};
 
 /// The username credential helpers give with an identity token instead of a password.
 pub const IDENTITY_TOKEN_USER: &str = "<token>";
@@ -58,9 +59,6 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// Secret ids as BuildKit's `--mount=type=secret,id=…` and the docker CLI take them.
-static SECRET_ID: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._-]{1,64}$").expect("secret id regex"));
 /// The largest build secret value accepted: secrets are tokens and keys, held
 /// in memory for as long as their build waits.
 pub const MAX_SECRET_BYTES: usize = 64 * 1024;
@@ -77,10 +75,9 @@ impl BuildSecret {
     /// A secret with a valid id and at most [`MAX_SECRET_BYTES`]; the error
     /// says which rule `id` or `value` breaks.
     pub fn new(id: &str, value: Vec<u8>) -> Result<Self, String> {
-        if !SECRET_ID.is_match(id) {
-            return Err(format!(
-                "id '{id}' must be 1 to 64 letters, digits, '.', '_' or '-'"
-            ));
+        // BuildKit's `--mount=type=secret,id=…` and the docker CLI take these.
+        if !is_plain_name(id) {
+            return Err(format!("id '{id}' must be {PLAIN_NAME_RULE}"));
         }
         if value.len() > MAX_SECRET_BYTES {
             return Err(format!(

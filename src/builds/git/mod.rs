@@ -17,6 +17,7 @@ use std::time::Duration;
 use super::context::{clean_path, ContextUpload};
 use crate::domain::{GitSource, Secret, TriggeredBy};
 pub use fetch::{fetch, remote_ref};
+pub(crate) use urls::is_full_sha;
 use urls::{check_ref, check_url};
 
 /// The labels a git build's image gets.
@@ -152,7 +153,6 @@ pub struct Fetched {
 
 #[cfg(test)]
 mod tests {
-    use super::urls::is_full_sha;
     use super::*;
 
     fn request(url: &str) -> GitRequest {

@@ -119,6 +119,7 @@ pub(super) fn check_ref(git_ref: &str) -> Result<(), GitError> {
     }
 }
 
-pub(super) fn is_full_sha(git_ref: &str) -> bool {
+/// A commit named by its full SHA-1 or SHA-256, as git's own refs never are.
+pub(crate) fn is_full_sha(git_ref: &str) -> bool {
     matches!(git_ref.len(), 40 | 64) && git_ref.chars().all(|c| c.is_ascii_hexdigit())
 }

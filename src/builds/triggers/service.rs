@@ -128,7 +128,7 @@ impl TriggerService {
                 "give the branch, tag or commit SHA to build".into(),
             ));
         }
-        let (full_ref, commit) = match is_full_sha(git_ref) {
+        let (full_ref, commit) = match git::is_full_sha(git_ref) {
             true => (git_ref.to_ascii_lowercase(), git_ref.to_ascii_lowercase()),
             false => self.builds.remote_ref(&trigger.git, git_ref).await?,
         };
@@ -273,10 +273,6 @@ fn trigger_grant(trigger: &Trigger) -> Grant {
         scope: Scope::Build,
         repositories: Vec::new(),
     }
-}
-
-fn is_full_sha(text: &str) -> bool {
-    matches!(text.len(), 40 | 64) && text.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 impl BuildService {
