@@ -62,7 +62,9 @@ impl Trigger {
             .iter()
             .filter_map(|t| t.render_tag(facts))
             .collect();
-        tags.dedup();
+        // Templates can render the same tag (`{branch}` and `main` on main): each once, in order.
+        let mut seen = std::collections::HashSet::new();
+        tags.retain(|tag| seen.insert(tag.clone()));
         if tags.is_empty() {
             let templates: Vec<&str> = self.tags.iter().map(Template::as_str).collect();
             return Err(TriggerError::NoTags {
