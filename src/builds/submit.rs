@@ -260,6 +260,9 @@ impl BuildService {
             ),
             None => log::info!("build {}: queued ({})", build.id, build.repository),
         }
+        // The answer says why it waits (no builder up, all busy), as a GET would;
+        // read before the queue wakes, so a slot this build takes is not its reason.
+        let build = self.with_progress(build);
         self.engine.queue.wake();
         Ok(build)
     }

@@ -24,20 +24,57 @@ pub enum Packed {
 pub struct Archive {
     file: NamedTempFile,
     bytes: u64,
+    /// Where `-f`'s Dockerfile is inside the archive, when one was named.
+    pub dockerfile: Option<String>,
 }
 
-pub async fn pack(path: &Path) -> Result<Packed, CliError> {
+/// The name a Dockerfile from outside the context gets inside it (a context
+/// file of that name gives way to it).
+const OUTSIDE_DOCKERFILE: &str = ".dockpub.Dockerfile";
+
+/// `path` as a Dockerfile or a context directory; `dockerfile` (`-f`) is the
+/// Dockerfile of a directory, inside it or anywhere else, as with docker.
+pub async fn pack(path: &Path, dockerfile: Option<&Path>) -> Result<Packed, CliError> {
+    let missing =
+        |path: &Path| CliError::Usage(format!("{}: no such file or directory", path.display()));
+    if !path.exists() {
+        return Err(missing(path));
+    }
+    if let Some(file) = dockerfile.filter(|file| !file.is_file()) {
+        return Err(if file.exists() {
+            CliError::Usage(format!("-f {}: not a file", file.display()))
+        } else {
+            missing(file)
+        });
+    }
     if path.is_file() {
+        if dockerfile.is_some() {
+            return Err(CliError::Usage(format!(
+                "with -f, PATH is the context directory, and {} is a file",
+                path.display()
+            )));
+        }
         return Ok(Packed::Dockerfile(tokio::fs::read(path).await?));
     }
     let dir = path.to_path_buf();
-    let archive = tokio::task::spawn_blocking(move || pack_dir(&dir))
+    let dockerfile = dockerfile.map(Path::to_path_buf);
+    let archive = tokio::task::spawn_blocking(move || pack_dir(&dir, dockerfile.as_deref()))
         .await
         .map_err(|err| CliError::Pack(err.to_string()))??;
     Ok(Packed::Context(archive))
 }
 
-fn pack_dir(dir: &Path) -> Result<Archive, CliError> {
+/// `dockerfile`'s path inside `dir` (with `/`), or None when it lies outside.
+fn inside(dir: &Path, dockerfile: &Path) -> Result<Option<String>, CliError> {
+    let dir = dir.canonicalize()?;
+    let file = dockerfile.canonicalize()?;
+    Ok(file
+        .strip_prefix(&dir)
+        .ok()
+        .map(|relative| relative.to_string_lossy().replace('\\', "/")))
+}
+
+fn pack_dir(dir: &Path, dockerfile: Option<&Path>) -> Result<Archive, CliError> {
     let rules = match std::fs::read_to_string(dir.join(".dockerignore")) {
         Ok(text) => IgnoreRules::parse(&text).map_err(|err| CliError::Pack(err.to_string()))?,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -49,13 +86,27 @@ fn pack_dir(dir: &Path) -> Result<Archive, CliError> {
     let gzip = GzEncoder::new(BufWriter::new(file.reopen()?), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gzip);
     tar.follow_symlinks(false);
+    let (named, outside) = match dockerfile {
+        None => (None, None),
+        Some(file) => match inside(dir, file)? {
+            Some(relative) => (Some(relative), None),
+            None => (Some(OUTSIDE_DOCKERFILE.to_string()), Some(file)),
+        },
+    };
+    let dockerfile_name = named.as_deref().unwrap_or("Dockerfile");
     for relative in files_in(dir)? {
         let name = relative.to_string_lossy().replace('\\', "/");
+        if outside.is_some() && name == OUTSIDE_DOCKERFILE {
+            continue;
+        }
         // Like the docker CLI: the Dockerfile and .dockerignore always go; the daemon drops them if listed.
-        let always = name == "Dockerfile" || name == ".dockerignore";
+        let always = name == dockerfile_name || name == ".dockerignore";
         if always || !rules.excludes(&name) {
             tar.append_path_with_name(dir.join(&relative), &name)?;
         }
+    }
+    if let Some(file) = outside {
+        tar.append_path_with_name(file, OUTSIDE_DOCKERFILE)?;
     }
     tar.into_inner()?
         .finish()?
@@ -63,7 +114,11 @@ fn pack_dir(dir: &Path) -> Result<Archive, CliError> {
         .map_err(|err| err.into_error())?
         .sync_all()?;
     let bytes = file.as_file().metadata()?.len();
-    Ok(Archive { file, bytes })
+    Ok(Archive {
+        file,
+        bytes,
+        dockerfile: named,
+    })
 }
 
 /// Every file and link below `dir`, relative to it, in a stable order.

@@ -71,6 +71,12 @@ impl GitHostEntry {
         if self.password_env.is_some() && self.username.is_none() {
             return Err(invalid("password_env needs a username"));
         }
+        // A username alone would send an empty password: a login that can only fail.
+        if self.username.is_some() && self.password_env.is_none() && self.ssh_key.is_none() {
+            return Err(invalid(
+                "username needs password_env (the variable holding the password or token)",
+            ));
+        }
         if self.username.is_none() && self.ssh_key.is_none() {
             return Err(invalid("give username (+ password_env), or ssh_key"));
         }

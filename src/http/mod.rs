@@ -119,7 +119,8 @@ pub fn server(
 
 /// `HEAD` is answered wherever `GET` is: routed as a `GET`, whose body actix-http
 /// then leaves out (keeping its length). A streamed body (a followed log, events)
-/// is dropped at once, so a `HEAD` never waits for a build to end.
+/// is swapped for one that ends at once, so a `HEAD` never waits for a build to
+/// end, yet still says `transfer-encoding: chunked` as the `GET` does.
 async fn head_as_get(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -130,9 +131,28 @@ async fn head_as_get(
     }
     let response = next.call(req).await?.map_into_boxed_body();
     if head && matches!(response.response().body().size(), BodySize::Stream) {
-        return Ok(response.map_body(|_, _| BoxBody::new(())));
+        return Ok(response.map_body(|_, _| BoxBody::new(EndedStream)));
     }
     Ok(response)
+}
+
+/// A streamed body with nothing in it: its size is "a stream" (so the headers are
+/// those of the `GET`), and it ends the moment it is read.
+struct EndedStream;
+
+impl MessageBody for EndedStream {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<bytes::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
 }
 
 async fn healthz() -> HttpResponse {
@@ -163,8 +183,14 @@ fn query_errors() -> web::QueryConfig {
         .error_handler(|err, _| ApiError::InvalidQuery(err.to_string()).into())
 }
 
-/// Build ids in paths and queries: anything but an integer is a 400, not a 404.
+/// Build and delivery ids in paths and queries, one rule everywhere: a positive
+/// decimal written plainly (no sign, no leading zero, fits an i64). Anything else
+/// is a 400, not a 404: `0`, `-1`, `+5` and `05` name no build and never will.
 fn parse_id(text: &str) -> Result<i64, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::InvalidId(text.to_string()))
+    let plain = text.starts_with(|c: char| ('1'..='9').contains(&c))
+        && text.bytes().all(|b| b.is_ascii_digit());
+    plain
+        .then(|| text.parse::<i64>().ok())
+        .flatten()
+        .ok_or_else(|| ApiError::InvalidId(text.to_string()))
 }

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
 use super::schemas::{RetryForm, SubmitForm};
-use super::{actions, builders, deliveries, error, live, triggers, v1, views};
+use super::{actions, builders, deliveries, error, live, method_not_allowed, triggers, v1, views};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,7 +42,11 @@ use super::{actions, builders, deliveries, error, live, triggers, v1, views};
 struct ApiDoc;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/openapi.json", web::get().to(openapi_json));
+    cfg.service(
+        web::resource("/openapi.json")
+            .route(web::get().to(openapi_json))
+            .default_service(method_not_allowed("GET, HEAD")),
+    );
 }
 
 async fn openapi_json() -> HttpResponse {

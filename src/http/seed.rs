@@ -9,7 +9,7 @@ use super::auth::Caller;
 use super::error::{ApiError, SeedError};
 use super::form::{non_multipart_content_type, read_form, FieldKinds, Form};
 use super::views::SeedBuildView;
-use super::{parse_id, AppState, SEED_API};
+use super::{AppState, SEED_API};
 use crate::builds::options::OptionsRequest;
 use crate::builds::SubmitRequest;
 use crate::domain::{Credentials, Secret, TagPlan};
@@ -28,7 +28,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get_builds))
             .route(web::delete().to(delete_build))
             .default_service(web::to(|| async {
-                let allow = "GET, POST, DELETE";
+                let allow = "GET, HEAD, POST, DELETE";
                 Err::<HttpResponse, _>(SeedError::from(ApiError::MethodNotAllowed { allow }))
             })),
     );
@@ -99,7 +99,11 @@ impl IdQuery {
     fn id(&self) -> Result<Option<i64>, SeedError> {
         match self.dockerfile_build_id.as_deref() {
             None => Ok(None),
-            Some(text) => parse_id(text).map(Some).map_err(SeedError::from),
+            // The seed API's own contract: any integer, an unknown one is its 404.
+            Some(text) => text
+                .parse()
+                .map(Some)
+                .map_err(|_| SeedError::from(ApiError::InvalidId(text.to_string()))),
         }
     }
 }

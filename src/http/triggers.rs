@@ -21,7 +21,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/triggers")
             .route(web::get().to(list_triggers))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET, HEAD")),
     )
     .service(
         web::resource("/triggers/{name}/events")

@@ -26,13 +26,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/builds")
             .route(web::post().to(create_build))
             .route(web::get().to(list_builds))
-            .default_service(method_not_allowed("GET, POST")),
+            .default_service(method_not_allowed("GET, HEAD, POST")),
     )
     .service(
         web::resource("/builds/{id}")
             .route(web::get().to(get_build))
             .route(web::delete().to(delete_build))
-            .default_service(method_not_allowed("GET, DELETE")),
+            .default_service(method_not_allowed("GET, HEAD, DELETE")),
     );
 }
 

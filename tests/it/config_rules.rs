@@ -326,6 +326,10 @@ fn triggers_and_git_logins_are_checked_at_start() {
             "DOCKPUB_TEST_UNSET_GIT",
         ),
         (
+            "[git.\"h\"]\nusername = \"u\"\n".into(),
+            "username needs password_env",
+        ),
+        (
             "[git.\"h\"]\nssh_key = \"/nonexistent/key\"\n".into(),
             "/nonexistent/key",
         ),

@@ -422,7 +422,15 @@ fn a_build_that_cannot_start_says_why_and_fails_after_max_queue_wait() {
     let env = TestEnv::get();
     let nowhere = format!("unix:///tmp/{}.sock", unique("no-daemon"));
     let server = Server::start_with(&["--docker-host", &nowhere, "--max-queue-wait-secs", "2"]);
-    let id = submit(&server, &env, "true", false);
+    let repository = format!("{}/{}", env.registry, unique("rel"));
+    let form = field(with_file(env.dockerfile("true")), "repository", &repository);
+    let answer: Value = server
+        .post_form("/api/v1/builds", field(form, "push", "false"))
+        .json()
+        .unwrap();
+    // The submit's answer says why, as the GET after it does.
+    assert_eq!(answer["waiting_for"], "no builder up", "{answer}");
+    let id = answer["id"].as_i64().unwrap();
     let queued = server.build(id);
     assert_eq!(queued["status"], "queued");
     assert_eq!(queued["waiting_for"], "no builder up", "{queued}");
