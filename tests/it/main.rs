@@ -13,6 +13,7 @@ mod bad_input;
 mod builder_pool;
 mod buildkit;
 mod cli;
+mod cli_habits;
 mod concurrency;
 mod config_rules;
 mod contexts;
