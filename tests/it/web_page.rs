@@ -767,7 +767,10 @@ fn the_page_builds_from_git_with_its_options_and_runs_a_trigger() {
             .to_string()
     };
     let listed = trigger_text();
-    assert!(listed.contains("refs/heads/*") && listed.contains(&url), "{listed}");
+    assert!(
+        listed.contains("refs/heads/*") && listed.contains(&url),
+        "{listed}"
+    );
     assert!(listed.contains("Last delivery\nnone yet"), "{listed}");
 
     // 1. A build from git, with every option the form has.
@@ -786,21 +789,33 @@ fn the_page_builds_from_git_with_its_options_and_runs_a_trigger() {
     browser.type_into("platform", "linux/amd64");
     browser.click("no-cache");
     browser.type_into("callback-url", &hook);
+    browser.js("document.getElementById('more-options').scrollIntoView();");
+    browser.screenshot(390, 900, Path::new("target/web-options-phone.png"));
+    browser.screenshot(1280, 1000, Path::new("target/web-options-desktop.png"));
     let id = click_to_new_build(&browser, "submit-button");
     wait_for_status(&browser, "succeeded", BUILD_TIME);
     let build = server.build(id);
     let options = &build["options"];
     assert_eq!(options["target"], "base", "{build}");
     assert_eq!(options["dockerfile"], "multi.dockerfile", "{build}");
-    assert!(options["platform"].to_string().contains("linux/amd64"), "{build}");
+    assert!(
+        options["platform"].to_string().contains("linux/amd64"),
+        "{build}"
+    );
     assert_eq!(options["no_cache"], true, "{build}");
     assert_eq!(options["labels"]["org.example.team"], "web", "{build}");
-    assert_eq!(options["build_args"]["GREETING"], "from-the-page", "{build}");
+    assert_eq!(
+        options["build_args"]["GREETING"], "from-the-page",
+        "{build}"
+    );
     assert_eq!(build["push"], false, "{build}");
     assert_eq!(build["source"]["commit"], commit.as_str(), "{build}");
     assert!(server.logs(id).contains("stage-base-from-the-page"));
     let facts = browser.text("build-facts");
-    assert!(facts.contains("target base") && facts.contains("no cache"), "{facts}");
+    assert!(
+        facts.contains("target base") && facts.contains("no cache"),
+        "{facts}"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let deliveries = server.get_json(&format!("/api/v1/builds/{id}/deliveries"));
@@ -813,7 +828,9 @@ fn the_page_builds_from_git_with_its_options_and_runs_a_trigger() {
 
     // 2. The triggers view: a push event becomes its last delivery...
     let (headers, body) = signed_push("refs/heads/main", &commit, "hook-secret");
-    let mut event = server.client.post(server.url("/api/v1/triggers/web/events"));
+    let mut event = server
+        .client
+        .post(server.url("/api/v1/triggers/web/events"));
     for (name, value) in headers {
         event = event.header(name, value);
     }
@@ -858,7 +875,10 @@ fn the_page_builds_from_git_with_its_options_and_runs_a_trigger() {
             "return document.querySelector('[data-trigger=\"web\"]').innerText.includes('Last build\\n#{run}');"
         ),
     );
-    assert!(!browser.is_shown("log-note"), "a build that ran has its log");
+    assert!(
+        !browser.is_shown("log-note"),
+        "a build that ran has its log"
+    );
 
     browser.js("document.getElementById('more-options').open = false; window.scrollTo(0, 0);");
     browser.click("source-git");
@@ -881,7 +901,10 @@ fn a_build_that_never_started_says_why_instead_of_an_empty_log() {
             reqwest::blocking::multipart::Part::bytes(env.dockerfile("true").into_bytes())
                 .file_name("Dockerfile"),
         )
-        .text("repository", format!("{}/{}", env.registry, unique("web-wait")));
+        .text(
+            "repository",
+            format!("{}/{}", env.registry, unique("web-wait")),
+        );
     let id = server.submit(form);
     let browser = Browser::start();
     browser.goto(&server.url(&format!("/#/builds/{id}")));
@@ -903,7 +926,11 @@ fn a_build_that_never_started_says_why_instead_of_an_empty_log() {
     );
     assert!(browser.is_shown("log-note") && !browser.is_shown("log"));
     browser.js("window.scrollTo(0, 0);");
-    browser.screenshot(1280, 1000, Path::new("target/web-never-started-desktop.png"));
+    browser.screenshot(
+        1280,
+        1000,
+        Path::new("target/web-never-started-desktop.png"),
+    );
     browser.screenshot(390, 2400, Path::new("target/web-never-started-phone.png"));
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
