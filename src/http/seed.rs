@@ -28,7 +28,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get_builds))
             .route(web::delete().to(delete_build))
             .default_service(web::to(|| async {
-                let allow = "GET, HEAD, POST, DELETE";
+                // The seed API's own header, kept as its clients know it.
+                let allow = "GET, POST, DELETE";
                 Err::<HttpResponse, _>(SeedError::from(ApiError::MethodNotAllowed { allow }))
             })),
     );
