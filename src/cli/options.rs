@@ -156,12 +156,23 @@ impl LoginArgs {
     }
 }
 
+/// The longest password read from standard input: the server's limit for a
+/// text field, so a file piped in by mistake is refused here, not held whole.
+const MAX_PASSWORD_BYTES: usize = 8 * 1024;
+
 /// A password read from standard input, for `flag`.
 fn password_from_stdin(flag: &str) -> Result<String, CliError> {
     let mut password = String::new();
-    std::io::stdin().read_to_string(&mut password)?;
+    std::io::stdin()
+        .take(MAX_PASSWORD_BYTES as u64 + 2)
+        .read_to_string(&mut password)?;
     // As docker login does: the newline an `echo` or a file ends with is not part of it.
     let password = password.trim_end_matches(['\n', '\r']).to_string();
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(CliError::Usage(format!(
+            "{flag}: standard input held more than {MAX_PASSWORD_BYTES} bytes, more than a password"
+        )));
+    }
     if password.is_empty() {
         return Err(CliError::Usage(format!(
             "{flag}: standard input held no password"

@@ -28,7 +28,8 @@ fn run(server: &str, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output
         .spawn()
         .expect("run the dockpub client");
     let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).unwrap();
+    // The client may stop reading (and close its end) before all of it is written.
+    let _ = input.write_all(stdin.as_bytes());
     drop(input);
     child.wait_with_output().unwrap()
 }
@@ -104,6 +105,21 @@ fn errors_say_what_is_wrong_and_what_to_do() {
     std::fs::write(&dockerfile, "FROM scratch\n").unwrap();
     let file = dockerfile.to_str().unwrap();
     refused(&submit(&["-f", file, file]), &["context directory"]);
+    // A password from standard input is a password, not whatever was piped in.
+    let git_login = [
+        "--git",
+        "https://git.example.com/a.git",
+        "--git-username",
+        "u",
+        "--git-password-stdin",
+    ];
+    let piped = run(
+        &server.base,
+        &[&["submit", "-r", "127.0.0.1:5000/x"][..], &git_login].concat(),
+        &token,
+        &"x".repeat(100_000),
+    );
+    refused(&piped, &["--git-password-stdin", "8192 bytes"]);
     let listed = json_of(&run(
         &server.base,
         &["list", "--output", "json"],
