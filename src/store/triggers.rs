@@ -68,7 +68,8 @@ impl Store {
 
     /// The build an earlier delivery made or was matched to, when it still
     /// exists: the same delivery id, or the same commit built to the same
-    /// target since `since`.
+    /// target by a delivery since `since` (one that built: a duplicate does not
+    /// stretch the window).
     pub async fn earlier_trigger_build(
         &self,
         trigger: &str,
@@ -86,7 +87,8 @@ impl Store {
                     "SELECT d.build_id FROM trigger_deliveries d JOIN builds b ON b.id = d.build_id
                      WHERE d.trigger_name = ?1
                        AND ((?2 IS NOT NULL AND d.delivery_id = ?2)
-                            OR (d.commit_sha = ?3 AND d.target = ?4 AND d.received_at >= ?5))
+                            OR (d.outcome = 'built' AND d.commit_sha = ?3 AND d.target = ?4
+                                AND d.received_at >= ?5))
                      ORDER BY d.id DESC LIMIT 1",
                     params![trigger, delivery_id, commit, target, since.to_rfc3339()],
                     |row| row.get(0),

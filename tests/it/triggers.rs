@@ -10,10 +10,12 @@
 //! comes from a real `git push` into a bare repository whose `post-receive`
 //! hook is the README's.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::common::git::{commit, git, make_repo, GitDaemon, Repo, SmartHttp};
-use crate::common::{field, run_in, unique, Server, TestEnv};
+use crate::common::{field, run_in, status_kib, unique, Server, TestEnv};
 use hmac::{Hmac, Mac};
 use reqwest::blocking::multipart::Form;
 use reqwest::blocking::{Client, Response};
@@ -38,6 +40,11 @@ struct Setup {
 }
 
 fn setup(extra_config: &str, env: &[(&str, &str)]) -> Setup {
+    setup_with(extra_config, env, &[], false)
+}
+
+/// As [`setup`], with server flags, and pushing to the test registry when `push`.
+fn setup_with(extra_config: &str, env: &[(&str, &str)], flags: &[&str], push: bool) -> Setup {
     let test_env = TestEnv::get();
     let root = tempfile::tempdir().unwrap();
     let repo = make_repo(root.path(), &test_env);
@@ -60,7 +67,7 @@ refs = ["refs/heads/main", "refs/heads/feature/**", "refs/tags/v*"]
 repository = "{repository}"
 tags = ["{{branch}}", "{{tag}}", "{{short_sha}}"]
 git_subdir = "app"
-push = false
+push = {push}
 secret_env = "{SECRET_ENV}"
 "#
     );
@@ -69,7 +76,9 @@ secret_env = "{SECRET_ENV}"
     std::fs::write(&path, config).unwrap();
     let mut all_env = vec![(SECRET_ENV, SECRET)];
     all_env.extend_from_slice(env);
-    let server = Server::start_with_env(&["--config", path.to_str().unwrap()], &all_env);
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    let server = Server::start_with_env(&args, &all_env);
     Setup {
         _root: root,
         served,
@@ -415,13 +424,13 @@ fn push_events_from_each_server_build_the_pushed_commit_once() {
     assert_ne!(rebuilt["id"], feature["id"]);
     server.wait_final(rebuilt["id"].as_i64().unwrap(), BUILD_TIME);
 
-    // An unknown trigger is 404.
+    // An unknown trigger is answered as a wrong signature.
     let unknown = send(
         server,
         "nope",
         github_push("refs/heads/main", &s.repo.tip, "gh-9", SECRET),
     );
-    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.status(), 401);
 }
 
 #[test]
@@ -492,8 +501,8 @@ scopes = ["build"]
         "{by_branch}"
     );
 
-    // A ref the repository lacks, a missing ref, an unknown trigger.
-    let missing = run("build-token", json!({"ref": "no-such-branch"}));
+    // A ref the repository lacks (that the patterns would match), a missing ref, an unknown trigger.
+    let missing = run("build-token", json!({"ref": "feature/no-such-branch"}));
     assert_eq!(missing.status(), 422);
     let missing: Value = missing.json().unwrap();
     assert_eq!(missing["error"]["code"], "git_fetch_failed", "{missing}");
@@ -743,4 +752,136 @@ fn push(s: &Setup, refspec: &str) -> String {
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{said}");
     said
+}
+
+/// The server's `host:port`.
+fn address(server: &Server) -> String {
+    server.base.trim_start_matches("http://").to_string()
+}
+
+/// Opens a connection and sends an event's headers, declaring `length` bytes
+/// of body, then `sent` bytes of it (writes the server refuses are ignored).
+fn event_head(address: &str, trigger: &str, length: usize, sent: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/triggers/{trigger}/events HTTP/1.1\r\nHost: {address}\r\n\
+         Content-Type: application/json\r\nX-GitHub-Event: push\r\n\
+         X-Hub-Signature-256: sha256={}\r\nContent-Length: {length}\r\n\r\n",
+        "0".repeat(64)
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&vec![b' '; sent]);
+    stream
+}
+
+/// What the server answered on the connection: its status line and the rest,
+/// read until the connection closes or the body declared has come.
+fn answer(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            });
+            if length.is_some_and(|length| body.len() >= length) {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn the_open_event_route_refuses_early_caps_stalled_senders_and_cuts_them_off() {
+    let s = setup_with("", &[], &["--upload-idle-timeout-secs", "2"], false);
+    let server = &s.server;
+    const MIB: usize = 1024 * 1024;
+
+    // Answered before a byte of the body is sent: a name no trigger has (as a
+    // wrong signature), an event without a signature, and a declared length
+    // over max_trigger_event_bytes (1 MiB by default).
+    let address = address(server);
+    let mut unknown = event_head(&address, "nope", 8 * MIB, 0);
+    let said = answer(&mut unknown);
+    assert!(said.starts_with("HTTP/1.1 401"), "{said}");
+    assert!(said.contains("bad_signature"), "{said}");
+    let mut unsigned = TcpStream::connect(&address).unwrap();
+    let head = format!(
+        "POST /api/v1/triggers/app/events HTTP/1.1\r\nHost: {address}\r\n\
+         Content-Length: {}\r\n\r\n",
+        8 * MIB
+    );
+    unsigned.write_all(head.as_bytes()).unwrap();
+    let said = answer(&mut unsigned);
+    assert!(said.starts_with("HTTP/1.1 401"), "{said}");
+    let mut large = event_head(&address, "app", MIB + 1, 0);
+    let said = answer(&mut large);
+    assert!(said.starts_with("HTTP/1.1 413"), "{said}");
+    assert!(said.contains("1048576"), "{said}");
+
+    // Warm up, then two rounds of 100 senders that each send most of a 1 MiB
+    // body and stall: the first 16 (max_concurrent_trigger_events) are read
+    // and cut off by the idle timeout (408), the rest refused at once (503).
+    send(
+        server,
+        "app",
+        github_push("refs/heads/other", &s.repo.tip, "warm", SECRET),
+    );
+    let before = status_kib(server.pid(), "VmRSS:");
+    for round in 0..2 {
+        let senders: Vec<_> = (0..100)
+            .map(|_| {
+                let address = address.clone();
+                std::thread::spawn(move || event_head(&address, "app", MIB, MIB - 64 * 1024))
+            })
+            .collect();
+        let mut streams: Vec<TcpStream> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+        let (mut cut, mut refused) = (0, 0);
+        for stream in &mut streams {
+            let said = answer(stream);
+            if said.starts_with("HTTP/1.1 408") {
+                assert!(said.contains("upload_stalled"), "{said}");
+                cut += 1;
+            } else {
+                assert!(said.starts_with("HTTP/1.1 503"), "{said}");
+                assert!(said.contains("max_concurrent_trigger_events"), "{said}");
+                refused += 1;
+            }
+        }
+        assert!(
+            (1..=16).contains(&cut),
+            "round {round}: {cut} cut, {refused} refused"
+        );
+        let peak = status_kib(server.pid(), "VmHWM:");
+        let growth = peak.saturating_sub(before);
+        eprintln!(
+            "round {round}: RSS before {before} KiB, peak {peak} KiB; {cut} cut, {refused} refused"
+        );
+        assert!(
+            growth < 64 * 1024,
+            "round {round}: RSS grew by {growth} KiB (from {before} KiB to a peak of {peak} KiB)"
+        );
+    }
+
+    // The slots are free again: a signed event is taken.
+    let taken = send(
+        server,
+        "app",
+        github_push("refs/heads/main", &s.repo.tip, "after-stalls", SECRET),
+    );
+    assert_eq!(taken.status(), 202);
 }
