@@ -151,3 +151,62 @@ fn delivery_from_row(row: &Row) -> rusqlite::Result<Result<TriggerDelivery, Stor
         received_at,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, Utc};
+
+    fn delivery(id: &str, outcome: &str, build_id: i64, minutes_ago: i64) -> TriggerDelivery {
+        TriggerDelivery {
+            trigger: "app".into(),
+            delivery_id: Some(id.into()),
+            git_ref: "refs/heads/main".into(),
+            commit: "a".repeat(40),
+            target: "r/app:main".into(),
+            outcome: outcome.into(),
+            build_id: Some(build_id),
+            received_at: Timestamp(Utc::now() - Duration::minutes(minutes_ago)),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_delivery_that_built_opens_the_window_duplicates_do_not_stretch_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let build = store
+            .insert_build(crate::store::tests::new_build(0), usize::MAX, |_| {})
+            .await
+            .unwrap()
+            .id;
+        // Built 20 minutes ago; duplicates of it came 15 and 1 minutes ago.
+        for (id, outcome, ago) in [
+            ("d1", "built", 20),
+            ("d2", "duplicate", 15),
+            ("d3", "duplicate", 1),
+        ] {
+            store
+                .record_trigger_delivery(delivery(id, outcome, build, ago))
+                .await
+                .unwrap();
+        }
+        let commit = "a".repeat(40);
+        let earlier = |delivery_id: Option<&'static str>, window_minutes: i64| {
+            let store = store.clone();
+            let commit = commit.clone();
+            async move {
+                let since = Timestamp(Utc::now() - Duration::minutes(window_minutes));
+                store
+                    .earlier_trigger_build("app", delivery_id, &commit, "r/app:main", since)
+                    .await
+                    .unwrap()
+            }
+        };
+        // A 10-minute window: the build is older than it, whatever duplicates came since.
+        assert_eq!(earlier(Some("d4"), 10).await, None);
+        assert_eq!(earlier(None, 10).await, None);
+        // A 30-minute window holds it; a known delivery id finds it at any age.
+        assert_eq!(earlier(None, 30).await, Some(build));
+        assert_eq!(earlier(Some("d3"), 10).await, Some(build));
+    }
+}

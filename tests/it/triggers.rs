@@ -15,7 +15,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::common::git::{commit, git, make_repo, GitDaemon, Repo, SmartHttp};
-use crate::common::{field, run_in, status_kib, unique, Server, TestEnv};
+use crate::common::{field, pushed_digest, run_in, status_kib, unique, Server, TestEnv};
 use hmac::{Hmac, Mac};
 use reqwest::blocking::multipart::Form;
 use reqwest::blocking::{Client, Response};
@@ -884,4 +884,292 @@ fn the_open_event_route_refuses_early_caps_stalled_senders_and_cuts_them_off() {
         github_push("refs/heads/main", &s.repo.tip, "after-stalls", SECRET),
     );
     assert_eq!(taken.status(), 202);
+}
+
+#[test]
+fn runs_without_admin_build_only_refs_the_patterns_match_and_check_the_scope_first() {
+    let registry = TestEnv::get().registry;
+    let config = format!(
+        r#"
+[[tokens]]
+name = "boss"
+token_env = "DOCKPUB_TEST_ADMIN_TOKEN"
+scopes = ["admin"]
+
+[[tokens]]
+name = "ci"
+token_env = "DOCKPUB_TEST_BUILD_TOKEN"
+scopes = ["build"]
+repositories = ["{registry}/trig-*"]
+
+[[tokens]]
+name = "elsewhere"
+token_env = "DOCKPUB_TEST_OTHER_TOKEN"
+scopes = ["build"]
+repositories = ["{registry}/elsewhere-*"]
+"#
+    );
+    let s = setup(
+        &config,
+        &[
+            ("DOCKPUB_TEST_ADMIN_TOKEN", "admin-token"),
+            ("DOCKPUB_TEST_BUILD_TOKEN", "build-token"),
+            ("DOCKPUB_TEST_OTHER_TOKEN", "other-token"),
+        ],
+    );
+    // A branch the trigger does not listen to, at a commit no listened ref has.
+    git(&s.repo.path, &["checkout", "-q", "-b", "evil"]);
+    let evil = commit(&s.repo.path, "evil");
+    git(&s.repo.path, &["checkout", "-q", "main"]);
+    push(&s, "evil");
+    let run = |token: &str, git_ref: &str| {
+        Client::new()
+            .post(s.server.url("/api/v1/triggers/app/run"))
+            .bearer_auth(token)
+            .json(&json!({ "ref": git_ref }))
+            .send()
+            .unwrap()
+    };
+    let code = |response: Response| -> (u16, Value) {
+        let status = response.status().as_u16();
+        (status, response.json().unwrap())
+    };
+
+    // A token that may not build the repository learns nothing about its refs:
+    // a ref that exists and one that does not get the same answer.
+    for git_ref in ["main", "no-such-branch", "feature/nope", evil.as_str()] {
+        let (status, body) = code(run("other-token", git_ref));
+        assert_eq!(status, 403, "{git_ref}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden_repository", "{body}");
+    }
+
+    // A build token: refs the patterns do not match are refused, whether they exist or not,
+    // by name or by SHA (a SHA counts only as the tip of a listed ref).
+    for git_ref in [
+        "evil",
+        "refs/heads/evil",
+        "no-such-branch",
+        evil.as_str(),
+        &s.repo.tagged[..],
+    ] {
+        let (status, body) = code(run("build-token", git_ref));
+        if git_ref == s.repo.tagged {
+            // The tip of tag v1, which refs/tags/v* matches.
+            assert_eq!(status, 202, "{body}");
+            assert_eq!(body["source"]["ref"], "refs/tags/v1", "{body}");
+            continue;
+        }
+        assert_eq!(status, 403, "{git_ref}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden", "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("admin"),
+            "{body}"
+        );
+    }
+    let (status, body) = code(run("build-token", "main"));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["source"]["ref"], "refs/heads/main");
+    let (status, body) = code(run("build-token", &s.repo.first));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["source"]["ref"], "refs/heads/feature/x", "{body}");
+    assert_eq!(body["tags"], json!(["feature-x", short(&s.repo.first)]));
+
+    // The admin may build any ref.
+    let (status, body) = code(run("admin-token", "evil"));
+    assert_eq!(status, 202, "{body}");
+    let built = wait_as(&s.server, body["id"].as_i64().unwrap(), "admin-token");
+    assert_eq!(built["source"]["commit"], evil.as_str());
+    assert_eq!(built["tags"], json!(["evil", short(&evil)]));
+}
+
+#[test]
+fn push_events_build_what_the_ref_names_now_and_the_tag_follows_the_branch() {
+    let s = setup_with("", &[], &[], true);
+    let server = &s.server;
+    // As the README's post-receive hook names deliveries: the same for the same ref and commit.
+    let delivery = |sha: &str| format!("refs/heads/main@{sha}");
+    let ignored = |response: Response| -> String {
+        assert_eq!(response.status(), 204);
+        let why = response.headers()["X-Dockpub-Ignored"].to_str().unwrap();
+        why.to_string()
+    };
+
+    // v1: main at its tip.
+    let v1 = s.repo.tip.clone();
+    let event = |sha: &str, id: &str| github_push("refs/heads/main", sha, id, SECRET);
+    let first = accepted(send(server, "app", event(&v1, &delivery(&v1))), 202);
+    let first_id = first["id"].as_i64().unwrap();
+    let first = server.wait_final(first_id, BUILD_TIME);
+    assert_eq!(first["status"], "succeeded", "{first}");
+
+    // Signed, but naming another ref's commit for main, or a tag that does not exist: stale.
+    let wrong_sha = ignored(send(server, "app", event(&s.repo.first, "wrong-sha")));
+    assert!(wrong_sha.starts_with("stale"), "{wrong_sha}");
+    let no_tag = github_push("refs/tags/v9", &v1, "no-tag", SECRET);
+    let no_tag = ignored(send(server, "app", no_tag));
+    assert!(no_tag.starts_with("stale"), "{no_tag}");
+
+    // v2 pushed and built; then the v1 event replayed under a new delivery id is stale.
+    let v2 = commit(&s.repo.path, "four");
+    push(&s, "main");
+    let second = accepted(send(server, "app", event(&v2, &delivery(&v2))), 202);
+    let second_id = second["id"].as_i64().unwrap();
+    let second = server.wait_final(second_id, BUILD_TIME);
+    assert_eq!(second["status"], "succeeded", "{second}");
+    let replayed = ignored(send(server, "app", event(&v1, "replayed")));
+    assert!(replayed.starts_with("stale"), "{replayed}");
+    assert_eq!(build_count(server), 2);
+    assert_eq!(
+        server.build(first_id)["tag_moved_by"]["main"],
+        second_id,
+        "build 2 took main over"
+    );
+
+    // main forced back to v1 and announced with the first delivery's id: build 1
+    // no longer owns main, so v1 is built again and main serves it.
+    push(&s, &format!("+{v1}:refs/heads/main"));
+    let third = accepted(send(server, "app", event(&v1, &delivery(&v1))), 202);
+    let third_id = third["id"].as_i64().unwrap();
+    assert!(third_id > second_id, "{third}");
+    let third = server.wait_final(third_id, BUILD_TIME);
+    assert_eq!(third["status"], "succeeded", "{third}");
+    assert_eq!(
+        pushed_digest(&s.repository, "main", None).as_deref(),
+        third["digest"].as_str(),
+        "the registry's main is build {third_id}'s image"
+    );
+    assert_eq!(
+        run_in(third["image_id"].as_str().unwrap(), "cat /ctx/version.txt"),
+        "three"
+    );
+    // Delivered once more while build 3 owns its tags: a duplicate.
+    let again = accepted(send(server, "app", event(&v1, &delivery(&v1))), 200);
+    assert_eq!(again["id"], third_id);
+}
+
+/// A TCP server that accepts connections and never answers, as a git server
+/// that hangs; the connections are kept until it is dropped.
+struct Tarpit {
+    port: u16,
+    held: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tarpit {
+    fn start() -> Tarpit {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (keep, stopping) = (held.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                keep.lock().unwrap().extend(stream.ok());
+            }
+        });
+        Tarpit {
+            port,
+            held,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+
+    /// Whether every connection it holds is still open (the client still waits).
+    fn all_still_open(&self) -> bool {
+        self.held.lock().unwrap().iter().all(|stream| {
+            stream.set_nonblocking(true).unwrap();
+            let mut byte = [0u8; 1];
+            let open = match stream.peek(&mut byte) {
+                Ok(0) => false,
+                Ok(_) => true,
+                Err(err) => err.kind() == std::io::ErrorKind::WouldBlock,
+            };
+            stream.set_nonblocking(false).unwrap();
+            open
+        })
+    }
+}
+
+impl Drop for Tarpit {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.held.lock().unwrap().clear();
+    }
+}
+
+#[test]
+fn a_push_event_is_answered_while_hanging_git_servers_hold_every_fetch_slot() {
+    let s = setup_with(
+        "max_concurrent_git_fetches = 1\ngit_timeout_secs = 600\n",
+        &[],
+        &[],
+        false,
+    );
+    let tarpit = Tarpit::start();
+    // A build from a git server that never answers takes the one fetch slot.
+    let form = field(
+        field(
+            field(
+                Form::new(),
+                "repository",
+                &format!("{}-tarpit", s.repository),
+            ),
+            "push",
+            "false",
+        ),
+        "git",
+        &format!("http://127.0.0.1:{}/app.git", tarpit.port),
+    );
+    let submitting = {
+        let url = s.server.url("/api/v1/builds");
+        std::thread::spawn(move || {
+            Client::builder()
+                .timeout(None)
+                .build()
+                .unwrap()
+                .post(url)
+                .multipart(form)
+                .send()
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while tarpit.held() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "git never reached the tarpit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A push event has slots of its own: it is looked up, fetched and answered.
+    let event = github_push("refs/heads/main", &s.repo.tip, "while-hanging", SECRET);
+    let built = accepted(send(&s.server, "app", event), 202);
+    assert!(
+        !submitting.is_finished() && tarpit.all_still_open(),
+        "the hanging fetch should still hang"
+    );
+    // And the tip was fetched for real.
+    let built = s
+        .server
+        .wait_final(built["id"].as_i64().unwrap(), BUILD_TIME);
+    assert_eq!(built["status"], "succeeded", "{built}");
+
+    // The tarpit goes away: the hanging fetch fails and is answered.
+    drop(tarpit);
+    let status = submitting.join().unwrap().expect("an answer");
+    assert_eq!(status, 422);
 }

@@ -489,3 +489,42 @@ impl BuildService {
         Ok(git::check(request, &self.limits.git)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ref_is_where_its_object_or_its_peeled_commit_is() {
+        let (tag_object, tagged, tip, other) = (
+            "1".repeat(40),
+            "2".repeat(40),
+            "3".repeat(40),
+            "4".repeat(40),
+        );
+        let refs = RemoteRefs(vec![
+            ("refs/heads/main".into(), tip.clone()),
+            ("refs/heads/evil".into(), other.clone()),
+            ("refs/tags/v1".into(), tag_object.clone()),
+            ("refs/tags/v1^{}".into(), tagged.clone()),
+        ]);
+        let v1 = refs.get("refs/tags/v1").unwrap();
+        assert!(v1.names(&tag_object) && v1.names(&tagged) && !v1.names(&tip));
+        assert_eq!(v1.commit, tagged);
+        assert!(refs.get("refs/tags/v2").is_none());
+        let listened = |name: &str| name == "refs/heads/main" || name.starts_with("refs/tags/");
+        assert_eq!(
+            refs.tip_of(&tag_object, listened),
+            Some(("refs/tags/v1".into(), tagged.clone()))
+        );
+        assert_eq!(
+            refs.tip_of(&tip, listened),
+            Some(("refs/heads/main".into(), tip))
+        );
+        assert_eq!(
+            refs.tip_of(&other, listened),
+            None,
+            "evil is not listened to"
+        );
+    }
+}
