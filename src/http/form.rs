@@ -170,14 +170,8 @@ pub async fn read_small_body(
     limit: usize,
     gate: &BodyGate,
 ) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::TooLarge {
-        limit,
-        context_limit: None,
-    };
+    refuse_declared_over(req, limit)?;
     let declared = declared_length(req);
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large());
-    }
     let _slot = gate
         .slots
         .clone()
@@ -192,11 +186,25 @@ pub async fn read_small_body(
     while let Some(chunk) = next_unless_stalled(&mut payload, &watch).await? {
         let chunk = chunk.map_err(|err| ApiError::BadBody(err.to_string()))?;
         if body.len() + chunk.len() > limit {
-            return Err(too_large());
+            return Err(ApiError::TooLarge {
+                limit,
+                context_limit: None,
+            });
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// A `413` for a body whose declared length is over `limit`, before any of it is read.
+pub fn refuse_declared_over(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
+    match declared_length(req).is_some_and(|length| length > limit as u64) {
+        true => Err(ApiError::TooLarge {
+            limit,
+            context_limit: None,
+        }),
+        false => Ok(()),
+    }
 }
 
 fn too_large(limits: &UploadLimits, kinds: FieldKinds<'_>) -> ApiError {

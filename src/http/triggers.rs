@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::form::read_small_body;
+use super::form::{read_small_body, refuse_declared_over};
 use super::views::{build_url, BuildView};
 use super::{method_not_allowed, AppState};
 use crate::builds::triggers::{EventHeaders, Received, TriggerError, TriggerSummary};
@@ -55,8 +55,10 @@ pub async fn receive_event(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    // Refused before a byte of the body is read: a name no trigger has
+    // Refused before a byte of the body is read: a body declared too large
+    // (first, so its answer is the same for every name), a name no trigger has
     // (answered as a wrong signature, not 404) and an event with no signature.
+    refuse_declared_over(&req, state.max_trigger_event_bytes)?;
     if !state.triggers.exists(&name) {
         return Err(TriggerError::BadSignature.into());
     }

@@ -815,23 +815,24 @@ fn the_open_event_route_refuses_early_caps_stalled_senders_and_cuts_them_off() {
     // wrong signature), an event without a signature, and a declared length
     // over max_trigger_event_bytes (1 MiB by default).
     let address = address(server);
-    let mut unknown = event_head(&address, "nope", 8 * MIB, 0);
+    let mut unknown = event_head(&address, "nope", MIB, 0);
     let said = answer(&mut unknown);
     assert!(said.starts_with("HTTP/1.1 401"), "{said}");
     assert!(said.contains("bad_signature"), "{said}");
     let mut unsigned = TcpStream::connect(&address).unwrap();
     let head = format!(
         "POST /api/v1/triggers/app/events HTTP/1.1\r\nHost: {address}\r\n\
-         Content-Length: {}\r\n\r\n",
-        8 * MIB
+         Content-Length: {MIB}\r\n\r\n"
     );
     unsigned.write_all(head.as_bytes()).unwrap();
     let said = answer(&mut unsigned);
     assert!(said.starts_with("HTTP/1.1 401"), "{said}");
-    let mut large = event_head(&address, "app", MIB + 1, 0);
-    let said = answer(&mut large);
-    assert!(said.starts_with("HTTP/1.1 413"), "{said}");
-    assert!(said.contains("1048576"), "{said}");
+    for name in ["app", "nope"] {
+        let mut large = event_head(&address, name, MIB + 1, 0);
+        let said = answer(&mut large);
+        assert!(said.starts_with("HTTP/1.1 413"), "{name}: {said}");
+        assert!(said.contains("1048576"), "{said}");
+    }
 
     // Warm up, then two rounds of 100 senders that each send most of a 1 MiB
     // body and stall: the first 16 (max_concurrent_trigger_events) are read
