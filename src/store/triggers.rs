@@ -1,6 +1,8 @@
 //! The `trigger_deliveries` table: push events triggers accepted, for the
 //! trigger list and for matching a redelivery to the build it already made.
 
+use std::collections::BTreeMap;
+
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::{immediate, Seen, Store, StoreError};
@@ -95,6 +97,56 @@ impl Store {
                 )
                 .optional()?;
             Ok(found)
+        })
+        .await
+    }
+
+    /// The pushed tags of build `by`, a build of `trigger`, that a later build
+    /// of the same trigger has already pushed, each with the newest such build.
+    /// They are recorded on `by` as moved (`tag_moved_by`), and `by` leaves
+    /// them alone: a tag never goes back to an earlier event's commit because
+    /// that build finished last. Call it under the tags' publish locks.
+    pub async fn leave_tags_to_later_trigger_builds(
+        &self,
+        by: i64,
+        repository: String,
+        trigger: String,
+        tags: Vec<String>,
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
+        self.write(move |conn, _| {
+            let tx = immediate(conn)?;
+            let mut left = BTreeMap::new();
+            {
+                let mut later = tx.prepare_cached(
+                    "SELECT MAX(id) FROM builds
+                     WHERE id > ?1 AND repository = ?2 AND status = 'succeeded' AND push
+                       AND json_extract(source, '$.trigger.name') = ?3
+                       AND EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?4)",
+                )?;
+                for tag in tags {
+                    let found: Option<i64> =
+                        later.query_row(params![by, repository, trigger, tag], |row| row.get(0))?;
+                    left.extend(found.map(|id| (tag, id)));
+                }
+            }
+            if !left.is_empty() {
+                let moved: String = tx.query_row(
+                    "SELECT tag_moved_by FROM builds WHERE id = ?1",
+                    [by],
+                    |row| row.get(0),
+                )?;
+                let mut moved: BTreeMap<String, i64> = serde_json::from_str(&moved)
+                    .map_err(|_| StoreError::Corrupt(format!("build {by}: bad tag_moved_by")))?;
+                for (tag, id) in &left {
+                    moved.entry(tag.clone()).or_insert(*id);
+                }
+                tx.execute(
+                    "UPDATE builds SET tag_moved_by = ?2 WHERE id = ?1",
+                    params![by, super::rows::to_json(&moved)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(left)
         })
         .await
     }

@@ -1174,3 +1174,59 @@ fn a_push_event_is_answered_while_hanging_git_servers_hold_every_fetch_slot() {
     let status = submitting.join().unwrap().expect("an answer");
     assert_eq!(status, 422);
 }
+
+#[test]
+fn an_earlier_events_build_that_finishes_last_leaves_the_branch_tag_to_the_later_one() {
+    let env = TestEnv::get();
+    let s = setup_with("", &[], &[], true);
+    let server = &s.server;
+    let event = |sha: &str| {
+        let delivery = format!("refs/heads/main@{sha}");
+        github_push("refs/heads/main", sha, &delivery, SECRET)
+    };
+    // The earlier commit builds slowly, the later one quickly.
+    let dockerfile = |run: &str| format!("FROM {}\nCOPY . /ctx\n{run}\n", env.base_image);
+    crate::common::git::write(&s.repo.path, "app/Dockerfile", &dockerfile("RUN sleep 20"));
+    let slow = commit(&s.repo.path, &unique("slow"));
+    push(&s, "main");
+    let first = accepted(send(server, "app", event(&slow)), 202);
+    crate::common::git::write(&s.repo.path, "app/Dockerfile", &dockerfile(""));
+    let fast = commit(&s.repo.path, &unique("fast"));
+    push(&s, "main");
+    let second = accepted(send(server, "app", event(&fast)), 202);
+    let (first_id, second_id) = (
+        first["id"].as_i64().unwrap(),
+        second["id"].as_i64().unwrap(),
+    );
+
+    let second = server.wait_final(second_id, BUILD_TIME);
+    assert_eq!(second["status"], "succeeded", "{second}");
+    let first = server.wait_final(first_id, BUILD_TIME);
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let finished = |build: &Value| {
+        chrono::DateTime::parse_from_rfc3339(build["finished_at"].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        finished(&first) > finished(&second),
+        "the slow build should finish last: {first} {second}"
+    );
+
+    // main stays with the later commit; the earlier build pushed only its own SHA tag.
+    assert_eq!(
+        pushed_digest(&s.repository, "main", None).as_deref(),
+        second["digest"].as_str()
+    );
+    assert_eq!(first["tag_moved_by"], json!({"main": second_id}), "{first}");
+    assert_eq!(
+        pushed_digest(&s.repository, &short(&slow), None).as_deref(),
+        first["digest"].as_str()
+    );
+    assert!(first["digest"].is_string(), "{first}");
+    assert!(
+        server
+            .logs(first_id)
+            .contains(&format!("main is left to build {second_id}")),
+        "{}",
+        server.logs(first_id)
+    );
+}
