@@ -73,7 +73,7 @@ impl TriggerService {
         };
         let _one_at_a_time = self.receiving.lock(&trigger.name).await;
         let Some(commit) = self.commit_now(trigger, &pushed).await? else {
-            return Ok(Received::Ignored(self.stale_reason(&pushed)));
+            return Ok(Received::Ignored(stale_reason(&pushed)));
         };
         let wanted = Wanted::new(trigger, pushed.git_ref, commit)?;
         let mut record = wanted.record(trigger, headers.delivery.clone());
@@ -122,14 +122,6 @@ impl TriggerService {
             .await?;
         let now = RemoteRefs(listed).get(&pushed.git_ref);
         Ok(now.filter(|now| now.names(after)).map(|now| now.commit))
-    }
-
-    fn stale_reason(&self, pushed: &Pushed) -> String {
-        let sha = pushed.commit.as_deref().unwrap_or_default();
-        format!(
-            "stale: {} is not at {sha} on the git server now (it has moved on, or does not exist)",
-            pushed.git_ref
-        )
     }
 
     /// The build an earlier delivery made for the same delivery id, or for the
@@ -350,6 +342,16 @@ fn pushed_ref(
         return Ok(Err(why));
     }
     Ok(Ok(pushed))
+}
+
+/// Why an event whose ref is elsewhere now builds nothing; `X-Dockpub-Ignored`
+/// starts with `stale`.
+fn stale_reason(pushed: &Pushed) -> String {
+    let sha = pushed.commit.as_deref().unwrap_or_default();
+    format!(
+        "stale: {} is not at {sha} on the git server now (it has moved on, or does not exist)",
+        pushed.git_ref
+    )
 }
 
 /// What a push event builds: the ref, the commit it names now and where the
