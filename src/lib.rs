@@ -284,7 +284,11 @@ async fn start(
              any Dockerfile on your Docker daemon. Set [[tokens]], [auth] tokens or DOCKPUB_API_TOKENS."
         );
     }
-    let triggers = builds::triggers::TriggerService::new(service.clone(), config.git.triggers()?);
+    let triggers = builds::triggers::TriggerService::new(
+        service.clone(),
+        config.git.triggers()?,
+        config.git.trigger_fetch_slots(),
+    );
     let server = http::server(service.clone(), triggers, &config, tokens, listener)?;
     log::info!("dockpub listening on http://{address}");
     Ok((server, service))

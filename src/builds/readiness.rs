@@ -50,8 +50,10 @@ impl BuildService {
         let mut readiness = Readiness::default();
         let mut store_ok = match self.engine.store.ping().await {
             Ok(()) => true,
+            // /readyz is open: the detail (paths, SQLite's words) stays in the log.
             Err(err) => {
-                readiness.reasons.push(format!("store: {err}"));
+                log::warn!("readiness: the store does not answer: {err}");
+                readiness.reasons.push("store: does not answer".into());
                 false
             }
         };
@@ -70,10 +72,12 @@ impl BuildService {
             match answer {
                 Ok(()) => any_up = true,
                 Err(err) => {
-                    readiness.builders_down.push(builder.name().to_string());
+                    let name = builder.name();
+                    log::warn!("readiness: builder '{name}' does not answer: {err}");
+                    readiness.builders_down.push(name.to_string());
                     readiness
                         .reasons
-                        .push(format!("builder '{}': {err}", builder.name()));
+                        .push(format!("builder '{name}' does not answer"));
                 }
             }
         }

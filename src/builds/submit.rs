@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use super::access::Grant;
 use super::context::{self, ContextError, ContextUpload, DockerfileSource};
 use super::git::{self, GitError, GitRequest};
@@ -20,6 +22,18 @@ impl BuildService {
         &self,
         request: SubmitRequest,
         caller: &Grant,
+    ) -> Result<Build, BuildError> {
+        let slots = self.limits.git.fetch_slots.clone();
+        self.submit_fetching_in(request, caller, &slots).await
+    }
+
+    /// [`submit`](Self::submit), with a git fetch run in one of `fetch_slots`
+    /// (trigger events have their own, so other fetches never hold them up).
+    pub async fn submit_fetching_in(
+        &self,
+        request: SubmitRequest,
+        caller: &Grant,
+        fetch_slots: &Semaphore,
     ) -> Result<Build, BuildError> {
         let SubmitRequest {
             dockerfile,
@@ -55,7 +69,7 @@ impl BuildService {
         self.check_queue_room().await?;
         let (context, source) = match git {
             Some(git) => {
-                let fetched = self.fetch_git(git).await?;
+                let fetched = self.fetch_git(git, fetch_slots).await?;
                 let labels = &mut build_options.labels;
                 labels.insert(git::SOURCE_LABEL.into(), fetched.source.git.clone());
                 labels.insert(git::REVISION_LABEL.into(), fetched.source.commit.clone());
@@ -99,8 +113,12 @@ impl BuildService {
     }
 
     /// Fetches the checked ref on the blocking pool, under `git_timeout_secs`.
-    async fn fetch_git(&self, git: git::CheckedGit) -> Result<git::Fetched, BuildError> {
-        let _slot = self.limits.git.fetch_slots.acquire().await;
+    async fn fetch_git(
+        &self,
+        git: git::CheckedGit,
+        slots: &Semaphore,
+    ) -> Result<git::Fetched, BuildError> {
+        let _slot = slots.acquire().await;
         let policy = self.limits.git.clone();
         let staging = self.engine.store.files().staging_dir().to_path_buf();
         let fetched = tokio::task::spawn_blocking(move || git::fetch(git, &policy, &staging))

@@ -26,6 +26,9 @@ pub struct GitSection {
     pub allow_file_git: bool,
     /// Git fetches running at once; further submissions from git wait for one to end.
     pub max_concurrent_git_fetches: usize,
+    /// Git work for trigger push events at once (ref lookups and fetches), in
+    /// slots of their own so other fetches never hold an event's answer up.
+    pub max_concurrent_trigger_fetches: usize,
     /// `[git."HOST"]`: logins for git hosts, used when a request brings none.
     #[serde(rename = "git")]
     pub hosts: BTreeMap<String, GitHostEntry>,
@@ -40,6 +43,7 @@ impl Default for GitSection {
             allow_insecure_git_hosts: Vec::new(),
             allow_file_git: false,
             max_concurrent_git_fetches: 4,
+            max_concurrent_trigger_fetches: 2,
             hosts: BTreeMap::new(),
             triggers: Vec::new(),
         }
@@ -53,6 +57,10 @@ impl Section for GitSection {
             (
                 "max_concurrent_git_fetches",
                 self.max_concurrent_git_fetches as u64,
+            ),
+            (
+                "max_concurrent_trigger_fetches",
+                self.max_concurrent_trigger_fetches as u64,
             ),
         ])?;
         self.triggers().map(drop)
@@ -74,5 +82,10 @@ impl GitSection {
     /// The `[[triggers]]`, checked against the git policy.
     pub(crate) fn triggers(&self) -> Result<Vec<Trigger>, ConfigError> {
         triggers(&self.triggers, &self.git_policy()?)
+    }
+
+    /// The slots push events' git work runs in.
+    pub(crate) fn trigger_fetch_slots(&self) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(self.max_concurrent_trigger_fetches))
     }
 }

@@ -32,7 +32,7 @@ use crate::builds::triggers::TriggerService;
 use crate::builds::BuildService;
 use crate::config::Config;
 pub use error::ApiError;
-pub use form::UploadLimits;
+pub use form::{BodyGate, UploadLimits};
 pub use views::build_json;
 
 /// Where the seed-compatible API lives; its errors have their own shape.
@@ -47,6 +47,9 @@ pub struct AppState {
     /// Answers of the build and list routes (see `cache`).
     pub reads: cache::ReadCache,
     pub triggers: TriggerService,
+    /// Push event bodies: their own slots, so the open route cannot take the uploads'.
+    pub trigger_events: BodyGate,
+    pub max_trigger_event_bytes: usize,
 }
 
 /// Every route, for the server and for tests alike.
@@ -80,6 +83,7 @@ pub fn server(
     listener: TcpListener,
 ) -> std::io::Result<Server> {
     let staging_dir = builds.store().files().staging_dir().to_path_buf();
+    let idle_timeout = std::time::Duration::from_secs(config.uploads.upload_idle_timeout_secs);
     let hosts = origin::HostPolicy {
         bind: listener.local_addr()?,
         allowed: config.server.allowed_hosts.clone(),
@@ -91,7 +95,7 @@ pub fn server(
             max_dockerfile_bytes: config.uploads.max_dockerfile_bytes,
             max_context_bytes: config.uploads.max_context_bytes,
             staging_dir,
-            idle_timeout: std::time::Duration::from_secs(config.uploads.upload_idle_timeout_secs),
+            idle_timeout,
             slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 config.uploads.max_concurrent_uploads,
             )),
@@ -100,6 +104,14 @@ pub fn server(
         hosts,
         reads: cache::ReadCache::default(),
         triggers,
+        trigger_events: BodyGate {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                config.uploads.max_concurrent_trigger_events,
+            )),
+            idle_timeout,
+            slots_setting: "max_concurrent_trigger_events",
+        },
+        max_trigger_event_bytes: config.uploads.max_trigger_event_bytes,
     });
     let server = HttpServer::new(move || {
         App::new()

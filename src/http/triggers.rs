@@ -3,18 +3,16 @@
 
 use actix_web::http::header::{CONTENT_TYPE, LOCATION};
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
+use super::form::{read_small_body, refuse_declared_over};
 use super::views::{build_url, BuildView};
 use super::{method_not_allowed, AppState};
-use crate::builds::triggers::{Received, TriggerSummary};
+use crate::builds::triggers::{EventHeaders, Received, TriggerError, TriggerSummary};
 use crate::domain::Timestamp;
 
-/// GitHub sends payloads of up to 25 MB; a push of many commits is well below this.
-const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 const MAX_RUN_BYTES: usize = 4 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -42,13 +40,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     responses(
         (status = 200, description = "A redelivery, or the same commit to the same tags: the build already made", body = BuildView),
         (status = 202, description = "Queued", body = BuildView, headers(("Location" = String))),
-        (status = 204, description = "Ignored: not a push, a deleted ref, or a ref no pattern matches"),
+        (status = 204, description = "Ignored, the reason in X-Dockpub-Ignored: not a push, a deleted ref, a ref no pattern matches, or `stale: …` (the ref has moved on or does not exist)"),
         (status = 400, description = "Not a push event's JSON", body = ErrorBody),
-        (status = 401, description = "Unsigned, or the signature does not match", body = ErrorBody),
-        (status = 404, description = "No such trigger", body = ErrorBody),
-        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 401, description = "Unsigned, the signature does not match, or no trigger has this name", body = ErrorBody),
+        (status = 408, description = "The body stalled (upload_idle_timeout_secs)", body = ErrorBody),
+        (status = 413, description = "The body is larger than max_trigger_event_bytes", body = ErrorBody),
         (status = 422, description = "The commit could not be fetched, or no tag template applies", body = ErrorBody),
         (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 503, description = "Too many events are being read at once (max_concurrent_trigger_events)", body = ErrorBody),
     ))]
 pub async fn receive_event(
     req: HttpRequest,
@@ -56,12 +55,26 @@ pub async fn receive_event(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, MAX_EVENT_BYTES).await?;
+    // Refused before a byte of the body is read: a body declared too large
+    // (first, so its answer is the same for every name), a name no trigger has
+    // (answered as a wrong signature, not 404) and an event with no signature.
+    refuse_declared_over(&req, state.max_trigger_event_bytes)?;
+    if !state.triggers.exists(&name) {
+        return Err(TriggerError::BadSignature.into());
+    }
     let header = |name: &str| {
         let value = req.headers().get(name)?.to_str().ok()?;
         Some(value.to_string())
     };
-    let received = state.triggers.receive(&name, &header, &body).await?;
+    let headers = EventHeaders::read(&header)?;
+    let body = read_small_body(
+        &req,
+        payload,
+        state.max_trigger_event_bytes,
+        &state.trigger_events,
+    )
+    .await?;
+    let received = state.triggers.receive(&name, headers, &body).await?;
     Ok(match received {
         Received::Ignored(why) => {
             log::info!("trigger {name}: event ignored: {why}");
@@ -93,11 +106,13 @@ pub struct RunRequest {
         (status = 202, description = "Queued", body = BuildView, headers(("Location" = String))),
         (status = 400, description = "No ref, or not one", body = ErrorBody),
         (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
-        (status = 403, description = "The token may not build this trigger's repository", body = ErrorBody),
+        (status = 403, description = "The token may not build this trigger's repository, or (without the admin scope) the ref is not one the trigger's patterns match", body = ErrorBody),
         (status = 404, description = "No such trigger", body = ErrorBody),
+        (status = 408, description = "The body stalled (upload_idle_timeout_secs)", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 422, description = "The ref could not be found or fetched", body = ErrorBody),
         (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 503, description = "Too many uploads are being read at once (max_concurrent_uploads)", body = ErrorBody),
     ))]
 pub async fn run_trigger(
     req: HttpRequest,
@@ -106,7 +121,7 @@ pub async fn run_trigger(
     state: web::Data<AppState>,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, MAX_RUN_BYTES).await?;
+    let body = read_small_body(&req, payload, MAX_RUN_BYTES, &state.upload.gate()).await?;
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)
@@ -191,21 +206,6 @@ pub async fn list_triggers(state: web::Data<AppState>) -> Result<HttpResponse, A
     Ok(HttpResponse::Ok().json(TriggerList {
         triggers: triggers.iter().map(TriggerView::from).collect(),
     }))
-}
-
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|err| ApiError::BadBody(err.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge {
-                limit,
-                context_limit: None,
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 /// A reason as a header value: printable ASCII only.

@@ -548,3 +548,23 @@ fn retention_at_start_waits_for_the_builder_and_removes_the_tags() {
         server.log()
     );
 }
+
+#[test]
+fn readyz_is_open_so_it_names_a_down_builder_without_its_socket_path() {
+    // An in-process server's builder is a socket that does not exist.
+    let server = Server::in_process(&[]);
+    let readiness = server.get("/readyz");
+    assert_eq!(readiness.status(), 503);
+    let body: Value = readiness.json().unwrap();
+    assert_eq!(
+        body["reasons"],
+        serde_json::json!(["builder 'local' does not answer"]),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("no-docker.sock"), "{body}");
+    // The detail is for the server's log.
+    assert!(
+        server.log().contains("no-docker.sock"),
+        "the log lacks the builder's error"
+    );
+}

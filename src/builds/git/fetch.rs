@@ -108,6 +108,37 @@ pub fn remote_ref(
         })
 }
 
+/// What `git ls-remote` lists for the refs `names` (every ref when empty): each
+/// ref with its object id, and each annotated tag once more, peeled to its
+/// commit, as `REF^{}`. Blocking.
+pub fn list_remote_refs(
+    request: CheckedGit,
+    policy: &GitPolicy,
+    staging: &Path,
+    names: &[String],
+) -> Result<Vec<(String, String)>, GitError> {
+    names.iter().try_for_each(|name| check_ref(name))?;
+    let work = tempfile::Builder::new()
+        .prefix("git-")
+        .tempdir_in(staging)
+        .map_err(GitError::Io)?;
+    let git = Git::new(&request, policy, work.path())?;
+    let mut args = vec!["ls-remote".to_string(), "origin".to_string()];
+    for name in names {
+        args.push(name.clone());
+        args.push(format!("{name}^{{}}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let listed = git.output(&args)?;
+    Ok(listed
+        .lines()
+        .filter_map(|line| {
+            let (sha, listed_ref) = line.split_once('\t')?;
+            Some((listed_ref.to_string(), sha.to_ascii_lowercase()))
+        })
+        .collect())
+}
+
 /// Packs a checked-out folder as a tar archive, without git's own files
 /// (`.git` folders, and the `.git` files submodules have); links stay links.
 fn pack_folder(folder: &Path, archive: &Path) -> Result<(), GitError> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::context::{clean_path, ContextUpload};
 use crate::domain::{GitSource, Secret, TriggeredBy};
-pub use fetch::{fetch, remote_ref};
+pub use fetch::{fetch, list_remote_refs, remote_ref};
 pub(crate) use urls::is_full_sha;
 use urls::{check_ref, check_url};
 

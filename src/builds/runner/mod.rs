@@ -88,7 +88,11 @@ async fn finish(engine: &Arc<Engine>, build: &Build, result: Result<Outcome, Run
                 Status::Succeeded,
                 Changes {
                     image_id: Some(outcome.image_id),
-                    digest: first_tag.and_then(|tag| outcome.digests.get(&tag).cloned()),
+                    // The first tag's, or (when it was left to a later build) any pushed one's: one image.
+                    digest: first_tag
+                        .and_then(|tag| outcome.digests.get(&tag))
+                        .or_else(|| outcome.digests.values().next())
+                        .cloned(),
                     digests: Some(outcome.digests),
                     error: None,
                 },

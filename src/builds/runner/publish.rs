@@ -27,8 +27,22 @@ pub(super) async fn publish(
         .publish_locks
         .lock_all(build.image_references())
         .await;
+    let kept_tags;
+    let build = match leave_to_later_trigger_builds(engine, build, output).await? {
+        Some(tags) => {
+            kept_tags = Build {
+                tags,
+                ..build.clone()
+            };
+            &kept_tags
+        }
+        None => build,
+    };
     apply_tags(engine, build, builder, &image_id).await?;
-    let digests = if build.push {
+    let digests = if build.push && build.tags.is_empty() {
+        // Every tag went to later builds of its trigger: nothing to push.
+        BTreeMap::new()
+    } else if build.push {
         push_tags(engine, build, builder, &image_id, push_login, output).await?
     } else {
         for tag in &build.tags {
@@ -41,6 +55,40 @@ pub(super) async fn publish(
         digests,
         publish_locks,
     })
+}
+
+/// A trigger's pushed build leaves the tags a later build of the same trigger
+/// already pushed (a later event, so a newer commit of the ref): the tags it
+/// keeps, or None when it keeps them all.
+async fn leave_to_later_trigger_builds(
+    engine: &Engine,
+    build: &Build,
+    output: &Output,
+) -> Result<Option<Vec<String>>, RunError> {
+    let trigger = build.source.as_ref().and_then(|s| s.trigger.as_ref());
+    let Some(trigger) = trigger.filter(|_| build.push) else {
+        return Ok(None);
+    };
+    let left = engine
+        .store
+        .leave_tags_to_later_trigger_builds(
+            build.id,
+            build.repository.clone(),
+            trigger.name.clone(),
+            build.tags.clone(),
+        )
+        .await?;
+    if left.is_empty() {
+        return Ok(None);
+    }
+    for (tag, later) in &left {
+        output.log.line(format!(
+            "dockpub: {}:{tag} is left to build {later}, a later build of trigger '{}' that pushed it first",
+            build.repository, trigger.name
+        ));
+    }
+    let kept = build.tags.iter().filter(|tag| !left.contains_key(*tag));
+    Ok(Some(kept.cloned().collect()))
 }
 
 /// The image goes on the record before any tag names it: a delete of another

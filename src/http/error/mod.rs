@@ -55,8 +55,9 @@ pub enum ApiError {
         "the request body sent nothing for {secs} s (upload_idle_timeout_secs); it was dropped"
     )]
     UploadStalled { secs: u64 },
-    #[error("too many uploads are arriving at once (max_concurrent_uploads); try again shortly")]
-    TooManyUploads,
+    /// The setting whose slots are all taken.
+    #[error("too many uploads are arriving at once ({0}); try again shortly")]
+    TooManyUploads(&'static str),
     #[error("malformed multipart body: {0}")]
     BadMultipart(String),
     #[error("missing field '{0}'")]
@@ -111,7 +112,7 @@ impl ApiError {
             ApiError::Staging(err) => io_error_kind(err),
             ApiError::BadMultipart(_) => bad_request("invalid_multipart"),
             ApiError::UploadStalled { .. } => (StatusCode::REQUEST_TIMEOUT, "upload_stalled"),
-            ApiError::TooManyUploads => (StatusCode::SERVICE_UNAVAILABLE, "too_many_uploads"),
+            ApiError::TooManyUploads(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_uploads"),
             ApiError::MissingField(_)
             | ApiError::MissingQuery(_)
             | ApiError::MissingCredentials => bad_request("missing_field"),
@@ -217,6 +218,7 @@ fn trigger_error_kind(err: &TriggerError) -> (StatusCode, &'static str) {
         TriggerError::InvalidPayload(_) => bad_request("invalid_payload"),
         TriggerError::InvalidRef(_) => bad_request("invalid_field"),
         TriggerError::NoTags { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "no_tags"),
+        TriggerError::RefNotAllowed { .. } => (StatusCode::FORBIDDEN, "forbidden"),
         TriggerError::Build(err) => build_error_kind(err),
     }
 }
@@ -246,7 +248,7 @@ impl ApiError {
             ApiError::Build(BuildError::QueueFull { .. }) => {
                 vec![(RETRY_AFTER, QUEUE_FULL_RETRY_AFTER_SECS.to_string())]
             }
-            ApiError::TooManyUploads => {
+            ApiError::TooManyUploads(_) => {
                 vec![(RETRY_AFTER, UPLOADS_BUSY_RETRY_AFTER_SECS.to_string())]
             }
             _ => Vec::new(),
