@@ -253,6 +253,7 @@ async fn start(
             allowed: config.builds.build_networks(),
         },
         buildkit: config.builders.buildkit,
+        max_tags: config.builds.max_tags_per_build,
         git: config.git.git_policy()?,
     };
     let settings = RunSettings {
