@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::docker::{BuilderPool, BuilderStatus, DockerError};
-use crate::domain::{BuildSecret, Credentials, ReferenceError, Status, TagPlan};
+use crate::domain::{BuildSecret, Credentials, ReferenceError, Secret, Status, TagPlan};
 use crate::store::{Store, StoreError};
 use crate::webhooks::callback::CallbackError;
 use crate::webhooks::Webhooks;
@@ -51,6 +51,7 @@ use credentials::CredentialResolver;
 use dockerfile::DockerfileError;
 use engine::Engine;
 pub use follow::Followed;
+pub use logs::LogLimits;
 use git::{GitError, GitPolicy, GitRequest};
 use limits::LimitError;
 use options::{NetworkPolicy, OptionError, OptionsError, OptionsRequest};
@@ -153,6 +154,11 @@ pub struct RunSettings {
     pub secrets: Vec<BuildSecret>,
     /// BuildKit builds push inline cache and use their own tags as cache sources.
     pub registry_cache: bool,
+    /// `max_log_lines`, `max_log_bytes`.
+    pub log_limits: LogLimits,
+    /// Every password the config holds (`[registries]`, `[git."HOST"]`), masked
+    /// in build logs.
+    pub config_passwords: Vec<Secret>,
 }
 
 /// What a delete did besides removing the record.

@@ -34,7 +34,7 @@ use crate::domain::{Build, Status};
 pub(crate) use files::BuildFiles;
 pub(crate) use lock::DataDirLock;
 pub use lock::LockError;
-pub use logs::{LogPage, LogRange, RenderLine};
+pub use logs::{LogPage, LogRange, LogTotals, RenderLine};
 pub use sharing::PublishedTag;
 pub use triggers::TriggerDelivery;
 use writer::Writer;
