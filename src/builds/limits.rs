@@ -101,7 +101,10 @@ mod tests {
         assert!(check_count("label", MAX_LABELS, MAX_LABELS, "labels").is_ok());
         let err = check_count("label", MAX_LABELS + 1, MAX_LABELS, "labels").unwrap_err();
         assert_eq!(err.field, "label");
-        assert!(err.message.contains(&format!("at most {MAX_LABELS}")), "{err}");
+        assert!(
+            err.message.contains(&format!("at most {MAX_LABELS}")),
+            "{err}"
+        );
         assert!(check_key_value("label", &"k".repeat(MAX_KEY_BYTES), "v").is_ok());
         assert!(check_key_value("label", &"k".repeat(MAX_KEY_BYTES + 1), "v").is_err());
         assert!(check_key_value("build_arg", "K", &"v".repeat(MAX_VALUE_BYTES + 1)).is_err());

@@ -217,7 +217,12 @@ impl BuildService {
     /// At most `max_tags_per_build` tags.
     fn check_tag_count(&self, tags: &[String]) -> Result<(), BuildError> {
         let limit = self.limits.max_tags;
-        Ok(limits::check_count("tag", tags.len(), limit, "max_tags_per_build")?)
+        Ok(limits::check_count(
+            "tag",
+            tags.len(),
+            limit,
+            "max_tags_per_build",
+        )?)
     }
 
     async fn enqueue(

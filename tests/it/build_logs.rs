@@ -16,7 +16,11 @@ fn build_only(server: &Server, env: &TestEnv, dockerfile: String, buildkit: bool
         "repository",
         &format!("{}/{}", env.registry, unique("logs")),
     );
-    let form = field(field(form, "push", "false"), "buildkit", &buildkit.to_string());
+    let form = field(
+        field(form, "push", "false"),
+        "buildkit",
+        &buildkit.to_string(),
+    );
     server.wait_final(server.submit(form), BUILD_TIME)
 }
 
@@ -39,11 +43,15 @@ fn a_legacy_build_printing_300000_lines_keeps_max_log_lines_and_goes_on() {
         .unwrap_or_else(|| panic!("no line says the rest was dropped: {:?}", &lines[..20]));
     assert_eq!(dropped, 1000, "the builder's first 1000 lines are kept");
     assert!(
-        lines.iter().filter(|line| line.contains("max_log_lines")).count() == 1,
+        lines
+            .iter()
+            .filter(|line| line.contains("max_log_lines"))
+            .count()
+            == 1,
         "one line says so"
     );
     assert!(
-        !lines.iter().any(|line| *line == "step-done"),
+        !lines.contains(&"step-done"),
         "the output after it is dropped"
     );
     let after: Vec<&str> = lines[dropped + 1..].to_vec();
@@ -68,7 +76,10 @@ fn a_buildkit_build_past_max_log_bytes_keeps_the_limit_and_goes_on() {
         .unwrap_or_else(|| panic!("no line says the rest was dropped: {logs}"));
     let kept: usize = logs.lines().take(dropped).map(str::len).sum();
     assert!(kept <= 20000, "{kept} bytes before the notice");
-    assert!(kept > 15000, "the log was filled up to its limit: {kept} bytes");
+    assert!(
+        kept > 15000,
+        "the log was filled up to its limit: {kept} bytes"
+    );
     assert!(!logs.lines().any(|line| output_text(line) == "step-done"));
     assert!(
         logs.lines()
@@ -98,7 +109,11 @@ fn a_secret_a_buildkit_step_prints_is_masked_in_the_log_and_its_events() {
     let env = TestEnv::get();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[secrets.server_x]\nenv = \"DOCKPUB_TEST_MASKED\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[secrets.server_x]\nenv = \"DOCKPUB_TEST_MASKED\"\n",
+    )
+    .unwrap();
     let server_value = unique("server-value");
     let server = Server::start_with_env(
         &["--config", config.to_str().unwrap()],
@@ -117,7 +132,11 @@ fn a_secret_a_buildkit_step_prints_is_masked_in_the_log_and_its_events() {
         "repository",
         &format!("{}/{}", env.registry, unique("masked")),
     );
-    let form = field(field(form, "push", "false"), "secret", &format!("x={request_value}"));
+    let form = field(
+        field(form, "push", "false"),
+        "secret",
+        &format!("x={request_value}"),
+    );
     let build = server.wait_final(server.submit(form), BUILD_TIME);
     assert_eq!(build["status"], "succeeded", "{build}");
     let id = id_of(&build);
@@ -139,9 +158,7 @@ fn a_config_password_a_legacy_step_echoes_is_masked() {
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
-        format!(
-            "[registries.\"registry.invalid\"]\nusername = \"u\"\npassword = \"{password}\"\n"
-        ),
+        format!("[registries.\"registry.invalid\"]\nusername = \"u\"\npassword = \"{password}\"\n"),
     )
     .unwrap();
     let server = Server::start_with(&["--config", config.to_str().unwrap()]);
@@ -150,7 +167,10 @@ fn a_config_password_a_legacy_step_echoes_is_masked() {
     assert_eq!(build["status"], "succeeded", "{build}");
     let id = id_of(&build);
     assert!(
-        server.logs(id).lines().any(|line| line == "before-***-after"),
+        server
+            .logs(id)
+            .lines()
+            .any(|line| line == "before-***-after"),
         "{}",
         server.logs(id)
     );

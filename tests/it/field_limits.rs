@@ -55,7 +55,11 @@ fn each_repeated_field_past_its_limit_is_refused_naming_the_limit() {
         ),
         (
             "65 build args",
-            repeated(minimal(&env), "build_arg", (0..65).map(|n| format!("A{n}=x"))),
+            repeated(
+                minimal(&env),
+                "build_arg",
+                (0..65).map(|n| format!("A{n}=x")),
+            ),
             "at most 64 (build args)",
         ),
         (
@@ -79,7 +83,11 @@ fn each_repeated_field_past_its_limit_is_refused_naming_the_limit() {
         ),
         (
             "a build arg value of 4097 bytes",
-            field(minimal(&env), "build_arg", &format!("A={}", "v".repeat(4097))),
+            field(
+                minimal(&env),
+                "build_arg",
+                &format!("A={}", "v".repeat(4097)),
+            ),
             "at most 4096 bytes",
         ),
         (
@@ -108,7 +116,11 @@ fn each_repeated_field_past_its_limit_is_refused_naming_the_limit() {
     // The seed API and a retry take fewer fields, and the same limits.
     let seed = repeated(
         field(
-            field(with_file(format!("FROM {}\n", env.base_image)), "docker_repo", "x/y"),
+            field(
+                with_file(format!("FROM {}\n", env.base_image)),
+                "docker_repo",
+                "x/y",
+            ),
             "docker_username",
             "u",
         ),
@@ -119,7 +131,10 @@ fn each_repeated_field_past_its_limit_is_refused_naming_the_limit() {
     assert_eq!(status, 400, "seed: {body}");
     assert!(body.to_string().contains("more than 248 fields"), "{body}");
     let retry = (0..17).fold(Form::new(), |form, n| {
-        form.part("secret", Part::bytes(b"x".to_vec()).file_name(format!("s{n}")))
+        form.part(
+            "secret",
+            Part::bytes(b"x".to_vec()).file_name(format!("s{n}")),
+        )
     });
     let (status, body) = refused(&server, "/api/v1/builds/1/retry", retry);
     assert_eq!(status, 400, "retry: {body}");
@@ -150,7 +165,10 @@ fn max_tags_per_build_is_a_setting() {
     let (status, body) = refused(&server, "/api/v1/builds", form);
     assert_eq!(status, 400, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("at most 2 (max_tags_per_build)"), "{message}");
+    assert!(
+        message.contains("at most 2 (max_tags_per_build)"),
+        "{message}"
+    );
     server.submit(repeated(minimal(&env), "tag", ["a", "b"].map(String::from)));
 }
 
@@ -164,8 +182,7 @@ fn largest_build(env: &TestEnv, n: usize) -> Form {
         &format!("{}/limits/page-{n:04}", env.registry),
     );
     let tags = (0..32).map(|t| format!("{t:02}{}", "t".repeat(126)));
-    let labels =
-        (0..14).map(|l| format!("{}{l:02}={}", "k".repeat(254), "v".repeat(4096)));
+    let labels = (0..14).map(|l| format!("{}{l:02}={}", "k".repeat(254), "v".repeat(4096)));
     repeated(repeated(form, "tag", tags), "label", labels)
 }
 
@@ -206,7 +223,10 @@ fn a_list_of_500_builds_at_the_limits_stays_under_the_page_bound() {
         one.len()
     );
     let pages = pages_from(&server, "/api/v1/builds?limit=500");
-    assert!(pages.len() > 1, "500 builds at the limits need several pages");
+    assert!(
+        pages.len() > 1,
+        "500 builds at the limits need several pages"
+    );
     for (bytes, ids) in &pages {
         assert!(*bytes <= MAX_PAGE_BYTES, "a page of {bytes} bytes");
         assert!(!ids.is_empty());
@@ -215,7 +235,11 @@ fn a_list_of_500_builds_at_the_limits_stays_under_the_page_bound() {
     let listed = ids.len();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!((listed, ids.len()), (500, 500), "each build once, none lost");
+    assert_eq!(
+        (listed, ids.len()),
+        (500, 500),
+        "each build once, none lost"
+    );
 }
 
 #[test]
@@ -240,7 +264,10 @@ fn five_lists_of_500_builds_at_the_limits_keep_the_server_memory_bounded() {
             .collect();
         readers.into_iter().map(|r| r.join().unwrap()).collect()
     });
-    assert!(bodies.iter().all(|&bytes| bytes <= MAX_PAGE_BYTES), "{bodies:?}");
+    assert!(
+        bodies.iter().all(|&bytes| bytes <= MAX_PAGE_BYTES),
+        "{bodies:?}"
+    );
     let after = status_kib(server.pid(), "VmRSS:");
     let peak = status_kib(server.pid(), "VmHWM:");
     let grown_mib = after.saturating_sub(before) / 1024;
