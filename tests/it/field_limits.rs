@@ -240,6 +240,9 @@ fn a_list_of_500_builds_at_the_limits_stays_under_the_page_bound() {
         (500, 500),
         "each build once, none lost"
     );
+    // The seed API lists them all, read a bounded page at a time.
+    let seed = server.get_json("/api/dockerfile-build/");
+    assert_eq!(seed["data"].as_array().unwrap().len(), 500);
 }
 
 #[test]
