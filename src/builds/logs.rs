@@ -157,11 +157,13 @@ impl LogWriter {
     }
 
     /// Waits until every line sent so far is stored.
-    pub async fn finish(self) {
+    /// Returns the mask, for the build's `error` text.
+    pub async fn finish(self) -> SecretMask {
         drop(self.lines);
         if let Err(err) = self.task.await {
             log::error!("log writer stopped: {err}");
         }
+        self.mask
     }
 }
 

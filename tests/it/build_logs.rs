@@ -175,4 +175,15 @@ fn a_config_password_a_legacy_step_echoes_is_masked() {
         server.logs(id)
     );
     assert_masked(&server, id, &[&password]);
+
+    // A failed step's command, in the build's error, is masked too.
+    let dockerfile = env.dockerfile(&format!("echo {password} && false"));
+    let failed = build_only(&server, &env, dockerfile, false);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("***") && !error.contains(&password),
+        "{error}"
+    );
+    assert_masked(&server, id_of(&failed), &[&password]);
 }
