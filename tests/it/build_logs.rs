@@ -87,6 +87,27 @@ fn a_buildkit_build_past_max_log_bytes_keeps_the_limit_and_goes_on() {
             .any(|line| line.starts_with("dockpub: built ")),
         "the build went on: {logs}"
     );
+
+    // A step that fails after the limit: its error and the end are still recorded.
+    let dockerfile = env.dockerfile("seq 1 50000 && false");
+    let failed = build_only(&server, &env, dockerfile, true);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let logs = server.logs(id_of(&failed));
+    let dropped = logs
+        .lines()
+        .position(|line| line.contains("max_log_bytes"))
+        .unwrap_or_else(|| panic!("no line says the rest was dropped: {logs}"));
+    let after: Vec<&str> = logs.lines().skip(dropped + 1).collect();
+    assert!(
+        after.iter().any(|line| line.contains(" ERROR: ")),
+        "the step's error: {after:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|line| line.starts_with("dockpub: build failed")),
+        "the end: {after:?}"
+    );
 }
 
 /// Neither the stored log nor its event stream shows `value`; both show `***`.

@@ -73,8 +73,11 @@ impl Output {
             BuildEvent::Progress { done, total } => self.progress.build_steps(*done, *total),
             _ => {}
         }
-        if let Some(line) = event.log_line() {
-            self.log.output(line);
+        match event.log_line() {
+            // A step's error is kept past the log's limits: one per step at most.
+            Some(line) if matches!(event, BuildEvent::StepFailed { .. }) => self.log.line(line),
+            Some(line) => self.log.output(line),
+            None => {}
         }
     }
 
