@@ -214,6 +214,17 @@ fn builder_configs(config: &Config) -> Vec<BuilderConfig> {
         .collect()
 }
 
+/// Every password the config holds, for build logs to mask.
+fn config_passwords(config: &Config) -> Result<Vec<domain::Secret>, StartError> {
+    let registries = config.registries.registry_credentials()?;
+    let git = config.git.git_policy()?.hosts;
+    Ok(registries
+        .into_iter()
+        .map(|(_, login)| login.password)
+        .chain(git.into_iter().filter_map(|(_, login)| login.password))
+        .collect())
+}
+
 /// Opens the store, recovers interrupted builds, starts the queue and returns the
 /// running HTTP server on `listener` (which may be bound to port 0): dockpub
 /// without the signal handling and the graceful stop of [`serve`], for a caller
@@ -253,6 +264,7 @@ async fn start(
             allowed: config.builds.build_networks(),
         },
         buildkit: config.builders.buildkit,
+        max_tags: config.builds.max_tags_per_build,
         git: config.git.git_policy()?,
     };
     let settings = RunSettings {
@@ -263,6 +275,11 @@ async fn start(
         ),
         secrets: config.secrets.build_secrets()?,
         registry_cache: config.builds.registry_cache,
+        log_limits: builds::LogLimits {
+            max_lines: config.builds.max_log_lines,
+            max_bytes: config.builds.max_log_bytes,
+        },
+        config_passwords: config_passwords(&config)?,
     };
     let retention = Retention {
         days: config.retention.retention_days,

@@ -17,6 +17,7 @@ mod events;
 mod follow;
 pub mod git;
 mod hints;
+pub mod limits;
 mod local_tags;
 mod logs;
 pub mod options;
@@ -39,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::docker::{BuilderPool, BuilderStatus, DockerError};
-use crate::domain::{BuildSecret, Credentials, ReferenceError, Status, TagPlan};
+use crate::domain::{BuildSecret, Credentials, ReferenceError, Secret, Status, TagPlan};
 use crate::store::{Store, StoreError};
 use crate::webhooks::callback::CallbackError;
 use crate::webhooks::Webhooks;
@@ -51,7 +52,9 @@ use dockerfile::DockerfileError;
 use engine::Engine;
 pub use follow::Followed;
 use git::{GitError, GitPolicy, GitRequest};
-use options::{NetworkPolicy, OptionError, OptionsRequest};
+use limits::LimitError;
+pub use logs::LogLimits;
+use options::{NetworkPolicy, OptionError, OptionsError, OptionsRequest};
 pub use readiness::Readiness;
 pub use retention::Retention;
 use vault::{CredentialVault, SecretVault};
@@ -64,6 +67,9 @@ pub enum BuildError {
     InvalidReference(#[from] ReferenceError),
     #[error(transparent)]
     InvalidOption(#[from] OptionError),
+    /// A repeated field, a key or value, or the stored options past their limit.
+    #[error(transparent)]
+    OverLimit(#[from] LimitError),
     #[error(transparent)]
     InvalidContext(#[from] ContextError),
     #[error(transparent)]
@@ -92,6 +98,15 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Docker(#[from] DockerError),
+}
+
+impl From<OptionsError> for BuildError {
+    fn from(err: OptionsError) -> Self {
+        match err {
+            OptionsError::Invalid(err) => BuildError::InvalidOption(err),
+            OptionsError::OverLimit(err) => BuildError::OverLimit(err),
+        }
+    }
 }
 
 /// A build request as it arrives, before validation.
@@ -124,6 +139,8 @@ pub struct Limits {
     pub networks: NetworkPolicy,
     /// Builds use BuildKit unless they ask otherwise.
     pub buildkit: bool,
+    /// `max_tags_per_build`.
+    pub max_tags: usize,
     /// What builds from git may fetch.
     pub git: GitPolicy,
 }
@@ -137,6 +154,11 @@ pub struct RunSettings {
     pub secrets: Vec<BuildSecret>,
     /// BuildKit builds push inline cache and use their own tags as cache sources.
     pub registry_cache: bool,
+    /// `max_log_lines`, `max_log_bytes`.
+    pub log_limits: LogLimits,
+    /// Every password the config holds (`[registries]`, `[git."HOST"]`), masked
+    /// in build logs.
+    pub config_passwords: Vec<Secret>,
 }
 
 /// What a delete did besides removing the record.

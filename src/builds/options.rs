@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::context::clean_path;
+use super::limits::{self, LimitError};
 use crate::domain::BuildOptions;
 
 /// Build argument names as Dockerfile ARG instructions can refer to them.
@@ -34,6 +35,25 @@ pub fn is_platform(text: &str) -> bool {
 pub struct OptionError {
     pub field: &'static str,
     pub message: String,
+}
+
+/// Why the options of a request are refused: a bad value, or one past a limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    #[error(transparent)]
+    Invalid(#[from] OptionError),
+    #[error(transparent)]
+    OverLimit(#[from] LimitError),
+}
+
+#[cfg(test)]
+impl OptionsError {
+    pub fn field(&self) -> &'static str {
+        match self {
+            OptionsError::Invalid(err) => err.field,
+            OptionsError::OverLimit(err) => err.field,
+        }
+    }
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> OptionError {
@@ -74,12 +94,12 @@ impl OptionsRequest {
         self,
         networks: &NetworkPolicy,
         buildkit: bool,
-    ) -> Result<BuildOptions, OptionError> {
+    ) -> Result<BuildOptions, OptionsError> {
         Ok(BuildOptions {
             dockerfile: None,
             context_bytes: None,
-            build_args: key_values("build_arg", self.build_args, &ARG_KEY)?,
-            labels: key_values("label", self.labels, &LABEL_KEY)?,
+            build_args: build_args(self.build_args)?,
+            labels: key_values(LABELS, self.labels)?,
             target: matching(
                 "target",
                 self.target,
@@ -102,17 +122,14 @@ impl OptionsRequest {
     }
 }
 
-/// At most this many `cache_from` images per build.
-const MAX_CACHE_SOURCES: usize = 16;
-
 /// `cache_from` images: `repository:tag`, as the `tag` and `repository` fields take them.
-fn cache_sources(references: Vec<String>) -> Result<Vec<String>, OptionError> {
-    if references.len() > MAX_CACHE_SOURCES {
-        return Err(invalid(
-            "cache_from",
-            format!("at most {MAX_CACHE_SOURCES} images"),
-        ));
-    }
+fn cache_sources(references: Vec<String>) -> Result<Vec<String>, OptionsError> {
+    limits::check_count(
+        "cache_from",
+        references.len(),
+        limits::MAX_CACHE_SOURCES,
+        "cache sources",
+    )?;
     for reference in &references {
         let (repository, tag) = match reference.rsplit_once(':') {
             Some((repository, tag)) if !tag.contains('/') => (repository, tag),
@@ -177,21 +194,50 @@ pub fn dockerfile_path(path: &str) -> Result<String, OptionError> {
     }
 }
 
-fn key_values(
+/// A repeated `KEY=VALUE` field: its name, its key rule and how many it takes.
+struct KeyValueField {
     field: &'static str,
+    key_rule: &'static LazyLock<Regex>,
+    limit: usize,
+    plural: &'static str,
+}
+
+const LABELS: KeyValueField = KeyValueField {
+    field: "label",
+    key_rule: &LABEL_KEY,
+    limit: limits::MAX_LABELS,
+    plural: "labels",
+};
+
+const BUILD_ARGS: KeyValueField = KeyValueField {
+    field: "build_arg",
+    key_rule: &ARG_KEY,
+    limit: limits::MAX_BUILD_ARGS,
+    plural: "build args",
+};
+
+/// `build_arg` values, as a request or a trigger's `build_args` give them.
+pub fn build_args(pairs: Vec<String>) -> Result<BTreeMap<String, String>, OptionsError> {
+    key_values(BUILD_ARGS, pairs)
+}
+
+fn key_values(
+    kind: KeyValueField,
     pairs: Vec<String>,
-    key_rule: &Regex,
-) -> Result<BTreeMap<String, String>, OptionError> {
+) -> Result<BTreeMap<String, String>, OptionsError> {
+    let field = kind.field;
+    limits::check_count(field, pairs.len(), kind.limit, kind.plural)?;
     let mut map = BTreeMap::new();
     for pair in pairs {
         let Some((key, value)) = pair.split_once('=') else {
-            return Err(invalid(field, format!("'{pair}' is not KEY=VALUE")));
+            return Err(invalid(field, format!("'{pair}' is not KEY=VALUE")).into());
         };
-        if !key_rule.is_match(key) {
-            return Err(invalid(field, format!("'{key}' is not a valid key")));
+        limits::check_key_value(field, key, value)?;
+        if !kind.key_rule.is_match(key) {
+            return Err(invalid(field, format!("'{key}' is not a valid key")).into());
         }
         if map.insert(key.to_string(), value.to_string()).is_some() {
-            return Err(invalid(field, format!("'{key}' is given more than once")));
+            return Err(invalid(field, format!("'{key}' is given more than once")).into());
         }
     }
     Ok(map)
@@ -314,7 +360,7 @@ mod tests {
         ];
         for (request, field) in cases {
             let err = request.validate(&policy(), true).unwrap_err();
-            assert_eq!(err.field, field, "{err}");
+            assert_eq!(err.field(), field, "{err}");
         }
     }
 
@@ -324,7 +370,7 @@ mod tests {
         assert_eq!(cache_sources(ok.clone()), Ok(ok));
         for bad in ["Team/App:v1", "app:bad tag", ""] {
             assert_eq!(
-                cache_sources(vec![bad.into()]).unwrap_err().field,
+                cache_sources(vec![bad.into()]).unwrap_err().field(),
                 "cache_from"
             );
         }
@@ -377,7 +423,7 @@ mod tests {
                 ..OptionsRequest::default()
             };
             let err = request.validate(&policy(), true).unwrap_err();
-            assert_eq!(err.field, "platform", "{bad}");
+            assert_eq!(err.field(), "platform", "{bad}");
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{waiting, BuildError, BuildService};
 use crate::domain::{Build, Status};
-use crate::store::{ListFilter, LogRange, RenderLine};
+use crate::store::{ListFilter, Listed, LogRange, RenderLine};
 
 impl BuildService {
     pub async fn get(&self, id: i64) -> Result<Build, BuildError> {
@@ -42,7 +42,7 @@ impl BuildService {
     pub async fn list_then<T, F>(&self, filter: ListFilter, render: F) -> Result<T, BuildError>
     where
         T: Send + 'static,
-        F: FnOnce(Vec<Build>) -> T + Send + 'static,
+        F: FnOnce(Listed) -> T + Send + 'static,
     {
         Ok(self.engine.store.list_builds_then(filter, render).await?)
     }

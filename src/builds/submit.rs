@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 use super::access::Grant;
 use super::context::{self, ContextError, ContextUpload, DockerfileSource};
 use super::git::{self, GitError, GitRequest};
+use super::limits;
 use super::options::{self, OptionError};
 use super::{dockerfile, secrets, waiting, BuildError, BuildService, SubmitRequest};
 use crate::domain::{
@@ -51,6 +52,7 @@ impl BuildService {
         crate::domain::validate_repository(&repository)?;
         caller.check_repository(&repository)?;
         if let TagPlan::Listed(tags) = &tags {
+            self.check_tag_count(tags)?;
             tags.iter()
                 .try_for_each(|tag| crate::domain::validate_tag(tag))?;
         }
@@ -62,6 +64,8 @@ impl BuildService {
         self.check_platform(&build_options)?;
         let secrets = secrets::request_secrets(secrets)?;
         build_options.secrets = secrets.iter().map(|s| s.id.clone()).collect();
+        // Before a fetch: the git labels added later are checked at enqueue.
+        limits::check_stored_options(&build_options)?;
         let git = git
             .map(|git| self.check_git(git, dockerfile.is_some() || context.is_some()))
             .transpose()?;
@@ -228,12 +232,29 @@ impl BuildService {
         Ok(())
     }
 
+    /// At most `max_tags_per_build` tags.
+    fn check_tag_count(&self, tags: &[String]) -> Result<(), BuildError> {
+        let limit = self.limits.max_tags;
+        Ok(limits::check_count(
+            "tag",
+            tags.len(),
+            limit,
+            "max_tags_per_build",
+        )?)
+    }
+
     async fn enqueue(
         &self,
         new: NewBuild,
         credentials: Option<Credentials>,
         secrets: Vec<BuildSecret>,
     ) -> Result<Build, BuildError> {
+        // Whatever the way in (a retry of a row stored before these limits, too),
+        // no row is stored past them.
+        if let TagPlan::Listed(tags) = &new.tags {
+            self.check_tag_count(tags)?;
+        }
+        limits::check_stored_options(&new.options)?;
         let new = NewBuild {
             registry_username: credentials.as_ref().map(|c| c.username.clone()),
             ..new

@@ -4,6 +4,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::{at_least_1, empty_is_none, without_blanks, ConfigError, Section};
+use crate::builds::limits::{DEFAULT_MAX_TAGS, MAX_TAGS_SETTING};
 
 /// bollard sends the build's memory limit and CPU shares as i32, so larger values
 /// cannot reach the daemon; Docker refuses a memory limit under 6 MiB.
@@ -35,6 +36,13 @@ pub struct BuildSection {
     /// BuildKit builds push inline cache metadata and reuse their own tags in
     /// the registry (and the request's `cache_from`) as cache sources.
     pub registry_cache: bool,
+    /// Tags one build may have (each is pushed); more are refused with 400.
+    pub max_tags_per_build: usize,
+    /// Lines of a build's log kept; past it the build's output is dropped
+    /// (one line says so) and the build goes on.
+    pub max_log_lines: u64,
+    /// Bytes of a build's log kept, as `max_log_lines`.
+    pub max_log_bytes: u64,
 }
 
 impl Default for BuildSection {
@@ -48,6 +56,9 @@ impl Default for BuildSection {
             max_queued_builds: 1000,
             max_queue_wait_secs: None,
             registry_cache: true,
+            max_tags_per_build: DEFAULT_MAX_TAGS,
+            max_log_lines: 100_000,
+            max_log_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -79,6 +90,15 @@ pub struct BuildFlags {
     /// BuildKit builds push inline cache and reuse their own tags as cache [default: true]
     #[arg(long, env = "DOCKPUB_REGISTRY_CACHE")]
     pub registry_cache: Option<bool>,
+    /// Tags one build may have [default: 32]
+    #[arg(long, env = "DOCKPUB_MAX_TAGS_PER_BUILD")]
+    pub max_tags_per_build: Option<usize>,
+    /// Lines of a build's log kept; the rest of its output is dropped [default: 100000]
+    #[arg(long, env = "DOCKPUB_MAX_LOG_LINES")]
+    pub max_log_lines: Option<u64>,
+    /// Bytes of a build's log kept; the rest of its output is dropped [default: 64 MiB]
+    #[arg(long, env = "DOCKPUB_MAX_LOG_BYTES")]
+    pub max_log_bytes: Option<u64>,
 }
 
 impl Section for BuildSection {
@@ -86,7 +106,15 @@ impl Section for BuildSection {
         at_least_1(&[
             ("build_timeout_secs", self.build_timeout_secs),
             ("max_queued_builds", self.max_queued_builds as u64),
+            ("max_log_lines", self.max_log_lines),
+            ("max_log_bytes", self.max_log_bytes),
         ])?;
+        if !(1..=MAX_TAGS_SETTING).contains(&self.max_tags_per_build) {
+            return Err(ConfigError::Invalid(format!(
+                "max_tags_per_build must be from 1 to {MAX_TAGS_SETTING}, got {}",
+                self.max_tags_per_build
+            )));
+        }
         if self.max_queue_wait_secs == Some(0) {
             return Err(ConfigError::Invalid(
                 "max_queue_wait_secs must be at least 1 (or unset: builds wait)".into(),

@@ -42,6 +42,8 @@ pub struct UploadLimits {
     pub idle_timeout: Duration,
     /// Forms being read at once; past it a request gets 503 at once.
     pub slots: Arc<Semaphore>,
+    /// Parts (fields) one form may have; one more is refused with 400 at once.
+    pub max_parts: usize,
 }
 
 /// Which fields are more than short text.
@@ -108,7 +110,14 @@ pub async fn read_form(
     };
     let mut form = Form::default();
     let mut in_memory = 0usize;
+    let mut parts = 0usize;
     while let Some(field) = next_unless_stalled(&mut multipart, &watch).await? {
+        parts += 1;
+        if parts > limits.max_parts {
+            return Err(ApiError::TooManyParts {
+                limit: limits.max_parts,
+            });
+        }
         let mut field = field.map_err(|err| ApiError::BadMultipart(err.to_string()))?;
         let name = field.name().unwrap_or_default().to_string();
         if kinds.archives.contains(&name.as_str()) {

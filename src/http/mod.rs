@@ -99,6 +99,7 @@ pub fn server(
             slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 config.uploads.max_concurrent_uploads,
             )),
+            max_parts: crate::builds::limits::max_form_parts(config.builds.max_tags_per_build),
         },
         tokens,
         hosts,

@@ -20,6 +20,9 @@ use crate::store::ListFilter;
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
+/// A page's JSON stays under this (bar a single build larger than it, from
+/// before the per-build limits): past it the page ends early, with a `next`.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -141,7 +144,7 @@ fn options_request(form: &mut Form) -> Result<OptionsRequest, ApiError> {
 struct ListQuery {
     /// queued, building, pushing, succeeded, failed or cancelled
     status: Option<String>,
-    /// 1 to 500, default 50
+    /// 1 to 500, default 50; a page also ends before its JSON passes 4 MiB (then `next` goes on)
     limit: Option<String>,
     /// Only builds with a lower id (the next page)
     before: Option<String>,
@@ -185,6 +188,7 @@ impl ListQuery {
             before,
             submitted_by,
             limit,
+            max_bytes: Some(MAX_PAGE_BYTES),
         })
     }
 }
@@ -207,8 +211,9 @@ async fn list_builds(
             limit: filter.limit + 1,
             ..filter.clone()
         };
-        state.builds.list_then(one_more, move |mut builds| {
-            let has_more = builds.len() > filter.limit;
+        state.builds.list_then(one_more, move |listed| {
+            let mut builds = listed.builds;
+            let has_more = listed.cut_short || builds.len() > filter.limit;
             builds.truncate(filter.limit);
             let next = match builds.last() {
                 Some(last) if has_more => Some(next_page(&filter, last.id)),

@@ -34,6 +34,17 @@ pub struct LogPage {
     pub full: bool,
 }
 
+/// What a build's log holds so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogTotals {
+    /// The number of the last line, 0 when there is none.
+    pub last_seq: i64,
+    /// The lines stored.
+    pub lines: u64,
+    /// The lines' bytes (UTF-8), without line ends.
+    pub bytes: u64,
+}
+
 impl Store {
     /// Stores log lines whose sequence numbers the caller assigned, in one transaction.
     pub async fn append_logs(&self, id: i64, lines: Arc<Vec<LogLine>>) -> Result<(), StoreError> {
@@ -53,13 +64,20 @@ impl Store {
         .await
     }
 
-    /// The sequence number of the build's last stored line, 0 when there is none.
-    pub async fn last_log_seq(&self, id: i64) -> Result<i64, StoreError> {
+    /// The build's last line number, and how many lines and bytes it stored.
+    pub async fn log_totals(&self, id: i64) -> Result<LogTotals, StoreError> {
         self.read(move |conn| {
             Ok(conn.query_row(
-                "SELECT COALESCE(MAX(seq), 0) FROM build_logs WHERE build_id = ?1",
+                "SELECT COALESCE(MAX(seq), 0), COUNT(*), COALESCE(SUM(LENGTH(CAST(line AS BLOB))), 0)
+                 FROM build_logs WHERE build_id = ?1",
                 [id],
-                |row| row.get(0),
+                |row| {
+                    Ok(LogTotals {
+                        last_seq: row.get(0)?,
+                        lines: row.get::<_, i64>(1)? as u64,
+                        bytes: row.get::<_, i64>(2)? as u64,
+                    })
+                },
             )?)
         })
         .await

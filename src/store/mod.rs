@@ -30,11 +30,11 @@ use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-use crate::domain::Status;
+use crate::domain::{Build, Status};
 pub(crate) use files::BuildFiles;
 pub(crate) use lock::DataDirLock;
 pub use lock::LockError;
-pub use logs::{LogPage, LogRange, RenderLine};
+pub use logs::{LogPage, LogRange, LogTotals, RenderLine};
 pub use sharing::PublishedTag;
 pub use triggers::TriggerDelivery;
 use writer::Writer;
@@ -117,6 +117,18 @@ pub struct ListFilter {
     pub submitted_by: Option<String>,
     /// At most this many builds.
     pub limit: usize,
+    /// And, after the first, only builds while their rows come to at most this
+    /// many bytes as JSON (see `rows::json_bytes`); None: no bound but `limit`.
+    pub max_bytes: Option<usize>,
+}
+
+/// A list of builds, and whether `max_bytes` cut it short.
+#[derive(Debug, Default)]
+pub struct Listed {
+    /// Newest first.
+    pub builds: Vec<Build>,
+    /// More builds matched, but their rows would pass `max_bytes`.
+    pub cut_short: bool,
 }
 
 /// How long a connection waits for a lock held by another process (the writer

@@ -63,6 +63,34 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
     Ok(parsed)
 }
 
+/// What a build's JSON adds besides its stored text: key names, links, live progress.
+const JSON_OVERHEAD_BYTES: usize = 1024;
+
+/// An upper bound of the bytes the row takes as an API build object: its text
+/// columns as JSON strings (each byte that JSON escapes counted as 6), its
+/// JSON columns as stored (they are written back the way they were stored),
+/// plus [`JSON_OVERHEAD_BYTES`].
+pub fn json_bytes(row: &Row<'_>) -> rusqlite::Result<usize> {
+    let mut bytes = JSON_OVERHEAD_BYTES;
+    for column in 0..row.as_ref().column_count() {
+        bytes += match row.get_ref(column)? {
+            rusqlite::types::ValueRef::Text(text) => escaped_len(text),
+            rusqlite::types::ValueRef::Blob(blob) => blob.len(),
+            _ => 20,
+        };
+    }
+    Ok(bytes)
+}
+
+/// At most the length of `text` as a JSON string (`\u0001` for a control byte).
+fn escaped_len(text: &[u8]) -> usize {
+    let escaped = text
+        .iter()
+        .filter(|&&b| b < 0x20 || b == b'"' || b == b'\\')
+        .count();
+    text.len() + 2 + escaped * 5
+}
+
 pub fn tags_to_json(tags: &[String]) -> String {
     serde_json::to_string(tags).expect("a list of strings always serializes")
 }

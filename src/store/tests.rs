@@ -45,6 +45,7 @@ async fn lists_newest_first_and_reads_one() {
         before: Some(ids[2]),
         submitted_by: None,
         limit: 5,
+        max_bytes: None,
     };
     let listed: Vec<i64> = store
         .list_builds(filter)
@@ -68,6 +69,7 @@ async fn refuses_a_build_past_the_queue_limit_and_keeps_nothing() {
         before: None,
         submitted_by: None,
         limit: 10,
+        max_bytes: None,
     };
     assert_eq!(store.list_builds(all).await.unwrap().len(), 2);
     assert_eq!(

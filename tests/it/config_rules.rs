@@ -337,6 +337,24 @@ fn triggers_and_git_logins_are_checked_at_start() {
             "max_concurrent_git_fetches = 0\n".into(),
             "max_concurrent_git_fetches",
         ),
+        (
+            format!(
+                "max_tags_per_build = 1\n{}",
+                trigger("app", r#"["refs/heads/main"]"#, r#"["{branch}", "latest"]"#)
+            ),
+            "at most 1 (max_tags_per_build)",
+        ),
+        (
+            format!(
+                "{good}build_args = [{}]\n",
+                (0..65)
+                    .map(|n| format!("\"A{n}=x\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "at most 64 (build args)",
+        ),
+        ("max_tags_per_build = 257\n".into(), "max_tags_per_build"),
     ];
     for (config, says) in &cases {
         refused(&[], config, &env, says);

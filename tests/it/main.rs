@@ -10,6 +10,7 @@ mod common;
 
 mod api_v1;
 mod bad_input;
+mod build_logs;
 mod builder_pool;
 mod buildkit;
 mod cli;
@@ -18,6 +19,7 @@ mod concurrency;
 mod config_rules;
 mod contexts;
 mod credentials;
+mod field_limits;
 mod full_disk;
 mod git_sources;
 mod head;

@@ -37,6 +37,7 @@ pub(super) async fn build_image(
         });
     }
     let pull_logins = pull_logins(engine, build, &dockerfile, push_login).await?;
+    output.mask_logins(pull_logins.iter().map(|(_, login)| login));
     let secrets = build_secrets(engine, build, &dockerfile)?;
     let cache_from = cache_sources(engine, build, buildkit);
     let spec = BuildSpec {

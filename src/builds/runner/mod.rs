@@ -19,6 +19,7 @@ mod publish;
 use std::sync::Arc;
 
 use super::engine::Engine;
+use super::logs::SecretMask;
 use crate::docker::{Builder, Slot};
 use crate::domain::{Build, Status};
 use crate::store::Changes;
@@ -37,7 +38,7 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     let cancel = engine.cancels.token(id);
     let output = match Output::start(&engine, id).await {
         Ok(output) => output,
-        Err(err) => return finish(&engine, &build, Err(err)).await,
+        Err(err) => return finish(&engine, &build, Err(err), &SecretMask::default()).await,
     };
     if build.attempts > 1 {
         output.log.line(format!(
@@ -69,15 +70,21 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     }
     output.progress.stop();
     // The whole log is stored before the build is seen to end.
-    output.log.finish().await;
+    let mask = output.log.finish().await;
     if !matches!(&result, Err(err) if err.requeues()) {
         slot.record_done();
     }
-    finish(&engine, &build, result).await;
+    finish(&engine, &build, result, &mask).await;
     drop(slot);
 }
 
-async fn finish(engine: &Arc<Engine>, build: &Build, result: Result<Outcome, RunError>) {
+/// `mask`: the secret values the build's log masks, masked in its `error` too.
+async fn finish(
+    engine: &Arc<Engine>,
+    build: &Build,
+    result: Result<Outcome, RunError>,
+    mask: &SecretMask,
+) {
     let id = build.id;
     let first_tag = build.tags.first().cloned();
     let mut publish_locks = None;
@@ -103,7 +110,7 @@ async fn finish(engine: &Arc<Engine>, build: &Build, result: Result<Outcome, Run
         Err(err) => (
             Status::Failed,
             Changes {
-                error: Some(super::hints::with_hint(err.to_string())),
+                error: Some(super::hints::with_hint(mask.apply(err.to_string()))),
                 ..Changes::default()
             },
         ),

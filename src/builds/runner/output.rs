@@ -9,6 +9,7 @@ use crate::builds::engine::Engine;
 use crate::builds::logs::LogWriter;
 use crate::builds::progress::ProgressTracker;
 use crate::docker::{BuildEvent, Builder};
+use crate::domain::Credentials;
 use crate::named_locks::HeldLocks;
 use crate::sync::Locked;
 
@@ -40,11 +41,20 @@ pub(super) struct Output {
 }
 
 impl Output {
-    /// Starts the build's log after the lines an earlier attempt stored.
+    /// Starts the build's log after the lines an earlier attempt stored, with
+    /// every secret value known now masked in it.
     pub(super) async fn start(engine: &Arc<Engine>, id: i64) -> Result<Output, RunError> {
-        let last_seq = engine.store.last_log_seq(id).await?;
+        let earlier = engine.store.log_totals(id).await?;
+        let log = LogWriter::start(
+            engine.store.clone(),
+            engine.events.clone(),
+            id,
+            earlier,
+            engine.settings.log_limits,
+        );
+        mask_known_secrets(engine, id, &log);
         Ok(Output {
-            log: LogWriter::start(engine.store.clone(), engine.events.clone(), id, last_seq),
+            log,
             progress: ProgressTracker::start(engine.events.clone(), id),
             step_container: Mutex::new(None),
             // Unique across dockpub processes sharing a daemon, whose build ids overlap.
@@ -63,8 +73,19 @@ impl Output {
             BuildEvent::Progress { done, total } => self.progress.build_steps(*done, *total),
             _ => {}
         }
-        if let Some(line) = event.log_line() {
-            self.log.line(line);
+        match event.log_line() {
+            // A step's error is kept past the log's limits: one per step at most.
+            Some(line) if matches!(event, BuildEvent::StepFailed { .. }) => self.log.line(line),
+            Some(line) => self.log.output(line),
+            None => {}
+        }
+    }
+
+    /// Masks the passwords of the logins the build pushes and pulls with, which
+    /// may come from Docker's own config, known only once resolved.
+    pub(super) fn mask_logins<'a>(&self, logins: impl IntoIterator<Item = &'a Credentials>) {
+        for login in logins {
+            self.log.mask(login.password.expose().as_bytes());
         }
     }
 
@@ -76,5 +97,21 @@ impl Output {
                 "dockpub: could not remove the build's own tag {reference}: {err}"
             ));
         }
+    }
+}
+
+/// The build's own secrets and login, the server's `[secrets]`, and every
+/// password in the config (`[registries]`, `[git."HOST"]`): a step that prints
+/// one leaves `***` in the log.
+fn mask_known_secrets(engine: &Engine, id: i64, log: &LogWriter) {
+    let own_secrets = engine.secrets.get(id).unwrap_or_default();
+    for secret in own_secrets.iter().chain(&engine.settings.secrets) {
+        log.mask(secret.value());
+    }
+    if let Some(login) = engine.vault.get(id) {
+        log.mask(login.password.expose().as_bytes());
+    }
+    for password in &engine.settings.config_passwords {
+        log.mask(password.expose().as_bytes());
     }
 }

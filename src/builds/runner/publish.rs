@@ -142,7 +142,7 @@ async fn push_tags(
         let pushed = builder
             .push(image_id, &build.repository, tag, credentials, |update| {
                 output.progress.push_update(&update);
-                output.log.line(update.line());
+                output.log.output(update.line());
             })
             .await;
         let digest = match pushed {

@@ -60,6 +60,8 @@ pub enum ApiError {
     TooManyUploads(&'static str),
     #[error("malformed multipart body: {0}")]
     BadMultipart(String),
+    #[error("the form has more than {limit} fields, more than a build takes (max_tags_per_build and the limits of the README's \"Limits\")")]
+    TooManyParts { limit: usize },
     #[error("missing field '{0}'")]
     MissingField(&'static str),
     #[error("unknown field '{0}'")]
@@ -111,6 +113,7 @@ impl ApiError {
             ApiError::TooLarge { .. } | ApiError::ContextTooLarge { .. } => TOO_LARGE,
             ApiError::Staging(err) => io_error_kind(err),
             ApiError::BadMultipart(_) => bad_request("invalid_multipart"),
+            ApiError::TooManyParts { .. } => bad_request("field_limit"),
             ApiError::UploadStalled { .. } => (StatusCode::REQUEST_TIMEOUT, "upload_stalled"),
             ApiError::TooManyUploads(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_uploads"),
             ApiError::MissingField(_)
@@ -169,6 +172,7 @@ fn build_error_kind(err: &BuildError) -> (StatusCode, &'static str) {
         BuildError::InvalidReference(ReferenceError::InvalidTag(_)) => bad_request("invalid_tag"),
         BuildError::InvalidReference(_) => bad_request("invalid_repository"),
         BuildError::InvalidOption(_) => bad_request("invalid_option"),
+        BuildError::OverLimit(_) => bad_request("field_limit"),
         BuildError::InvalidContext(ContextError::Io(err)) => io_error_kind(err),
         BuildError::InvalidContext(
             ContextError::TooLarge { .. } | ContextError::TooManyEntries { .. },
