@@ -129,7 +129,14 @@ impl ApiClient {
         // The server fetches a git context itself: nothing local is packed.
         let packed = match submit.git.git {
             Some(_) => None,
-            None => Some(pack::pack(&submit.path).await?),
+            None => Some(
+                pack::pack(
+                    &submit.path,
+                    submit.options.dockerfile.as_deref(),
+                    !submit.no_buildkit,
+                )
+                .await?,
+            ),
         };
         form = match &packed {
             None => submit.git.add_to(form),

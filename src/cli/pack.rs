@@ -1,6 +1,8 @@
 //! Packing what `dockpub submit` sends: a Dockerfile as it is, or a directory as a
 //! gzipped tar written to a temporary file (never held in memory), leaving out what
-//! its `.dockerignore` excludes, as the docker CLI does.
+//! its ignore file excludes, as the docker CLI does: for BuildKit builds the
+//! Dockerfile's own `<Dockerfile>.dockerignore` when there is one, else the root
+//! `.dockerignore`. The server applies the same rule again to what arrives.
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use tempfile::NamedTempFile;
 use tokio_util::io::ReaderStream;
 
 use super::CliError;
-use crate::builds::context::IgnoreRules;
+use crate::builds::context::{clean_path, dockerfile_ignore_name, IgnoreRules};
 
 pub enum Packed {
     Dockerfile(Vec<u8>),
@@ -26,34 +28,58 @@ pub struct Archive {
     bytes: u64,
 }
 
-pub async fn pack(path: &Path) -> Result<Packed, CliError> {
+/// Packs `path`; `dockerfile` is the Dockerfile's path inside a directory, and
+/// `buildkit` whether the build asks for BuildKit (the server's default unless
+/// `--no-buildkit`), which picks the ignore file.
+pub async fn pack(
+    path: &Path,
+    dockerfile: Option<&str>,
+    buildkit: bool,
+) -> Result<Packed, CliError> {
     if path.is_file() {
         return Ok(Packed::Dockerfile(tokio::fs::read(path).await?));
     }
     let dir = path.to_path_buf();
-    let archive = tokio::task::spawn_blocking(move || pack_dir(&dir))
+    let dockerfile = dockerfile.unwrap_or("Dockerfile");
+    let dockerfile = clean_path(Path::new(dockerfile)).unwrap_or_else(|_| dockerfile.to_string());
+    let archive = tokio::task::spawn_blocking(move || pack_dir(&dir, &dockerfile, buildkit))
         .await
         .map_err(|err| CliError::Pack(err.to_string()))??;
     Ok(Packed::Context(archive))
 }
 
-fn pack_dir(dir: &Path) -> Result<Archive, CliError> {
-    let rules = match std::fs::read_to_string(dir.join(".dockerignore")) {
-        Ok(text) => IgnoreRules::parse(&text).map_err(|err| CliError::Pack(err.to_string()))?,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            IgnoreRules::parse("").expect("no rules parse")
-        }
-        Err(err) => return Err(err.into()),
+/// The rules of the ignore file at `name` under `dir`, if there is one.
+fn read_rules(dir: &Path, name: &str) -> Result<Option<IgnoreRules>, CliError> {
+    match std::fs::read_to_string(dir.join(name)) {
+        Ok(text) => IgnoreRules::parse(&text)
+            .map(Some)
+            .map_err(|err| CliError::Pack(err.in_file(name).to_string())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn pack_dir(dir: &Path, dockerfile: &str, buildkit: bool) -> Result<Archive, CliError> {
+    let own_ignore = dockerfile_ignore_name(dockerfile);
+    let own_rules = match buildkit {
+        true => read_rules(dir, &own_ignore)?,
+        false => None,
     };
+    let rules = match own_rules {
+        Some(rules) => rules,
+        None => read_rules(dir, ".dockerignore")?
+            .unwrap_or_else(|| IgnoreRules::parse("").expect("no rules parse")),
+    };
+    // Like the docker CLI: the Dockerfile and the ignore files always go; the
+    // server reads them to apply the same rules, then leaves out what they list.
+    let always = [dockerfile, ".dockerignore", own_ignore.as_str()];
     let file = NamedTempFile::new()?;
     let gzip = GzEncoder::new(BufWriter::new(file.reopen()?), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gzip);
     tar.follow_symlinks(false);
     for relative in files_in(dir)? {
         let name = relative.to_string_lossy().replace('\\', "/");
-        // Like the docker CLI: the Dockerfile and .dockerignore always go; the daemon drops them if listed.
-        let always = name == "Dockerfile" || name == ".dockerignore";
-        if always || !rules.excludes(&name) {
+        if always.contains(&name.as_str()) || !rules.excludes(&name) {
             tar.append_path_with_name(dir.join(&relative), &name)?;
         }
     }
