@@ -421,3 +421,82 @@ fn cancelling_a_secret_build_stops_its_step_within_three_seconds() {
     );
     assert_eq!(server.build(id)["status"], "cancelled");
 }
+
+#[test]
+fn the_legacy_builder_refuses_a_mount_on_a_continued_line_at_submit() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let dockerfile = format!(
+        "FROM {}\nRUN \\\n    --mount=type=cache,target=/cache \\\n    true\n",
+        env.base_image
+    );
+    let repository = format!("{}/{}", env.registry, unique("legacy-continued"));
+    let form = field(
+        field(with_file(dockerfile), "buildkit", "false"),
+        "repository",
+        &repository,
+    );
+    let response = server.post_form("/api/v1/builds", form);
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("RUN --mount"), "{body}");
+    let listed = server.get_json("/api/v1/builds");
+    assert_eq!(listed["builds"], Value::Array(vec![]), "nothing was stored");
+}
+
+#[test]
+fn from_platform_buildplatform_on_the_legacy_builder_fails_naming_buildkit() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let dockerfile = format!(
+        "FROM --platform=$BUILDPLATFORM {}\nRUN true\n",
+        env.base_image
+    );
+    let repository = format!("{}/{}", env.registry, unique("legacy-platform"));
+    let build = build_only(
+        &server,
+        field(with_file(dockerfile.clone()), "buildkit", "false"),
+        &repository,
+    );
+    assert_eq!(build["status"], "failed", "{build}");
+    let error = build["error"].as_str().unwrap();
+    assert!(
+        error.contains("invalid component") && error.contains("BuildKit"),
+        "{error}"
+    );
+    // BuildKit sets the variable: the same Dockerfile builds.
+    let build = build_only(&server, with_file(dockerfile), &repository);
+    assert_eq!(build["status"], "succeeded", "{build}");
+}
+
+#[test]
+fn syntax_of_a_newer_frontend_fails_with_a_hint_about_the_syntax_line() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let base = &env.base_image;
+    let cases = [
+        (
+            "heredocs",
+            format!("FROM {base}\nRUN <<EOF\necho hi\nEOF\n"),
+        ),
+        (
+            "--link",
+            format!("FROM {base}\nCOPY --link Dockerfile /d\n"),
+        ),
+        (
+            "RUN --network",
+            format!("FROM {base}\nRUN --network=none true\n"),
+        ),
+    ];
+    for (feature, dockerfile) in cases {
+        let repository = format!("{}/{}", env.registry, unique("newer-syntax"));
+        let build = build_only(&server, with_file(dockerfile), &repository);
+        assert_eq!(build["status"], "failed", "{feature}: {build}");
+        let error = build["error"].as_str().unwrap();
+        assert!(
+            error.contains(feature) && error.contains("# syntax=docker/dockerfile:1"),
+            "{feature}: {error}"
+        );
+    }
+}
