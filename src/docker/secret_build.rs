@@ -55,6 +55,13 @@ where
             files.ids().join(", ")
         ),
     });
+    if !spec.cache_from.is_empty() {
+        on_event(BuildEvent::Output {
+            step: None,
+            elapsed: None,
+            text: format!("dockpub: {CACHE_NOT_IMPORTED}"),
+        });
+    }
     let build_ref = BuildRef::random();
     let (sender, mut updates) = mpsc::channel(STATUS_BUFFER);
     let _follower = socket.map(|socket| {
@@ -118,6 +125,10 @@ struct Solve {
     files: SecretFiles,
     build_ref: BuildRef,
 }
+
+/// Why a build with secrets starts without the registry's cache.
+const CACHE_NOT_IMPORTED: &str = "builds with secrets do not import cache_from or the tags' \
+    registry cache here (BuildKit's gRPC API); they still export their inline cache for the next build";
 
 /// Status updates waiting to be logged.
 const STATUS_BUFFER: usize = 256;
@@ -192,7 +203,16 @@ fn frontend_options(
     }
     if spec.inline_cache {
         builder = builder.buildarg(INLINE_CACHE_ARG, "1");
+        // The HTTP build turns that build arg into this export; the gRPC API
+        // takes the export itself, or pushes an image without the cache.
+        builder = builder.cacheto(&CacheOptionsEntry {
+            r#type: "inline".into(),
+            attrs: HashMap::new(),
+        });
     }
+    // Kept for daemons whose Dockerfile frontend reads them; this one's (Docker
+    // 20.10) only imports what its `cache-from` attribute names, which bollard's
+    // options cannot set: see `CACHE_NOT_IMPORTED`.
     for reference in spec.cache_from {
         let source = CacheOptionsEntry {
             r#type: "registry".into(),

@@ -500,3 +500,48 @@ fn syntax_of_a_newer_frontend_fails_with_a_hint_about_the_syntax_line() {
         );
     }
 }
+
+#[test]
+fn a_cold_builder_reuses_the_cache_a_secret_build_pushed() {
+    let env = TestEnv::get();
+    let mut cold_daemon = PrivateDaemon::start(&env);
+    let first = Server::start();
+    let second = Server::start_with(&["--docker-host", &cold_daemon.host()]);
+    let run = format!(
+        "RUN --mount=type=secret,id=token test -s /run/secrets/token && sleep 2 && echo {} > /slow",
+        unique("slow")
+    );
+    let dockerfile = format!("FROM {}\n{run}\n", env.base_image);
+    let repository = format!("{}/{}", env.registry, unique("secret-cache"));
+    let form = field(with_file(dockerfile.clone()), "repository", &repository);
+    let secret_build = first.wait_final(
+        first.submit(field(form, "secret", "token=value")),
+        BUILD_TIME,
+    );
+    assert_eq!(secret_build["status"], "succeeded", "{secret_build}");
+    let first_logs = first.logs(secret_build["id"].as_i64().unwrap());
+    assert!(
+        first_logs.contains("over BuildKit's gRPC API"),
+        "{first_logs}"
+    );
+    let step = buildkit_step(&first_logs, &run);
+    assert!(first_logs.contains(&format!("{step} DONE")), "{first_logs}");
+
+    // The cold daemon has neither the image nor any cache: only the registry's.
+    let form = field(with_file(dockerfile), "repository", &repository);
+    let reuse = second.wait_final(second.submit(form), BUILD_TIME);
+    assert_eq!(reuse["status"], "succeeded", "{reuse}");
+    let second_logs = second.logs(reuse["id"].as_i64().unwrap());
+    assert!(
+        second_logs.contains(&format!(
+            "importing cache manifest from {repository}:latest"
+        )),
+        "{second_logs}"
+    );
+    let step = buildkit_step(&second_logs, &run);
+    assert!(
+        second_logs.contains(&format!("{step} CACHED")),
+        "{second_logs}"
+    );
+    cold_daemon.stop();
+}
