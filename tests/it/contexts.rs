@@ -722,12 +722,13 @@ fn a_boundary_split_across_packets_keeps_the_parts_apart() {
     );
 }
 
-/// The folder packed by GNU tar in `format` (gnu, ustar, pax), as `tar -cf` does.
-fn system_tar(dir: &std::path::Path, format: &str) -> Vec<u8> {
+/// `members` of the folder (options, then names, in order) packed by GNU tar in
+/// `format` (gnu, ustar, pax).
+fn system_tar(dir: &std::path::Path, format: &str, members: &[&str]) -> Vec<u8> {
     let out = std::process::Command::new("tar")
         .args([&format!("--format={format}"), "-cf", "-", "-C"])
         .arg(dir)
-        .arg(".")
+        .args(members)
         .output()
         .expect("tar");
     assert!(
@@ -757,14 +758,17 @@ fn python_tar(dir: &std::path::Path) -> Vec<u8> {
 }
 
 #[test]
-fn gnu_ustar_and_pax_archives_build_on_buildkit_plain_or_gzipped() {
+fn gnu_ustar_and_pax_archives_build_plain_or_gzipped() {
     let env = TestEnv::get();
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let greeting = unique("hello");
-    // A name past ustar's 100-byte field: a long-name or PAX record, or a prefix.
-    let long = format!("{}.txt", "n".repeat(60));
-    let long_path = format!("{}/{long}", "d".repeat(50));
+    // Past ustar's 100-byte name field: a long-name or PAX record, or a prefix.
+    let long_dir = "d".repeat(50);
+    let long_path = format!("{long_dir}/{}.txt", "n".repeat(60));
+    // Past ustar's 255 bytes with its prefix: a record in the formats that have one.
+    let longer_dir = "a".repeat(150);
+    let longer_path = format!("{longer_dir}/{}", "b".repeat(150));
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -776,27 +780,55 @@ fn gnu_ustar_and_pax_archives_build_on_buildkit_plain_or_gzipped() {
     );
     write("hello.txt", &greeting);
     write(&long_path, "long");
+    write(&longer_path, "longer");
+    let without_longer = format!("--exclude=./{longer_dir}");
     let archives = [
-        ("gnu", system_tar(dir.path(), "gnu")),
-        ("ustar", system_tar(dir.path(), "ustar")),
-        ("pax", system_tar(dir.path(), "pax")),
-        ("python", python_tar(dir.path())),
+        ("gnu", system_tar(dir.path(), "gnu", &["."]), true),
+        (
+            "ustar",
+            system_tar(dir.path(), "ustar", &[&without_longer, "."]),
+            false,
+        ),
+        ("pax", system_tar(dir.path(), "pax", &["."]), true),
+        ("python", python_tar(dir.path()), true),
+        // Led by a long-name record: written out led by a short global header.
+        (
+            "gnu-long-first",
+            system_tar(
+                dir.path(),
+                "gnu",
+                &[&longer_dir, "Dockerfile", "hello.txt", &long_dir],
+            ),
+            true,
+        ),
     ];
-    for (format, plain) in archives {
-        for (compression, bytes) in [("plain", plain.clone()), ("gzip", gzip(&plain))] {
-            let kind = format!("{format}-{compression}");
+    for (format, plain, has_longer) in archives {
+        let (show, expected) = match has_longer {
+            true => (
+                format!("cat /ctx/hello.txt /ctx/{long_path} /ctx/{longer_path}"),
+                format!("{greeting}longlonger"),
+            ),
+            false => (
+                format!("cat /ctx/hello.txt /ctx/{long_path}"),
+                format!("{greeting}long"),
+            ),
+        };
+        let cases = [
+            ("buildkit-plain", plain.clone(), "true"),
+            ("buildkit-gzip", gzip(&plain), "true"),
+            ("legacy-plain", plain.clone(), "false"),
+        ];
+        for (how, bytes, buildkit) in cases {
+            let kind = format!("{format}-{how}");
             let repository = format!("{}/{}", env.registry, unique(&kind));
-            let build = build_only(&server, with_context(bytes), &repository);
+            let form = field(with_context(bytes), "buildkit", buildkit);
+            let build = build_only(&server, form, &repository);
             assert_eq!(build["status"], "succeeded", "{kind}: {build}");
-            let shown = run_in(
-                &format!("{repository}:latest"),
-                &format!("cat /ctx/hello.txt /ctx/{long_path}"),
-            );
-            assert_eq!(shown, format!("{greeting}long"), "{kind}");
+            let shown = run_in(&format!("{repository}:latest"), &show);
+            assert_eq!(shown, expected, "{kind}");
         }
     }
 }
-
 #[test]
 fn buildkit_takes_the_dockerfiles_own_ignore_file_and_legacy_the_root_one() {
     let env = TestEnv::get();
