@@ -528,8 +528,12 @@ fn a_cold_builder_reuses_the_cache_a_secret_build_pushed() {
     assert!(first_logs.contains(&format!("{step} DONE")), "{first_logs}");
 
     // The cold daemon has neither the image nor any cache: only the registry's.
+    // Its build has the secret too: BuildKit's gRPC API, with the same cache.
     let form = field(with_file(dockerfile), "repository", &repository);
-    let reuse = second.wait_final(second.submit(form), BUILD_TIME);
+    let reuse = second.wait_final(
+        second.submit(field(form, "secret", "token=other")),
+        BUILD_TIME,
+    );
     assert_eq!(reuse["status"], "succeeded", "{reuse}");
     let second_logs = second.logs(reuse["id"].as_i64().unwrap());
     assert!(
