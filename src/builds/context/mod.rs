@@ -116,10 +116,8 @@ pub enum Builder {
 
 /// The ignore file of a Dockerfile at `path`, as BuildKit names it.
 pub fn dockerfile_ignore_name(path: &str) -> String {
-    format!("{path}{DOCKERIGNORE_SUFFIX}")
+    format!("{path}{DOCKERIGNORE}")
 }
-
-const DOCKERIGNORE_SUFFIX: &str = ".dockerignore";
 
 /// Checks every entry of the upload, then keeps it as it is or, when entries are
 /// ignored, a Dockerfile is added, or BuildKit would misread it, writes a new

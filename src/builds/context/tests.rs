@@ -454,3 +454,29 @@ fn a_bad_pattern_names_the_ignore_file_it_is_in() {
         "{err}"
     );
 }
+
+#[test]
+fn an_oversized_own_ignore_file_is_refused_by_name() {
+    let dir = TempDir::new().unwrap();
+    let huge = vec![b'#'; (MAX_DOCKERIGNORE_BYTES + 1) as usize];
+    let bytes = tar_bytes(&[
+        Item::File("app.Dockerfile", DOCKERFILE),
+        Item::File("app.Dockerfile.dockerignore", &huge),
+    ]);
+    let refused = |builder| {
+        prepare(
+            upload(&dir, &bytes),
+            DockerfileSource::InContext("app.Dockerfile".into()),
+            1024,
+            ROOMY,
+            builder,
+        )
+    };
+    let err = refused(Builder::Buildkit).err().unwrap();
+    assert!(
+        matches!(&err, ContextError::DockerignoreTooLarge(name) if name == "app.Dockerfile.dockerignore"),
+        "{err}"
+    );
+    // The legacy builder does not read it: a file like any other.
+    assert!(refused(Builder::Legacy).is_ok());
+}
