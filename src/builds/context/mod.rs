@@ -142,8 +142,9 @@ pub fn prepare(
         dockerfile_ignore: ignore_file.as_deref(),
     };
     let scan = scan(&upload.file, &wanted_files, limits)?;
-    // The Dockerfile's own ignore file replaces the root one; the root one is then
-    // a file like any other, and not sent whatever the rules say.
+    // The Dockerfile's own ignore file replaces the root one, which is then a file
+    // like any other (left out if the rules say so). The root one's rules keep it
+    // in: the legacy daemon reads it to drop what it lists.
     let (ignore, always_sent) = match (&scan.dockerfile_ignore, &ignore_file) {
         (Some(own), Some(name)) => (parse_ignore(own, name)?, Vec::new()),
         _ => (
