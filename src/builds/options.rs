@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::context::clean_path;
+use super::dockerfile::{instruction_flags, instructions};
 use super::limits::{self, LimitError};
 use crate::domain::BuildOptions;
 
@@ -171,16 +172,14 @@ pub fn check_builder(options: &BuildOptions, dockerfile: &str) -> Result<(), Opt
     }
 }
 
-/// What in the Dockerfile needs BuildKit (`RUN --mount=…`), when anything does.
+/// What in the Dockerfile needs BuildKit (`RUN --mount=…`, also when the flag
+/// comes on a continued line), when anything does.
 pub fn needs_buildkit(dockerfile: &str) -> Option<&'static str> {
-    dockerfile
-        .lines()
-        .map(|line| line.split_whitespace())
-        .any(|mut words| {
-            words.next().is_some_and(|w| w.eq_ignore_ascii_case("RUN"))
-                && words
-                    .take_while(|w| w.starts_with("--"))
-                    .any(|w| w.starts_with("--mount"))
+    instructions(dockerfile)
+        .iter()
+        .any(|instruction| {
+            let (name, flags) = instruction_flags(instruction);
+            name == "RUN" && flags.iter().any(|flag| flag.starts_with("--mount"))
         })
         .then_some("RUN --mount")
 }
@@ -381,6 +380,10 @@ mod tests {
         let dockerfile = "FROM base\nRUN --network=none --mount=type=cache,target=/c make\n";
         assert_eq!(needs_buildkit(dockerfile), Some("RUN --mount"));
         assert_eq!(needs_buildkit("FROM base\nRUN echo --mount\n"), None);
+        assert_eq!(
+            needs_buildkit("FROM base\nRUN \\\n  --mount=type=cache,target=/c true\n"),
+            Some("RUN --mount")
+        );
         let legacy = BuildOptions::default();
         assert_eq!(
             check_builder(&legacy, dockerfile).unwrap_err().field,

@@ -350,8 +350,12 @@ impl BuildService {
             DockerfileSource::InContext(_) => None,
         };
         let context_limits = self.limits.context;
+        let builder = match options.buildkit {
+            true => context::Builder::Buildkit,
+            false => context::Builder::Legacy,
+        };
         let prepared = tokio::task::spawn_blocking(move || {
-            context::prepare(upload, source, limit, context_limits)
+            context::prepare(upload, source, limit, context_limits, builder)
         })
         .await
         .map_err(|err| ContextError::Io(std::io::Error::other(err)))??;

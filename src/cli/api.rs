@@ -147,7 +147,15 @@ impl ApiClient {
         // The server fetches a git context itself: nothing local is packed.
         let packed = match submit.git.git {
             Some(_) => None,
-            None => Some(pack::pack(&submit.path, submit.file.as_deref()).await?),
+            None => Some(
+                pack::pack(
+                    &submit.path,
+                    submit.file.as_deref(),
+                    submit.options.dockerfile.as_deref(),
+                    !submit.no_buildkit,
+                )
+                .await?,
+            ),
         };
         form = match &packed {
             None => {

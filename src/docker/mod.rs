@@ -4,6 +4,7 @@
 mod auth;
 mod build;
 mod build_status;
+mod buildkit_session;
 mod events;
 mod health;
 mod pool;

@@ -72,6 +72,57 @@ fn submit_follow_builds_and_pushes_a_directory_and_exits_0() {
 }
 
 #[test]
+fn submit_packs_with_the_dockerfiles_own_ignore_file_unless_no_buildkit() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("build")).unwrap();
+    let files = [
+        (
+            "build/app.Dockerfile",
+            format!("FROM {}\nCOPY . /ctx\n", env.base_image),
+        ),
+        ("build/app.Dockerfile.dockerignore", "secrets.txt\n".into()),
+        (".dockerignore", "other.txt\n".into()),
+        ("secrets.txt", "s3cr3t\n".into()),
+        ("other.txt", "other\n".into()),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let path = dir.path().to_str().unwrap();
+    for (builder_flag, kept) in [
+        (None, "other.txt\n"),
+        (Some("--no-buildkit"), "secrets.txt\n"),
+    ] {
+        let repository = format!("{}/{}", env.registry, unique("cli-own-ignore"));
+        let mut args = vec![
+            "submit",
+            path,
+            "-r",
+            &repository,
+            "--dockerfile",
+            "build/app.Dockerfile",
+            "--no-push",
+            "--follow",
+        ];
+        args.extend(builder_flag);
+        let out = dockpub(&server, &args);
+        assert!(
+            out.status.success(),
+            "{builder_flag:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let listing = crate::common::run_in(
+            &format!("{repository}:latest"),
+            "cd /ctx && ls other.txt secrets.txt 2>/dev/null; true",
+        );
+        assert_eq!(listing, kept, "{builder_flag:?}");
+    }
+}
+
+#[test]
 fn a_failing_build_makes_submit_follow_exit_non_zero() {
     let env = TestEnv::get();
     let server = Server::start();

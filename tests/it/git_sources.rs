@@ -498,3 +498,34 @@ fn ssh_urls_use_the_hosts_key_and_check_its_host_key() {
         "{message}"
     );
 }
+
+#[test]
+fn a_git_build_on_buildkit_takes_the_dockerfiles_own_ignore_file() {
+    let env = TestEnv::get();
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("own-ignore.git");
+    std::fs::create_dir_all(&path).unwrap();
+    git(&path, &["init", "-q", "-b", "main"]);
+    git(&path, &["config", "user.email", "test@example.com"]);
+    git(&path, &["config", "user.name", "test"]);
+    let dockerfile = format!("FROM {}\nCOPY . /ctx\n", env.base_image);
+    write(&path, "build/app.Dockerfile", &dockerfile);
+    write(&path, "build/app.Dockerfile.dockerignore", "secrets.txt\n");
+    write(&path, ".dockerignore", "other.txt\n");
+    write(&path, "secrets.txt", "s3cr3t");
+    write(&path, "other.txt", "other");
+    git(&path, &["add", "-A"]);
+    git(&path, &["commit", "-q", "-m", "own ignore file"]);
+    let daemon = GitDaemon::start(root.path());
+    let (_config, server) = server_with("");
+    let form = git_form(
+        &daemon.url("own-ignore.git"),
+        &[("dockerfile", "build/app.Dockerfile")],
+    );
+    let built = build(&server, form);
+    let listing = run_in(
+        image_of(&built),
+        "cd /ctx && ls other.txt secrets.txt 2>/dev/null; true",
+    );
+    assert_eq!(listing, "other.txt\n");
+}

@@ -5,9 +5,10 @@ use super::error::RunError;
 use super::logins::pull_logins;
 use super::output::Output;
 use crate::builds::engine::Engine;
+use crate::builds::hints::dockerfile_hint;
 use crate::builds::options::needs_buildkit;
 use crate::builds::secrets::{self, mounts_secrets};
-use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder};
+use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder, DockerError};
 use crate::domain::{Build, BuildSecret, Credentials};
 
 /// Builds under the build's own name (see [`Output::build_reference`]). Returns
@@ -62,10 +63,21 @@ pub(super) async fn build_image(
     if fell_back.into_inner() {
         record_builder_kind(engine, build, false).await;
     }
-    let image_id = built?;
+    let image_id = built.map_err(|err| with_dockerfile_hint(err, &dockerfile, buildkit))?;
     let _ = output.image_id.set(image_id.clone());
     output.log.line(format!("dockpub: built {image_id}"));
     Ok(image_id)
+}
+
+/// A failed build's error, with the fix its Dockerfile explains when it does.
+fn with_dockerfile_hint(err: DockerError, dockerfile: &str, buildkit: bool) -> RunError {
+    let DockerError::BuildFailed(message) = &err else {
+        return err.into();
+    };
+    match dockerfile_hint(message, dockerfile, buildkit) {
+        Some(hint) => RunError::Hinted { error: err, hint },
+        None => err.into(),
+    }
 }
 
 /// The request's `cache_from` images and, with `registry_cache` under BuildKit,

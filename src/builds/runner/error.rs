@@ -27,6 +27,9 @@ pub(super) enum RunError {
         builder: String,
         feature: &'static str,
     },
+    /// A failed build with what its Dockerfile tells of the cause.
+    #[error("{error} ({hint})")]
+    Hinted { error: DockerError, hint: String },
     #[error("cancelled")]
     Cancelled,
     #[error("dockpub is shutting down; the build will run again at the next start")]
