@@ -98,12 +98,15 @@ impl BuildService {
         Ok(git::check(git, &self.limits.git)?)
     }
 
-    /// Fetches the checked ref on the blocking pool, under `git_timeout_secs`.
+    /// Fetches the checked ref on the blocking pool, under `git_timeout_secs`,
+    /// `git_idle_timeout_secs` and the context limits.
     async fn fetch_git(&self, git: git::CheckedGit) -> Result<git::Fetched, BuildError> {
         let _slot = self.limits.git.fetch_slots.acquire().await;
         let policy = self.limits.git.clone();
         let staging = self.engine.store.files().staging_dir().to_path_buf();
-        let fetched = tokio::task::spawn_blocking(move || git::fetch(git, &policy, &staging))
+        let limits = self.limits.context;
+        let fetched =
+            tokio::task::spawn_blocking(move || git::fetch(git, &policy, &staging, limits))
             .await
             .map_err(|err| GitError::Io(std::io::Error::other(err)))?;
         match &fetched {

@@ -21,7 +21,7 @@ use tar::EntryType;
 use crate::domain::PreparedContext;
 use tempfile::TempPath;
 
-use bounds::Bounded;
+pub(crate) use bounds::{Bounded, Capped};
 pub use bounds::ContextLimits;
 use check::EntryChecker;
 pub use check::{clean_path, Unsafe};
@@ -202,7 +202,7 @@ fn read_error(
 }
 
 /// Headers the tar reader applies to the next entry; they are not files.
-fn is_metadata(kind: EntryType) -> bool {
+pub(crate) fn is_metadata(kind: EntryType) -> bool {
     matches!(
         kind,
         EntryType::XGlobalHeader

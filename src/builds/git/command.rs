@@ -1,5 +1,6 @@
-//! Running `git` for one fetch: its environment (protocols, logins, ssh key),
-//! its deadline, and its submodules fetched level by level.
+//! Running `git` for one fetch: its environment (cleared, then the protocols,
+//! the login scoped to the request's URL, the ssh key), its deadline and idle
+//! bound, what it may write, and its submodules fetched level by level.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -7,24 +8,34 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::urls::{check_url, is_full_sha};
+use super::urls::{check_url, http_origin, is_full_sha};
 use super::{clean_path, invalid, CheckedGit, GitError, GitPolicy, Secret};
 
 /// How often a running `git` is checked against its deadline.
 const POLL: Duration = Duration::from_millis(20);
+/// How often the fetch folder is measured while git runs: its growth is the
+/// progress the idle bound watches, and its size is held to the disk budget.
+const SAMPLE: Duration = Duration::from_millis(250);
 /// Submodules within submodules, at most.
 const MAX_SUBMODULE_DEPTH: usize = 8;
 /// The longest part of git's own message kept in an error.
 const MAX_REASON_CHARS: usize = 1000;
+/// What git's messages say instead of the fetch folder's absolute path.
+const FETCH_FOLDER_WORD: &str = "<fetch folder>";
+const STAGING_FOLDER_WORD: &str = "<staging folder>";
 const USERNAME_ENV: &str = "DOCKPUB_GIT_USERNAME";
 const PASSWORD_ENV: &str = "DOCKPUB_GIT_PASSWORD";
 const SSH_KEY_ENV: &str = "DOCKPUB_GIT_SSH_KEY";
 const KNOWN_HOSTS_ENV: &str = "DOCKPUB_GIT_KNOWN_HOSTS";
-/// Answers git's username and password prompts from the environment.
-const ASKPASS_SCRIPT: &str = "#!/bin/sh\ncase \"$1\" in\n  Username*) printf '%s\\n' \"$DOCKPUB_GIT_USERNAME\" ;;\n  *) printf '%s\\n' \"$DOCKPUB_GIT_PASSWORD\" ;;\nesac\n";
+/// A credential helper (git runs it through `sh`): answers `get` with the login
+/// from the environment. It is configured as `credential.<scheme://host:port>.helper`,
+/// so git asks it only for that exact origin; any other host (a submodule, a
+/// redirect) finds no helper, no askpass and no terminal, and gets nothing.
+const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \"$DOCKPUB_GIT_USERNAME\" \"$DOCKPUB_GIT_PASSWORD\"; }; f";
 /// Runs ssh with the host's key (and known hosts). git runs `GIT_SSH` without
 /// a shell; the paths travel in the environment, quoted, never as shell words.
 const SSH_SCRIPT: &str = r#"#!/bin/sh
@@ -34,6 +45,22 @@ if [ -n "$DOCKPUB_GIT_KNOWN_HOSTS" ]; then
 fi
 exec ssh "$@"
 "#;
+/// PATH for git when dockpub has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// dockpub's own variables that git gets as they are, when set: how to reach
+/// the network (proxies) and which certificate authorities to trust.
+const PASSED_THROUGH: [&str; 10] = [
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
 
 /// `git` against one bare repository, under one deadline.
 pub(super) struct Git<'a> {
@@ -45,6 +72,8 @@ pub(super) struct Git<'a> {
     password: Option<&'a str>,
     deadline: Instant,
     timeout: Duration,
+    /// Bytes the fetch folder may hold while git writes to it.
+    disk_budget: u64,
 }
 
 impl<'a> Git<'a> {
@@ -53,17 +82,7 @@ impl<'a> Git<'a> {
         policy: &'a GitPolicy,
         work: &'a Path,
     ) -> Result<Self, GitError> {
-        let mut protocols = "https:http:ssh:git".to_string();
-        if policy.allow_file {
-            protocols.push_str(":file");
-        }
-        let mut env: Vec<(&'static str, OsString)> = vec![
-            ("GIT_TERMINAL_PROMPT", "0".into()),
-            ("GIT_CONFIG_NOSYSTEM", "1".into()),
-            ("GIT_CONFIG_GLOBAL", "/dev/null".into()),
-            ("GIT_ALLOW_PROTOCOL", protocols.into()),
-            ("LC_ALL", "C".into()),
-        ];
+        let mut env = base_env(work, policy);
         let host_login = policy
             .hosts
             .iter()
@@ -92,10 +111,11 @@ impl<'a> Git<'a> {
                 host_login.and_then(|login| login.password.as_ref()),
             ),
         };
-        if let Some(username) = username {
-            let askpass = work.join("askpass");
-            write_script(&askpass, ASKPASS_SCRIPT)?;
-            env.push(("GIT_ASKPASS", askpass.into()));
+        // Either goes to the request's URL's scheme, host and port only.
+        if let (Some(username), Some(origin)) = (username, http_origin(&request.url)) {
+            env.push(("GIT_CONFIG_COUNT", "1".into()));
+            env.push(("GIT_CONFIG_KEY_0", format!("credential.{origin}.helper").into()));
+            env.push(("GIT_CONFIG_VALUE_0", CREDENTIAL_HELPER.into()));
             env.push((USERNAME_ENV, username.into()));
             env.push((PASSWORD_ENV, password.map_or("", Secret::expose).into()));
         }
@@ -108,12 +128,19 @@ impl<'a> Git<'a> {
             password: password.map(Secret::expose),
             deadline: Instant::now() + policy.timeout,
             timeout: policy.timeout,
+            disk_budget: u64::MAX,
         };
         let repo = git.repo.to_string_lossy().into_owned();
         git.run(&["init", "--quiet", &repo], false)?;
         // Submodules with relative URLs resolve them against `origin`.
         git.run(&["remote", "add", "--", "origin", git.url], true)?;
         Ok(git)
+    }
+
+    /// Holds the fetch folder (git's objects, checked-out files, its output) to
+    /// `bytes` while git runs.
+    pub(super) fn limit_disk(&mut self, bytes: u64) {
+        self.disk_budget = bytes;
     }
 
     /// Fetches `wanted` (shallow; a SHA the server will not hand out alone is
@@ -174,20 +201,22 @@ impl<'a> Git<'a> {
                 format!("submodules nest deeper than {MAX_SUBMODULE_DEPTH} levels"),
             ));
         }
-        for url in self.gitmodules(dir, "url")? {
-            // Relative URLs resolve against the already checked parent's URL.
-            if !url.starts_with("./") && !url.starts_with("../") {
-                check_url(&url, self.policy).map_err(|err| match err {
-                    GitError::Invalid { message, .. } => {
-                        invalid("git_submodules", format!("a submodule's URL: {message}"))
-                    }
-                    other => other,
-                })?;
-            }
+        // `init` resolves relative URLs against the parent's as git does
+        // (`../../host:port/x` can leave the parent's host) and writes them to
+        // the parent's config; each is checked there, before anything is fetched.
+        self.run_at(Some(dir), &["submodule", "init", "--quiet"])?;
+        for url in self.config_values(dir, &["--get-regexp", r"^submodule\..*\.url$"])? {
+            check_url(&url, self.policy).map_err(|err| match err {
+                GitError::Invalid { message, .. } => {
+                    invalid("git_submodules", format!("a submodule's URL: {message}"))
+                }
+                other => other,
+            })?;
         }
-        let update = ["submodule", "update", "--quiet", "--init", "--depth=1"];
+        let update = ["submodule", "update", "--progress", "--depth=1"];
         self.run_at(Some(dir), &update)?;
-        for path in self.gitmodules(dir, "path")? {
+        let listed = ["--file", ".gitmodules", "--get-regexp", r"^submodule\..*\.path$"];
+        for path in self.config_values(dir, &listed)? {
             let path = clean_path(Path::new(&path)).map_err(|why| {
                 invalid("git_submodules", format!("submodule path '{path}': {why}"))
             })?;
@@ -196,10 +225,9 @@ impl<'a> Git<'a> {
         Ok(())
     }
 
-    /// Every submodule's `key` (`url`, `path`) in `dir`'s `.gitmodules`.
-    fn gitmodules(&self, dir: &Path, key: &str) -> Result<Vec<String>, GitError> {
-        let pattern = format!(r"^submodule\..*\.{key}$");
-        let args = ["config", "--file", ".gitmodules", "--get-regexp", &pattern];
+    /// The values `git config ARGS` lists in `dir` (`--get-regexp`: `key value` lines).
+    fn config_values(&self, dir: &Path, args: &[&str]) -> Result<Vec<String>, GitError> {
+        let args = [&["config"], args].concat();
         // git config exits 1 when nothing matches.
         let listed = self.run_at(Some(dir), &args).unwrap_or_default();
         Ok(listed
@@ -209,7 +237,8 @@ impl<'a> Git<'a> {
     }
 
     fn fetch(&self, args: &[&str]) -> Result<(), GitError> {
-        let mut all = vec!["fetch", "--quiet", "--no-tags"];
+        // Progress on stderr is what the idle bound sees while the server works.
+        let mut all = vec!["fetch", "--progress", "--no-tags"];
         all.extend_from_slice(args);
         let wanted = args.last().copied().unwrap_or("HEAD");
         self.run(&all, true).map(drop).map_err(|err| match err {
@@ -227,8 +256,8 @@ impl<'a> Git<'a> {
         self.run(args, true)
     }
 
-    /// Runs git to its end or the deadline; stdout and stderr go to files, so a
-    /// chatty git never blocks on a full pipe.
+    /// Runs git to its end, its deadline, its idle bound or its disk budget;
+    /// stdout and stderr go to files, so a chatty git never blocks on a full pipe.
     fn run(&self, args: &[&str], in_repo: bool) -> Result<String, GitError> {
         self.run_at(in_repo.then_some(self.repo.as_path()), args)
     }
@@ -236,66 +265,262 @@ impl<'a> Git<'a> {
     /// `run` with `git -C dir`.
     fn run_at(&self, dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
         let stdout_path = self.work.join("stdout");
-        let stderr_path = self.work.join("stderr");
+        let mut command = self.command(dir, args)?;
+        command.stdout(File::create(&stdout_path).map_err(GitError::Io)?);
+        let mut child = command.spawn().map_err(GitError::Io)?;
+        let status = self.watch(&mut child)?;
+        if !status.success() {
+            return Err(self.failed());
+        }
+        let stdout = std::fs::read(&stdout_path).map_err(GitError::Io)?;
+        Ok(String::from_utf8_lossy(&stdout).trim().to_string())
+    }
+
+    /// Runs git in the repository with its stdout handed to `consume` as it is
+    /// written (which may stop early: git's group is then killed), under the
+    /// same deadline.
+    pub(super) fn stream<T>(
+        &self,
+        args: &[&str],
+        consume: impl FnOnce(ChildStdout) -> Result<T, GitError>,
+    ) -> Result<T, GitError> {
+        let mut command = self.command(Some(&self.repo), args)?;
+        command.stdout(Stdio::piped());
+        let mut child = command.spawn().map_err(GitError::Io)?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let watchdog = Watchdog::arm(child.id(), self.deadline);
+        let consumed = consume(stdout);
+        let expired = watchdog.disarm();
+        if consumed.is_err() {
+            kill_group(child.id());
+        }
+        let status = child.wait().map_err(GitError::Io)?;
+        if expired {
+            return Err(self.timeout());
+        }
+        match consumed {
+            Err(err @ (GitError::Context(_) | GitError::Io(_))) => Err(err),
+            _ if !status.success() => Err(self.failed()),
+            consumed => consumed,
+        }
+    }
+
+    /// git in a cleared environment plus what it needs, its stderr to a file,
+    /// leading a process group of its own.
+    fn command(&self, dir: Option<&Path>, args: &[&str]) -> Result<Command, GitError> {
+        let stderr = File::create(self.work.join("stderr")).map_err(GitError::Io)?;
         let mut command = Command::new("git");
         if let Some(dir) = dir {
             command.arg("-C").arg(dir);
         }
         command
             .args(args)
+            .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env_remove("SSH_ASKPASS")
+            .current_dir(self.work)
             .stdin(Stdio::null())
-            .stdout(File::create(&stdout_path).map_err(GitError::Io)?)
-            .stderr(File::create(&stderr_path).map_err(GitError::Io)?)
+            .stderr(stderr)
             .process_group(0);
-        let mut child = command.spawn().map_err(GitError::Io)?;
-        let status = loop {
-            if let Some(status) = child.try_wait().map_err(GitError::Io)? {
-                break status;
-            }
-            if Instant::now() >= self.deadline {
-                kill_group(child.id());
-                let _ = child.wait();
-                return Err(GitError::Timeout {
-                    url: self.url.to_string(),
-                    secs: self.timeout.as_secs(),
-                });
-            }
-            std::thread::sleep(POLL);
-        };
-        if !status.success() {
-            let stderr = std::fs::read(&stderr_path).unwrap_or_default();
-            return Err(GitError::Fetch {
-                url: self.url.to_string(),
-                git_ref: String::new(),
-                reason: self.reason(&String::from_utf8_lossy(&stderr)),
-            });
-        }
-        let stdout = std::fs::read(&stdout_path).map_err(GitError::Io)?;
-        Ok(String::from_utf8_lossy(&stdout).trim().to_string())
+        Ok(command)
     }
 
-    /// git's own message, shortened, with the password blanked should it ever
-    /// appear in it.
+    /// Waits for git to end; kills its group at the deadline, when the fetch
+    /// folder (git's output included) has not changed for the idle bound, or
+    /// when it holds more than the disk budget.
+    fn watch(&self, child: &mut Child) -> Result<ExitStatus, GitError> {
+        let mut size = None;
+        let mut changed = Instant::now();
+        let mut next_sample = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().map_err(GitError::Io)? {
+                return Ok(status);
+            }
+            let now = Instant::now();
+            let mut stop = (now >= self.deadline).then(|| self.timeout());
+            if stop.is_none() && now >= next_sample {
+                next_sample = now + SAMPLE;
+                let measured = folder_size(self.work);
+                if size != Some(measured) {
+                    size = Some(measured);
+                    changed = now;
+                }
+                if measured > self.disk_budget {
+                    stop = Some(GitError::TooLarge {
+                        url: self.url.to_string(),
+                        limit: self.disk_budget,
+                    });
+                } else if now.duration_since(changed) >= self.policy.idle_timeout {
+                    stop = Some(GitError::Idle {
+                        url: self.url.to_string(),
+                        secs: self.policy.idle_timeout.as_secs(),
+                    });
+                }
+            }
+            if let Some(err) = stop {
+                kill_group(child.id());
+                let _ = child.wait();
+                return Err(err);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn timeout(&self) -> GitError {
+        GitError::Timeout {
+            url: self.url.to_string(),
+            secs: self.timeout.as_secs(),
+        }
+    }
+
+    /// git failed: its own message, from its stderr.
+    fn failed(&self) -> GitError {
+        let stderr = std::fs::read(self.work.join("stderr")).unwrap_or_default();
+        GitError::Fetch {
+            url: self.url.to_string(),
+            git_ref: String::new(),
+            reason: self.reason(&String::from_utf8_lossy(&stderr)),
+        }
+    }
+
+    /// git's own message without its progress lines, shortened, with the
+    /// password blanked should it ever appear in it and the fetch folder's path
+    /// (the data directory's) replaced by a word.
     fn reason(&self, stderr: &str) -> String {
         let mut reason = stderr
-            .lines()
+            .split(['\n', '\r'])
             .map(|line| {
                 line.trim_start_matches("fatal: ")
                     .trim_start_matches("error: ")
                     .trim()
             })
-            .filter(|line| !line.is_empty())
+            .filter(|line| !line.is_empty() && !is_progress(line))
             .collect::<Vec<_>>()
             .join("; ");
         if let Some(password) = self.password.filter(|p| !p.is_empty()) {
             reason = reason.replace(password, "***");
         }
+        for (folder, word) in self.folders() {
+            reason = reason.replace(&folder, word);
+        }
         if reason.is_empty() {
             reason = "git failed without saying why".into();
         }
         reason.chars().take(MAX_REASON_CHARS).collect()
+    }
+
+    /// The fetch folder and the staging folder holding it, as written and as
+    /// resolved (git may print either), longest first.
+    fn folders(&self) -> Vec<(String, &'static str)> {
+        let mut folders = Vec::new();
+        for path in [Some(self.work.to_path_buf()), self.work.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+        {
+            folders.push((path.display().to_string(), FETCH_FOLDER_WORD));
+            if let Some(staging) = path.parent() {
+                folders.push((staging.display().to_string(), STAGING_FOLDER_WORD));
+            }
+        }
+        folders.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        folders.retain(|(path, _)| path.len() > 1);
+        folders
+    }
+}
+
+/// The environment git starts with: nothing of dockpub's own (its tokens and
+/// secrets live there) except PATH and the proxy and CA variables; HOME is the
+/// fetch folder, so no user's files are read.
+fn base_env(work: &Path, policy: &GitPolicy) -> Vec<(&'static str, OsString)> {
+    let mut protocols = "https:http:ssh:git".to_string();
+    if policy.allow_file {
+        protocols.push_str(":file");
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    let mut env: Vec<(&'static str, OsString)> = vec![
+        ("PATH", path),
+        ("HOME", work.into()),
+        ("LANG", "C".into()),
+        ("LC_ALL", "C".into()),
+        ("GIT_TERMINAL_PROMPT", "0".into()),
+        ("GIT_CONFIG_NOSYSTEM", "1".into()),
+        ("GIT_CONFIG_GLOBAL", "/dev/null".into()),
+        ("GIT_ALLOW_PROTOCOL", protocols.into()),
+    ];
+    for name in PASSED_THROUGH {
+        if let Some(value) = std::env::var_os(name) {
+            env.push((name, value));
+        }
+    }
+    env
+}
+
+/// git's progress meter lines (its own and the server's `remote:` ones), which
+/// say nothing about why it failed.
+fn is_progress(line: &str) -> bool {
+    const PROGRESS: [&str; 10] = [
+        "Enumerating objects",
+        "Counting objects",
+        "Compressing objects",
+        "Receiving objects",
+        "Resolving deltas",
+        "Unpacking objects",
+        "Checking objects",
+        "Updating files",
+        "Total ",
+        "Cloning into",
+    ];
+    let line = line.strip_prefix("remote:").unwrap_or(line).trim_start();
+    PROGRESS.iter().any(|start| line.starts_with(start))
+}
+
+/// Bytes of the files under `folder` (links not followed); what vanishes while
+/// it is walked is not counted.
+fn folder_size(folder: &Path) -> u64 {
+    let mut total = 0;
+    let mut pending = vec![folder.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
+                Ok(meta) => total += meta.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Kills a git whose stdout is being read (a read that cannot watch the clock)
+/// once its deadline passes, unless disarmed first.
+struct Watchdog {
+    done: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    fn arm(pid: u32, deadline: Instant) -> Watchdog {
+        let (done, disarmed) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match disarmed.recv_timeout(left) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    kill_group(pid);
+                    true
+                }
+                _ => false,
+            }
+        });
+        Watchdog { done, thread }
+    }
+
+    /// Whether it fired. The child is not reaped before this returns, so its
+    /// pid cannot have been reused when the watchdog killed it.
+    fn disarm(self) -> bool {
+        let _ = self.done.send(());
+        self.thread.join().unwrap_or(false)
     }
 }
 

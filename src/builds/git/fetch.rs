@@ -1,21 +1,41 @@
 //! Fetching one ref and packing it as a context archive, and looking a ref up.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::command::Git;
 use super::urls::check_ref;
 use super::{invalid, CheckedGit, ContextUpload, Fetched, GitError, GitPolicy, GitSource};
+use crate::builds::context::{is_metadata, Bounded, Capped, ContextError, ContextLimits};
+
+/// What the fetch folder may hold beyond twice `max_context_bytes` (git's
+/// objects and the checked-out files): its bookkeeping and its output.
+const DISK_SLACK_BYTES: u64 = 16 * 1024 * 1024;
+const TAR_BLOCK: u64 = 512;
+/// The two zero blocks that end a tar archive.
+const TAR_END_BYTES: u64 = 2 * TAR_BLOCK;
 
 /// Fetches the request's ref into a folder under `staging` (removed at the
-/// end) and packs its `git_subdir` as a tar archive there. Blocking.
-pub fn fetch(request: CheckedGit, policy: &GitPolicy, staging: &Path) -> Result<Fetched, GitError> {
+/// end) and packs its `git_subdir` as a tar archive there, counted as an upload
+/// is while it is written: nothing past `limits` reaches the disk. Blocking.
+pub fn fetch(
+    request: CheckedGit,
+    policy: &GitPolicy,
+    staging: &Path,
+    limits: ContextLimits,
+) -> Result<Fetched, GitError> {
     let work = tempfile::Builder::new()
         .prefix("git-")
         .tempdir_in(staging)
         .map_err(GitError::Io)?;
-    let git = Git::new(&request, policy, work.path())?;
+    let mut git = Git::new(&request, policy, work.path())?;
+    git.limit_disk(
+        limits
+            .max_bytes
+            .saturating_mul(2)
+            .saturating_add(DISK_SLACK_BYTES),
+    );
     let wanted = request.git_ref.as_deref().unwrap_or("HEAD");
     let commit = git.fetch_commit(wanted)?;
     let tree = match request.subdir.as_str() {
@@ -35,11 +55,17 @@ pub fn fetch(request: CheckedGit, policy: &GitPolicy, staging: &Path) -> Result<
         .map_err(GitError::Io)?
         .into_temp_path();
     if request.submodules {
+        // The checkout writes the whole commit: its size is known before.
+        git.stream(&["ls-tree", "-r", "-t", "-l", "-z", &commit], |listing| {
+            tally_tree(listing, limits)
+        })?;
         git.check_out_with_submodules(&commit)?;
-        pack_folder(&git.repo.join(&request.subdir), &archive)?;
+        pack_folder(&git.repo.join(&request.subdir), &archive, limits)?;
     } else {
-        let target = archive.to_string_lossy().into_owned();
-        git.output(&["archive", "--format=tar", "-o", &target, &tree])?;
+        let file = File::create(&archive).map_err(GitError::Io)?;
+        git.stream(&["archive", "--format=tar", &tree], |tar| {
+            copy_counted(tar, file, limits)
+        })?;
     }
     let bytes = std::fs::metadata(&archive).map_err(GitError::Io)?.len();
     Ok(Fetched {
@@ -108,24 +134,86 @@ pub fn remote_ref(
         })
 }
 
+/// Copies the tar stream `git archive` writes to `out`, counting its bytes and
+/// entries as an upload's are counted, and stops at the first limit passed.
+fn copy_counted(tar: impl Read, out: File, limits: ContextLimits) -> Result<(), GitError> {
+    let (bounded, exceeded) = Bounded::new(tar, limits.max_bytes);
+    let mut archive = tar::Archive::new(Tee {
+        inner: bounded,
+        out: BufWriter::new(out),
+    });
+    let failed = |err: std::io::Error| match exceeded.get() {
+        true => too_large(limits),
+        false => GitError::Io(err),
+    };
+    let mut entries = 0u64;
+    for entry in archive.entries().map_err(failed)?.raw(true) {
+        let entry = entry.map_err(failed)?;
+        if !is_metadata(entry.header().entry_type()) {
+            entries += 1;
+            check_entries(entries, limits)?;
+        }
+    }
+    // The end-of-archive blocks, and whatever git writes after them.
+    let mut tee = archive.into_inner();
+    std::io::copy(&mut tee, &mut std::io::sink()).map_err(failed)?;
+    tee.out.flush().map_err(GitError::Io)
+}
+
+/// Adds up the tar bytes and entries of a `git ls-tree -r -t -l -z` listing,
+/// and stops at the first limit passed.
+fn tally_tree(listing: impl Read, limits: ContextLimits) -> Result<(), GitError> {
+    let mut bytes = TAR_END_BYTES;
+    let mut entries = 0u64;
+    for record in BufReader::new(listing).split(0) {
+        let record = record.map_err(GitError::Io)?;
+        // `<mode> <type> <object> <size>\t<path>`; size is `-` for folders and submodules.
+        let tab = record.iter().position(|&b| b == b'\t').unwrap_or(record.len());
+        let size = String::from_utf8_lossy(&record[..tab])
+            .rsplit(' ')
+            .next()
+            .and_then(|size| size.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let name = record.len().saturating_sub(tab + 1) as u64;
+        entries += 1;
+        check_entries(entries, limits)?;
+        bytes = bytes
+            .saturating_add(tar_bytes(size))
+            .saturating_add(long_name_bytes(name));
+        if bytes > limits.max_bytes {
+            return Err(too_large(limits));
+        }
+    }
+    Ok(())
+}
+
 /// Packs a checked-out folder as a tar archive, without git's own files
 /// (`.git` folders, and the `.git` files submodules have); links stay links.
-fn pack_folder(folder: &Path, archive: &Path) -> Result<(), GitError> {
+/// The archive is held to the context limits while it is written.
+fn pack_folder(folder: &Path, archive: &Path, limits: ContextLimits) -> Result<(), GitError> {
     let file = File::create(archive).map_err(GitError::Io)?;
-    let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
+    let (capped, exceeded) = Capped::new(BufWriter::new(file), limits.max_bytes);
+    let failed = |err: std::io::Error| match exceeded.get() {
+        true => too_large(limits),
+        false => GitError::Io(err),
+    };
+    let mut builder = tar::Builder::new(capped);
     builder.follow_symlinks(false);
+    let mut entries = 0u64;
     let mut pending = vec![PathBuf::new()];
     while let Some(relative) = pending.pop() {
-        let entries = std::fs::read_dir(folder.join(&relative)).map_err(GitError::Io)?;
-        for entry in entries {
+        let listed = std::fs::read_dir(folder.join(&relative)).map_err(GitError::Io)?;
+        for entry in listed {
             let entry = entry.map_err(GitError::Io)?;
             if entry.file_name() == ".git" {
                 continue;
             }
+            entries += 1;
+            check_entries(entries, limits)?;
             let name = relative.join(entry.file_name());
             builder
                 .append_path_with_name(entry.path(), &name)
-                .map_err(GitError::Io)?;
+                .map_err(failed)?;
             if entry.file_type().map_err(GitError::Io)?.is_dir() {
                 pending.push(name);
             }
@@ -133,6 +221,48 @@ fn pack_folder(folder: &Path, archive: &Path) -> Result<(), GitError> {
     }
     builder
         .into_inner()
-        .and_then(|mut writer| writer.flush())
-        .map_err(GitError::Io)
+        .and_then(|capped| capped.into_inner().flush())
+        .map_err(failed)
+}
+
+fn check_entries(entries: u64, limits: ContextLimits) -> Result<(), GitError> {
+    match entries > limits.max_entries {
+        true => Err(GitError::Context(ContextError::TooManyEntries {
+            limit: limits.max_entries,
+        })),
+        false => Ok(()),
+    }
+}
+
+fn too_large(limits: ContextLimits) -> GitError {
+    GitError::Context(ContextError::TooLarge {
+        limit: limits.max_bytes,
+    })
+}
+
+/// A file's share of a tar stream: its header and its data in whole blocks.
+fn tar_bytes(size: u64) -> u64 {
+    TAR_BLOCK + size.div_ceil(TAR_BLOCK) * TAR_BLOCK
+}
+
+/// The extra header record a name too long for the tar header takes.
+fn long_name_bytes(name: u64) -> u64 {
+    match name > 100 {
+        true => tar_bytes(name + 1),
+        false => 0,
+    }
+}
+
+/// A reader that writes what is read through it to `out`.
+struct Tee<R> {
+    inner: R,
+    out: BufWriter<File>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.out.write_all(&buf[..read])?;
+        Ok(read)
+    }
 }

@@ -2,10 +2,12 @@
 //! that decides which URLs are allowed), and the one ref fetched with the system
 //! `git` into a temporary folder, then packed as a context archive.
 //!
-//! `git` runs with explicit arguments, never through a shell, with no terminal
-//! prompt, no system or user config, only the allowed protocols, and a deadline
-//! after which its whole process group is killed. A password reaches it through
-//! the environment of an askpass helper, never its arguments.
+//! `git` runs with explicit arguments, never through a shell, with a cleared
+//! environment, no terminal prompt, no system or user config, only the allowed
+//! protocols, a deadline and an idle bound after which its whole process group is
+//! killed, and a bound on what it may write. A password reaches it through the
+//! environment of a credential helper that git runs only for the request's own
+//! scheme, host and port, never its arguments.
 
 mod command;
 mod fetch;
@@ -14,7 +16,7 @@ mod urls;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::context::{clean_path, ContextUpload};
+use super::context::{clean_path, ContextError, ContextUpload};
 use crate::domain::{GitSource, Secret, TriggeredBy};
 pub use fetch::{fetch, remote_ref};
 pub(crate) use urls::is_full_sha;
@@ -58,6 +60,9 @@ pub struct GitPolicy {
     /// Hosts `http://` may name besides loopback ones.
     pub insecure_hosts: Vec<String>,
     pub timeout: Duration,
+    /// How long a fetch may go without writing anything (git's progress, objects,
+    /// files) before it is stopped.
+    pub idle_timeout: Duration,
     /// Logins by host name (`[git."HOST"]`), lower-case.
     pub hosts: Vec<(String, GitHostLogin)>,
     /// Fetches (and ref lookups) running at once; more wait for a slot.
@@ -70,6 +75,7 @@ impl Default for GitPolicy {
             allow_file: false,
             insecure_hosts: Vec::new(),
             timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(60),
             hosts: Vec::new(),
             fetch_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(4)),
         }
@@ -91,6 +97,17 @@ pub enum GitError {
     },
     #[error("git did not finish fetching {url} within {secs} s (git_timeout_secs)")]
     Timeout { url: String, secs: u64 },
+    #[error("git made no progress fetching {url} for {secs} s (git_idle_timeout_secs)")]
+    Idle { url: String, secs: u64 },
+    #[error(
+        "fetching {url} wrote more than {limit} bytes (twice max_context_bytes: git's objects \
+         and the checked-out files)"
+    )]
+    TooLarge { url: String, limit: u64 },
+    /// The repository's tree is past a context limit (`max_context_bytes`,
+    /// `max_context_entries`), found while it was written.
+    #[error(transparent)]
+    Context(ContextError),
     /// Our side failed (cannot run git, cannot write the staging folder).
     #[error("cannot fetch from git: {0}")]
     Io(std::io::Error),
@@ -130,6 +147,18 @@ pub fn check(request: GitRequest, policy: &GitPolicy) -> Result<CheckedGit, GitE
     };
     if request.password.is_some() && request.username.is_none() {
         return Err(invalid("git_username", "needed with git_password"));
+    }
+    // They reach git as lines of its credential protocol.
+    let one_line = |value: &str| !value.contains(['\n', '\r', '\0']);
+    if !request.username.as_deref().is_none_or(one_line) {
+        return Err(invalid("git_username", "holds a line break or NUL"));
+    }
+    if !request
+        .password
+        .as_ref()
+        .is_none_or(|p| one_line(p.expose()))
+    {
+        return Err(invalid("git_password", "holds a line break or NUL"));
     }
     Ok(CheckedGit {
         url: request.url,
