@@ -107,8 +107,8 @@ impl BuildService {
         let limits = self.limits.context;
         let fetched =
             tokio::task::spawn_blocking(move || git::fetch(git, &policy, &staging, limits))
-            .await
-            .map_err(|err| GitError::Io(std::io::Error::other(err)))?;
+                .await
+                .map_err(|err| GitError::Io(std::io::Error::other(err)))?;
         match &fetched {
             Ok(done) => log::info!(
                 "git: fetched {} at {} ({})",

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::git::{
-    commit, commit_submodule, git, make_repo, server_with, server_with_env, write, GitDaemon,
-    Repo, SmartHttp, SshServer,
+    commit, commit_submodule, git, make_repo, server_with, server_with_env, write, GitDaemon, Repo,
+    SmartHttp, SshServer,
 };
 use crate::common::{
     assert_processes_gone, docker, field, free_port, processes_with, run_in, unique, Server,
@@ -170,7 +170,10 @@ fn bad_git_requests_are_refused_clearly_and_leave_nothing() {
             vec!["user name", "git_username"],
         ),
         (
-            git_form(&format!("git://anyone@127.0.0.1:{}/app.git", daemon.port), &[]),
+            git_form(
+                &format!("git://anyone@127.0.0.1:{}/app.git", daemon.port),
+                &[],
+            ),
             400,
             "invalid_git",
             vec!["git_username"],
@@ -555,8 +558,16 @@ fn logins_go_only_to_the_repositorys_own_scheme_host_and_port() {
     let (relative, relative_heads) = refusing_http_server_on("127.0.0.2");
     // A branch each, whose submodule names one of the recording servers.
     let cases = [
-        ("sub-port", format!("http://{other_port}/sec.git"), port_heads),
-        ("sub-host", format!("http://{other_host}/sec.git"), host_heads),
+        (
+            "sub-port",
+            format!("http://{other_port}/sec.git"),
+            port_heads,
+        ),
+        (
+            "sub-host",
+            format!("http://{other_host}/sec.git"),
+            host_heads,
+        ),
         (
             "sub-name",
             format!("http://localhost:{}/sec.git", by_name.port()),
@@ -599,7 +610,10 @@ fn logins_go_only_to_the_repositorys_own_scheme_host_and_port() {
             assert!(!message.contains(password), "{message}");
         }
         let heads = heads.lock().unwrap();
-        assert!(!heads.is_empty(), "{branch}: {submodule_url} was never asked");
+        assert!(
+            !heads.is_empty(),
+            "{branch}: {submodule_url} was never asked"
+        );
         for head in heads.iter() {
             assert!(
                 !head.to_ascii_lowercase().contains("authorization"),
@@ -750,7 +764,10 @@ fn a_stalling_server_is_cut_by_the_idle_bound_and_git_gets_none_of_dockpubs_vari
         // The git processes talking to the server, while they wait for it.
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen = Vec::new();
-        while !seen.iter().any(|(line, _): &(String, String)| line.contains("remote-http")) {
+        while !seen
+            .iter()
+            .any(|(line, _): &(String, String)| line.contains("remote-http"))
+        {
             assert!(Instant::now() < deadline, "no git process for {url}");
             for line in processes_with(&url) {
                 let pid = line.split_whitespace().next().unwrap_or("");

@@ -127,6 +127,10 @@ mod tests {
         over.write_all(&[7u8; 6]).unwrap();
         assert!(over.write_all(&[7u8; 5]).is_err());
         assert!(exceeded.get());
-        assert_eq!(over.into_inner().len(), 6, "nothing past the limit is written");
+        assert_eq!(
+            over.into_inner().len(),
+            6,
+            "nothing past the limit is written"
+        );
     }
 }

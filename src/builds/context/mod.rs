@@ -21,8 +21,8 @@ use tar::EntryType;
 use crate::domain::PreparedContext;
 use tempfile::TempPath;
 
-pub(crate) use bounds::{Bounded, Capped};
 pub use bounds::ContextLimits;
+pub(crate) use bounds::{Bounded, Capped};
 use check::EntryChecker;
 pub use check::{clean_path, Unsafe};
 pub use dockerignore::{IgnoreError, IgnoreRules};

@@ -114,7 +114,10 @@ impl<'a> Git<'a> {
         // Either goes to the request's URL's scheme, host and port only.
         if let (Some(username), Some(origin)) = (username, http_origin(&request.url)) {
             env.push(("GIT_CONFIG_COUNT", "1".into()));
-            env.push(("GIT_CONFIG_KEY_0", format!("credential.{origin}.helper").into()));
+            env.push((
+                "GIT_CONFIG_KEY_0",
+                format!("credential.{origin}.helper").into(),
+            ));
             env.push(("GIT_CONFIG_VALUE_0", CREDENTIAL_HELPER.into()));
             env.push((USERNAME_ENV, username.into()));
             env.push((PASSWORD_ENV, password.map_or("", Secret::expose).into()));
@@ -215,7 +218,12 @@ impl<'a> Git<'a> {
         }
         let update = ["submodule", "update", "--progress", "--depth=1"];
         self.run_at(Some(dir), &update)?;
-        let listed = ["--file", ".gitmodules", "--get-regexp", r"^submodule\..*\.path$"];
+        let listed = [
+            "--file",
+            ".gitmodules",
+            "--get-regexp",
+            r"^submodule\..*\.path$",
+        ];
         for path in self.config_values(dir, &listed)? {
             let path = clean_path(Path::new(&path)).map_err(|why| {
                 invalid("git_submodules", format!("submodule path '{path}': {why}"))
@@ -382,30 +390,9 @@ impl<'a> Git<'a> {
         }
     }
 
-    /// git's own message without its progress lines, shortened, with the
-    /// password blanked should it ever appear in it and the fetch folder's path
-    /// (the data directory's) replaced by a word.
+    /// git's own message, scrubbed: see [`scrub`].
     fn reason(&self, stderr: &str) -> String {
-        let mut reason = stderr
-            .split(['\n', '\r'])
-            .map(|line| {
-                line.trim_start_matches("fatal: ")
-                    .trim_start_matches("error: ")
-                    .trim()
-            })
-            .filter(|line| !line.is_empty() && !is_progress(line))
-            .collect::<Vec<_>>()
-            .join("; ");
-        if let Some(password) = self.password.filter(|p| !p.is_empty()) {
-            reason = reason.replace(password, "***");
-        }
-        for (folder, word) in self.folders() {
-            reason = reason.replace(&folder, word);
-        }
-        if reason.is_empty() {
-            reason = "git failed without saying why".into();
-        }
-        reason.chars().take(MAX_REASON_CHARS).collect()
+        scrub(stderr, self.password, &self.folders())
     }
 
     /// The fetch folder and the staging folder holding it, as written and as
@@ -452,6 +439,32 @@ fn base_env(work: &Path, policy: &GitPolicy) -> Vec<(&'static str, OsString)> {
         }
     }
     env
+}
+
+/// git's own message without its progress lines, shortened, with the password
+/// blanked should it ever appear in it and the folders' paths (the data
+/// directory's) replaced by words.
+fn scrub(stderr: &str, password: Option<&str>, folders: &[(String, &'static str)]) -> String {
+    let mut reason = stderr
+        .split(['\n', '\r'])
+        .map(|line| {
+            line.trim_start_matches("fatal: ")
+                .trim_start_matches("error: ")
+                .trim()
+        })
+        .filter(|line| !line.is_empty() && !is_progress(line))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Some(password) = password.filter(|p| !p.is_empty()) {
+        reason = reason.replace(password, "***");
+    }
+    for (folder, word) in folders {
+        reason = reason.replace(folder, word);
+    }
+    if reason.is_empty() {
+        reason = "git failed without saying why".into();
+    }
+    reason.chars().take(MAX_REASON_CHARS).collect()
 }
 
 /// git's progress meter lines (its own and the server's `remote:` ones), which
@@ -544,5 +557,64 @@ fn kill_group(pid: u32) {
         unsafe {
             libc::kill(-pid, libc::SIGKILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_keep_gits_words_without_progress_passwords_or_our_folders() {
+        let stderr = "Cloning into '/data/uploads/git-x1/repo/app/lib'...\n\
+            remote: Enumerating objects: 3, done.\r\n\
+            Receiving objects:  50% (1/2)\rReceiving objects: 100% (2/2), done.\n\
+            fatal: Authentication failed for 'http://alice:pw42@host/x.git'\n\
+            fatal: clone of 'http://host/x.git' into submodule path \
+            '/data/uploads/git-x1/repo/app/lib' failed\n";
+        let folders = vec![
+            ("/data/uploads/git-x1".to_string(), FETCH_FOLDER_WORD),
+            ("/data/uploads".to_string(), STAGING_FOLDER_WORD),
+        ];
+        let reason = scrub(stderr, Some("pw42"), &folders);
+        assert_eq!(
+            reason,
+            "Authentication failed for 'http://alice:***@host/x.git'; \
+             clone of 'http://host/x.git' into submodule path '<fetch folder>/repo/app/lib' failed"
+        );
+        assert_eq!(scrub("\n", None, &[]), "git failed without saying why");
+    }
+
+    #[test]
+    fn git_starts_with_nothing_of_dockpubs_environment() {
+        let work = Path::new("/tmp/fetch");
+        let env = base_env(work, &GitPolicy::default());
+        let names: Vec<&str> = env.iter().map(|(name, _)| *name).collect();
+        for needed in [
+            "PATH",
+            "HOME",
+            "LC_ALL",
+            "GIT_TERMINAL_PROMPT",
+            "GIT_ALLOW_PROTOCOL",
+        ] {
+            assert!(names.contains(&needed), "{needed} in {names:?}");
+        }
+        let allowed = |name: &str| {
+            name.starts_with("GIT_")
+                || PASSED_THROUGH.contains(&name)
+                || ["PATH", "HOME", "LANG", "LC_ALL"].contains(&name)
+        };
+        assert!(names.iter().all(|name| allowed(name)), "{names:?}");
+        assert!(env.contains(&("HOME", work.into())));
+        assert!(env.contains(&("GIT_ALLOW_PROTOCOL", "https:http:ssh:git".into())));
+    }
+
+    #[test]
+    fn folder_sizes_count_files_below() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/b/x"), [0u8; 100]).unwrap();
+        std::fs::write(dir.path().join("y"), [0u8; 23]).unwrap();
+        assert_eq!(folder_size(dir.path()), 123);
     }
 }

@@ -168,7 +168,10 @@ fn tally_tree(listing: impl Read, limits: ContextLimits) -> Result<(), GitError>
     for record in BufReader::new(listing).split(0) {
         let record = record.map_err(GitError::Io)?;
         // `<mode> <type> <object> <size>\t<path>`; size is `-` for folders and submodules.
-        let tab = record.iter().position(|&b| b == b'\t').unwrap_or(record.len());
+        let tab = record
+            .iter()
+            .position(|&b| b == b'\t')
+            .unwrap_or(record.len());
         let size = String::from_utf8_lossy(&record[..tab])
             .rsplit(' ')
             .next()
@@ -264,5 +267,101 @@ impl<R: Read> Read for Tee<R> {
         let read = self.inner.read(buf)?;
         self.out.write_all(&buf[..read])?;
         Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_bytes: u64, max_entries: u64) -> ContextLimits {
+        ContextLimits {
+            max_bytes,
+            max_entries,
+        }
+    }
+
+    fn tar_with(files: &[(&str, usize)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, size) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(*size as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, &vec![0u8; *size][..])
+                .unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn copied(tar: &[u8], limits: ContextLimits) -> (Result<(), GitError>, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.tar");
+        let result = copy_counted(tar, File::create(&path).unwrap(), limits);
+        (result, std::fs::metadata(&path).unwrap().len())
+    }
+
+    #[test]
+    fn a_tar_stream_is_copied_whole_within_the_limits() {
+        let tar = tar_with(&[("a", 10), ("b", 600)]);
+        let (result, written) = copied(&tar, limits(tar.len() as u64, 2));
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(written, tar.len() as u64);
+    }
+
+    #[test]
+    fn a_tar_stream_stops_at_the_limits_and_writes_no_more() {
+        let tar = tar_with(&[("a", 100_000), ("b", 100_000)]);
+        let (result, written) = copied(&tar, limits(50_000, 10));
+        assert!(matches!(
+            result,
+            Err(GitError::Context(ContextError::TooLarge { limit: 50_000 }))
+        ));
+        assert!(written <= 50_000, "{written}");
+        let (result, _) = copied(&tar, limits(1_000_000, 1));
+        assert!(matches!(
+            result,
+            Err(GitError::Context(ContextError::TooManyEntries { limit: 1 }))
+        ));
+    }
+
+    #[test]
+    fn a_tree_listing_is_tallied_as_its_tar_would_be() {
+        let listing = "100644 blob 0f0f 1000\tzeros-1\0\
+                       040000 tree 0e0e       -\tdir\0\
+                       100644 blob 0f0f 1000\tdir/zeros-2\0";
+        // Three headers, two files of two blocks each, the end blocks.
+        let exact = 3 * 512 + 2 * 1024 + 1024;
+        assert!(tally_tree(listing.as_bytes(), limits(exact, 3)).is_ok());
+        assert!(matches!(
+            tally_tree(listing.as_bytes(), limits(exact - 1, 3)),
+            Err(GitError::Context(ContextError::TooLarge { .. }))
+        ));
+        assert!(matches!(
+            tally_tree(listing.as_bytes(), limits(exact, 2)),
+            Err(GitError::Context(ContextError::TooManyEntries { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_packed_folder_stops_at_the_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("repo");
+        std::fs::create_dir_all(folder.join(".git")).unwrap();
+        std::fs::write(folder.join(".git/config"), "x").unwrap();
+        std::fs::write(folder.join("big"), vec![0u8; 100_000]).unwrap();
+        let archive = dir.path().join("out.tar");
+        assert!(pack_folder(&folder, &archive, limits(1_000_000, 10)).is_ok());
+        assert!(matches!(
+            pack_folder(&folder, &archive, limits(50_000, 10)),
+            Err(GitError::Context(ContextError::TooLarge { .. }))
+        ));
+        assert!(std::fs::metadata(&archive).unwrap().len() <= 50_000);
+        std::fs::write(folder.join("small"), "x").unwrap();
+        assert!(matches!(
+            pack_folder(&folder, &archive, limits(1_000_000, 1)),
+            Err(GitError::Context(ContextError::TooManyEntries { .. }))
+        ));
     }
 }

@@ -217,6 +217,9 @@ mod tests {
             "http://git.example.com/app.git",
             "file:///srv/git/app",
             "https://alice:secret@git.example.com/app.git",
+            "https://ghp_token@github.com/team/app.git",
+            "http://someone@127.0.0.1:8080/app.git",
+            "git://someone@127.0.0.1/app",
             "/srv/git/app",
             "-uhttps://x",
             "ssh://-oProxyCommand=touch/x",
@@ -245,6 +248,59 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("git_password"), "{err}");
+    }
+
+    #[test]
+    fn a_user_name_in_the_url_points_to_the_fields_but_ssh_users_are_fine() {
+        let err = check(
+            request("https://ghp_abc@github.com/app.git"),
+            &GitPolicy::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("git_username"), "{err}");
+        assert!(!err.contains("ghp_abc"), "{err}");
+        for ssh in [
+            "ssh://git@github.com/team/app.git",
+            "git@github.com:team/app.git",
+        ] {
+            assert_eq!(field_of(ssh, &GitPolicy::default()), None, "{ssh}");
+        }
+    }
+
+    #[test]
+    fn logins_are_single_lines() {
+        let with_login = |username: &str, password: &str| GitRequest {
+            username: Some(username.into()),
+            password: Some(Secret::new(password.to_string())),
+            ..request("https://git.example.com/app.git")
+        };
+        let policy = GitPolicy::default();
+        assert!(check(with_login("alice", "pw"), &policy).is_ok());
+        for (username, password, field) in [
+            ("alice\nhost=evil", "pw", "git_username"),
+            ("alice", "pw\nhost=evil", "git_password"),
+            ("alice", "pw\0", "git_password"),
+        ] {
+            match check(with_login(username, password), &policy) {
+                Err(GitError::Invalid { field: got, .. }) => assert_eq!(got, field),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn logins_are_scoped_to_the_exact_origin() {
+        assert_eq!(
+            urls::http_origin("http://127.0.0.1:8080/git/app.git").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(
+            urls::http_origin("HTTPS://git.example.com/app.git?x").as_deref(),
+            Some("https://git.example.com")
+        );
+        assert_eq!(urls::http_origin("ssh://git@h/x"), None);
+        assert_eq!(urls::http_origin("git@h:x"), None);
     }
 
     #[test]

@@ -135,8 +135,14 @@ pub fn server_with_env(config: &str, env: &[(&str, &str)]) -> (tempfile::TempDir
 pub fn commit_submodule(repo: &Path, branch: &str, path: &str, url: &str, commit: &str) {
     git(repo, &["checkout", "-q", "-B", branch, "main"]);
     let name = format!("submodule.{path}");
-    git(repo, &["config", "-f", ".gitmodules", &format!("{name}.path"), path]);
-    git(repo, &["config", "-f", ".gitmodules", &format!("{name}.url"), url]);
+    git(
+        repo,
+        &["config", "-f", ".gitmodules", &format!("{name}.path"), path],
+    );
+    git(
+        repo,
+        &["config", "-f", ".gitmodules", &format!("{name}.url"), url],
+    );
     let gitlink = format!("160000,{commit},{path}");
     git(repo, &["update-index", "--add", "--cacheinfo", &gitlink]);
     git(repo, &["add", ".gitmodules"]);
