@@ -624,6 +624,56 @@ fn logins_go_only_to_the_repositorys_own_scheme_host_and_port() {
     assert!(!server.log().contains(password));
 }
 
+/// A loopback HTTP server for `/app.git` that asks for a login (401 Basic) and,
+/// once it has one, redirects to the same path under `to`.
+fn redirecting_http_server(to: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/app.git", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let path = head.split_whitespace().nth(1).unwrap_or("/");
+            let rest = path.strip_prefix("/app.git").unwrap_or(path);
+            let answer = match head.to_ascii_lowercase().contains("authorization:") {
+                true => format!("HTTP/1.1 302 Found\r\nLocation: {to}{rest}\r\n"),
+                false => "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n"
+                    .to_string(),
+            };
+            let answer = format!("{answer}Content-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn a_redirect_to_another_host_gets_no_login() {
+    let (elsewhere, heads) = refusing_http_server_on("127.0.0.2");
+    let url = redirecting_http_server(format!("http://{elsewhere}/sec.git"));
+    let (_config, server) = server_with("");
+    let password = "redirected-pw-81b0";
+    let form = git_form(
+        &url,
+        &[("git_username", "alice"), ("git_password", password)],
+    );
+    let (status, body) = refused(&server, form);
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "git_fetch_failed", "{body}");
+    let heads = heads.lock().unwrap();
+    assert!(!heads.is_empty(), "the redirect was not followed: {body}");
+    for head in heads.iter() {
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization"),
+            "the login followed the redirect: {head}"
+        );
+    }
+}
+
 /// A blob of `bytes` zeros written into `repo`'s objects (a few KiB packed): its id.
 fn zeros_blob(repo: &std::path::Path, bytes: usize) -> String {
     let mut child = Command::new("git")
