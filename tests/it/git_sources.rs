@@ -622,6 +622,28 @@ fn logins_go_only_to_the_repositorys_own_scheme_host_and_port() {
         }
     }
     assert!(!server.log().contains(password));
+
+    // A login keyed by host and port: a request naming another port of the
+    // host gets none of it.
+    let config = format!(
+        "[git.\"127.0.0.1:{}\"]\nusername = \"alice\"\n\
+         password_env = \"DOCKPUB_TEST_GIT_PASSWORD\"\n",
+        http.port
+    );
+    let (_config, exact) = server_with_env(&config, &[("DOCKPUB_TEST_GIT_PASSWORD", password)]);
+    build_app(&exact, &url, "main");
+    let (other_port, heads) = refusing_http_server_on("127.0.0.1");
+    let other_url = format!("http://{other_port}/app.git");
+    let (status, body) = refused(&exact, git_form(&other_url, &[]));
+    assert_eq!(status, 422, "{body}");
+    let heads = heads.lock().unwrap();
+    assert!(!heads.is_empty(), "{other_url} was never asked");
+    for head in heads.iter() {
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization"),
+            "{head}"
+        );
+    }
 }
 
 /// A loopback HTTP server for `/app.git` that asks for a login (401 Basic) and,

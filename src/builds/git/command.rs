@@ -12,7 +12,8 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::urls::{check_url, http_origin, is_full_sha};
+use super::urls::{check_url, explicit_port, http_origin, is_full_sha};
+use super::GitHostLogin;
 use super::{clean_path, invalid, CheckedGit, GitError, GitPolicy, Secret};
 
 /// How often a running `git` is checked against its deadline.
@@ -83,11 +84,7 @@ impl<'a> Git<'a> {
         work: &'a Path,
     ) -> Result<Self, GitError> {
         let mut env = base_env(work, policy);
-        let host_login = policy
-            .hosts
-            .iter()
-            .find(|(host, _)| *host == request.host)
-            .map(|(_, login)| login);
+        let host_login = host_login(policy, &request.host, &request.url);
         match host_login.and_then(|login| login.ssh_key.as_ref()) {
             Some(key) => {
                 let ssh = work.join("ssh");
@@ -414,6 +411,25 @@ impl<'a> Git<'a> {
     }
 }
 
+/// The `[git."HOST:PORT"]` login for the URL's host and the port it names,
+/// else the `[git."HOST"]` one.
+fn host_login<'p>(policy: &'p GitPolicy, host: &str, url: &str) -> Option<&'p GitHostLogin> {
+    let with_port = explicit_port(url).map(|port| match host.contains(':') {
+        true => format!("[{host}]:{port}"),
+        false => format!("{host}:{port}"),
+    });
+    let login = |key: &str| {
+        policy
+            .hosts
+            .iter()
+            .find(|(host, _)| host == key)
+            .map(|(_, login)| login)
+    };
+    with_port
+        .and_then(|key| login(&key))
+        .or_else(|| login(host))
+}
+
 /// The environment git starts with: nothing of dockpub's own (its tokens and
 /// secrets live there) except PATH and the proxy and CA variables; HOME is the
 /// fetch folder, so no user's files are read.
@@ -607,6 +623,48 @@ mod tests {
         assert!(names.iter().all(|name| allowed(name)), "{names:?}");
         assert!(env.contains(&("HOME", work.into())));
         assert!(env.contains(&("GIT_ALLOW_PROTOCOL", "https:http:ssh:git".into())));
+    }
+
+    #[test]
+    fn a_login_with_a_port_is_for_that_port_only() {
+        let login = |name: &str| GitHostLogin {
+            username: Some(name.into()),
+            ..GitHostLogin::default()
+        };
+        let policy = GitPolicy {
+            hosts: vec![
+                ("git.example.com".into(), login("any-port")),
+                ("git.example.com:8443".into(), login("8443")),
+                ("[::1]:8080".into(), login("v6")),
+            ],
+            ..GitPolicy::default()
+        };
+        let user = |host: &str, url: &str| {
+            host_login(&policy, host, url).and_then(|login| login.username.clone())
+        };
+        let example = "git.example.com";
+        assert_eq!(
+            user(example, "https://git.example.com:8443/a.git").unwrap(),
+            "8443"
+        );
+        assert_eq!(
+            user(example, "https://git.example.com/a.git").unwrap(),
+            "any-port"
+        );
+        assert_eq!(
+            user(example, "ssh://git@git.example.com:22/a").unwrap(),
+            "any-port"
+        );
+        assert_eq!(
+            user(example, "git@git.example.com:a.git").unwrap(),
+            "any-port"
+        );
+        assert_eq!(user("::1", "http://[::1]:8080/a.git").unwrap(), "v6");
+        assert_eq!(user("::1", "http://[::1]:8081/a.git"), None);
+        assert_eq!(
+            user("other.example.com", "https://other.example.com/a"),
+            None
+        );
     }
 
     #[test]

@@ -86,6 +86,19 @@ pub(super) fn http_origin(url: &str) -> Option<String> {
     Some(format!("{scheme}://{authority}"))
 }
 
+/// The port a `scheme://` URL names, as written; None without one (and for
+/// `user@host:path`).
+pub(super) fn explicit_port(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let port = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:")?.1,
+        None => host_port.split_once(':')?.1,
+    };
+    (!port.is_empty()).then(|| port.to_string())
+}
+
 /// `user@host:path`, as ssh clones are written.
 fn scp_like(url: &str) -> bool {
     let Some((user_host, path)) = url.split_once(':') else {
