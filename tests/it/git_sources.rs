@@ -770,6 +770,17 @@ fn a_repository_that_expands_past_the_limits_is_stopped_while_it_is_written() {
         git(&path, &["update-index", "--add", "--cacheinfo", &entry]);
     }
     git(&path, &["commit", "-q", "-m", "zeros"]);
+    let zeros = git(&path, &["rev-parse", "HEAD"]);
+    // A small repository whose submodule is that one.
+    let outer = root.path().join("outer.git");
+    std::fs::create_dir_all(&outer).unwrap();
+    git(&outer, &["init", "-q", "-b", "main"]);
+    git(&outer, &["config", "user.email", "test@example.com"]);
+    git(&outer, &["config", "user.name", "test"]);
+    write(&outer, "Dockerfile", "FROM scratch\n");
+    git(&outer, &["add", "Dockerfile"]);
+    git(&outer, &["commit", "-q", "-m", "outer"]);
+    commit_submodule(&outer, "with-zeros", "zeros", "../big.git", &zeros);
     // A branch of many small files, for the entries limit.
     git(&path, &["checkout", "-q", "--orphan", "many"]);
     git(&path, &["rm", "-q", "-r", "--cached", "."]);
@@ -792,6 +803,11 @@ fn a_repository_that_expands_past_the_limits_is_stopped_while_it_is_written() {
         assert_eq!(status, 413, "submodules={submodules}: {body}");
         assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
         let message = body["error"]["message"].as_str().unwrap();
+        // Counted as an upload is, not caught by the fetch folder's budget.
+        assert!(
+            message.contains(&format!("limit of {LIMIT} bytes")),
+            "{message}"
+        );
         assert!(message.contains("max_context_bytes"), "{message}");
         assert!(
             peak < LIMIT + MARGIN,
@@ -804,6 +820,18 @@ fn a_repository_that_expands_past_the_limits_is_stopped_while_it_is_written() {
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains("max_context_entries"), "{message}");
     }
+    // The same tree as a submodule: sized after its fetch, before its checkout.
+    let outer = daemon.url("outer.git");
+    let asked = [("git_ref", "with-zeros"), ("git_submodules", "true")];
+    let ((status, body), peak) =
+        peak_size_while(&data, || refused(&server, git_form(&outer, &asked)));
+    assert_eq!(status, 413, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("limit of {LIMIT} bytes")),
+        "{message}"
+    );
+    assert!(peak < LIMIT + MARGIN, "the data folder held {peak} bytes");
     let listed = server.get_json("/api/v1/builds");
     assert_eq!(listed["builds"], serde_json::json!([]), "nothing stored");
     let left: Vec<_> = std::fs::read_dir(data.join("uploads"))

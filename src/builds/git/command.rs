@@ -12,9 +12,11 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::counted::Tally;
 use super::urls::{check_url, explicit_port, http_origin, is_full_sha};
 use super::GitHostLogin;
 use super::{clean_path, invalid, CheckedGit, GitError, GitPolicy, Secret};
+use crate::builds::context::ContextLimits;
 
 /// How often a running `git` is checked against its deadline.
 const POLL: Duration = Duration::from_millis(20);
@@ -177,10 +179,16 @@ impl<'a> Git<'a> {
 
     /// Checks `commit` out with its submodules (shallow, under the same
     /// protocol rules and deadline), one level at a time, so that every
-    /// submodule URL passes the same rules as `git` before it is fetched.
-    pub(super) fn check_out_with_submodules(&self, commit: &str) -> Result<(), GitError> {
-        self.run(&["checkout", "--quiet", "--detach", commit], true)?;
-        self.update_submodules(&self.repo, 0)
+    /// submodule URL passes the same rules as `git` before it is fetched, and
+    /// every tree is sized (adding up to `limits`) before it is written.
+    pub(super) fn check_out_with_submodules(
+        &self,
+        commit: &str,
+        limits: ContextLimits,
+    ) -> Result<(), GitError> {
+        let mut tally = Tally::new(limits);
+        self.check_out(&self.repo, commit, &mut tally)?;
+        self.update_submodules(&self.repo, 0, &mut tally)
             .map_err(|err| match err {
                 GitError::Fetch { reason, .. } => GitError::Fetch {
                     url: self.url.to_string(),
@@ -191,7 +199,20 @@ impl<'a> Git<'a> {
             })
     }
 
-    fn update_submodules(&self, dir: &Path, depth: usize) -> Result<(), GitError> {
+    /// Sizes `commit`'s tree from its listing, then checks it out in `dir`.
+    fn check_out(&self, dir: &Path, commit: &str, tally: &mut Tally) -> Result<(), GitError> {
+        let listing = ["ls-tree", "-r", "-t", "-l", "-z", commit];
+        self.stream_at(dir, &listing, |listed| tally.add_listing(listed))?;
+        self.run_at(Some(dir), &["checkout", "--quiet", "--detach", commit])
+            .map(drop)
+    }
+
+    fn update_submodules(
+        &self,
+        dir: &Path,
+        depth: usize,
+        tally: &mut Tally,
+    ) -> Result<(), GitError> {
         if !dir.join(".gitmodules").is_file() {
             return Ok(());
         }
@@ -205,13 +226,19 @@ impl<'a> Git<'a> {
         // (`../../host:port/x` can leave the parent's host) and writes them to
         // the parent's config; each is checked there, before anything is fetched.
         self.run_at(Some(dir), &["submodule", "init", "--quiet"])?;
-        for url in self.config_values(dir, &["--get-regexp", r"^submodule\..*\.url$"])? {
-            check_url(&url, self.policy).map_err(|err| match err {
+        let urls = self.config_entries(dir, &["--get-regexp", r"^submodule\..*\.url$"]);
+        for (key, url) in &urls {
+            check_url(url, self.policy).map_err(|err| match err {
                 GitError::Invalid { message, .. } => {
                     invalid("git_submodules", format!("a submodule's URL: {message}"))
                 }
                 other => other,
             })?;
+            // Fetched, not checked out: git runs this (ours, from the
+            // repository's own config, never `.gitmodules`) instead of a checkout.
+            let name = key.strip_suffix(".url").unwrap_or(key);
+            let update = format!("{name}.update");
+            self.run_at(Some(dir), &["config", &update, "!true"])?;
         }
         let update = ["submodule", "update", "--progress", "--depth=1"];
         self.run_at(Some(dir), &update)?;
@@ -221,24 +248,32 @@ impl<'a> Git<'a> {
             "--get-regexp",
             r"^submodule\..*\.path$",
         ];
-        for path in self.config_values(dir, &listed)? {
+        for (_, path) in self.config_entries(dir, &listed) {
             let path = clean_path(Path::new(&path)).map_err(|why| {
                 invalid("git_submodules", format!("submodule path '{path}': {why}"))
             })?;
-            self.update_submodules(&dir.join(path), depth + 1)?;
+            let submodule = dir.join(&path);
+            // A `.gitmodules` entry with no submodule in the tree has nothing fetched.
+            if !submodule.join(".git").exists() {
+                continue;
+            }
+            let commit = self.run_at(Some(dir), &["rev-parse", &format!("HEAD:{path}")])?;
+            self.check_out(&submodule, &commit, tally)?;
+            self.update_submodules(&submodule, depth + 1, tally)?;
         }
         Ok(())
     }
 
-    /// The values `git config ARGS` lists in `dir` (`--get-regexp`: `key value` lines).
-    fn config_values(&self, dir: &Path, args: &[&str]) -> Result<Vec<String>, GitError> {
-        let args = [&["config"], args].concat();
-        // git config exits 1 when nothing matches.
+    /// The `(key, value)` pairs `git config -z ARGS` lists in `dir`; none when
+    /// nothing matches (git config then exits 1).
+    fn config_entries(&self, dir: &Path, args: &[&str]) -> Vec<(String, String)> {
+        let args = [&["config", "-z"], args].concat();
         let listed = self.run_at(Some(dir), &args).unwrap_or_default();
-        Ok(listed
-            .lines()
-            .filter_map(|line| line.split_once(' ').map(|(_, value)| value.to_string()))
-            .collect())
+        listed
+            .split('\0')
+            .filter_map(|entry| entry.split_once('\n'))
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
     }
 
     fn fetch(&self, args: &[&str]) -> Result<(), GitError> {
@@ -289,7 +324,17 @@ impl<'a> Git<'a> {
         args: &[&str],
         consume: impl FnOnce(ChildStdout) -> Result<T, GitError>,
     ) -> Result<T, GitError> {
-        let mut command = self.command(Some(&self.repo), args)?;
+        self.stream_at(&self.repo, args, consume)
+    }
+
+    /// `stream` with `git -C dir`.
+    fn stream_at<T>(
+        &self,
+        dir: &Path,
+        args: &[&str],
+        consume: impl FnOnce(ChildStdout) -> Result<T, GitError>,
+    ) -> Result<T, GitError> {
+        let mut command = self.command(Some(dir), args)?;
         command.stdout(Stdio::piped());
         let mut child = command.spawn().map_err(GitError::Io)?;
         let stdout = child.stdout.take().expect("stdout is piped");

@@ -10,6 +10,7 @@
 //! scheme, host and port, never its arguments.
 
 mod command;
+mod counted;
 mod fetch;
 mod urls;
 
