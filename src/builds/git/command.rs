@@ -25,6 +25,9 @@ const POLL: Duration = Duration::from_millis(20);
 const SAMPLE: Duration = Duration::from_millis(250);
 /// Submodules within submodules, at most.
 const MAX_SUBMODULE_DEPTH: usize = 8;
+/// How much of the end of git's stderr is read for its message (its
+/// progress lines come before).
+const STDERR_TAIL_BYTES: u64 = 64 * 1024;
 /// The longest part of git's own message kept in an error.
 const MAX_REASON_CHARS: usize = 1000;
 /// What git's messages say instead of the fetch folder's absolute path.
@@ -380,7 +383,8 @@ impl<'a> Git<'a> {
     fn watch(&self, child: &mut Child) -> Result<ExitStatus, GitError> {
         let mut size = None;
         let mut changed = Instant::now();
-        let mut next_sample = Instant::now();
+        // A quick command (most are) ends before the folder is ever walked.
+        let mut next_sample = Instant::now() + SAMPLE;
         loop {
             if let Some(status) = child.try_wait().map_err(GitError::Io)? {
                 return Ok(status);
@@ -424,7 +428,7 @@ impl<'a> Git<'a> {
 
     /// git failed: its own message, from its stderr.
     fn failed(&self) -> GitError {
-        let stderr = std::fs::read(self.work.join("stderr")).unwrap_or_default();
+        let stderr = read_tail(&self.work.join("stderr"), STDERR_TAIL_BYTES).unwrap_or_default();
         GitError::Fetch {
             url: self.url.to_string(),
             git_ref: String::new(),
@@ -545,6 +549,17 @@ fn is_progress(line: &str) -> bool {
     ];
     let line = line.strip_prefix("remote:").unwrap_or(line).trim_start();
     PROGRESS.iter().any(|start| line.starts_with(start))
+}
+
+/// The last `bytes` of a file: where git's message is, after its progress.
+fn read_tail(path: &Path, bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let length = file.metadata()?.len();
+    file.seek(SeekFrom::Start(length.saturating_sub(bytes)))?;
+    let mut tail = Vec::new();
+    file.take(bytes).read_to_end(&mut tail)?;
+    Ok(tail)
 }
 
 /// Bytes of the files under `folder` (links not followed); what vanishes while
