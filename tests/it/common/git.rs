@@ -86,9 +86,11 @@ pub struct GitDaemon {
 impl GitDaemon {
     pub fn start(base: &Path) -> GitDaemon {
         let port = free_port();
-        let child = Command::new("git")
+        // `git-daemon` itself: `git daemon` would run it as a child of its own,
+        // which outlives the `git` that Drop kills.
+        let daemon = Path::new(&git(base, &["--exec-path"])).join("git-daemon");
+        let child = Command::new(daemon)
             .args([
-                "daemon",
                 "--reuseaddr",
                 "--export-all",
                 "--informative-errors",
