@@ -698,6 +698,24 @@ fn a_redirect_to_another_host_gets_no_login() {
 
 /// A blob of `bytes` zeros written into `repo`'s objects (a few KiB packed): its id.
 fn zeros_blob(repo: &std::path::Path, bytes: usize) -> String {
+    stored_blob(repo, bytes, |_| {})
+}
+
+/// A blob of `bytes` that do not compress: its id.
+fn noise_blob(repo: &std::path::Path, bytes: usize) -> String {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    stored_blob(repo, bytes, |chunk| {
+        for byte in chunk.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+    })
+}
+
+/// A blob of `bytes` written into `repo`'s objects, each MiB as `fill` makes it: its id.
+fn stored_blob(repo: &std::path::Path, bytes: usize, mut fill: impl FnMut(&mut [u8])) -> String {
     let mut child = Command::new("git")
         .current_dir(repo)
         .args(["hash-object", "-w", "--stdin"])
@@ -706,8 +724,9 @@ fn zeros_blob(repo: &std::path::Path, bytes: usize) -> String {
         .spawn()
         .expect("git hash-object");
     let mut stdin = child.stdin.take().unwrap();
-    let chunk = vec![0u8; 1024 * 1024];
+    let mut chunk = vec![0u8; 1024 * 1024];
     for _ in 0..bytes / chunk.len() {
+        fill(&mut chunk);
         stdin.write_all(&chunk).unwrap();
     }
     drop(stdin);
@@ -835,6 +854,39 @@ fn a_repository_that_expands_past_the_limits_is_stopped_while_it_is_written() {
     let listed = server.get_json("/api/v1/builds");
     assert_eq!(listed["builds"], serde_json::json!([]), "nothing stored");
     let left: Vec<_> = std::fs::read_dir(data.join("uploads"))
+        .expect("the staging folder")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
+#[test]
+fn a_fetch_past_its_folders_budget_is_refused_and_removed() {
+    const MIB: usize = 1024 * 1024;
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("heavy.git");
+    std::fs::create_dir_all(&path).unwrap();
+    git(&path, &["init", "-q", "-b", "main"]);
+    git(&path, &["config", "user.email", "test@example.com"]);
+    git(&path, &["config", "user.name", "test"]);
+    write(&path, "app/Dockerfile", "FROM scratch\n");
+    git(&path, &["add", "app"]);
+    // 40 MiB that do not compress, beside a small context folder.
+    let noise = noise_blob(&path, 40 * MIB);
+    let entry = format!("100644,{noise},assets/noise.bin");
+    git(&path, &["update-index", "--add", "--cacheinfo", &entry]);
+    git(&path, &["commit", "-q", "-m", "heavy"]);
+    let daemon = GitDaemon::start(root.path());
+    // The fetch folder may hold 2 × 8 MiB + 16 MiB: less than git's objects.
+    let (_config, server) = server_with(&format!("max_context_bytes = {}\n", 8 * MIB));
+    let form = git_form(&daemon.url("heavy.git"), &[("git_subdir", "app")]);
+    let (status, body) = refused(&server, form);
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("twice max_context_bytes"), "{message}");
+    let left: Vec<_> = std::fs::read_dir(server.data_dir().join("uploads"))
         .expect("the staging folder")
         .flatten()
         .map(|e| e.file_name())

@@ -245,6 +245,7 @@ impl<'a> Git<'a> {
         }
         let update = ["submodule", "update", "--progress", "--depth=1"];
         self.run_at(Some(dir), &update)?;
+        self.check_disk()?;
         let listed = [
             "--file",
             ".gitmodules",
@@ -284,14 +285,31 @@ impl<'a> Git<'a> {
         let mut all = vec!["fetch", "--progress", "--no-tags"];
         all.extend_from_slice(args);
         let wanted = args.last().copied().unwrap_or("HEAD");
-        self.run(&all, true).map(drop).map_err(|err| match err {
+        self.run(&all, true).map_err(|err| match err {
             GitError::Fetch { reason, .. } => GitError::Fetch {
                 url: self.url.to_string(),
                 git_ref: wanted.to_string(),
                 reason,
             },
             other => other,
-        })
+        })?;
+        self.check_disk()
+    }
+
+    /// The fetch folder within its budget once git is done writing to it (a
+    /// fetch can end between two of the samples taken while it runs).
+    fn check_disk(&self) -> Result<(), GitError> {
+        match folder_size(self.work) > self.disk_budget {
+            true => Err(self.over_budget()),
+            false => Ok(()),
+        }
+    }
+
+    fn over_budget(&self) -> GitError {
+        GitError::TooLarge {
+            url: self.url.to_string(),
+            limit: self.disk_budget,
+        }
     }
 
     /// A command's trimmed stdout, in the repository.
@@ -399,10 +417,7 @@ impl<'a> Git<'a> {
                     changed = now;
                 }
                 if measured > self.disk_budget {
-                    stop = Some(GitError::TooLarge {
-                        url: self.url.to_string(),
-                        limit: self.disk_budget,
-                    });
+                    stop = Some(self.over_budget());
                 } else if now.duration_since(changed) >= self.policy.idle_timeout {
                     stop = Some(GitError::Idle {
                         url: self.url.to_string(),
