@@ -116,7 +116,8 @@ impl BuildService {
         Ok(git::check(git, &self.limits.git)?)
     }
 
-    /// Fetches the checked ref on the blocking pool, under `git_timeout_secs`.
+    /// Fetches the checked ref on the blocking pool, under `git_timeout_secs`,
+    /// `git_idle_timeout_secs` and the context limits, in one of `slots`.
     async fn fetch_git(
         &self,
         git: git::CheckedGit,
@@ -125,9 +126,11 @@ impl BuildService {
         let _slot = slots.acquire().await;
         let policy = self.limits.git.clone();
         let staging = self.engine.store.files().staging_dir().to_path_buf();
-        let fetched = tokio::task::spawn_blocking(move || git::fetch(git, &policy, &staging))
-            .await
-            .map_err(|err| GitError::Io(std::io::Error::other(err)))?;
+        let limits = self.limits.context;
+        let fetched =
+            tokio::task::spawn_blocking(move || git::fetch(git, &policy, &staging, limits))
+                .await
+                .map_err(|err| GitError::Io(std::io::Error::other(err)))?;
         match &fetched {
             Ok(done) => log::info!(
                 "git: fetched {} at {} ({})",

@@ -20,6 +20,9 @@ use crate::builds::triggers::Trigger;
 pub struct GitSection {
     /// Seconds a build's git fetch may take before it is stopped and refused.
     pub git_timeout_secs: u64,
+    /// Seconds a git fetch may go without writing anything (its progress, the
+    /// objects, the files) before it is stopped: a server that stalls.
+    pub git_idle_timeout_secs: u64,
     /// Hosts `http://` git URLs may name besides loopback ones (exact names).
     pub allow_insecure_git_hosts: Vec<String>,
     /// Allow `file://` git URLs, which read the server's own disk.
@@ -40,6 +43,7 @@ impl Default for GitSection {
     fn default() -> Self {
         GitSection {
             git_timeout_secs: 300,
+            git_idle_timeout_secs: 60,
             allow_insecure_git_hosts: Vec::new(),
             allow_file_git: false,
             max_concurrent_git_fetches: 4,
@@ -54,6 +58,7 @@ impl Section for GitSection {
     fn validate(&self) -> Result<(), ConfigError> {
         at_least_1(&[
             ("git_timeout_secs", self.git_timeout_secs),
+            ("git_idle_timeout_secs", self.git_idle_timeout_secs),
             (
                 "max_concurrent_git_fetches",
                 self.max_concurrent_git_fetches as u64,
@@ -74,6 +79,7 @@ impl GitSection {
             allow_file: self.allow_file_git,
             insecure_hosts: self.allow_insecure_git_hosts.clone(),
             timeout: Duration::from_secs(self.git_timeout_secs),
+            idle_timeout: Duration::from_secs(self.git_idle_timeout_secs),
             hosts: git_logins(&self.hosts)?,
             fetch_slots: Arc::new(Semaphore::new(self.max_concurrent_git_fetches)),
         })

@@ -584,14 +584,14 @@ fn smart_http_with_basic_auth_uses_the_hosts_login_and_reports_a_wrong_one() {
     let password = "http-pass-7d1c";
     let http = SmartHttp::start(root.path(), "alice", password);
     let url = http.url("app.git");
-    let config = r#"
-[git."127.0.0.1"]
-username = "alice"
-password_env = "DOCKPUB_TEST_GIT_PASSWORD"
-"#;
+    // A password login names the port it is for.
+    let config = format!(
+        "[git.\"127.0.0.1:{}\"]\nusername = \"alice\"\npassword_env = \"DOCKPUB_TEST_GIT_PASSWORD\"\n",
+        http.port
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, &config).unwrap();
     let server = Server::start_with_env(
         &["--config", path.to_str().unwrap()],
         &[("DOCKPUB_TEST_GIT_PASSWORD", password)],

@@ -26,8 +26,8 @@ use tar::EntryType;
 use crate::domain::PreparedContext;
 use tempfile::TempPath;
 
-use bounds::Bounded;
 pub use bounds::ContextLimits;
+pub(crate) use bounds::{Bounded, Capped};
 use check::EntryChecker;
 pub use check::{clean_path, Unsafe};
 pub use dockerignore::{IgnoreError, IgnoreRules};
@@ -257,7 +257,7 @@ fn read_error(
 }
 
 /// Headers the tar reader applies to the next entry; they are not files.
-fn is_metadata(kind: EntryType) -> bool {
+pub(crate) fn is_metadata(kind: EntryType) -> bool {
     matches!(
         kind,
         EntryType::XGlobalHeader

@@ -173,11 +173,9 @@ fn build_error_kind(err: &BuildError) -> (StatusCode, &'static str) {
         BuildError::InvalidReference(_) => bad_request("invalid_repository"),
         BuildError::InvalidOption(_) => bad_request("invalid_option"),
         BuildError::OverLimit(_) => bad_request("field_limit"),
-        BuildError::InvalidContext(ContextError::Io(err)) => io_error_kind(err),
-        BuildError::InvalidContext(
-            ContextError::TooLarge { .. } | ContextError::TooManyEntries { .. },
-        ) => TOO_LARGE,
-        BuildError::InvalidContext(_) => bad_request("invalid_context"),
+        BuildError::InvalidContext(err) | BuildError::Git(GitError::Context(err)) => {
+            context_error_kind(err)
+        }
         BuildError::InvalidCallback(CallbackError::Invalid(_)) => {
             bad_request("invalid_callback_url")
         }
@@ -188,9 +186,10 @@ fn build_error_kind(err: &BuildError) -> (StatusCode, &'static str) {
         BuildError::Git(GitError::Fetch { .. }) => {
             (StatusCode::UNPROCESSABLE_ENTITY, "git_fetch_failed")
         }
-        BuildError::Git(GitError::Timeout { .. }) => {
+        BuildError::Git(GitError::Timeout { .. } | GitError::Idle { .. }) => {
             (StatusCode::UNPROCESSABLE_ENTITY, "git_timeout")
         }
+        BuildError::Git(GitError::TooLarge { .. }) => TOO_LARGE,
         BuildError::Git(GitError::Io(err)) => io_error_kind(err),
         BuildError::NoDockerfile => bad_request("missing_field"),
         BuildError::NotFound(_) => (StatusCode::NOT_FOUND, "build_not_found"),
@@ -210,6 +209,14 @@ fn build_error_kind(err: &BuildError) -> (StatusCode, &'static str) {
             (StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable")
         }
         BuildError::Docker(_) => (StatusCode::BAD_GATEWAY, "docker_error"),
+    }
+}
+
+fn context_error_kind(err: &ContextError) -> (StatusCode, &'static str) {
+    match err {
+        ContextError::Io(err) => io_error_kind(err),
+        ContextError::TooLarge { .. } | ContextError::TooManyEntries { .. } => TOO_LARGE,
+        _ => bad_request("invalid_context"),
     }
 }
 
