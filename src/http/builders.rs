@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use super::error::ErrorBody;
+use super::error::RouteErrors;
 use super::{method_not_allowed, AppState};
 use crate::docker::BuilderStatus;
 
@@ -43,6 +43,16 @@ pub struct BuilderList<'a> {
     builders: Vec<BuilderView<'a>>,
 }
 
+/// The errors each route here answers with (the OpenAPI document lists them).
+pub(super) const ROUTE_ERRORS: &[RouteErrors] = &[RouteErrors {
+    method: "get",
+    path: "/api/v1/builders",
+    token: true,
+    body: false,
+    submits: false,
+    errors: &[],
+}];
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/builders")
@@ -56,7 +66,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[utoipa::path(get, path = "/api/v1/builders", tag = "builders",
     responses(
         (status = 200, body = BuilderList),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
     ))]
 async fn list_builders(state: web::Data<AppState>) -> HttpResponse {
     let statuses = state.builds.builders();

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorCode, RouteErrors};
 use super::form::{read_small_body, refuse_declared_over};
 use super::views::{build_url, BuildView};
 use super::{method_not_allowed, AppState};
@@ -14,6 +14,52 @@ use crate::builds::triggers::{EventHeaders, Received, TriggerError, TriggerSumma
 use crate::domain::Timestamp;
 
 const MAX_RUN_BYTES: usize = 4 * 1024;
+
+/// The errors each route here answers with (the OpenAPI document lists them).
+pub(super) const ROUTE_ERRORS: &[RouteErrors] = &[
+    RouteErrors {
+        method: "get",
+        path: "/api/v1/triggers",
+        token: true,
+        body: false,
+        submits: false,
+        errors: &[],
+    },
+    RouteErrors {
+        method: "post",
+        path: "/api/v1/triggers/{name}/events",
+        token: false,
+        body: true,
+        submits: false,
+        errors: &[
+            ErrorCode::BadSignature,
+            ErrorCode::InvalidPayload,
+            ErrorCode::GitFetchFailed,
+            ErrorCode::GitTimeout,
+            ErrorCode::NoTags,
+            ErrorCode::QueueFull,
+            ErrorCode::InsufficientStorage,
+        ],
+    },
+    RouteErrors {
+        method: "post",
+        path: "/api/v1/triggers/{name}/run",
+        token: true,
+        body: true,
+        submits: false,
+        errors: &[
+            ErrorCode::MissingField,
+            ErrorCode::InvalidField,
+            ErrorCode::TriggerNotFound,
+            ErrorCode::ForbiddenRepository,
+            ErrorCode::GitFetchFailed,
+            ErrorCode::GitTimeout,
+            ErrorCode::NoTags,
+            ErrorCode::QueueFull,
+            ErrorCode::InsufficientStorage,
+        ],
+    },
+];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -41,13 +87,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         (status = 200, description = "A redelivery, or the same commit to the same tags: the build already made", body = BuildView),
         (status = 202, description = "Queued", body = BuildView, headers(("Location" = String))),
         (status = 204, description = "Ignored, the reason in X-Dockpub-Ignored: not a push, a deleted ref, a ref no pattern matches, or `stale: …` (the ref has moved on or does not exist)"),
-        (status = 400, description = "Not a push event's JSON", body = ErrorBody),
-        (status = 401, description = "Unsigned, the signature does not match, or no trigger has this name", body = ErrorBody),
-        (status = 408, description = "The body stalled (upload_idle_timeout_secs)", body = ErrorBody),
-        (status = 413, description = "The body is larger than max_trigger_event_bytes", body = ErrorBody),
-        (status = 422, description = "The commit could not be fetched, or no tag template applies", body = ErrorBody),
-        (status = 429, description = "The queue is full", body = ErrorBody),
-        (status = 503, description = "Too many events are being read at once (max_concurrent_trigger_events)", body = ErrorBody),
     ))]
 pub async fn receive_event(
     req: HttpRequest,
@@ -104,15 +143,6 @@ pub struct RunRequest {
     request_body(content = RunRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Queued", body = BuildView, headers(("Location" = String))),
-        (status = 400, description = "No ref, or not one", body = ErrorBody),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
-        (status = 403, description = "The token may not build this trigger's repository, or (without the admin scope) the ref is not one the trigger's patterns match", body = ErrorBody),
-        (status = 404, description = "No such trigger", body = ErrorBody),
-        (status = 408, description = "The body stalled (upload_idle_timeout_secs)", body = ErrorBody),
-        (status = 413, description = "The body is too large", body = ErrorBody),
-        (status = 422, description = "The ref could not be found or fetched", body = ErrorBody),
-        (status = 429, description = "The queue is full", body = ErrorBody),
-        (status = 503, description = "Too many uploads are being read at once (max_concurrent_uploads)", body = ErrorBody),
     ))]
 pub async fn run_trigger(
     req: HttpRequest,
@@ -199,7 +229,6 @@ pub struct TriggerList<'a> {
 #[utoipa::path(get, path = "/api/v1/triggers", tag = "triggers",
     responses(
         (status = 200, description = "Every configured trigger", body = TriggerList),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
     ))]
 pub async fn list_triggers(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let triggers = state.triggers.list().await?;

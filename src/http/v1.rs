@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::cache::{Answer, Key};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorCode, RouteErrors};
 use super::form::{credentials, parse_flag, read_form, FieldKinds, Form};
 use super::schemas::SubmitForm;
 use super::views::{build_url, BuildList, BuildView};
@@ -23,6 +23,53 @@ const MAX_PAGE: usize = 500;
 /// A page's JSON stays under this (bar a single build larger than it, from
 /// before the per-build limits): past it the page ends early, with a `next`.
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The errors each route here answers with (the OpenAPI document lists them).
+pub(super) const ROUTE_ERRORS: &[RouteErrors] = &[
+    RouteErrors {
+        method: "post",
+        path: "/api/v1/builds",
+        token: true,
+        body: true,
+        submits: true,
+        errors: &[
+            ErrorCode::InvalidGit,
+            ErrorCode::GitFetchFailed,
+            ErrorCode::GitTimeout,
+        ],
+    },
+    RouteErrors {
+        method: "get",
+        path: "/api/v1/builds",
+        token: true,
+        body: false,
+        submits: false,
+        errors: &[ErrorCode::InvalidQuery, ErrorCode::InvalidId],
+    },
+    RouteErrors {
+        method: "get",
+        path: "/api/v1/builds/{id}",
+        token: true,
+        body: false,
+        submits: false,
+        errors: &[ErrorCode::InvalidId, ErrorCode::BuildNotFound],
+    },
+    RouteErrors {
+        method: "delete",
+        path: "/api/v1/builds/{id}",
+        token: true,
+        body: false,
+        submits: false,
+        errors: &[
+            ErrorCode::InvalidId,
+            ErrorCode::InvalidQuery,
+            ErrorCode::BuildNotFound,
+            ErrorCode::BuildNotFinal,
+            ErrorCode::DockerError,
+            ErrorCode::DockerUnavailable,
+        ],
+    },
+];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -43,11 +90,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     request_body(content = SubmitForm, content_type = "multipart/form-data"),
     responses(
         (status = 202, description = "Queued", body = BuildView, headers(("Location" = String))),
-        (status = 400, description = "A field is missing, unknown or invalid", body = ErrorBody),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
-        (status = 413, description = "The body or context is too large", body = ErrorBody),
-        (status = 415, description = "Not multipart/form-data", body = ErrorBody),
-        (status = 429, description = "The queue is full", body = ErrorBody),
     ))]
 async fn create_build(
     req: HttpRequest,
@@ -196,8 +238,6 @@ impl ListQuery {
 #[utoipa::path(get, path = "/api/v1/builds", tag = "builds", params(ListQuery),
     responses(
         (status = 200, description = "Newest first", body = BuildList),
-        (status = 400, description = "A bad query value", body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn list_builds(
     query: web::Query<ListQuery>,
@@ -246,9 +286,6 @@ fn next_page(filter: &ListFilter, last_id: i64) -> String {
 #[utoipa::path(get, path = "/api/v1/builds/{id}", tag = "builds", params(("id" = i64, Path)),
     responses(
         (status = 200, body = BuildView),
-        (status = 400, description = "Not an integer id", body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
     ))]
 async fn get_build(
     id: web::Path<String>,
@@ -283,12 +320,6 @@ struct DeleteQuery {
     responses(
         (status = 204, description = "Deleted with its local tags, log and files"),
         (status = 200, description = "Deleted; the image was left on a builder that is down", body = Object),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "Not finished (and no force)", body = ErrorBody),
-        (status = 502, description = "The daemon refused to untag", body = ErrorBody),
-        (status = 503, description = "The daemon is unreachable", body = ErrorBody),
     ))]
 async fn delete_build(
     id: web::Path<String>,
