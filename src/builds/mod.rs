@@ -15,6 +15,7 @@ mod ending;
 mod engine;
 mod events;
 mod follow;
+mod followers;
 pub mod git;
 mod hints;
 mod local_tags;
@@ -50,6 +51,7 @@ use credentials::CredentialResolver;
 use dockerfile::DockerfileError;
 use engine::Engine;
 pub use follow::Followed;
+pub use followers::FollowerLimits;
 use git::{GitError, GitPolicy, GitRequest};
 use options::{NetworkPolicy, OptionError, OptionsRequest};
 pub use readiness::Readiness;
@@ -86,6 +88,8 @@ pub enum BuildError {
     AlreadyFinal { id: i64, status: Status },
     #[error("the queue is full ({limit} builds wait); try again later")]
     QueueFull { limit: usize },
+    #[error("{limit} followers already ({setting}); try again later")]
+    TooManyFollowers { limit: usize, setting: &'static str },
     #[error(transparent)]
     Forbidden(#[from] AccessError),
     #[error(transparent)]
@@ -126,6 +130,8 @@ pub struct Limits {
     pub buildkit: bool,
     /// What builds from git may fetch.
     pub git: GitPolicy,
+    /// How many may follow builds live.
+    pub followers: FollowerLimits,
 }
 
 /// How builds run.
@@ -171,6 +177,7 @@ impl BuildService {
             secrets: SecretVault::default(),
             queue: engine::Wakeup::default(),
             events: Arc::default(),
+            followers: followers::FollowerSlots::new(limits.followers),
             cancels: CancelSignals::default(),
             runners: TaskTracker::new(),
             stopping: CancellationToken::new(),

@@ -28,6 +28,8 @@ use crate::webhooks::WebhookError;
 const QUEUE_FULL_RETRY_AFTER_SECS: u32 = 10;
 /// And one told that too many uploads arrive at once.
 const UPLOADS_BUSY_RETRY_AFTER_SECS: u32 = 2;
+/// And one told that too many follow builds live.
+const FOLLOWERS_BUSY_RETRY_AFTER_SECS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -194,6 +196,9 @@ fn build_error_kind(err: &BuildError) -> (StatusCode, &'static str) {
         }
         BuildError::AlreadyFinal { .. } => (StatusCode::CONFLICT, "build_final"),
         BuildError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+        BuildError::TooManyFollowers { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "too_many_followers")
+        }
         BuildError::Forbidden(AccessError::ForbiddenRepository { .. }) => {
             (StatusCode::FORBIDDEN, "forbidden_repository")
         }
@@ -248,6 +253,9 @@ impl ApiError {
             }
             ApiError::TooManyUploads => {
                 vec![(RETRY_AFTER, UPLOADS_BUSY_RETRY_AFTER_SECS.to_string())]
+            }
+            ApiError::Build(BuildError::TooManyFollowers { .. }) => {
+                vec![(RETRY_AFTER, FOLLOWERS_BUSY_RETRY_AFTER_SECS.to_string())]
             }
             _ => Vec::new(),
         }
