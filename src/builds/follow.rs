@@ -22,6 +22,10 @@ use super::{BuildError, BuildService};
 use crate::domain::{Build, Progress};
 use crate::store::RenderLine;
 
+/// A follower's pages are smaller than a plain read's: what one that stops
+/// reading holds is its connection's write buffer (32 KiB) plus about a page.
+const FOLLOWER_PAGE_BYTES: usize = 16 * 1024;
+
 #[derive(Debug, Clone)]
 pub enum Followed {
     /// The build as it is now; first the status at the start, then each change.
@@ -113,7 +117,11 @@ impl Follower {
                 Step::CatchUp => self.step = Step::Pages(self.read_build().await?),
                 Step::Pages(after) => match self.next_page().await? {
                     Some((lines, more)) => {
-                        self.step = if more { Step::Pages(after) } else { after.into() };
+                        self.step = if more {
+                            Step::Pages(after)
+                        } else {
+                            after.into()
+                        };
                         return Some(Followed::Lines(lines));
                     }
                     None => self.step = after.into(),
@@ -150,7 +158,7 @@ impl Follower {
         let page = self
             .engine
             .store
-            .read_log_page(self.id, self.last_seq, self.render)
+            .read_log_page(self.id, self.last_seq, self.render, FOLLOWER_PAGE_BYTES)
             .await;
         match page {
             Ok(Some(page)) => {

@@ -17,6 +17,8 @@ mod concurrency;
 mod config_rules;
 mod contexts;
 mod credentials;
+mod files;
+mod followers;
 mod full_disk;
 mod git_sources;
 mod head;
