@@ -27,7 +27,7 @@ impl AddressFile {
             .prefix(&format!(".{name}."))
             .suffix(".partial")
             .tempfile_in(folder)?;
-        write!(partial, "http://{address}\n")?;
+        writeln!(partial, "http://{address}")?;
         // Readable as before: the address is no secret, and a script of another
         // user may wait for it.
         partial

@@ -57,7 +57,7 @@ impl BuildService {
             last_seq: after_seq,
             render,
             subscription,
-            step: Step::Status(build),
+            step: Step::Status(Box::new(build)),
             _slot: slot,
         };
         Ok(futures_util::stream::unfold(
@@ -80,20 +80,20 @@ struct Follower {
 /// What the follower sends next.
 enum Step {
     /// The build as it was when the follow began.
-    Status(Build),
+    Status(Box<Build>),
     /// Read the build, then send the stored lines not sent yet.
     CatchUp,
     /// Send the stored lines not sent yet, a page at a time, then go on.
     Pages(AfterPages),
     /// Wait for what happens next.
     Live,
-    Done(Build),
+    Done(Box<Build>),
     Ended,
 }
 
 enum AfterPages {
     Live,
-    Done(Build),
+    Done(Box<Build>),
 }
 
 impl From<AfterPages> for Step {
@@ -112,7 +112,7 @@ impl Follower {
             match std::mem::replace(&mut self.step, Step::Ended) {
                 Step::Status(build) => {
                     self.step = Step::CatchUp;
-                    return Some(Followed::Status(build));
+                    return Some(Followed::Status(*build));
                 }
                 Step::CatchUp => self.step = Step::Pages(self.read_build().await?),
                 Step::Pages(after) => match self.next_page().await? {
@@ -131,7 +131,7 @@ impl Follower {
                         return Some(item);
                     }
                 }
-                Step::Done(build) => return Some(Followed::Done(build)),
+                Step::Done(build) => return Some(Followed::Done(*build)),
                 Step::Ended => return None,
             }
         }
@@ -142,7 +142,7 @@ impl Follower {
     /// rather than hangs.
     async fn read_build(&self) -> Option<AfterPages> {
         match self.engine.store.get_build(self.id).await {
-            Ok(Some(build)) if build.status.is_final() => Some(AfterPages::Done(build)),
+            Ok(Some(build)) if build.status.is_final() => Some(AfterPages::Done(Box::new(build))),
             Ok(Some(_)) => Some(AfterPages::Live),
             Ok(None) => None,
             Err(err) => {
@@ -184,7 +184,7 @@ impl Follower {
                 let build = (*build).clone();
                 // The log was complete before the final status was stored.
                 let step = if build.status.is_final() {
-                    Step::Pages(AfterPages::Done(build.clone()))
+                    Step::Pages(AfterPages::Done(Box::new(build.clone())))
                 } else {
                     Step::Live
                 };

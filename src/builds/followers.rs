@@ -122,6 +122,6 @@ mod tests {
         drop(first);
         assert_eq!(slots.total(), 2);
         slots.take(1).unwrap();
-        assert!(slots.taken.locked().per_build.get(&3).is_none());
+        assert!(!slots.taken.locked().per_build.contains_key(&3));
     }
 }

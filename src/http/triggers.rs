@@ -14,8 +14,8 @@ use crate::builds::triggers::{Received, TriggerSummary};
 use crate::domain::Timestamp;
 
 /// GitHub sends payloads of up to 25 MB; a push of many commits is well below this.
-const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
-const MAX_RUN_BYTES: usize = 4 * 1024;
+pub(super) const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+pub(super) const MAX_RUN_BYTES: usize = 4 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(

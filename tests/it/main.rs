@@ -17,6 +17,7 @@ mod concurrency;
 mod config_rules;
 mod contexts;
 mod credentials;
+mod expect_continue;
 mod files;
 mod followers;
 mod full_disk;
