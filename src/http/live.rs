@@ -73,6 +73,7 @@ fn line_count(name: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
         (status = 400, description = "Not an integer id, or a bad `follow`, `since` or `tail`", body = ErrorBody),
         (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 503, description = "`too_many_followers`: max_followers_per_build or max_followers are following already", body = ErrorBody),
     ))]
 async fn build_logs(
     id: web::Path<String>,
@@ -126,6 +127,7 @@ fn sse_line(text: &mut String, seq: i64, line: &str) {
         (status = 400, description = "Not an integer id, or a bad value", body = ErrorBody),
         (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 503, description = "`too_many_followers`: max_followers_per_build or max_followers are following already", body = ErrorBody),
     ))]
 async fn build_events(
     req: HttpRequest,
