@@ -266,6 +266,10 @@ async fn start(
         buildkit: config.builders.buildkit,
         max_tags: config.builds.max_tags_per_build,
         git: config.git.git_policy()?,
+        followers: builds::FollowerLimits {
+            per_build: config.server.max_followers_per_build,
+            total: config.server.max_followers,
+        },
     };
     let settings = RunSettings {
         build_timeout: Duration::from_secs(config.builds.build_timeout_secs),

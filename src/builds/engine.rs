@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use super::cancel::CancelSignals;
 use super::events::{Event, EventHub};
+use super::followers::FollowerSlots;
 use super::vault::{CredentialVault, SecretVault};
 use super::RunSettings;
 use crate::docker::BuilderPool;
@@ -32,6 +33,8 @@ pub struct Engine {
     pub secrets: SecretVault,
     pub queue: Wakeup,
     pub events: Arc<EventHub>,
+    /// Who follows builds live, counted against their caps.
+    pub followers: Arc<FollowerSlots>,
     pub cancels: CancelSignals,
     /// Every running build's task, so a shutdown can wait for them.
     pub runners: TaskTracker,

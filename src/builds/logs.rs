@@ -333,10 +333,15 @@ mod tests {
         let totals = store.log_totals(id).await.unwrap();
         assert_eq!(totals.lines, 4, "two lines of output, the notice, the end");
         let page = store
-            .read_log_page(id, 0, |text, _, line| {
-                text.push_str(line);
-                text.push('\n');
-            })
+            .read_log_page(
+                id,
+                0,
+                |text, _, line| {
+                    text.push_str(line);
+                    text.push('\n');
+                },
+                crate::store::PAGE_BYTES,
+            )
             .await
             .unwrap()
             .unwrap();

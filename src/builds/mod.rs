@@ -15,6 +15,7 @@ mod ending;
 mod engine;
 mod events;
 mod follow;
+mod followers;
 pub mod git;
 mod hints;
 pub mod limits;
@@ -51,6 +52,7 @@ use credentials::CredentialResolver;
 use dockerfile::DockerfileError;
 use engine::Engine;
 pub use follow::Followed;
+pub use followers::FollowerLimits;
 use git::{GitError, GitPolicy, GitRequest};
 use limits::LimitError;
 pub use logs::LogLimits;
@@ -92,6 +94,8 @@ pub enum BuildError {
     AlreadyFinal { id: i64, status: Status },
     #[error("the queue is full ({limit} builds wait); try again later")]
     QueueFull { limit: usize },
+    #[error("{limit} followers already ({setting}); try again later")]
+    TooManyFollowers { limit: usize, setting: &'static str },
     #[error(transparent)]
     Forbidden(#[from] AccessError),
     #[error(transparent)]
@@ -143,6 +147,8 @@ pub struct Limits {
     pub max_tags: usize,
     /// What builds from git may fetch.
     pub git: GitPolicy,
+    /// How many may follow builds live.
+    pub followers: FollowerLimits,
 }
 
 /// How builds run.
@@ -193,6 +199,7 @@ impl BuildService {
             secrets: SecretVault::default(),
             queue: engine::Wakeup::default(),
             events: Arc::default(),
+            followers: followers::FollowerSlots::new(limits.followers),
             cancels: CancelSignals::default(),
             runners: TaskTracker::new(),
             stopping: CancellationToken::new(),

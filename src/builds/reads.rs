@@ -3,7 +3,7 @@
 
 use super::{waiting, BuildError, BuildService};
 use crate::domain::{Build, Status};
-use crate::store::{ListFilter, Listed, LogRange, RenderLine};
+use crate::store::{ListFilter, Listed, LogRange, RenderLine, PAGE_BYTES};
 
 impl BuildService {
     pub async fn get(&self, id: i64) -> Result<Build, BuildError> {
@@ -103,7 +103,7 @@ impl BuildService {
         futures_util::stream::unfold(Some(after), move |after| {
             let store = store.clone();
             async move {
-                match store.read_log_page(id, after?, render).await {
+                match store.read_log_page(id, after?, render, PAGE_BYTES).await {
                     Ok(Some(page)) => Some((
                         Ok(bytes::Bytes::from(page.text)),
                         page.full.then_some(page.last_seq),

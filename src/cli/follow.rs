@@ -101,7 +101,7 @@ impl View {
                 .push
                 .suspend(|| println!("{}", terminal::for_stdout(line))),
             // Standard output is kept for the one JSON answer.
-            Output::Json => eprintln!("{line}"),
+            Output::Json => eprintln!("{}", terminal::for_stderr(line)),
         }
     }
 
@@ -135,8 +135,8 @@ impl View {
         self.push.finish();
         let build: Value = serde_json::from_str(data).unwrap_or(Value::Null);
         match self.output {
-            Output::Text => println!("{}", summary(&build)),
-            Output::Json => println!("{build}"),
+            Output::Text => println!("{}", terminal::for_stdout(&summary(&build))),
+            Output::Json => println!("{}", terminal::json(&build)),
         }
         if build["status"] == "succeeded" {
             ExitCode::SUCCESS

@@ -174,7 +174,7 @@ pub async fn run(request: Request, args: ClientArgs) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("dockpub: {err}");
+            eprintln!("dockpub: {}", terminal::for_stderr(&err.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -276,19 +276,19 @@ async fn print_or_follow(
 fn print_answer(answer: &Value, output: Output) {
     match (output, answer) {
         (_, Value::Null) => {}
-        (Output::Json, answer) => println!("{answer}"),
+        (Output::Json, answer) => println!("{}", terminal::json(answer)),
         (Output::Text, Value::Object(list)) if list.contains_key("builds") => {
             for build in list["builds"].as_array().into_iter().flatten() {
-                println!("{}", summary(build));
+                println!("{}", terminal::for_stdout(&summary(build)));
             }
         }
         (Output::Text, Value::Object(list)) if list.contains_key("triggers") => {
             for trigger in list["triggers"].as_array().into_iter().flatten() {
-                println!("{}", trigger_summary(trigger));
+                println!("{}", terminal::for_stdout(&trigger_summary(trigger)));
             }
         }
         (Output::Text, answer) if listing::is_listing(answer) => listing::print(answer),
-        (Output::Text, build) => println!("{}", summary(build)),
+        (Output::Text, build) => println!("{}", terminal::for_stdout(&summary(build))),
     }
 }
 

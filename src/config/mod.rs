@@ -90,7 +90,7 @@ macro_rules! sections {
 }
 
 sections! {
-    /// `bind`, `data_dir`, `allowed_hosts`, `shutdown_grace_secs`.
+    /// `bind`, `data_dir`, `allowed_hosts`, `shutdown_grace_secs`, the follower caps.
     server: ServerSection,
     /// Request body and build context limits.
     uploads: UploadSection,

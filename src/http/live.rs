@@ -28,6 +28,7 @@ pub(super) const ROUTE_ERRORS: &[RouteErrors] = &[
             ErrorCode::InvalidId,
             ErrorCode::InvalidQuery,
             ErrorCode::BuildNotFound,
+            ErrorCode::TooManyFollowers,
         ],
     },
     RouteErrors {
@@ -41,6 +42,7 @@ pub(super) const ROUTE_ERRORS: &[RouteErrors] = &[
             ErrorCode::InvalidField,
             ErrorCode::InvalidQuery,
             ErrorCode::BuildNotFound,
+            ErrorCode::TooManyFollowers,
         ],
     },
 ];

@@ -6,6 +6,7 @@ mod builders;
 mod cache;
 mod deliveries;
 mod error;
+mod expect;
 mod form;
 mod live;
 mod metrics;
@@ -24,7 +25,12 @@ use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, Error, HttpResponse, HttpServer};
+use std::time::Duration;
+
+use actix_http::{HttpService, KeepAlive};
+use actix_service::map_config;
+use actix_web::dev::AppConfig;
+use actix_web::{web, App, Error, HttpResponse};
 use serde_json::json;
 
 use crate::builds::access::ApiToken;
@@ -114,19 +120,39 @@ pub fn server(
         },
         max_trigger_event_bytes: config.uploads.max_trigger_event_bytes,
     });
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .wrap(from_fn(head_as_get))
-            .wrap(from_fn(auth::require_token))
-            .wrap(from_fn(origin::check_origin))
-            .wrap(from_fn(metrics::count_requests))
-            .configure(configure_routes)
-    })
-    // dockpub handles SIGTERM/SIGINT itself, to drain builds (see `crate::serve`).
-    .disable_signals()
-    .listen(listener)?
-    .run();
+    let address = listener.local_addr()?;
+    // What actix-web's HttpServer does with a listener, with its defaults, plus
+    // the expect service. dockpub handles SIGTERM/SIGINT itself, to drain
+    // builds (see `crate::serve`).
+    let builder = actix_server::Server::build().disable_signals();
+    let shutdown = builder.graceful_shutdown_signal();
+    let server = builder
+        .listen("dockpub", listener, move || {
+            let shutdown = shutdown.clone();
+            // The host name actix-web uses for a request without `Host`.
+            let config = AppConfig::__priv_test_new(false, address.to_string(), address);
+            let app = App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(head_as_get))
+                .wrap(from_fn(auth::require_token))
+                .wrap(from_fn(origin::check_origin))
+                .wrap(from_fn(metrics::count_requests))
+                .configure(configure_routes);
+            HttpService::build()
+                .keep_alive(KeepAlive::default())
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(address)
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                .expect(expect::gate(state.clone(), config.clone()))
+                .finish(map_config(app, move |_| config.clone()))
+                .tcp()
+        })?
+        .run();
     Ok(server)
 }
 

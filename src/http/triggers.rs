@@ -13,7 +13,7 @@ use super::{method_not_allowed, AppState};
 use crate::builds::triggers::{EventHeaders, Received, TriggerError, TriggerSummary};
 use crate::domain::Timestamp;
 
-const MAX_RUN_BYTES: usize = 4 * 1024;
+pub(super) const MAX_RUN_BYTES: usize = 4 * 1024;
 
 /// The errors each route here answers with (the OpenAPI document lists them).
 pub(super) const ROUTE_ERRORS: &[RouteErrors] = &[

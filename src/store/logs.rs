@@ -8,9 +8,11 @@ use rusqlite::{params, OptionalExtension};
 use super::{immediate, Seen, Store, StoreError};
 use crate::domain::LogLine;
 
-/// A page ends after this many lines, or sooner once it holds [`PAGE_BYTES`].
+/// A page ends after this many lines, or sooner once it holds the reader's
+/// bytes ([`PAGE_BYTES`] unless it asks for less).
 const PAGE_LINES: usize = 1000;
-const PAGE_BYTES: usize = 64 * 1024;
+/// The bytes of a page of a plain read.
+pub const PAGE_BYTES: usize = 64 * 1024;
 
 /// Which part of a log a reader wants.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -108,12 +110,14 @@ impl Store {
 
     /// The next page of lines after line `after`, written by `render` straight
     /// from the rows (no line is held on its own) on the blocking pool; None when
-    /// there is no line after it (yet).
+    /// there is no line after it (yet). The page ends once its lines hold
+    /// `page_bytes` (or a line more: a longer line comes whole).
     pub async fn read_log_page(
         &self,
         id: i64,
         after: i64,
         render: RenderLine,
+        page_bytes: usize,
     ) -> Result<Option<LogPage>, StoreError> {
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(
@@ -129,7 +133,7 @@ impl Store {
                 bytes += line.len();
                 count += 1;
                 render(&mut text, last_seq, line);
-                if bytes >= PAGE_BYTES {
+                if bytes >= page_bytes {
                     break;
                 }
             }
@@ -139,7 +143,7 @@ impl Store {
             Ok(Some(LogPage {
                 text,
                 last_seq,
-                full: count == PAGE_LINES || bytes >= PAGE_BYTES,
+                full: count == PAGE_LINES || bytes >= page_bytes,
             }))
         })
         .await

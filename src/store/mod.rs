@@ -14,6 +14,7 @@ mod files;
 mod lock;
 mod logs;
 mod migrations;
+mod private;
 mod queue;
 mod rows;
 mod sharing;
@@ -29,12 +30,13 @@ use std::time::Duration;
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tokio::sync::Semaphore;
 
 use crate::domain::{Build, Status};
 pub(crate) use files::BuildFiles;
 pub(crate) use lock::DataDirLock;
 pub use lock::LockError;
-pub use logs::{LogPage, LogRange, LogTotals, RenderLine};
+pub use logs::{LogPage, LogRange, LogTotals, RenderLine, PAGE_BYTES};
 pub use sharing::PublishedTag;
 pub use triggers::TriggerDelivery;
 use writer::Writer;
@@ -139,6 +141,9 @@ const BUSY_NAP: Duration = Duration::from_millis(1);
 /// Page cache per read connection, in KiB (SQLite's negative `cache_size`).
 const READER_CACHE_KIB: i64 = -256;
 
+/// Read connections: as many reads run at once, each on a blocking thread.
+const READERS: u32 = 8;
+
 /// Every time a connection of this process slept in SQLite's busy handler.
 static BUSY_WAITS: AtomicU64 = AtomicU64::new(0);
 
@@ -152,6 +157,10 @@ const ROOMY_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Store {
     readers: Pool<SqliteConnectionManager>,
+    /// One per read connection: a read waits here, on no thread, until a
+    /// connection is free. Without it 500 followers reading at once would
+    /// each hold a blocking thread (and its stack) waiting in the pool.
+    read_slots: Arc<Semaphore>,
     writer: Arc<Writer>,
     /// Moves after every committed write that may change a build row, before the
     /// write's caller hears back: an answer read at generation N shows every write
@@ -175,8 +184,12 @@ impl Store {
     /// Opens (creating if needed) `data_dir/dockpub.sqlite3` and `data_dir/builds/`,
     /// and applies pending migrations.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir)?;
+        private::private_dir(data_dir)?;
         let path = data_dir.join("dockpub.sqlite3");
+        private::private_file(&path)?;
+        for companion in ["dockpub.sqlite3-wal", "dockpub.sqlite3-shm"] {
+            private::tighten_if_present(&data_dir.join(companion))?;
+        }
         let mut writer = Connection::open(&path)?;
         configure(&writer)?;
         migrations::apply(&mut writer)?;
@@ -194,12 +207,13 @@ impl Store {
         // stale the way a network connection does, and r2d2_sqlite's test parses and
         // runs `SELECT 1` each time (a measurable share of a `GET` on the API).
         let readers = Pool::builder()
-            .max_size(8)
+            .max_size(READERS)
             .test_on_check_out(false)
             .build(manager)?;
         let files = BuildFiles::open(data_dir.join("builds"), data_dir.join("uploads"))?;
         Ok(Store {
             readers,
+            read_slots: Arc::new(Semaphore::new(READERS as usize)),
             writer: Arc::new(Writer::start(writer)?),
             generation: Arc::default(),
             disk_full: Arc::default(),
@@ -237,7 +251,17 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || work(&*pool.get()?)).await?
+        let slot = self
+            .read_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the read slots are never closed");
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work(&*pool.get()?)
+        })
+        .await?
     }
 
     /// Runs `work` on the writer connection; `work` opens its own transaction

@@ -203,7 +203,11 @@ fn numbered(text: &mut String, seq: i64, line: &str) {
 /// Every stored line of build `id`, read page by page.
 async fn read_all_pages(store: &Store, id: i64, after: i64) -> (Vec<LogLine>, usize) {
     let (mut all, mut pages, mut after) = (Vec::new(), 0, after);
-    while let Some(page) = store.read_log_page(id, after, numbered).await.unwrap() {
+    while let Some(page) = store
+        .read_log_page(id, after, numbered, PAGE_BYTES)
+        .await
+        .unwrap()
+    {
         pages += 1;
         after = page.last_seq;
         all.extend(page.text.lines().map(|numbered| {
@@ -331,7 +335,11 @@ async fn a_page_of_long_lines_stops_at_its_byte_limit() {
         .append_logs(id, Arc::new((1..=20).map(long).collect()))
         .await
         .unwrap();
-    let page = store.read_log_page(id, 0, numbered).await.unwrap().unwrap();
+    let page = store
+        .read_log_page(id, 0, numbered, PAGE_BYTES)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(page.full);
     assert_eq!((page.text.lines().count(), page.last_seq), (7, 7));
     let (all, pages) = read_all_pages(&store, id, 0).await;

@@ -125,6 +125,8 @@ fn numbers_must_be_at_least_1() {
         "--build-timeout-secs",
         "--max-queued-builds",
         "--retention-interval-secs",
+        "--max-followers-per-build",
+        "--max-followers",
     ] {
         let key = flag.trim_start_matches("--").replace('-', "_");
         refused(&[flag, "0"], "", &[], &format!("{key} must be at least 1"));

@@ -51,6 +51,7 @@ pub enum ErrorCode {
     DockerError,
     DockerUnavailable,
     TooManyUploads,
+    TooManyFollowers,
     Unavailable,
     InsufficientStorage,
 }
@@ -81,7 +82,9 @@ impl ErrorCode {
             QueueFull => StatusCode::TOO_MANY_REQUESTS,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
             DockerError => StatusCode::BAD_GATEWAY,
-            DockerUnavailable | TooManyUploads | Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            DockerUnavailable | TooManyUploads | TooManyFollowers | Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         }
     }

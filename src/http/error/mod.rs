@@ -29,6 +29,8 @@ use crate::webhooks::WebhookError;
 const QUEUE_FULL_RETRY_AFTER_SECS: u32 = 10;
 /// And one told that too many uploads arrive at once.
 const UPLOADS_BUSY_RETRY_AFTER_SECS: u32 = 2;
+/// And one told that too many follow builds live.
+const FOLLOWERS_BUSY_RETRY_AFTER_SECS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -183,6 +185,7 @@ fn build_error_kind(err: &BuildError) -> ErrorCode {
         BuildError::NotFinal { .. } | BuildError::EndNotStored { .. } => ErrorCode::BuildNotFinal,
         BuildError::AlreadyFinal { .. } => ErrorCode::BuildFinal,
         BuildError::QueueFull { .. } => ErrorCode::QueueFull,
+        BuildError::TooManyFollowers { .. } => ErrorCode::TooManyFollowers,
         BuildError::Forbidden(AccessError::ForbiddenRepository { .. }) => {
             ErrorCode::ForbiddenRepository
         }
@@ -240,6 +243,9 @@ impl ApiError {
             }
             ApiError::TooManyUploads(_) => {
                 vec![(RETRY_AFTER, UPLOADS_BUSY_RETRY_AFTER_SECS.to_string())]
+            }
+            ApiError::Build(BuildError::TooManyFollowers { .. }) => {
+                vec![(RETRY_AFTER, FOLLOWERS_BUSY_RETRY_AFTER_SECS.to_string())]
             }
             _ => Vec::new(),
         }
