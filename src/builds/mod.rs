@@ -181,6 +181,7 @@ impl BuildService {
             publish_locks: Default::default(),
             tag_locks: Default::default(),
             unrecorded_ends: Default::default(),
+            dispatcher_fault: Default::default(),
         });
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
