@@ -132,6 +132,10 @@ pub struct Limits {
 pub struct RunSettings {
     /// The daemon's part of a build is stopped past this.
     pub build_timeout: Duration,
+    /// The daemon's part of a build is stopped after this long without output or progress.
+    pub build_idle_timeout: Duration,
+    /// A push without progress for this long is cut (and tried once more).
+    pub push_idle_timeout: Duration,
     pub credentials: CredentialResolver,
     /// `[secrets.ID]`: offered to every build, read at start.
     pub secrets: Vec<BuildSecret>,

@@ -44,6 +44,13 @@ pub enum DockerError {
     NoImageId,
     #[error("push of {reference} failed: {message}")]
     PushRejected { reference: String, message: String },
+    /// The push made no progress for the idle limit, twice.
+    #[error("the registry {registry} stopped answering: the push of {reference} made no progress for {secs} s (push_idle_timeout_secs), also when tried once more")]
+    RegistryStalled {
+        registry: String,
+        reference: String,
+        secs: u64,
+    },
     #[error("the registry did not confirm the push of {reference}: {reason}")]
     Unconfirmed { reference: String, reason: String },
     /// The push went by name, and the name no longer named this build's image.

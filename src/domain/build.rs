@@ -62,6 +62,9 @@ pub struct Build {
     pub submitted_by: Option<String>,
     /// The repository and commit its context was fetched from; None for uploads.
     pub source: Option<GitSource>,
+    /// On a build that did not succeed: the tags its push wrote to the registry,
+    /// or may have (it got as far as the manifest). See README, "What succeeded means".
+    pub tags_pushed: Vec<String>,
 }
 
 /// How a build is made, as the request chose it (validated), shown in the build object.

@@ -33,6 +33,12 @@ pub struct BuildView<'a> {
     /// Per tag, the build that later took it over (pushed another image under it,
     /// or moved the local tag on the same builder); empty while this build owns all its tags.
     tag_moved_by: &'a BTreeMap<String, i64>,
+    /// On a build that did not succeed: the tags its push wrote to the registry,
+    /// or may have (it got as far as the tag's manifest before it failed, was
+    /// cancelled or stalled). The registry may serve this build's image under
+    /// them; the builds that had them before say so in `tag_moved_by`. Empty
+    /// for a build that succeeded (see `digests`) or never got that far.
+    tags_pushed: &'a [String],
     /// The name of the API token that submitted it; null when tokens are off.
     submitted_by: Option<&'a str>,
     /// The repository, ref and commit the context was fetched from; null for uploads.
@@ -108,6 +114,7 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             builder: build.builder.as_deref(),
             attempts: build.attempts,
             tag_moved_by: &build.tag_moved_by,
+            tags_pushed: &build.tags_pushed,
             submitted_by: build.submitted_by.as_deref(),
             source: build.source.as_ref().map(SourceView::from),
             trigger: build.source.as_ref().and_then(|s| s.trigger.as_ref()),

@@ -28,7 +28,7 @@ use cleanup::clean_up_cancelled;
 use error::RunError;
 use logins::push_login;
 use output::{Outcome, Output};
-use publish::publish;
+use publish::{publish, record_maybe_pushed};
 
 /// Runs `build` on the builder of `slot` until it ends (succeeded, failed,
 /// cancelled, or back to the queue) and records that end.
@@ -58,6 +58,9 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     // A lost builder cannot be cleaned up: what it holds stays there.
     if matches!(result, Err(RunError::Cancelled | RunError::ShuttingDown)) {
         clean_up_cancelled(&engine, id, slot.builder(), &output).await;
+    }
+    if result.is_err() && build.push {
+        record_maybe_pushed(&engine, &build, slot.builder(), &output).await;
     }
     match &result {
         Err(RunError::Cancelled) => output.log.line("dockpub: cancelled".into()),

@@ -9,6 +9,7 @@ use crate::builds::engine::Engine;
 use crate::builds::logs::LogWriter;
 use crate::builds::progress::ProgressTracker;
 use crate::docker::{BuildEvent, Builder};
+use crate::domain::{PushPhase, PushUpdate};
 use crate::named_locks::HeldLocks;
 use crate::sync::Locked;
 
@@ -37,6 +38,11 @@ pub(super) struct Output {
     pub(super) build_reference: String,
     /// The image, once built.
     pub(super) image_id: OnceLock<String>,
+    /// How far each tag's push has come (see [`PushPhase`]).
+    pub(super) pushes: Mutex<BTreeMap<String, PushPhase>>,
+    /// The build's publish locks once taken: they outlive a cancelled run's
+    /// work until what its push may have done and its end are recorded.
+    pub(super) publish_locks: Mutex<Option<HeldLocks>>,
 }
 
 impl Output {
@@ -50,6 +56,8 @@ impl Output {
             // Unique across dockpub processes sharing a daemon, whose build ids overlap.
             build_reference: format!("dockpub-build:{id}-{}", uuid::Uuid::new_v4().simple()),
             image_id: OnceLock::new(),
+            pushes: Mutex::default(),
+            publish_locks: Mutex::default(),
         })
     }
 
@@ -66,6 +74,27 @@ impl Output {
         if let Some(line) = event.log_line() {
             self.log.line(line);
         }
+    }
+
+    /// Notes one message of `tag`'s push: its log line, its progress, how far it came.
+    pub(super) fn push_update(&self, tag: &str, update: &PushUpdate) {
+        self.progress.push_update(update);
+        self.pushes
+            .locked()
+            .entry(tag.to_string())
+            .or_default()
+            .note(update);
+        self.log.line(update.line());
+    }
+
+    /// The tags whose push may have reached the registry.
+    pub(super) fn tags_maybe_pushed(&self) -> Vec<String> {
+        self.pushes
+            .locked()
+            .iter()
+            .filter(|(_, phase)| phase.may_have_landed())
+            .map(|(tag, _)| tag.clone())
+            .collect()
     }
 
     /// Removes the build's own name from its image; the requested tags keep it.
