@@ -26,6 +26,7 @@ mod openapi;
 mod readme;
 mod reads;
 mod recovery;
+mod registry_faults;
 mod reliability;
 mod secrets;
 mod security;

@@ -1,0 +1,105 @@
+//! A registry with a fault in front of it (`common::fault_proxy`): one that stops
+//! answering mid-push, and one that takes a push and then fails the read that
+//! would confirm it. Nothing waits forever, and the record follows the registry.
+
+use std::time::Duration;
+
+use crate::common::fault_proxy::{Fault, FaultProxy};
+use crate::common::{field, manifest_config, pushed_digest, unique, with_file, Server, TestEnv};
+use serde_json::Value;
+
+const BUILD_TIME: Duration = Duration::from_secs(300);
+
+/// A build of a layer no registry has yet, so its push uploads a blob.
+fn submit(server: &Server, env: &TestEnv, repository: &str, tag: &str) -> i64 {
+    let run = format!("echo {} > /fresh", unique("layer"));
+    let form = field(with_file(env.dockerfile(&run)), "repository", repository);
+    server.submit(field(form, "tag", tag))
+}
+
+#[test]
+fn a_registry_that_stops_answering_fails_the_push_naming_it() {
+    let env = TestEnv::get();
+    let proxy = FaultProxy::start(&env.registry);
+    proxy.set(Fault::HangBlobUpload);
+    let server = Server::start_with(&["--push-idle-timeout-secs", "5"]);
+    let repository = format!("{}/{}", proxy.address(), unique("stalled"));
+    let id = submit(&server, &env, &repository, "t");
+
+    let build = server.wait_final(id, BUILD_TIME);
+    assert_eq!(build["status"], "failed", "{build}");
+    let error = build["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!(
+            "the registry {} stopped answering",
+            proxy.address()
+        )),
+        "{build}"
+    );
+    assert!(error.contains("push_idle_timeout_secs"), "{build}");
+    let logs = server.logs(id);
+    assert!(logs.contains("cut, pushing once more"), "{logs}");
+    // Its layers never all got in: nothing says the registry may serve it.
+    assert_eq!(build["tags_pushed"], serde_json::json!([]), "{build}");
+
+    // The server is not held up: the same repository, once the registry
+    // answers again, takes the next push.
+    proxy.set(Fault::None);
+    let next = submit(&server, &env, &repository, "t");
+    let next = server.wait_final(next, BUILD_TIME);
+    assert_eq!(
+        next["status"],
+        "succeeded",
+        "{next}\n{}",
+        server.logs(next["id"].as_i64().unwrap())
+    );
+}
+
+#[test]
+fn a_push_that_lands_but_is_not_confirmed_moves_the_tag_on_the_record() {
+    let env = TestEnv::get();
+    let proxy = FaultProxy::start(&env.registry);
+    let server = Server::start_with(&["--push-idle-timeout-secs", "30"]);
+    let name = unique("unconfirmed");
+    let repository = format!("{}/{name}", proxy.address());
+
+    let first = submit(&server, &env, &repository, "t");
+    let first = server.wait_final(first, BUILD_TIME);
+    assert_eq!(first["status"], "succeeded", "{first}");
+
+    // The next build's push lands, and the read that would confirm it fails.
+    proxy.set(Fault::FailManifestReads);
+    let second = submit(&server, &env, &repository, "t");
+    let second = server.wait_final(second, BUILD_TIME);
+    assert_eq!(second["status"], "failed", "{second}");
+    assert!(
+        second["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not confirm"),
+        "{second}"
+    );
+    assert_eq!(second["tags_pushed"], serde_json::json!(["t"]), "{second}");
+    let first = server.build(first["id"].as_i64().unwrap());
+    assert_eq!(first["tag_moved_by"]["t"], second["id"], "{first}");
+
+    // And that is what the registry serves: the second build's image.
+    let direct = format!("{}/{name}", env.registry);
+    let digest = pushed_digest(&direct, "t", None).expect("the tag is served");
+    assert_eq!(
+        manifest_config(&direct, &digest).as_deref(),
+        second["image_id"].as_str(),
+        "{second}"
+    );
+    let logs = server.logs(second["id"].as_i64().unwrap());
+    assert!(logs.contains("may have reached the registry"), "{logs}");
+
+    // A later build that pushes the tag and is confirmed takes it from the
+    // failed one's record too.
+    proxy.set(Fault::None);
+    let third = submit(&server, &env, &repository, "t");
+    let third: Value = server.wait_final(third, BUILD_TIME);
+    assert_eq!(third["status"], "succeeded", "{third}");
+    let second = server.build(second["id"].as_i64().unwrap());
+    assert_eq!(second["tag_moved_by"]["t"], third["id"], "{second}");
+}
