@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use super::cancel::CancelSignals;
 use super::events::{Event, EventHub};
+use super::silence::Silences;
 use super::vault::{CredentialVault, SecretVault};
 use super::RunSettings;
 use crate::docker::BuilderPool;
@@ -57,6 +58,8 @@ pub struct Engine {
     /// Why the dispatcher cannot read the queue right now (a store error it
     /// retries); None while it can.
     pub dispatcher_fault: Fault,
+    /// When each running build was last heard from.
+    pub silences: Arc<Silences>,
 }
 
 impl Engine {

@@ -27,6 +27,7 @@ mod reads;
 mod retention;
 mod runner;
 pub mod secrets;
+mod silence;
 mod submit;
 pub mod triggers;
 mod vault;
@@ -54,6 +55,7 @@ use git::{GitError, GitPolicy, GitRequest};
 use options::{NetworkPolicy, OptionError, OptionsRequest};
 pub use readiness::Readiness;
 pub use retention::Retention;
+pub use silence::SilentBuild;
 use vault::{CredentialVault, SecretVault};
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +188,7 @@ impl BuildService {
             tag_locks: Default::default(),
             unrecorded_ends: Default::default(),
             dispatcher_fault: Default::default(),
+            silences: Default::default(),
         });
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
@@ -223,6 +226,11 @@ impl BuildService {
     /// Every builder with its health and load, in configuration order.
     pub fn builders(&self) -> Vec<BuilderStatus> {
         self.engine.pool.statuses()
+    }
+
+    /// Running builds that have been silent for more than a minute.
+    pub fn silent_builds(&self) -> Vec<SilentBuild> {
+        self.engine.silences.silent()
     }
 
     pub fn store(&self) -> &Store {

@@ -44,6 +44,9 @@ pub struct Build {
     pub progress: Option<Progress>,
     /// Why a queued build has not started; read off the builders, never stored.
     pub waiting_for: Option<String>,
+    /// When a running build that has been silent for over a minute was last
+    /// heard from; held in memory, never stored.
+    pub silent_since: Option<Timestamp>,
     /// How it is built, as the request chose.
     pub options: BuildOptions,
     /// Where the daemon finds the Dockerfile inside the stored context archive;

@@ -50,6 +50,10 @@ pub struct BuildView<'a> {
     /// Why a queued build has not started yet, e.g. "no builder up"; null when
     /// it is not queued or is about to start.
     waiting_for: Option<&'a str>,
+    /// While a running build (its build step or its push) has sent no output
+    /// and no progress for over a minute: when it was last heard from. Null
+    /// otherwise. See `build_idle_timeout_secs` and `push_idle_timeout_secs`.
+    silent_since: Option<String>,
     links: Links,
 }
 
@@ -120,6 +124,7 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             trigger: build.source.as_ref().and_then(|s| s.trigger.as_ref()),
             progress: build.progress.as_ref(),
             waiting_for: build.waiting_for.as_deref(),
+            silent_since: build.silent_since.map(Timestamp::to_rfc3339),
             links: Links {
                 self_: build_url(build.id),
                 logs: format!("{}/logs", build_url(build.id)),

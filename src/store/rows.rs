@@ -46,6 +46,7 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
             retry_of: row.get(13)?,
             progress: None,
             waiting_for: None,
+            silent_since: None,
             options: serde_json::from_str(&options).map_err(|_| corrupt("bad options"))?,
             digests: serde_json::from_str(&digests).map_err(|_| corrupt("bad digests"))?,
             context_dockerfile: row.get(16)?,

@@ -31,6 +31,7 @@ mod reliability;
 mod secrets;
 mod security;
 mod seed_api;
+mod stalls;
 mod tokens;
 mod triggers;
 mod upload_memory;

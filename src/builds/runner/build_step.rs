@@ -1,6 +1,8 @@
 //! The build step: the image built on the builder under the build's own name,
 //! with its logins, secrets and cache sources.
 
+use std::time::Duration;
+
 use super::error::RunError;
 use super::logins::pull_logins;
 use super::output::Output;
@@ -9,6 +11,7 @@ use crate::builds::options::needs_buildkit;
 use crate::builds::secrets::{self, mounts_secrets};
 use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder};
 use crate::domain::{Build, BuildSecret, Credentials};
+use crate::sync::Locked;
 
 /// Builds under the build's own name (see [`Output::build_reference`]). Returns
 /// the image id.
@@ -50,14 +53,17 @@ pub(super) async fn build_image(
         timeout: engine.settings.build_timeout,
     };
     let fell_back = std::sync::atomic::AtomicBool::new(false);
-    let built = builder
-        .build(spec, |event| {
-            if matches!(event, BuildEvent::FellBackToLegacy { .. }) {
-                fell_back.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            output.build_event(event)
-        })
-        .await;
+    let building = builder.build(spec, |event| {
+        if matches!(event, BuildEvent::FellBackToLegacy { .. }) {
+            fell_back.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        output.build_event(event)
+    });
+    let idle = engine.settings.build_idle_timeout;
+    let built = tokio::select! {
+        built = building => built,
+        () = output.silent_for(idle) => return Err(stopped_idle(builder, output, idle).await),
+    };
     if fell_back.into_inner() {
         record_builder_kind(engine, build, false).await;
     }
@@ -65,6 +71,25 @@ pub(super) async fn build_image(
     let _ = output.image_id.set(image_id.clone());
     output.log.line(format!("dockpub: built {image_id}"));
     Ok(image_id)
+}
+
+/// A build silent for `build_idle_timeout_secs`: dropping its unfinished build
+/// closed the daemon connection, which stops the daemon's build (as a cancel
+/// does); a legacy build's step container is removed here.
+async fn stopped_idle(builder: &Builder, output: &Output, idle: Duration) -> RunError {
+    let secs = idle.as_secs();
+    output.log.line(format!(
+        "dockpub: no output and no progress for {secs} s; build stopped"
+    ));
+    let container = output.step_container.locked().take();
+    if let Some(container) = container {
+        if let Err(err) = builder.remove_step_container(&container).await {
+            output.log.line(format!(
+                "dockpub: could not remove step container {container}: {err}"
+            ));
+        }
+    }
+    RunError::Idle { secs }
 }
 
 /// The request's `cache_from` images and, with `registry_cache` under BuildKit,

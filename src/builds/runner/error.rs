@@ -27,6 +27,8 @@ pub(super) enum RunError {
         builder: String,
         feature: &'static str,
     },
+    #[error("no output and no progress from the daemon for {secs} s (build_idle_timeout_secs): the build was stopped")]
+    Idle { secs: u64 },
     #[error("cancelled")]
     Cancelled,
     #[error("dockpub is shutting down; the build will run again at the next start")]

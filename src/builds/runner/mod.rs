@@ -35,7 +35,7 @@ use publish::{publish, record_maybe_pushed};
 pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     let id = build.id;
     let cancel = engine.cancels.token(id);
-    let output = match Output::start(&engine, id).await {
+    let output = match Output::start(&engine, id, slot.builder().name()).await {
         Ok(output) => output,
         Err(err) => return finish(&engine, &build, Err(err)).await,
     };
@@ -71,6 +71,7 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
         Ok(_) => {}
     }
     output.progress.stop();
+    engine.silences.forget(id);
     // The whole log is stored before the build is seen to end.
     output.log.finish().await;
     if !matches!(&result, Err(err) if err.requeues()) {

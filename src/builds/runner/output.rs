@@ -8,6 +8,7 @@ use super::error::RunError;
 use crate::builds::engine::Engine;
 use crate::builds::logs::LogWriter;
 use crate::builds::progress::ProgressTracker;
+use crate::builds::silence::Silences;
 use crate::docker::{BuildEvent, Builder};
 use crate::domain::{PushPhase, PushUpdate};
 use crate::named_locks::HeldLocks;
@@ -43,12 +44,21 @@ pub(super) struct Output {
     /// The build's publish locks once taken: they outlive a cancelled run's
     /// work until what its push may have done and its end are recorded.
     pub(super) publish_locks: Mutex<Option<HeldLocks>>,
+    /// Told of every event and push message: when the build was last heard from.
+    silences: Arc<Silences>,
+    id: i64,
+    builder: String,
 }
 
 impl Output {
     /// Starts the build's log after the lines an earlier attempt stored.
-    pub(super) async fn start(engine: &Arc<Engine>, id: i64) -> Result<Output, RunError> {
+    pub(super) async fn start(
+        engine: &Arc<Engine>,
+        id: i64,
+        builder: &str,
+    ) -> Result<Output, RunError> {
         let last_seq = engine.store.last_log_seq(id).await?;
+        engine.silences.heard(id, builder);
         Ok(Output {
             log: LogWriter::start(engine.store.clone(), engine.events.clone(), id, last_seq),
             progress: ProgressTracker::start(engine.events.clone(), id),
@@ -58,12 +68,16 @@ impl Output {
             image_id: OnceLock::new(),
             pushes: Mutex::default(),
             publish_locks: Mutex::default(),
+            silences: engine.silences.clone(),
+            id,
+            builder: builder.to_string(),
         })
     }
 
     /// Notes one event of the build step: its log line, its progress, and the
     /// step container a cancel must remove.
     pub(super) fn build_event(&self, event: BuildEvent) {
+        self.heard();
         match &event {
             BuildEvent::StepContainer(container) => {
                 *self.step_container.locked() = Some(container.clone());
@@ -78,6 +92,7 @@ impl Output {
 
     /// Notes one message of `tag`'s push: its log line, its progress, how far it came.
     pub(super) fn push_update(&self, tag: &str, update: &PushUpdate) {
+        self.heard();
         self.progress.push_update(update);
         self.pushes
             .locked()
@@ -85,6 +100,15 @@ impl Output {
             .or_default()
             .note(update);
         self.log.line(update.line());
+    }
+
+    fn heard(&self) {
+        self.silences.heard(self.id, &self.builder);
+    }
+
+    /// Resolves once nothing has been heard from the build for `limit`.
+    pub(super) async fn silent_for(&self, limit: std::time::Duration) {
+        self.silences.until_silent_for(self.id, limit).await;
     }
 
     /// The tags whose push may have reached the registry.
