@@ -138,6 +138,8 @@ pub struct RunSettings {
     pub build_idle_timeout: Duration,
     /// A push without progress for this long is cut (and tried once more).
     pub push_idle_timeout: Duration,
+    /// A BuildKit cache import under way this long is given up.
+    pub cache_import_timeout: Duration,
     pub credentials: CredentialResolver,
     /// `[secrets.ID]`: offered to every build, read at start.
     pub secrets: Vec<BuildSecret>,

@@ -33,6 +33,9 @@ pub struct BuildSection {
     /// A push with no progress from the daemon for this long is cut and tried
     /// once more; a second stall fails the build, naming the registry.
     pub push_idle_timeout_secs: u64,
+    /// A BuildKit import of a cache source (`registry_cache`, `cache_from`)
+    /// under way this long is given up: the build starts again without it.
+    pub cache_import_timeout_secs: u64,
     /// Queued builds accepted before submissions get 429.
     pub max_queued_builds: usize,
     /// A queued build that has not started after this many seconds fails,
@@ -53,6 +56,7 @@ impl Default for BuildSection {
             build_timeout_secs: 3600,
             build_idle_timeout_secs: 600,
             push_idle_timeout_secs: 600,
+            cache_import_timeout_secs: 60,
             max_queued_builds: 1000,
             max_queue_wait_secs: None,
             registry_cache: true,
@@ -84,6 +88,9 @@ pub struct BuildFlags {
     /// Seconds a push may go without progress before it is cut (and tried once more) [default: 600]
     #[arg(long, env = "DOCKPUB_PUSH_IDLE_TIMEOUT_SECS")]
     pub push_idle_timeout_secs: Option<u64>,
+    /// Seconds a BuildKit cache import may take before the build goes on without it [default: 60]
+    #[arg(long, env = "DOCKPUB_CACHE_IMPORT_TIMEOUT_SECS")]
+    pub cache_import_timeout_secs: Option<u64>,
     /// Queued builds accepted before submissions get 429 [default: 1000]
     #[arg(long, env = "DOCKPUB_MAX_QUEUED_BUILDS")]
     pub max_queued_builds: Option<usize>,
@@ -101,6 +108,7 @@ impl Section for BuildSection {
             ("build_timeout_secs", self.build_timeout_secs),
             ("build_idle_timeout_secs", self.build_idle_timeout_secs),
             ("push_idle_timeout_secs", self.push_idle_timeout_secs),
+            ("cache_import_timeout_secs", self.cache_import_timeout_secs),
             ("max_queued_builds", self.max_queued_builds as u64),
         ])?;
         if self.max_queue_wait_secs == Some(0) {

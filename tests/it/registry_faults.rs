@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use crate::common::fault_proxy::{Fault, FaultProxy};
-use crate::common::{field, manifest_config, pushed_digest, unique, with_file, Server, TestEnv};
+use crate::common::{
+    docker, field, manifest_config, pushed_digest, unique, with_file, Server, TestEnv,
+};
 use serde_json::Value;
 
 const BUILD_TIME: Duration = Duration::from_secs(300);
@@ -102,4 +104,42 @@ fn a_push_that_lands_but_is_not_confirmed_moves_the_tag_on_the_record() {
     assert_eq!(third["status"], "succeeded", "{third}");
     let second = server.build(second["id"].as_i64().unwrap());
     assert_eq!(second["tag_moved_by"]["t"], third["id"], "{second}");
+}
+
+#[test]
+fn a_cache_import_that_stalls_is_given_up_and_the_build_goes_on() {
+    let env = TestEnv::get();
+    let proxy = FaultProxy::start(&env.registry);
+    let server = Server::start_with(&[
+        "--cache-import-timeout-secs",
+        "5",
+        "--push-idle-timeout-secs",
+        "30",
+    ]);
+    let repository = format!("{}/{}", proxy.address(), unique("cache"));
+    let first = submit(&server, &env, &repository, "t");
+    assert_eq!(server.wait_final(first, BUILD_TIME)["status"], "succeeded");
+    // Without its local tag, the daemon finds the cache only in the registry.
+    docker(&["rmi", &format!("{repository}:t")]);
+
+    // The registry stops answering manifest reads: BuildKit's import of the
+    // build's own tag as cache hangs, and is given up.
+    proxy.set(Fault::HangManifestReads);
+    let second = submit(&server, &env, &repository, "t");
+    let given_up = format!("importing the cache from {repository}:t made no progress for 5 s");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !server.logs(second).contains(&given_up) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.logs(second)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The registry answers again, in time for the push.
+    proxy.set(Fault::None);
+    let second = server.wait_final(second, BUILD_TIME);
+    assert_eq!(second["status"], "succeeded", "{second}");
+    let logs = server.logs(second["id"].as_i64().unwrap());
+    assert!(logs.contains("building again without it"), "{logs}");
 }

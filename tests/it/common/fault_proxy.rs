@@ -27,6 +27,8 @@ pub enum Fault {
     HangBlobUpload = 1,
     /// Once a manifest was PUT, reads of manifests answer 503.
     FailManifestReads = 2,
+    /// Reads of manifests (GET, HEAD) are not answered until lifted.
+    HangManifestReads = 3,
 }
 
 pub struct FaultProxy {
@@ -109,16 +111,19 @@ impl Shared {
         let is_blob_upload = path.contains("/blobs/uploads/") && matches!(method, "PATCH" | "PUT");
         let is_manifest = path.contains("/manifests/");
         let mut rest = rest;
-        if self.fault() == Fault::HangBlobUpload as u8 && is_blob_upload {
-            // Take in whatever comes and do not answer while the fault lasts, as
-            // a stopped registry would; once it is lifted the request goes on.
-            if !self.hang(&mut client, &mut rest) {
-                return;
-            }
+        let is_manifest_read = is_manifest && matches!(method, "GET" | "HEAD");
+        let hangs = match self.fault() {
+            f if f == Fault::HangBlobUpload as u8 => is_blob_upload,
+            f if f == Fault::HangManifestReads as u8 => is_manifest_read,
+            _ => false,
+        };
+        // Take in whatever comes and do not answer while the fault lasts, as a
+        // stopped registry would; once it is lifted the request goes on.
+        if hangs && !self.hang(&mut client, &mut rest) {
+            return;
         }
         if self.fault() == Fault::FailManifestReads as u8
-            && is_manifest
-            && matches!(method, "GET" | "HEAD")
+            && is_manifest_read
             && self.manifest_put.load(Ordering::SeqCst)
         {
             let _ = client.write_all(
@@ -146,7 +151,8 @@ impl Shared {
     fn hang(&self, client: &mut TcpStream, buffered: &mut Vec<u8>) -> bool {
         let _ = client.set_read_timeout(Some(Duration::from_millis(200)));
         let mut buffer = [0u8; 64 * 1024];
-        while self.fault() == Fault::HangBlobUpload as u8 {
+        let fault = self.fault();
+        while self.fault() == fault {
             match client.read(&mut buffer) {
                 Ok(0) => return false,
                 Ok(n) => buffered.extend_from_slice(&buffer[..n]),
