@@ -5,6 +5,7 @@
 //! delete `ending.rs`, what `/metrics` and `/readyz` read `readiness.rs`.
 
 pub mod access;
+mod build_names;
 mod cancel;
 pub mod context;
 pub mod credentials;
@@ -197,6 +198,7 @@ impl BuildService {
         }
         // Until builds are interrupted at shutdown, a lost builder must still requeue them.
         crate::docker::spawn_health_checks(engine.pool.clone(), engine.interrupting.clone());
+        build_names::remove_left_at_start(&engine).await;
         queue::spawn_dispatcher(engine.clone());
         let service = BuildService { engine, limits };
         retention::spawn_pruner(service.clone(), retention);

@@ -257,6 +257,24 @@ impl Builder {
         }
     }
 
+    /// Every `name:tag` on the daemon starting with `prefix` (`name:` and the
+    /// tag's start).
+    pub async fn names_starting_with(&self, prefix: &str) -> Result<Vec<String>, DockerError> {
+        let filters = std::collections::HashMap::from([(
+            "reference".to_string(),
+            vec![format!("{prefix}*")],
+        )]);
+        let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let images = self.client().await?.list_images(Some(options)).await?;
+        Ok(images
+            .into_iter()
+            .flat_map(|image| image.repo_tags)
+            .filter(|name| name.starts_with(prefix))
+            .collect())
+    }
+
     /// Removes the tag `reference`; the image goes too when that was its last tag.
     /// Returns whether there was such a tag.
     pub async fn untag(&self, reference: &str) -> Result<bool, DockerError> {

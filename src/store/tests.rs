@@ -195,7 +195,11 @@ async fn keeps_the_build_that_owns_a_tag_the_kept_builds_name() {
             tags: TagPlan::Listed(vec!["t".into()]),
             ..new_build(n)
         };
-        let id = store.insert_build(new, usize::MAX, |_| {}).await.unwrap().id;
+        let id = store
+            .insert_build(new, usize::MAX, |_| {})
+            .await
+            .unwrap()
+            .id;
         store
             .claim_next_queued("local".into(), Vec::new())
             .await
@@ -225,8 +229,14 @@ async fn keeps_the_build_that_owns_a_tag_the_kept_builds_name() {
         ids[1..].to_vec()
     );
     // Keeping the last two by id would prune the owner; it stays.
-    assert_eq!(store.prunable_builds(None, Some(2)).await.unwrap(), vec![ids[1]]);
-    assert_eq!(store.prunable_builds(None, Some(1)).await.unwrap(), ids[1..3].to_vec());
+    assert_eq!(
+        store.prunable_builds(None, Some(2)).await.unwrap(),
+        vec![ids[1]]
+    );
+    assert_eq!(
+        store.prunable_builds(None, Some(1)).await.unwrap(),
+        ids[1..3].to_vec()
+    );
     assert_eq!(store.prunable_builds(None, Some(0)).await.unwrap(), ids);
 }
 

@@ -143,3 +143,39 @@ fn a_cache_import_that_stalls_is_given_up_and_the_build_goes_on() {
     let logs = server.logs(second["id"].as_i64().unwrap());
     assert!(logs.contains("building again without it"), "{logs}");
 }
+
+/// This server's build names (`dockpub-build:INSTANCE-…`) on the daemon.
+fn build_names(server: &Server) -> Vec<String> {
+    let instance = std::fs::read_to_string(server.data_dir().join("instance")).unwrap();
+    let prefix = format!("dockpub-build:{}-", instance.trim());
+    docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .lines()
+        .filter(|name| name.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_kill_during_a_push_leaves_no_build_name_once_the_build_ran_again() {
+    let env = TestEnv::get();
+    let proxy = FaultProxy::start(&env.registry);
+    proxy.set(Fault::HangBlobUpload);
+    let mut server = Server::start();
+    let repository = format!("{}/{}", proxy.address(), unique("killed"));
+    let id = submit(&server, &env, &repository, "t");
+    let deadline = std::time::Instant::now() + BUILD_TIME;
+    while !server.logs(id).contains("Pushing") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.logs(id));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    server.kill();
+    let left = build_names(&server);
+    assert_eq!(left.len(), 1, "the killed attempt's name: {left:?}");
+
+    proxy.set(Fault::None);
+    server.restart();
+    let build = server.wait_final(id, BUILD_TIME);
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert_eq!(build["attempts"], 2, "{build}");
+    assert_eq!(build_names(&server), Vec::<String>::new());
+}

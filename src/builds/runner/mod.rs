@@ -18,6 +18,7 @@ mod publish;
 
 use std::sync::Arc;
 
+use super::build_names;
 use super::engine::Engine;
 use crate::docker::{Builder, Slot};
 use crate::domain::{Build, Status};
@@ -44,6 +45,14 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
             "dockpub: attempt {} (the previous one was interrupted)",
             build.attempts
         ));
+        // An earlier attempt on this builder may have left its build name.
+        let prefix = build_names::of_build(engine.store.instance(), id);
+        let keep = Some(output.build_reference.as_str());
+        for name in build_names::remove_stale(slot.builder(), &prefix, keep).await {
+            output.log.line(format!(
+                "dockpub: removed {name}, left by the interrupted attempt"
+            ));
+        }
     }
     let lost = slot.lost();
     let result = tokio::select! {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::error::RunError;
+use crate::builds::build_names;
 use crate::builds::engine::Engine;
 use crate::builds::logs::LogWriter;
 use crate::builds::progress::ProgressTracker;
@@ -64,7 +65,11 @@ impl Output {
             progress: ProgressTracker::start(engine.events.clone(), id),
             step_container: Mutex::new(None),
             // Unique across dockpub processes sharing a daemon, whose build ids overlap.
-            build_reference: format!("dockpub-build:{id}-{}", uuid::Uuid::new_v4().simple()),
+            build_reference: format!(
+                "{}{}",
+                build_names::of_build(engine.store.instance(), id),
+                uuid::Uuid::new_v4().simple()
+            ),
             image_id: OnceLock::new(),
             pushes: Mutex::default(),
             publish_locks: Mutex::default(),
