@@ -62,7 +62,11 @@ impl PushPhase {
     /// Counts one message of the push.
     pub fn note(&mut self, update: &PushUpdate) {
         let status = update.status.as_str();
-        if status == "Preparing" {
+        if status.starts_with("The push refers to repository") {
+            // A push started again (after a stall) counts its layers anew.
+            self.layers = 0;
+            self.layers_done = 0;
+        } else if status == "Preparing" {
             self.layers += 1;
         } else if status == "Pushed"
             || status == "Layer already exists"
@@ -98,6 +102,21 @@ mod tests {
         }
         assert!(!phase.may_have_landed(), "one layer is still out");
         phase.note(&update("Layer already exists"));
+        assert!(phase.may_have_landed());
+        // Pushed once more after a stall: its own layers count.
+        for status in [
+            "The push refers to repository [r]",
+            "Preparing",
+            "Preparing",
+            "Pushed",
+        ] {
+            phase.note(&update(status));
+        }
+        assert!(
+            !phase.may_have_landed(),
+            "one layer of the new push is still out"
+        );
+        phase.note(&update("Pushed"));
         assert!(phase.may_have_landed());
         let mut written = PushPhase::default();
         written.note(&update(

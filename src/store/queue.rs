@@ -71,9 +71,10 @@ impl Store {
     /// Final builds to prune: finished before `finished_before` (if given) and, if
     /// `keep_last` is given, older than the `keep_last`-th newest succeeded build
     /// (failed and cancelled builds do not count; nothing is pruned for this rule
-    /// until that many builds succeeded), unless it owns a tag a kept build
-    /// names too: the build that finished last owns a tag even when its id is
-    /// lower, and pruning it would take away the tag's local name. Oldest first.
+    /// until that many builds succeeded), unless it owns a tag a kept build of
+    /// another image names too: the build that finished last owns a tag even
+    /// when its id is lower, and pruning it would take away the tag's local
+    /// name. Oldest first.
     pub async fn prunable_builds(
         &self,
         finished_before: Option<Timestamp>,
@@ -95,6 +96,7 @@ impl Store {
                                               WHERE moved.key = owned.value)
                               AND kept.repository = b.repository
                               AND kept.id >= (SELECT id FROM cutoff)
+                              AND kept.image_id IS NOT b.image_id
                               AND named.value = owned.value)))
                  ORDER BY id"
             );

@@ -179,3 +179,39 @@ fn a_kill_during_a_push_leaves_no_build_name_once_the_build_ran_again() {
     assert_eq!(build["attempts"], 2, "{build}");
     assert_eq!(build_names(&server), Vec::<String>::new());
 }
+
+#[test]
+fn a_cancel_while_the_manifest_is_put_leaves_the_tag_unknown_on_the_record() {
+    let env = TestEnv::get();
+    let proxy = FaultProxy::start(&env.registry);
+    let server = Server::start();
+    let repository = format!("{}/{}", proxy.address(), unique("cancelled"));
+    let first = submit(&server, &env, &repository, "t");
+    assert_eq!(server.wait_final(first, BUILD_TIME)["status"], "succeeded");
+
+    // Every layer is in; the manifest PUT is held on its way to the registry.
+    proxy.set(Fault::HangManifestPut);
+    let second = submit(&server, &env, &repository, "t");
+    let deadline = std::time::Instant::now() + BUILD_TIME;
+    while proxy.hanging() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.logs(second)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(server.cancel(second).status().is_success());
+    let cancelled = server.wait_for(second, BUILD_TIME, |b| b["status"] == "cancelled");
+    proxy.set(Fault::None);
+
+    // Whether or not the PUT got through, the record does not claim the tag
+    // for the first build any more: the cancelled one may be what it serves.
+    assert_eq!(
+        cancelled["tags_pushed"],
+        serde_json::json!(["t"]),
+        "{cancelled}"
+    );
+    let first = server.build(first);
+    assert_eq!(first["tag_moved_by"]["t"], second, "{first}");
+}

@@ -11,7 +11,7 @@
 use std::io::ErrorKind;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -29,6 +29,9 @@ pub enum Fault {
     FailManifestReads = 2,
     /// Reads of manifests (GET, HEAD) are not answered until lifted.
     HangManifestReads = 3,
+    /// A manifest PUT is taken in and held until lifted, then sent on if the
+    /// client is still there.
+    HangManifestPut = 4,
 }
 
 pub struct FaultProxy {
@@ -36,6 +39,7 @@ pub struct FaultProxy {
     fault: Arc<AtomicU8>,
     manifest_put: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    hanging: Arc<AtomicUsize>,
 }
 
 impl FaultProxy {
@@ -48,11 +52,13 @@ impl FaultProxy {
             fault: Arc::new(AtomicU8::new(Fault::None as u8)),
             manifest_put: Arc::default(),
             stop: Arc::default(),
+            hanging: Arc::default(),
         };
         let shared = Shared {
             upstream: upstream.to_string(),
             fault: proxy.fault.clone(),
             manifest_put: proxy.manifest_put.clone(),
+            hanging: proxy.hanging.clone(),
         };
         let stop = proxy.stop.clone();
         thread::spawn(move || {
@@ -71,6 +77,11 @@ impl FaultProxy {
     /// The proxy's `host:port`, a registry address the daemon takes as insecure.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Requests held by a fault right now.
+    pub fn hanging(&self) -> usize {
+        self.hanging.load(Ordering::SeqCst)
     }
 
     pub fn set(&self, fault: Fault) {
@@ -92,6 +103,7 @@ struct Shared {
     upstream: String,
     fault: Arc<AtomicU8>,
     manifest_put: Arc<AtomicBool>,
+    hanging: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -115,6 +127,7 @@ impl Shared {
         let hangs = match self.fault() {
             f if f == Fault::HangBlobUpload as u8 => is_blob_upload,
             f if f == Fault::HangManifestReads as u8 => is_manifest_read,
+            f if f == Fault::HangManifestPut as u8 => is_manifest && method == "PUT",
             _ => false,
         };
         // Take in whatever comes and do not answer while the fault lasts, as a
@@ -152,16 +165,19 @@ impl Shared {
         let _ = client.set_read_timeout(Some(Duration::from_millis(200)));
         let mut buffer = [0u8; 64 * 1024];
         let fault = self.fault();
-        while self.fault() == fault {
+        self.hanging.fetch_add(1, Ordering::SeqCst);
+        let mut client_there = true;
+        while client_there && self.fault() == fault {
             match client.read(&mut buffer) {
-                Ok(0) => return false,
+                Ok(0) => client_there = false,
                 Ok(n) => buffered.extend_from_slice(&buffer[..n]),
                 Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => return false,
+                Err(_) => client_there = false,
             }
         }
+        self.hanging.fetch_sub(1, Ordering::SeqCst);
         let _ = client.set_read_timeout(None);
-        true
+        client_there
     }
 }
 
