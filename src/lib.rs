@@ -273,6 +273,9 @@ async fn start(
     };
     let settings = RunSettings {
         build_timeout: Duration::from_secs(config.builds.build_timeout_secs),
+        build_idle_timeout: Duration::from_secs(config.builds.build_idle_timeout_secs),
+        push_idle_timeout: Duration::from_secs(config.builds.push_idle_timeout_secs),
+        cache_import_timeout: Duration::from_secs(config.builds.cache_import_timeout_secs),
         credentials: CredentialResolver::new(
             config.registries.registry_credentials()?,
             builds::docker_config::DockerConfig::from_env(),

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use super::cancel::CancelSignals;
 use super::events::{Event, EventHub};
 use super::followers::FollowerSlots;
+use super::silence::Silences;
 use super::vault::{CredentialVault, SecretVault};
 use super::RunSettings;
 use crate::docker::BuilderPool;
@@ -57,6 +58,11 @@ pub struct Engine {
     /// while a tag is checked and taken back (delete, retention, cancel). Short,
     /// so a delete never waits for a push.
     pub tag_locks: NamedLocks,
+    /// Why the dispatcher cannot read the queue right now (a store error it
+    /// retries); None while it can.
+    pub dispatcher_fault: Fault,
+    /// When each running build was last heard from.
+    pub silences: Arc<Silences>,
 }
 
 impl Engine {
@@ -187,6 +193,25 @@ impl Engine {
                 .with_label_values(&[phase])
                 .observe(seconds);
         }
+    }
+}
+
+/// A fault something retries on its own, for /readyz to report meanwhile.
+#[derive(Default)]
+pub struct Fault(Mutex<Option<String>>);
+
+impl Fault {
+    pub fn set(&self, reason: String) {
+        *self.0.locked() = Some(reason);
+    }
+
+    /// Clears the fault; returns the one there was.
+    pub fn take(&self) -> Option<String> {
+        self.0.locked().take()
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.locked().clone()
     }
 }
 

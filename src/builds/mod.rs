@@ -5,6 +5,7 @@
 //! delete `ending.rs`, what `/metrics` and `/readyz` read `readiness.rs`.
 
 pub mod access;
+mod build_names;
 mod cancel;
 pub mod context;
 pub mod credentials;
@@ -29,6 +30,7 @@ mod reads;
 mod retention;
 mod runner;
 pub mod secrets;
+mod silence;
 mod submit;
 pub mod triggers;
 mod vault;
@@ -59,6 +61,7 @@ pub use logs::LogLimits;
 use options::{NetworkPolicy, OptionError, OptionsError, OptionsRequest};
 pub use readiness::Readiness;
 pub use retention::Retention;
+pub use silence::SilentBuild;
 use vault::{CredentialVault, SecretVault};
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +158,12 @@ pub struct Limits {
 pub struct RunSettings {
     /// The daemon's part of a build is stopped past this.
     pub build_timeout: Duration,
+    /// The daemon's part of a build is stopped after this long without output or progress.
+    pub build_idle_timeout: Duration,
+    /// A push without progress for this long is cut (and tried once more).
+    pub push_idle_timeout: Duration,
+    /// A BuildKit cache import under way this long is given up.
+    pub cache_import_timeout: Duration,
     pub credentials: CredentialResolver,
     /// `[secrets.ID]`: offered to every build, read at start.
     pub secrets: Vec<BuildSecret>,
@@ -210,12 +219,15 @@ impl BuildService {
             publish_locks: Default::default(),
             tag_locks: Default::default(),
             unrecorded_ends: Default::default(),
+            dispatcher_fault: Default::default(),
+            silences: Default::default(),
         });
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
         }
         // Until builds are interrupted at shutdown, a lost builder must still requeue them.
         crate::docker::spawn_health_checks(engine.pool.clone(), engine.interrupting.clone());
+        build_names::remove_left_at_start(&engine).await;
         queue::spawn_dispatcher(engine.clone());
         let service = BuildService { engine, limits };
         retention::spawn_pruner(service.clone(), retention);
@@ -247,6 +259,11 @@ impl BuildService {
     /// Every builder with its health and load, in configuration order.
     pub fn builders(&self) -> Vec<BuilderStatus> {
         self.engine.pool.statuses()
+    }
+
+    /// Running builds that have been silent for more than a minute.
+    pub fn silent_builds(&self) -> Vec<SilentBuild> {
+        self.engine.silences.silent()
     }
 
     pub fn store(&self) -> &Store {

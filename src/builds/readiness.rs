@@ -63,6 +63,12 @@ impl BuildService {
             );
             store_ok = false;
         }
+        if let Some(fault) = self.engine.dispatcher_fault.get() {
+            readiness.reasons.push(format!(
+                "dispatcher: cannot read the queue ({fault}); no queued build starts until it can, it tries again by itself"
+            ));
+            store_ok = false;
+        }
         let pings =
             self.engine.pool.builders().map(|builder| async move {
                 (builder, builder.ping_within(READY_PING_LIMIT).await)

@@ -55,6 +55,13 @@ impl BuildService {
         self.engine.events.progress(build.id)
     }
 
+    fn silent_since(&self, build: &Build) -> Option<crate::domain::Timestamp> {
+        if !build.status.is_running() {
+            return None;
+        }
+        self.engine.silences.silent_since(build.id)
+    }
+
     /// Why a queued build waits, now (see [`waiting::waiting_for`]).
     fn waiting_for(&self, build: &Build) -> Option<String> {
         if build.status != Status::Queued {
@@ -81,6 +88,7 @@ impl BuildService {
         Build {
             progress: self.progress(&build),
             waiting_for: self.waiting_for(&build),
+            silent_since: self.silent_since(&build),
             ..build
         }
     }

@@ -28,6 +28,15 @@ pub struct BuildSection {
     pub build_cpu_shares: u64,
     /// A build (the daemon's part, before the push) running longer fails.
     pub build_timeout_secs: u64,
+    /// A build whose daemon sends no output and no progress for this long fails
+    /// (and is stopped on the daemon).
+    pub build_idle_timeout_secs: u64,
+    /// A push with no progress from the daemon for this long is cut and tried
+    /// once more; a second stall fails the build, naming the registry.
+    pub push_idle_timeout_secs: u64,
+    /// A BuildKit import of a cache source (`registry_cache`, `cache_from`)
+    /// under way this long is given up: the build starts again without it.
+    pub cache_import_timeout_secs: u64,
     /// Queued builds accepted before submissions get 429.
     pub max_queued_builds: usize,
     /// A queued build that has not started after this many seconds fails,
@@ -53,6 +62,9 @@ impl Default for BuildSection {
             build_memory_bytes: 0,
             build_cpu_shares: 0,
             build_timeout_secs: 3600,
+            build_idle_timeout_secs: 600,
+            push_idle_timeout_secs: 600,
+            cache_import_timeout_secs: 60,
             max_queued_builds: 1000,
             max_queue_wait_secs: None,
             registry_cache: true,
@@ -81,6 +93,15 @@ pub struct BuildFlags {
     /// Seconds a build may run before it is stopped [default: 3600]
     #[arg(long, env = "DOCKPUB_BUILD_TIMEOUT_SECS")]
     pub build_timeout_secs: Option<u64>,
+    /// Seconds a build may go without output or progress before it fails [default: 600]
+    #[arg(long, env = "DOCKPUB_BUILD_IDLE_TIMEOUT_SECS")]
+    pub build_idle_timeout_secs: Option<u64>,
+    /// Seconds a push may go without progress before it is cut (and tried once more) [default: 600]
+    #[arg(long, env = "DOCKPUB_PUSH_IDLE_TIMEOUT_SECS")]
+    pub push_idle_timeout_secs: Option<u64>,
+    /// Seconds a BuildKit cache import may take before the build goes on without it [default: 60]
+    #[arg(long, env = "DOCKPUB_CACHE_IMPORT_TIMEOUT_SECS")]
+    pub cache_import_timeout_secs: Option<u64>,
     /// Queued builds accepted before submissions get 429 [default: 1000]
     #[arg(long, env = "DOCKPUB_MAX_QUEUED_BUILDS")]
     pub max_queued_builds: Option<usize>,
@@ -105,6 +126,9 @@ impl Section for BuildSection {
     fn validate(&self) -> Result<(), ConfigError> {
         at_least_1(&[
             ("build_timeout_secs", self.build_timeout_secs),
+            ("build_idle_timeout_secs", self.build_idle_timeout_secs),
+            ("push_idle_timeout_secs", self.push_idle_timeout_secs),
+            ("cache_import_timeout_secs", self.cache_import_timeout_secs),
             ("max_queued_builds", self.max_queued_builds as u64),
             ("max_log_lines", self.max_log_lines),
             ("max_log_bytes", self.max_log_bytes),

@@ -283,7 +283,8 @@ pub(super) fn transition(
                 ELSE built_at END,
             finished_at = CASE WHEN ?1 IN ({finals}) THEN ?5 ELSE NULL END,
             digests = CASE WHEN ?1 = 'queued' THEN '{{}}' ELSE COALESCE(?7, digests) END,
-            builder = CASE WHEN ?1 = 'queued' THEN NULL ELSE builder END
+            builder = CASE WHEN ?1 = 'queued' THEN NULL ELSE builder END,
+            tags_pushed = CASE WHEN ?1 = 'succeeded' THEN '[]' ELSE tags_pushed END
          WHERE id = ?6 AND status IN ({placeholders})"
     );
     let digests = changes.digests.as_ref().map(rows::to_json);

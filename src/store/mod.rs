@@ -170,6 +170,9 @@ pub struct Store {
     /// write that succeeds (see [`Store::disk_full`]).
     disk_full: Arc<AtomicBool>,
     files: BuildFiles,
+    /// This data directory's own name among the dockpubs sharing a daemon (see
+    /// [`Store::instance`]).
+    instance: Arc<str>,
 }
 
 /// Whether a write can change what a build's JSON shows.
@@ -211,6 +214,7 @@ impl Store {
             .test_on_check_out(false)
             .build(manager)?;
         let files = BuildFiles::open(data_dir.join("builds"), data_dir.join("uploads"))?;
+        let instance = instance_of(data_dir)?.into();
         Ok(Store {
             readers,
             read_slots: Arc::new(Semaphore::new(READERS as usize)),
@@ -218,7 +222,15 @@ impl Store {
             generation: Arc::default(),
             disk_full: Arc::default(),
             files,
+            instance,
         })
+    }
+
+    /// A random name of this data directory, made once and kept in
+    /// `data_dir/instance`: the build names it leaves on a daemon carry it, so
+    /// the names a crash left behind can be told from another dockpub's.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     pub(crate) fn files(&self) -> &BuildFiles {
@@ -347,3 +359,21 @@ fn wait_when_busy(naps: i32) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Reads `data_dir/instance`, writing a new random name there first if it has none.
+fn instance_of(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("instance");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if is_instance_name(text.trim()) => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    let name = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    std::fs::write(&path, format!("{name}\n"))?;
+    Ok(name)
+}
+
+fn is_instance_name(text: &str) -> bool {
+    text.len() == 12 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}

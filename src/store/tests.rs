@@ -187,6 +187,61 @@ async fn keeps_the_newest_succeeded_builds_and_everything_after_them() {
     );
 }
 
+#[tokio::test]
+async fn keeps_the_build_that_owns_a_tag_the_kept_builds_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let new = NewBuild {
+            tags: TagPlan::Listed(vec!["t".into()]),
+            ..new_build(n)
+        };
+        let id = store
+            .insert_build(new, usize::MAX, |_| {})
+            .await
+            .unwrap()
+            .id;
+        store
+            .claim_next_queued("local".into(), Vec::new())
+            .await
+            .unwrap();
+        let changes = Changes {
+            image_id: Some(format!("sha256:{n}")),
+            ..Changes::default()
+        };
+        store
+            .transition(id, None, Status::Succeeded, changes)
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(id);
+    }
+    // The first build finished last: the tag names its image, the others' moved.
+    let published = crate::store::PublishedTag {
+        by: ids[0],
+        repository: "store/app".into(),
+        tag: "t".into(),
+        image_id: "sha256:0".into(),
+        builder: "local".into(),
+        pushed: false,
+    };
+    assert_eq!(
+        store.record_tag_moved(published).await.unwrap(),
+        ids[1..].to_vec()
+    );
+    // Keeping the last two by id would prune the owner; it stays.
+    assert_eq!(
+        store.prunable_builds(None, Some(2)).await.unwrap(),
+        vec![ids[1]]
+    );
+    assert_eq!(
+        store.prunable_builds(None, Some(1)).await.unwrap(),
+        ids[1..3].to_vec()
+    );
+    assert_eq!(store.prunable_builds(None, Some(0)).await.unwrap(), ids);
+}
+
 fn numbered_lines(id: i64, from: i64, count: i64) -> Arc<Vec<LogLine>> {
     let lines = (from..from + count).map(|seq| LogLine {
         seq,

@@ -1,6 +1,9 @@
 //! The build step: the image built on the builder under the build's own name,
 //! with its logins, secrets and cache sources.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use super::error::RunError;
 use super::logins::pull_logins;
 use super::output::Output;
@@ -10,6 +13,7 @@ use crate::builds::options::needs_buildkit;
 use crate::builds::secrets::{self, mounts_secrets};
 use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder, DockerError};
 use crate::domain::{Build, BuildSecret, Credentials};
+use crate::sync::Locked;
 
 /// Builds under the build's own name (see [`Output::build_reference`]). Returns
 /// the image id.
@@ -22,7 +26,7 @@ pub(super) async fn build_image(
 ) -> Result<String, RunError> {
     let dockerfile = engine.store.read_dockerfile(build.id).await?;
     let context_path = engine.store.files().context_path(build.id);
-    let source = match &build.context_dockerfile {
+    let source = || match &build.context_dockerfile {
         Some(path) => BuildSource::Archive {
             path: &context_path,
             dockerfile: path,
@@ -40,33 +44,75 @@ pub(super) async fn build_image(
     let pull_logins = pull_logins(engine, build, &dockerfile, push_login).await?;
     output.mask_logins(pull_logins.iter().map(|(_, login)| login));
     let secrets = build_secrets(engine, build, &dockerfile)?;
-    let cache_from = cache_sources(engine, build, buildkit);
-    let spec = BuildSpec {
-        source,
-        reference: &output.build_reference,
-        options: &build.options,
-        pull_logins: &pull_logins,
-        secrets: &secrets,
-        cache_from: &cache_from,
-        inline_cache: buildkit && engine.settings.registry_cache,
-        timeout: engine.settings.build_timeout,
-    };
-    let fell_back = std::sync::atomic::AtomicBool::new(false);
-    let built = builder
-        .build(spec, |event| {
-            if matches!(event, BuildEvent::FellBackToLegacy { .. }) {
-                fell_back.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut cache_from = cache_sources(engine, build, buildkit);
+    let image_id = loop {
+        let spec = BuildSpec {
+            source: source(),
+            reference: &output.build_reference,
+            options: &build.options,
+            pull_logins: &pull_logins,
+            secrets: &secrets,
+            cache_from: &cache_from,
+            inline_cache: buildkit && engine.settings.registry_cache,
+            timeout: engine.settings.build_timeout,
+        };
+        match build_once(engine, build, builder, spec, output, &dockerfile, buildkit).await? {
+            Built::Image(image_id) => break image_id,
+            Built::CacheImportStalled(stalled) => {
+                output.log.line(format!(
+                    "dockpub: importing the cache from {stalled} made no progress for {} s \
+                     (cache_import_timeout_secs); building again without it",
+                    engine.settings.cache_import_timeout.as_secs()
+                ));
+                cache_from.retain(|source| *source != stalled);
             }
-            output.build_event(event)
-        })
-        .await;
-    if fell_back.into_inner() {
-        record_builder_kind(engine, build, false).await;
-    }
-    let image_id = built.map_err(|err| with_dockerfile_hint(err, &dockerfile, buildkit))?;
+        }
+    };
     let _ = output.image_id.set(image_id.clone());
     output.log.line(format!("dockpub: built {image_id}"));
     Ok(image_id)
+}
+
+/// How one try of the build step ended, when it did not fail.
+enum Built {
+    Image(String),
+    /// BuildKit's import of this cache source stalled; the build was stopped.
+    CacheImportStalled(String),
+}
+
+/// One try of the build step, stopped when it goes silent for
+/// `build_idle_timeout_secs` or a cache import stalls.
+async fn build_once(
+    engine: &Engine,
+    build: &Build,
+    builder: &Builder,
+    spec: BuildSpec<'_>,
+    output: &Output,
+    dockerfile: &str,
+    buildkit: bool,
+) -> Result<Built, RunError> {
+    let fell_back = std::sync::atomic::AtomicBool::new(false);
+    let imports = CacheImports::default();
+    let building = builder.build(spec, |event| {
+        if matches!(event, BuildEvent::FellBackToLegacy { .. }) {
+            fell_back.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        imports.note(&event);
+        output.build_event(event)
+    });
+    let idle = engine.settings.build_idle_timeout;
+    let built = tokio::select! {
+        built = building => built,
+        () = output.silent_for(idle) => return Err(stopped_idle(builder, output, idle).await),
+        stalled = imports.stalled(engine.settings.cache_import_timeout) => {
+            return Ok(Built::CacheImportStalled(stalled));
+        }
+    };
+    if fell_back.into_inner() {
+        record_builder_kind(engine, build, false).await;
+    }
+    let image_id = built.map_err(|err| with_dockerfile_hint(err, dockerfile, buildkit))?;
+    Ok(Built::Image(image_id))
 }
 
 /// A failed build's error, with the fix its Dockerfile explains when it does.
@@ -78,6 +124,67 @@ fn with_dockerfile_hint(err: DockerError, dockerfile: &str, buildkit: bool) -> R
         Some(hint) => RunError::Hinted { error: err, hint },
         None => err.into(),
     }
+}
+
+/// BuildKit's cache imports under way, by step: a registry that stopped
+/// answering holds the build at "importing cache manifest from …".
+#[derive(Default)]
+struct CacheImports(std::sync::Mutex<HashMap<u32, (String, Instant)>>);
+
+const CACHE_IMPORT_STEP: &str = "importing cache manifest from ";
+
+impl CacheImports {
+    fn note(&self, event: &BuildEvent) {
+        match event {
+            BuildEvent::StepStarted { step, name, .. } => {
+                if let Some(source) = name.strip_prefix(CACHE_IMPORT_STEP) {
+                    let source = source.trim().to_string();
+                    self.0.locked().insert(*step, (source, Instant::now()));
+                }
+            }
+            BuildEvent::StepFinished { step, .. }
+            | BuildEvent::StepFailed { step, .. }
+            | BuildEvent::StepCached { step } => {
+                self.0.locked().remove(step);
+            }
+            _ => {}
+        }
+    }
+
+    /// Resolves with the source of an import under way for `limit`.
+    async fn stalled(&self, limit: Duration) -> String {
+        loop {
+            let stalled = self
+                .0
+                .locked()
+                .values()
+                .find(|(_, since)| since.elapsed() >= limit)
+                .map(|(source, _)| source.clone());
+            if let Some(source) = stalled {
+                return source;
+            }
+            tokio::time::sleep(limit.min(Duration::from_secs(1))).await;
+        }
+    }
+}
+
+/// A build silent for `build_idle_timeout_secs`: dropping its unfinished build
+/// closed the daemon connection, which stops the daemon's build (as a cancel
+/// does); a legacy build's step container is removed here.
+async fn stopped_idle(builder: &Builder, output: &Output, idle: Duration) -> RunError {
+    let secs = idle.as_secs();
+    output.log.line(format!(
+        "dockpub: no output and no progress for {secs} s; build stopped"
+    ));
+    let container = output.step_container.locked().take();
+    if let Some(container) = container {
+        if let Err(err) = builder.remove_step_container(&container).await {
+            output.log.line(format!(
+                "dockpub: could not remove step container {container}: {err}"
+            ));
+        }
+    }
+    RunError::Idle { secs }
 }
 
 /// The request's `cache_from` images and, with `registry_cache` under BuildKit,

@@ -18,6 +18,7 @@ mod publish;
 
 use std::sync::Arc;
 
+use super::build_names;
 use super::engine::Engine;
 use super::logs::SecretMask;
 use crate::docker::{Builder, Slot};
@@ -29,14 +30,14 @@ use cleanup::clean_up_cancelled;
 use error::RunError;
 use logins::push_login;
 use output::{Outcome, Output};
-use publish::publish;
+use publish::{publish, record_maybe_pushed};
 
 /// Runs `build` on the builder of `slot` until it ends (succeeded, failed,
 /// cancelled, or back to the queue) and records that end.
 pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     let id = build.id;
     let cancel = engine.cancels.token(id);
-    let output = match Output::start(&engine, id).await {
+    let output = match Output::start(&engine, id, slot.builder().name()).await {
         Ok(output) => output,
         Err(err) => return finish(&engine, &build, Err(err), &SecretMask::default()).await,
     };
@@ -45,6 +46,14 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
             "dockpub: attempt {} (the previous one was interrupted)",
             build.attempts
         ));
+        // An earlier attempt on this builder may have left its build name.
+        let prefix = build_names::of_build(engine.store.instance(), id);
+        let keep = Some(output.build_reference.as_str());
+        for name in build_names::remove_stale(slot.builder(), &prefix, keep).await {
+            output.log.line(format!(
+                "dockpub: removed {name}, left by the interrupted attempt"
+            ));
+        }
     }
     let lost = slot.lost();
     let result = tokio::select! {
@@ -60,6 +69,9 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     if matches!(result, Err(RunError::Cancelled | RunError::ShuttingDown)) {
         clean_up_cancelled(&engine, id, slot.builder(), &output).await;
     }
+    if result.is_err() && build.push {
+        record_maybe_pushed(&engine, &build, slot.builder(), &output).await;
+    }
     match &result {
         Err(RunError::Cancelled) => output.log.line("dockpub: cancelled".into()),
         Err(err) if err.requeues() => output
@@ -69,6 +81,7 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
         Ok(_) => {}
     }
     output.progress.stop();
+    engine.silences.forget(id);
     // The whole log is stored before the build is seen to end.
     let mask = output.log.finish().await;
     if !matches!(&result, Err(err) if err.requeues()) {

@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::error::RunError;
+use crate::builds::build_names;
 use crate::builds::engine::Engine;
 use crate::builds::logs::LogWriter;
 use crate::builds::progress::ProgressTracker;
+use crate::builds::silence::Silences;
 use crate::docker::{BuildEvent, Builder};
-use crate::domain::Credentials;
+use crate::domain::{Credentials, PushPhase, PushUpdate};
 use crate::named_locks::HeldLocks;
 use crate::sync::Locked;
 
@@ -38,12 +40,25 @@ pub(super) struct Output {
     pub(super) build_reference: String,
     /// The image, once built.
     pub(super) image_id: OnceLock<String>,
+    /// How far each tag's push has come (see [`PushPhase`]).
+    pub(super) pushes: Mutex<BTreeMap<String, PushPhase>>,
+    /// The build's publish locks once taken: they outlive a cancelled run's
+    /// work until what its push may have done and its end are recorded.
+    pub(super) publish_locks: Mutex<Option<HeldLocks>>,
+    /// Told of every event and push message: when the build was last heard from.
+    silences: Arc<Silences>,
+    id: i64,
+    builder: String,
 }
 
 impl Output {
     /// Starts the build's log after the lines an earlier attempt stored, with
     /// every secret value known now masked in it.
-    pub(super) async fn start(engine: &Arc<Engine>, id: i64) -> Result<Output, RunError> {
+    pub(super) async fn start(
+        engine: &Arc<Engine>,
+        id: i64,
+        builder: &str,
+    ) -> Result<Output, RunError> {
         let earlier = engine.store.log_totals(id).await?;
         let log = LogWriter::start(
             engine.store.clone(),
@@ -53,19 +68,30 @@ impl Output {
             engine.settings.log_limits,
         );
         mask_known_secrets(engine, id, &log);
+        engine.silences.heard(id, builder);
         Ok(Output {
             log,
             progress: ProgressTracker::start(engine.events.clone(), id),
             step_container: Mutex::new(None),
             // Unique across dockpub processes sharing a daemon, whose build ids overlap.
-            build_reference: format!("dockpub-build:{id}-{}", uuid::Uuid::new_v4().simple()),
+            build_reference: format!(
+                "{}{}",
+                build_names::of_build(engine.store.instance(), id),
+                uuid::Uuid::new_v4().simple()
+            ),
             image_id: OnceLock::new(),
+            pushes: Mutex::default(),
+            publish_locks: Mutex::default(),
+            silences: engine.silences.clone(),
+            id,
+            builder: builder.to_string(),
         })
     }
 
     /// Notes one event of the build step: its log line, its progress, and the
     /// step container a cancel must remove.
     pub(super) fn build_event(&self, event: BuildEvent) {
+        self.heard();
         match &event {
             BuildEvent::StepContainer(container) => {
                 *self.step_container.locked() = Some(container.clone());
@@ -87,6 +113,37 @@ impl Output {
         for login in logins {
             self.log.mask(login.password.expose().as_bytes());
         }
+    }
+
+    /// Notes one message of `tag`'s push: its log line, its progress, how far it came.
+    pub(super) fn push_update(&self, tag: &str, update: &PushUpdate) {
+        self.heard();
+        self.progress.push_update(update);
+        self.pushes
+            .locked()
+            .entry(tag.to_string())
+            .or_default()
+            .note(update);
+        self.log.output(update.line());
+    }
+
+    fn heard(&self) {
+        self.silences.heard(self.id, &self.builder);
+    }
+
+    /// Resolves once nothing has been heard from the build for `limit`.
+    pub(super) async fn silent_for(&self, limit: std::time::Duration) {
+        self.silences.until_silent_for(self.id, limit).await;
+    }
+
+    /// The tags whose push may have reached the registry.
+    pub(super) fn tags_maybe_pushed(&self) -> Vec<String> {
+        self.pushes
+            .locked()
+            .iter()
+            .filter(|(_, phase)| phase.may_have_landed())
+            .map(|(tag, _)| tag.clone())
+            .collect()
     }
 
     /// Removes the build's own name from its image; the requested tags keep it.
