@@ -213,7 +213,13 @@ impl BuildkitTranslator {
                 let dockerfile_step = DOCKERFILE_STEP.captures(&vertex.name).map(|found| {
                     let stage = found.get(1).map_or("", |m| m.as_str()).to_string();
                     let number = |at: usize| found[at].parse::<u32>().unwrap_or(0);
-                    stage_steps.insert(stage.clone(), number(3));
+                    // BuildKit shares a FROM vertex between builds running at
+                    // once, named as whichever build asked first: its count may
+                    // be another Dockerfile's. The stage's other steps say it.
+                    let shared = vertex.name[found[0].len()..].starts_with("FROM ");
+                    if !shared {
+                        stage_steps.insert(stage.clone(), number(3));
+                    }
                     (stage, number(2))
                 });
                 VertexState {
@@ -385,6 +391,26 @@ mod tests {
         assert_eq!(
             third.last(),
             Some(&BuildEvent::Progress { done: 2, total: 2 })
+        );
+    }
+
+    #[test]
+    fn a_from_named_by_another_build_does_not_count_its_steps() {
+        let mut translator = BuildkitTranslator::default();
+        // Another build at the same time asked for the same base first: the
+        // shared vertex carries its numbering, [1/2], not this build's [1/4].
+        let events = translator.translate(StatusResponse {
+            vertexes: vec![
+                vertex("sha256:1", "[1/2] FROM base"),
+                vertex("sha256:2", "[2/4] RUN a"),
+                vertex("sha256:3", "[3/4] RUN b"),
+                vertex("sha256:4", "[4/4] RUN c"),
+            ],
+            ..StatusResponse::default()
+        });
+        assert_eq!(
+            events.last(),
+            Some(&BuildEvent::Progress { done: 0, total: 4 })
         );
     }
 

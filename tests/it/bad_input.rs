@@ -518,7 +518,7 @@ fn three_hundred_malformed_requests_get_4xx_json_and_leave_nothing() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| {
             !name.starts_with("dockpub.sqlite3")
-                && !["builds", "uploads", "dockpub.lock"].contains(&name.as_str())
+                && !["builds", "uploads", "dockpub.lock", "instance"].contains(&name.as_str())
         })
         .collect();
     assert!(stray.is_empty(), "stray files in the data dir: {stray:?}");

@@ -150,3 +150,31 @@ fn the_readme_secret_examples_send_the_ids_they_mount() {
         );
     }
 }
+
+/// Every `module::test` the limits table names is a test of that module, so
+/// the table cannot promise what no test holds.
+#[test]
+fn every_test_the_limits_table_names_exists() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let start = readme.find("## Limits against hostile input").unwrap();
+    let end = start + readme[start..].find("\n## ").unwrap();
+    let table = &readme[start..end];
+    let named = regex::Regex::new(r"`([a-z_]+)::([a-z_0-9]+)`").unwrap();
+    let mut checked = 0;
+    for found in named.captures_iter(table) {
+        let (module, test) = (&found[1], &found[2]);
+        let source =
+            std::fs::read_to_string(format!("tests/it/{module}.rs")).unwrap_or_else(|_| {
+                panic!("the limits table names a module tests/it/{module}.rs lacks")
+            });
+        assert!(
+            source.contains(&format!("fn {test}()")),
+            "the limits table names {module}::{test}, which tests/it/{module}.rs lacks"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 30,
+        "only {checked} tests named: is the table still there?"
+    );
+}
