@@ -137,6 +137,8 @@ pub struct RunSettings {
     pub secrets: Vec<BuildSecret>,
     /// BuildKit builds push inline cache and use their own tags as cache sources.
     pub registry_cache: bool,
+    /// The registries' own API, for the image index of a build of several platforms.
+    pub registry: crate::registry::Registry,
 }
 
 /// What a delete did besides removing the record.

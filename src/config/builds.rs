@@ -35,6 +35,9 @@ pub struct BuildSection {
     /// BuildKit builds push inline cache metadata and reuse their own tags in
     /// the registry (and the request's `cache_from`) as cache sources.
     pub registry_cache: bool,
+    /// One request to a registry's own API (reading or putting a
+    /// multi-platform build's image index) taking longer fails.
+    pub registry_timeout_secs: u64,
 }
 
 impl Default for BuildSection {
@@ -48,6 +51,7 @@ impl Default for BuildSection {
             max_queued_builds: 1000,
             max_queue_wait_secs: None,
             registry_cache: true,
+            registry_timeout_secs: 60,
         }
     }
 }
@@ -79,12 +83,16 @@ pub struct BuildFlags {
     /// BuildKit builds push inline cache and reuse their own tags as cache [default: true]
     #[arg(long, env = "DOCKPUB_REGISTRY_CACHE")]
     pub registry_cache: Option<bool>,
+    /// Seconds one request to a registry's API may take (image indexes) [default: 60]
+    #[arg(long, env = "DOCKPUB_REGISTRY_TIMEOUT_SECS")]
+    pub registry_timeout_secs: Option<u64>,
 }
 
 impl Section for BuildSection {
     fn validate(&self) -> Result<(), ConfigError> {
         at_least_1(&[
             ("build_timeout_secs", self.build_timeout_secs),
+            ("registry_timeout_secs", self.registry_timeout_secs),
             ("max_queued_builds", self.max_queued_builds as u64),
         ])?;
         if self.max_queue_wait_secs == Some(0) {

@@ -8,7 +8,15 @@ use crate::builds::engine::Engine;
 use crate::builds::options::needs_buildkit;
 use crate::builds::secrets::{self, mounts_secrets};
 use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder};
-use crate::domain::{Build, BuildSecret, Credentials};
+use crate::domain::{Build, BuildOptions, BuildSecret, Credentials};
+use std::borrow::Cow;
+
+/// Where one build step's image goes: a name of the build's own and, for one
+/// platform of a build of several, that platform.
+pub(super) struct StepTarget<'a> {
+    pub(super) reference: &'a str,
+    pub(super) platform: Option<&'a str>,
+}
 
 /// Builds under the build's own name (see [`Output::build_reference`]). Returns
 /// the image id.
@@ -18,6 +26,24 @@ pub(super) async fn build_image(
     builder: &Builder,
     push_login: Option<&Credentials>,
     output: &Output,
+) -> Result<String, RunError> {
+    let target = StepTarget {
+        reference: &output.build_reference,
+        platform: None,
+    };
+    let image_id = build_step(engine, build, builder, push_login, output, &target).await?;
+    let _ = output.image_id.set(image_id.clone());
+    Ok(image_id)
+}
+
+/// Builds the image of `target` on `builder`. Returns the image id.
+pub(super) async fn build_step(
+    engine: &Engine,
+    build: &Build,
+    builder: &Builder,
+    push_login: Option<&Credentials>,
+    output: &Output,
+    target: &StepTarget<'_>,
 ) -> Result<String, RunError> {
     let dockerfile = engine.store.read_dockerfile(build.id).await?;
     let context_path = engine.store.files().context_path(build.id);
@@ -39,10 +65,17 @@ pub(super) async fn build_image(
     let pull_logins = pull_logins(engine, build, &dockerfile, push_login).await?;
     let secrets = build_secrets(engine, build, &dockerfile)?;
     let cache_from = cache_sources(engine, build, buildkit);
+    let options = match target.platform {
+        Some(platform) => Cow::Owned(BuildOptions {
+            platform: Some(platform.to_string()),
+            ..build.options.clone()
+        }),
+        None => Cow::Borrowed(&build.options),
+    };
     let spec = BuildSpec {
         source,
-        reference: &output.build_reference,
-        options: &build.options,
+        reference: target.reference,
+        options: &options,
         pull_logins: &pull_logins,
         secrets: &secrets,
         cache_from: &cache_from,
@@ -55,15 +88,28 @@ pub(super) async fn build_image(
             if matches!(event, BuildEvent::FellBackToLegacy { .. }) {
                 fell_back.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            output.build_event(event)
+            match target.platform {
+                Some(platform) => output.platform_event(platform, event),
+                None => output.build_event(event),
+            }
         })
         .await;
     if fell_back.into_inner() {
         record_builder_kind(engine, build, false).await;
+        if target.platform.is_some() {
+            // The legacy builder may build the host's platform instead.
+            return Err(RunError::NeedsBuildkit {
+                builder: builder.name().to_string(),
+                feature: "one platform of several",
+            });
+        }
     }
     let image_id = built?;
-    let _ = output.image_id.set(image_id.clone());
-    output.log.line(format!("dockpub: built {image_id}"));
+    let built = format!("dockpub: built {image_id}");
+    match target.platform {
+        Some(platform) => output.platform_line(platform, built),
+        None => output.log.line(built),
+    }
     Ok(image_id)
 }
 

@@ -23,6 +23,15 @@ pub(super) async fn clean_up_cancelled(
         }
     }
     output.remove_build_reference(builder).await;
+    let platform_references = std::mem::take(&mut *output.platform_references.locked());
+    for (on, reference) in platform_references {
+        if let Err(err) = on.untag(&reference).await {
+            output.log.line(format!(
+                "dockpub: could not remove the build's own tag {reference} on {}: {err}",
+                on.name()
+            ));
+        }
+    }
     remove_own_tags(engine, id, builder, output).await;
 }
 

@@ -3,6 +3,7 @@
 
 use crate::builds::credentials::CredentialError;
 use crate::docker::DockerError;
+use crate::registry::RegistryError;
 use crate::domain::Status;
 use crate::store::StoreError;
 
@@ -39,6 +40,16 @@ pub(super) enum RunError {
     /// from outside dockpub): the registry does not serve this build's image.
     #[error("{taken}{}", pushed_by(*.by))]
     TagTakenOver { taken: DockerError, by: Option<i64> },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// One platform of a build of several failed; the others were stopped.
+    #[error("platform {platform}: {source}")]
+    Platform {
+        platform: String,
+        source: Box<RunError>,
+    },
+    #[error("no builder offering the platform had a free slot within {secs} s (build_timeout_secs)")]
+    NoSlotFor { secs: u64 },
 }
 
 fn pushed_by(build: Option<i64>) -> String {
@@ -51,6 +62,7 @@ impl RunError {
         match self {
             RunError::ShuttingDown | RunError::BuilderLost { .. } => true,
             RunError::Docker(err) => err.is_unreachable(),
+            RunError::Platform { source, .. } => source.requeues(),
             _ => false,
         }
     }
@@ -58,6 +70,9 @@ impl RunError {
     /// The builder was lost, not the build's own fault: it counts towards
     /// [`super::attempts::MAX_ATTEMPTS`]. A shutdown does not.
     pub(super) fn lost_builder(&self) -> bool {
-        self.requeues() && !matches!(self, RunError::ShuttingDown)
+        match self {
+            RunError::Platform { source, .. } => source.lost_builder(),
+            _ => self.requeues() && !matches!(self, RunError::ShuttingDown),
+        }
     }
 }

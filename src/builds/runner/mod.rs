@@ -14,12 +14,13 @@ mod cleanup;
 mod error;
 mod logins;
 mod output;
+mod platforms;
 mod publish;
 
 use std::sync::Arc;
 
 use super::engine::Engine;
-use crate::docker::{Builder, Slot};
+use crate::docker::Slot;
 use crate::domain::{Build, Status};
 use crate::store::Changes;
 use attempts::{judge_the_builder, lost_builder};
@@ -47,7 +48,7 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     }
     let lost = slot.lost();
     let result = tokio::select! {
-        result = execute(&engine, &build, slot.builder(), &output) => result,
+        result = execute(&engine, &build, &slot, &output) => result,
         () = cancel.cancelled() => Err(RunError::Cancelled),
         () = engine.interrupting.cancelled() => Err(RunError::ShuttingDown),
         () = lost.cancelled() => Err(lost_builder(slot.builder(), "the health check failed")),
@@ -91,6 +92,7 @@ async fn finish(engine: &Arc<Engine>, build: &Build, result: Result<Outcome, Run
                     digest: first_tag.and_then(|tag| outcome.digests.get(&tag).cloned()),
                     digests: Some(outcome.digests),
                     error: None,
+                    platforms: Some(outcome.platforms),
                 },
             )
         }
@@ -123,10 +125,15 @@ async fn finish(engine: &Arc<Engine>, build: &Build, result: Result<Outcome, Run
 async fn execute(
     engine: &Engine,
     build: &Build,
-    builder: &Builder,
+    slot: &Slot,
     output: &Output,
 ) -> Result<Outcome, RunError> {
     let push_login = push_login(engine, build).await?;
+    if build.options.is_multi_platform() {
+        return platforms::build_and_publish(engine, build, slot, push_login.as_ref(), output)
+            .await;
+    }
+    let builder = slot.builder();
     let image_id = build_image(engine, build, builder, push_login.as_ref(), output).await?;
     let published = publish(
         engine,

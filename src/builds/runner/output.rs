@@ -9,6 +9,7 @@ use crate::builds::engine::Engine;
 use crate::builds::logs::LogWriter;
 use crate::builds::progress::ProgressTracker;
 use crate::docker::{BuildEvent, Builder};
+use crate::domain::PlatformImage;
 use crate::named_locks::HeldLocks;
 use crate::sync::Locked;
 
@@ -21,6 +22,8 @@ pub(super) struct Outcome {
     /// The build's publish locks, held until its success is recorded: the last
     /// build to record a tag is the last to have published it.
     pub(super) publish_locks: HeldLocks,
+    /// Each platform's image and manifest, for a build of several platforms.
+    pub(super) platforms: Vec<PlatformImage>,
 }
 
 /// The build's log and progress, fed as its output arrives.
@@ -37,6 +40,9 @@ pub(super) struct Output {
     pub(super) build_reference: String,
     /// The image, once built.
     pub(super) image_id: OnceLock<String>,
+    /// For a build of several platforms: each platform's own name for its image
+    /// and the builder it is on, to take back after a cancel.
+    pub(super) platform_references: Mutex<Vec<(Arc<Builder>, String)>>,
 }
 
 impl Output {
@@ -50,6 +56,7 @@ impl Output {
             // Unique across dockpub processes sharing a daemon, whose build ids overlap.
             build_reference: format!("dockpub-build:{id}-{}", uuid::Uuid::new_v4().simple()),
             image_id: OnceLock::new(),
+            platform_references: Mutex::new(Vec::new()),
         })
     }
 
@@ -66,6 +73,19 @@ impl Output {
         if let Some(line) = event.log_line() {
             self.log.line(line);
         }
+    }
+
+    /// One event of one platform's build step (of a build of several): its log
+    /// line says which platform. Steps are counted per build, not per platform.
+    pub(super) fn platform_event(&self, platform: &str, event: BuildEvent) {
+        if let Some(line) = event.log_line() {
+            self.platform_line(platform, line);
+        }
+    }
+
+    /// A log line of one platform, prefixed `[os/arch] `.
+    pub(super) fn platform_line(&self, platform: &str, line: String) {
+        self.log.line(format!("[{platform}] {line}"));
     }
 
     /// Removes the build's own name from its image; the requested tags keep it.
