@@ -33,7 +33,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["config", "builds", "docker", "store", "webhooks", "domain"],
     ),
     ("config", &["builds", "docker", "webhooks", "domain"]),
-    ("builds", &["docker", "registry", "store", "webhooks", "domain"]),
+    (
+        "builds",
+        &["docker", "registry", "store", "webhooks", "domain"],
+    ),
     ("webhooks", &["store", "domain"]),
     ("docker", &["domain"]),
     ("registry", &["domain"]),

@@ -265,9 +265,7 @@ async fn start(
         ),
         secrets: config.secrets.build_secrets()?,
         registry_cache: config.builds.registry_cache,
-        registry: registry::Registry::new(Duration::from_secs(
-            config.builds.registry_timeout_secs,
-        )),
+        registry: registry::Registry::new(Duration::from_secs(config.builds.registry_timeout_secs)),
     };
     let retention = Retention {
         days: config.retention.retention_days,

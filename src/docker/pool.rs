@@ -382,9 +382,15 @@ mod tests {
         pool.members()[1].mark_up(Some(vec!["linux/arm64".into()]));
         let arm = pool.free_slot_for("linux/arm64").unwrap();
         assert_eq!(arm.builder().name(), "pi");
-        assert!(pool.free_slot_for("linux/arm64").is_none(), "pi has one slot");
+        assert!(
+            pool.free_slot_for("linux/arm64").is_none(),
+            "pi has one slot"
+        );
         assert!(pool.free_slot_for("linux/s390x").is_none());
-        assert_eq!(pool.free_slot_for("linux/amd64").unwrap().builder().name(), "x86");
+        assert_eq!(
+            pool.free_slot_for("linux/amd64").unwrap().builder().name(),
+            "x86"
+        );
     }
 
     #[tokio::test]

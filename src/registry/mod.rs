@@ -221,12 +221,9 @@ impl Registry {
             .store_auth_if_needed(image.resolve_registry(), &auth(login))
             .await;
         let content_type = reqwest::header::HeaderValue::from_static(OCI_IMAGE_INDEX_MEDIA_TYPE);
-        self.bounded(
-            &named,
-            client.push_manifest_raw(&image, body, content_type),
-        )
-        .await?
-        .map_err(|err| refused("the index for", &named, err))?;
+        self.bounded(&named, client.push_manifest_raw(&image, body, content_type))
+            .await?
+            .map_err(|err| refused("the index for", &named, err))?;
         Ok(digest)
     }
 
@@ -242,12 +239,13 @@ impl Registry {
             ':'
         };
         let written = format!("{repository}{separator}{reference}");
-        let image: Reference = written
-            .parse()
-            .map_err(|err: oci_client::ParseError| RegistryError::BadReference {
-                reference: written.clone(),
-                reason: err.to_string(),
-            })?;
+        let image: Reference =
+            written
+                .parse()
+                .map_err(|err: oci_client::ParseError| RegistryError::BadReference {
+                    reference: written.clone(),
+                    reason: err.to_string(),
+                })?;
         let protocol = if is_loopback(image.registry()) {
             ClientProtocol::Http
         } else {
@@ -280,10 +278,9 @@ impl Registry {
 
 fn auth(login: Option<&Credentials>) -> RegistryAuth {
     match login {
-        Some(login) => RegistryAuth::Basic(
-            login.username.clone(),
-            login.password.expose().to_string(),
-        ),
+        Some(login) => {
+            RegistryAuth::Basic(login.username.clone(), login.password.expose().to_string())
+        }
         None => RegistryAuth::Anonymous,
     }
 }
@@ -312,10 +309,20 @@ mod tests {
 
     #[test]
     fn loopback_registries_are_plain_http() {
-        for host in ["127.0.0.1:5000", "localhost", "localhost:5000", "[::1]:5000"] {
+        for host in [
+            "127.0.0.1:5000",
+            "localhost",
+            "localhost:5000",
+            "[::1]:5000",
+        ] {
             assert!(is_loopback(host), "{host}");
         }
-        for host in ["ghcr.io", "index.docker.io", "10.0.0.1:5000", "localhost.example"] {
+        for host in [
+            "ghcr.io",
+            "index.docker.io",
+            "10.0.0.1:5000",
+            "localhost.example",
+        ] {
             assert!(!is_loopback(host), "{host}");
         }
     }
@@ -324,7 +331,11 @@ mod tests {
     fn a_platform_is_os_arch_and_an_optional_variant() {
         let arm = IndexPlatform::parse("linux/arm/v7").unwrap();
         assert_eq!(
-            (arm.os.as_str(), arm.architecture.as_str(), arm.variant.as_deref()),
+            (
+                arm.os.as_str(),
+                arm.architecture.as_str(),
+                arm.variant.as_deref()
+            ),
             ("linux", "arm", Some("v7"))
         );
         assert_eq!(IndexPlatform::parse("linux/amd64").unwrap().variant, None);

@@ -154,7 +154,10 @@ async fn a_build_of_several_platforms_goes_to_a_builder_offering_one_of_them() {
             .claim_next_queued(builder.into(), vec![offers.into()])
             .await
             .unwrap();
-        assert!(claimed.is_none(), "{builder} claimed a build it offers no platform of");
+        assert!(
+            claimed.is_none(),
+            "{builder} claimed a build it offers no platform of"
+        );
     }
     let claimed = store
         .claim_next_queued("pi".into(), vec!["linux/arm64".into()])

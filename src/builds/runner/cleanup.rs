@@ -23,15 +23,7 @@ pub(super) async fn clean_up_cancelled(
         }
     }
     output.remove_build_reference(builder).await;
-    let platform_references = std::mem::take(&mut *output.platform_references.locked());
-    for (on, reference) in platform_references {
-        if let Err(err) = on.untag(&reference).await {
-            output.log.line(format!(
-                "dockpub: could not remove the build's own tag {reference} on {}: {err}",
-                on.name()
-            ));
-        }
-    }
+    super::platforms::remove_platform_references(output).await;
     remove_own_tags(engine, id, builder, output).await;
 }
 

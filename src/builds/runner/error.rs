@@ -3,8 +3,8 @@
 
 use crate::builds::credentials::CredentialError;
 use crate::docker::DockerError;
-use crate::registry::RegistryError;
 use crate::domain::Status;
+use crate::registry::RegistryError;
 use crate::store::StoreError;
 
 /// Why a run did not succeed; [`RunError::requeues`] tells a failure from a
@@ -48,7 +48,9 @@ pub(super) enum RunError {
         platform: String,
         source: Box<RunError>,
     },
-    #[error("no builder offering the platform had a free slot within {secs} s (build_timeout_secs)")]
+    #[error(
+        "no builder offering the platform had a free slot within {secs} s (build_timeout_secs)"
+    )]
     NoSlotFor { secs: u64 },
 }
 

@@ -73,11 +73,26 @@ pub(super) async fn build_and_publish(
         platforms.join(", ")
     ));
     let own_slot = Mutex::new(());
-    let each = platforms.iter().map(|platform| {
-        one_platform(engine, build, slot, &own_slot, platform, push_login, output)
-    });
-    let built = try_join_all(each).await?;
-    publish_index(engine, build, slot.builder(), built, push_login, output).await
+    let each = platforms
+        .iter()
+        .map(|platform| one_platform(engine, build, slot, &own_slot, platform, push_login, output));
+    let built = try_join_all(each).await;
+    // The platforms still running when one failed were dropped mid-way.
+    remove_platform_references(output).await;
+    publish_index(engine, build, slot.builder(), built?, push_login, output).await
+}
+
+/// Takes back each platform's own name for its image (its push tag keeps it).
+pub(super) async fn remove_platform_references(output: &Output) {
+    let references = std::mem::take(&mut *output.platform_references.locked());
+    for (builder, reference) in references {
+        if let Err(err) = builder.untag(&reference).await {
+            output.log.line(format!(
+                "dockpub: could not remove the build's own tag {reference} on {}: {err}",
+                builder.name()
+            ));
+        }
+    }
 }
 
 /// Builds `platform` on a lane of its own and pushes it by digest.
@@ -117,7 +132,8 @@ async fn one_platform(
 }
 
 /// The build's own slot when its builder offers `platform` and no other
-/// platform uses it; else a free slot on a builder offering it; else waits.
+/// platform uses it, else a free slot on a builder offering it: whichever
+/// comes first, looked for until `build_timeout_secs` has passed.
 async fn lane_for<'a>(
     engine: &Engine,
     slot: &'a Slot,
@@ -125,25 +141,19 @@ async fn lane_for<'a>(
     platform: &str,
 ) -> Result<Lane<'a>, RunError> {
     let offers = slot.platforms().iter().any(|p| p == platform);
-    if offers {
-        if let Ok(guard) = own_slot.try_lock() {
-            return Ok(Lane::Claimed {
-                _held: guard,
-                builder: slot.builder(),
-            });
-        }
-    }
     let limit = engine.settings.build_timeout;
     let deadline = tokio::time::Instant::now() + limit;
     loop {
+        if offers {
+            if let Ok(held) = own_slot.try_lock() {
+                return Ok(Lane::Claimed {
+                    _held: held,
+                    builder: slot.builder(),
+                });
+            }
+        }
         if let Some(free) = engine.pool.free_slot_for(platform) {
             return Ok(Lane::Own(free));
-        }
-        if offers {
-            return Ok(Lane::Claimed {
-                _held: own_slot.lock().await,
-                builder: slot.builder(),
-            });
         }
         if tokio::time::Instant::now() > deadline {
             return Err(RunError::NoSlotFor {
@@ -180,15 +190,10 @@ async fn build_and_push(
     };
     let built = build_step(engine, build, builder, push_login, output, &target).await;
     let image_id = built?;
-    let pushed = push_by_digest(engine, build, builder, platform, &image_id, push_login, output);
-    let result = pushed.await;
-    if let Err(err) = builder.untag(&reference).await {
-        output.platform_line(
-            platform,
-            format!("dockpub: could not remove the build's own tag {reference}: {err}"),
-        );
-    }
-    result
+    push_by_digest(
+        engine, build, builder, platform, &image_id, push_login, output,
+    )
+    .await
 }
 
 /// Pushes the platform's image under its platform tag, then asks the registry
@@ -223,9 +228,7 @@ async fn push_by_digest(
             .await?
     };
     let registry: &Registry = &engine.settings.registry;
-    let manifest = registry
-        .manifest(repository, &digest, push_login)
-        .await?;
+    let manifest = registry.manifest(repository, &digest, push_login).await?;
     let config = registry
         .config_digest(repository, &digest, push_login)
         .await?;
@@ -321,4 +324,3 @@ async fn confirm_index(
     };
     Err(taken_over_by(engine, &build.repository, other).await)
 }
-

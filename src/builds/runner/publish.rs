@@ -46,7 +46,11 @@ pub(super) async fn publish(
 
 /// The image goes on the record before any tag names it: a delete of another
 /// build that checks whether a tag is still needed then sees this build.
-pub(super) async fn record_image(engine: &Engine, build: &Build, image_id: &str) -> Result<(), RunError> {
+pub(super) async fn record_image(
+    engine: &Engine,
+    build: &Build,
+    image_id: &str,
+) -> Result<(), RunError> {
     let recorded = if build.push {
         let changes = Changes {
             image_id: Some(image_id.to_string()),
