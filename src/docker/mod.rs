@@ -6,6 +6,7 @@ mod build;
 mod build_status;
 mod events;
 mod health;
+mod image_builder;
 mod pool;
 mod push;
 mod secret_build;
@@ -22,6 +23,7 @@ use crate::sync::Locked;
 
 pub use events::BuildEvent;
 pub use health::spawn_health_checks;
+pub use image_builder::ImageBuilder;
 pub use pool::{BuilderPool, BuilderStatus, Slot};
 pub use spec::{BuildSource, BuildSpec};
 

@@ -7,7 +7,7 @@ use super::output::Output;
 use crate::builds::engine::Engine;
 use crate::builds::options::needs_buildkit;
 use crate::builds::secrets::{self, mounts_secrets};
-use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder};
+use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder, ImageBuilder};
 use crate::domain::{Build, BuildOptions, BuildSecret, Credentials};
 use std::borrow::Cow;
 
@@ -36,11 +36,12 @@ pub(super) async fn build_image(
     Ok(image_id)
 }
 
-/// Builds the image of `target` on `builder`. Returns the image id.
+/// Builds the image of `target` on `builder`, through the [`ImageBuilder`]
+/// seam. Returns the image id.
 pub(super) async fn build_step(
     engine: &Engine,
     build: &Build,
-    builder: &Builder,
+    builder: &impl ImageBuilder,
     push_login: Option<&Credentials>,
     output: &Output,
     target: &StepTarget<'_>,
@@ -83,17 +84,16 @@ pub(super) async fn build_step(
         timeout: engine.settings.build_timeout,
     };
     let fell_back = std::sync::atomic::AtomicBool::new(false);
-    let built = builder
-        .build(spec, |event| {
-            if matches!(event, BuildEvent::FellBackToLegacy { .. }) {
-                fell_back.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            match target.platform {
-                Some(platform) => output.platform_event(platform, event),
-                None => output.build_event(event),
-            }
-        })
-        .await;
+    let mut on_event = |event: BuildEvent| {
+        if matches!(event, BuildEvent::FellBackToLegacy { .. }) {
+            fell_back.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        match target.platform {
+            Some(platform) => output.platform_event(platform, event),
+            None => output.build_event(event),
+        }
+    };
+    let built = builder.build_image(spec, &mut on_event).await;
     if fell_back.into_inner() {
         record_builder_kind(engine, build, false).await;
         if target.platform.is_some() {

@@ -188,7 +188,7 @@ async fn build_and_push(
         reference: &reference,
         platform: Some(platform),
     };
-    let built = build_step(engine, build, builder, push_login, output, &target).await;
+    let built = build_step(engine, build, builder.as_ref(), push_login, output, &target).await;
     let image_id = built?;
     push_by_digest(
         engine, build, builder, platform, &image_id, push_login, output,
