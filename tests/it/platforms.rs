@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::common::{
     assert_processes_gone, docker, field, manifest_config, processes_with, unique, with_file,
-    Server, TestEnv,
+    PrivateDaemon, Server, TestEnv,
 };
 use reqwest::blocking::Client;
 use serde_json::Value;
@@ -59,11 +59,53 @@ fn submit(server: &Server, dockerfile: String, repository: &str, tags: &[&str]) 
     server.submit(form)
 }
 
+/// A server on `builders`: `(name, host, platforms)`, one slot each beyond the first.
+fn server_on(dir: &Path, builders: &[(&str, String, &[&str])]) -> Server {
+    let config = dir.join("config.toml");
+    let text: String = builders
+        .iter()
+        .map(|(name, host, platforms)| {
+            format!(
+                "[[builders]]\nname = \"{name}\"\nhost = \"{host}\"\nmax_concurrent_builds = 2\n\
+                 platforms = {platforms:?}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&config, text).unwrap();
+    Server::start_with(&["--config", config.to_str().unwrap()])
+}
+
+/// Waits until every builder of the server is up.
+fn wait_all_up(server: &Server) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let builders = server.get_json("/api/v1/builders");
+        let all = builders["builders"].as_array().unwrap();
+        if all.iter().all(|b| b["up"] == true) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{builders}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// The index (or manifest) the registry serves for `repository:reference`, and its digest.
 fn served(repository: &str, reference: &str) -> Option<(String, Value)> {
+    served_with(repository, reference, None)
+}
+
+fn served_with(
+    repository: &str,
+    reference: &str,
+    login: Option<(&str, &str)>,
+) -> Option<(String, Value)> {
     let (registry, path) = repository.split_once('/').unwrap();
-    let response = Client::new()
-        .get(format!("http://{registry}/v2/{path}/manifests/{reference}"))
+    let mut request =
+        Client::new().get(format!("http://{registry}/v2/{path}/manifests/{reference}"));
+    if let Some((user, password)) = login {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response = request
         .header(
             "Accept",
             "application/vnd.oci.image.index.v1+json, \
@@ -236,5 +278,102 @@ fn a_platform_list_with_a_repeat_or_without_a_push_is_refused() {
         server.get_json("/api/v1/builds")["builds"],
         Value::Array(Vec::new()),
         "a refused build was stored"
+    );
+}
+
+#[test]
+fn the_index_goes_to_a_registry_with_a_login_as_the_push_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_offering_both(dir.path());
+    let env = TestEnv::get();
+    let repository = format!("{}/{}", env.auth_registry, unique("multi-auth"));
+    let form = field(
+        with_file(dockerfile("uname -m > /arch")),
+        "repository",
+        &repository,
+    );
+    let form = field(field(form, "platform", BOTH), "username", &env.auth_user);
+    let id = server.submit(field(form, "password", &env.auth_password));
+    let build = server.wait_final(id, BUILD_TIME);
+    assert_eq!(build["status"], "succeeded", "{build}\n{}", server.logs(id));
+    let login = Some((env.auth_user.as_str(), env.auth_password.as_str()));
+    let (digest, index) = served_with(&repository, "latest", login).expect("the index");
+    assert_eq!(build["digest"], digest.as_str());
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    assert!(
+        served(&repository, "latest").is_none(),
+        "the registry wants a login"
+    );
+}
+
+#[test]
+fn two_builds_of_one_tag_at_once_both_publish_and_the_later_takes_the_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_offering_both(dir.path());
+    let env = TestEnv::get();
+    let repository = format!("{}/{}", env.registry, unique("multi-same"));
+    let first = submit(
+        &server,
+        dockerfile("uname -m > /arch"),
+        &repository,
+        &["latest"],
+    );
+    let second = submit(
+        &server,
+        dockerfile("uname -m > /arch"),
+        &repository,
+        &["latest"],
+    );
+    let first = server.wait_final(first, BUILD_TIME);
+    let second = server.wait_final(second, BUILD_TIME);
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(second["status"], "succeeded", "{second}");
+    let (served_digest, _) = served(&repository, "latest").unwrap();
+    // Whichever published last holds the tag, and the other says who took it.
+    let (last, earlier) = if served_digest == second["digest"].as_str().unwrap() {
+        (&second, &first)
+    } else {
+        (&first, &second)
+    };
+    assert_eq!(last["digest"], served_digest.as_str());
+    let earlier = server.build(earlier["id"].as_i64().unwrap());
+    assert_eq!(earlier["tag_moved_by"]["latest"], last["id"], "{earlier}");
+}
+
+#[test]
+fn in_a_pool_the_arm64_half_runs_on_the_one_builder_offering_it() {
+    let env = TestEnv::get();
+    let second = PrivateDaemon::start(&env);
+    let dir = tempfile::tempdir().unwrap();
+    let machine = std::env::var("DOCKER_HOST").unwrap_or("unix:///var/run/docker.sock".into());
+    let server = server_on(
+        dir.path(),
+        &[
+            ("machine", machine, &["linux/amd64"]),
+            ("arm", second.host(), &["linux/arm64"]),
+        ],
+    );
+    wait_all_up(&server);
+    let repository = format!("{}/{}", env.registry, unique("multi-pool"));
+    let id = submit(
+        &server,
+        dockerfile("uname -m > /arch"),
+        &repository,
+        &["latest"],
+    );
+    let build = server.wait_final(id, BUILD_TIME);
+    assert_eq!(build["status"], "succeeded", "{build}\n{}", server.logs(id));
+    let logs = server.logs(id);
+    assert!(
+        logs.contains("[linux/arm64] dockpub: on builder arm"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("[linux/amd64] dockpub: on builder machine"),
+        "{logs}"
+    );
+    assert_eq!(
+        arch_of(&format!("{repository}:latest"), "linux/arm64"),
+        "aarch64"
     );
 }
