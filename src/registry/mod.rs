@@ -139,6 +139,9 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(timeout: Duration) -> Registry {
+        // oci-client's reqwest brings no TLS provider: ring, as everywhere else
+        // in dockpub, is the process's. Already installed is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Registry { timeout }
     }
 
