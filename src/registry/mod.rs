@@ -310,6 +310,42 @@ fn is_loopback(registry: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_registry_that_never_answers_fails_at_the_timeout() {
+        // A real socket that accepts and then says nothing.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                accepted.push(socket);
+            }
+        });
+        let registry = Registry::new(Duration::from_millis(300));
+        let repository = format!("{address}/stalled");
+        // Whichever bound comes first, the whole exchange's or one read's.
+        let read = registry.manifest(&repository, "latest", None).await;
+        assert!(
+            matches!(
+                read,
+                Err(RegistryError::TimedOut { .. } | RegistryError::Refused { .. })
+            ),
+            "{read:?}"
+        );
+        let index = ImageIndex::new(Vec::new());
+        let put = registry
+            .put_index(&repository, "latest", &index, None)
+            .await;
+        assert!(
+            matches!(
+                put,
+                Err(RegistryError::TimedOut { .. } | RegistryError::Refused { .. })
+            ),
+            "{put:?}"
+        );
+        held.abort();
+    }
+
     #[test]
     fn loopback_registries_are_plain_http() {
         for host in [
