@@ -9,6 +9,7 @@ const LIST_POLL_MS = 2000;
 const PAGE_SIZE = 20;
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 const RUNNING = new Set(["queued", "building", "pushing"]);
+const SOURCE_LABELS = new Set(["org.opencontainers.image.source", "org.opencontainers.image.revision"]);
 
 const $ = (id) => document.getElementById(id);
 
@@ -283,33 +284,78 @@ function splitTags(text) {
   return text.split(/[\s,]+/).filter(Boolean);
 }
 
-function buildArgs(text) {
+// One KEY=VALUE a line (build args, labels).
+function keyValueLines(text) {
   return text
     .split("\n")
     .map((line) => line.trim())
     .filter(Boolean);
 }
 
+function gitChosen() {
+  return $("source-git").checked;
+}
+
+// The Dockerfile and context of an upload: a file, pasted text, or a context
+// archive holding its own Dockerfile.
+function appendUpload(form) {
+  const file = $("dockerfile-file").files[0];
+  const pasted = $("dockerfile-text").value;
+  const context = $("context").files[0];
+  if (file) form.append("file", file, file.name);
+  else if (pasted.trim()) form.append("file", new Blob([pasted], { type: "text/plain" }), "Dockerfile");
+  else if (!context) throw new Error("choose a Dockerfile, paste one, or choose a context archive");
+  if (context) form.append("context", context, context.name);
+}
+
+// The repository the server fetches the context from, with its login when given.
+function appendGit(form) {
+  const url = $("git-url").value.trim();
+  if (!url) throw new Error("the repository URL is missing");
+  form.append("git", url);
+  appendIfFilled(form, "git_ref", $("git-ref").value);
+  appendIfFilled(form, "git_subdir", $("git-subdir").value);
+  if ($("git-submodules").checked) form.append("git_submodules", "true");
+  const username = $("git-username").value.trim();
+  const password = $("git-password").value;
+  if (username || password) {
+    form.append("git_username", username);
+    form.append("git_password", password);
+  }
+}
+
+function appendIfFilled(form, field, value) {
+  const trimmed = value.trim();
+  if (trimmed) form.append(field, trimmed);
+}
+
 // Optional fields are sent only when filled, so the form works with servers that
 // do not know them (they answer 400 unknown_field, shown in words).
 function submitForm() {
   const form = new FormData();
-  const file = $("dockerfile-file").files[0];
-  const pasted = $("dockerfile-text").value;
-  if (file) form.append("file", file, file.name);
-  else if (pasted.trim()) form.append("file", new Blob([pasted], { type: "text/plain" }), "Dockerfile");
-  else throw new Error("choose a Dockerfile or paste one");
+  if (gitChosen()) appendGit(form);
+  else appendUpload(form);
   const repository = $("repository").value.trim();
   if (!repository) throw new Error("the repository is missing");
   form.append("repository", repository);
   for (const tag of splitTags($("tags").value)) form.append("tag", tag);
   form.append("push", $("push").checked ? "true" : "false");
-  for (const arg of buildArgs($("build-args").value)) form.append("build_arg", arg);
-  const context = $("context").files[0];
-  if (context) form.append("context", context, context.name);
+  for (const arg of keyValueLines($("build-args").value)) form.append("build_arg", arg);
+  for (const label of keyValueLines($("labels").value)) form.append("label", label);
+  appendIfFilled(form, "target", $("target").value);
+  // Sent as typed: the server checks it (and says what it takes).
+  appendIfFilled(form, "platform", $("platform").value);
+  appendIfFilled(form, "dockerfile", $("dockerfile-path").value);
+  if ($("no-cache").checked) form.append("no_cache", "true");
+  appendIfFilled(form, "callback_url", $("callback-url").value);
   for (const secret of $("secrets").files) form.append("secret", secret, secret.name);
   appendLogin(form, $("username").value, $("password").value);
   return form;
+}
+
+function showSource() {
+  $("git-source").hidden = !gitChosen();
+  $("upload-source").hidden = gitChosen();
 }
 
 function appendLogin(form, username, password) {
@@ -320,6 +366,10 @@ function appendLogin(form, username, password) {
 }
 
 function setUpSubmit() {
+  for (const radio of document.querySelectorAll('input[name="source"]')) {
+    radio.addEventListener("change", showSource);
+  }
+  showSource();
   $("submit-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const button = $("submit-button");
@@ -336,7 +386,9 @@ function setUpSubmit() {
     try {
       const build = await requestJson(API + "/builds", { method: "POST", body: form });
       clearError(errorBox);
-      $("password").value = ""; // held for this build only, like the server does
+      // Held for this build only, like the server does.
+      $("password").value = "";
+      $("git-password").value = "";
       if (list.before != null || $("status-filter").value) {
         list.cursors = [];
         list.before = null;
@@ -383,6 +435,8 @@ function openFromHash() {
   view.followBottom = true;
   view.confirmingDelete = false;
   $("log").textContent = "";
+  $("log").hidden = false;
+  $("log-note").hidden = true;
   clearError($("action-error"));
   $("build-view").hidden = id == null;
   $("no-build").hidden = id != null;
@@ -426,6 +480,27 @@ function renderBuild(build) {
   renderStages(build);
   renderMeters(build, view.progress);
   renderActions(build);
+  renderLogNote();
+}
+
+// While the log is empty, why: a build that never started (failed after
+// max_queue_wait_secs, or cancelled while queued) has none, and a queued one
+// says what it waits for.
+function renderLogNote() {
+  const build = view.build;
+  const note = $("log-note");
+  let text = "";
+  if (build && FINAL.has(build.status) && !build.started_at) {
+    text = build.error
+      ? "This build never started, so it has no log: " + build.error
+      : "This build never started, so it has no log.";
+  } else if (build && build.status === "queued") {
+    text = build.waiting_for ? "Waiting to start: " + build.waiting_for : "Waiting to start.";
+  }
+  const empty = $("log").textContent === "";
+  note.textContent = text;
+  note.hidden = !(text && empty);
+  $("log").hidden = Boolean(text && empty);
 }
 
 function rememberProgress(id, progress) {
@@ -451,6 +526,8 @@ function renderFacts(build) {
   }
   if (build.builder) facts.push(["Builder", build.builder]);
   if (build.retry_of) facts.push(["Retry of", "#" + build.retry_of, "#/builds/" + build.retry_of]);
+  const options = optionsText(build.options || {});
+  if (options) facts.push(["Options", options]);
   if (build.source) {
     const { git, ref, commit } = build.source;
     // Only an https URL becomes a link: others (ssh, git://) are not pages.
@@ -480,6 +557,26 @@ function renderFacts(build) {
     }
     dl.append(dt, dd);
   }
+}
+
+// The options a build was asked for, in a line: what differs from the defaults.
+function optionsText(options) {
+  const parts = [];
+  if (options.dockerfile && options.dockerfile !== "Dockerfile") parts.push("dockerfile " + options.dockerfile);
+  if (options.target) parts.push("target " + options.target);
+  if (options.platform) {
+    const platform = Array.isArray(options.platform) ? options.platform.join(",") : options.platform;
+    parts.push("platform " + platform);
+  }
+  if (options.no_cache) parts.push("no cache");
+  if (options.pull) parts.push("pull");
+  if (options.network) parts.push("network " + options.network);
+  for (const [key, value] of Object.entries(options.build_args || {})) parts.push("arg " + key + "=" + value);
+  for (const [key, value] of Object.entries(options.labels || {})) {
+    // A git build's source labels are the Source fact already.
+    if (!SOURCE_LABELS.has(key)) parts.push("label " + key + "=" + value);
+  }
+  return parts.join(" · ");
 }
 
 // The stages a build went through, from its timestamps: a build that failed while
@@ -675,6 +772,7 @@ function handleEvent(id, batch) {
 function appendLog(text) {
   const log = $("log");
   log.appendChild(document.createTextNode(text));
+  if ($("log-note").hidden === false) renderLogNote();
   if (view.followBottom) log.scrollTop = log.scrollHeight;
 }
 
@@ -812,6 +910,143 @@ function renderBuilders(builders) {
   $("builder-list").replaceChildren(...items);
 }
 
+// ---- triggers ----------------------------------------------------------------
+
+// One item per trigger, kept across refreshes so a ref being typed stays.
+const triggerItems = new Map();
+
+async function refreshTriggers() {
+  try {
+    const answer = await requestJson(API + "/triggers");
+    renderTriggers(answer.triggers);
+    clearError($("triggers-error"));
+  } catch (err) {
+    showError($("triggers-error"), "Cannot load the triggers", err);
+  } finally {
+    setTimeout(pollTriggers, LIST_POLL_MS);
+  }
+}
+
+function pollTriggers() {
+  if (document.hidden) setTimeout(pollTriggers, LIST_POLL_MS);
+  else refreshTriggers();
+}
+
+function renderTriggers(triggers) {
+  const ul = $("trigger-list");
+  const seen = new Set();
+  triggers.forEach((trigger, index) => {
+    seen.add(trigger.name);
+    let item = triggerItems.get(trigger.name);
+    if (!item) {
+      item = makeTriggerItem(trigger.name);
+      triggerItems.set(trigger.name, item);
+    }
+    fillTriggerItem(item, trigger);
+    if (ul.children[index] !== item) ul.insertBefore(item, ul.children[index] || null);
+  });
+  for (const [name, item] of triggerItems) {
+    if (!seen.has(name)) {
+      item.remove();
+      triggerItems.delete(name);
+    }
+  }
+  $("triggers-empty").hidden = triggers.length > 0;
+}
+
+function makeTriggerItem(name) {
+  const li = document.createElement("li");
+  li.dataset.trigger = name;
+  const title = document.createElement("strong");
+  title.textContent = name;
+  const facts = document.createElement("dl");
+  facts.className = "facts";
+  const form = document.createElement("form");
+  form.className = "run";
+  const label = document.createElement("label");
+  label.className = "visually-hidden";
+  label.textContent = "Ref of " + name + " to build";
+  const input = document.createElement("input");
+  input.name = "ref";
+  input.autocomplete = "off";
+  input.spellcheck = false;
+  input.placeholder = "main, v1.2 or a commit SHA";
+  input.id = "run-ref-" + name;
+  label.htmlFor = input.id;
+  const button = document.createElement("button");
+  button.type = "submit";
+  button.id = "run-button-" + name;
+  button.textContent = "Run";
+  form.append(label, input, button);
+  const error = document.createElement("p");
+  error.className = "error";
+  error.setAttribute("role", "alert");
+  error.hidden = true;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    runTrigger(name, input, button, error);
+  });
+  li.append(title, facts, form, error);
+  return li;
+}
+
+function fillTriggerItem(li, trigger) {
+  const facts = [
+    ["Repository", trigger.git],
+    ["Refs", trigger.refs.join(", ")],
+    ["Image", trigger.repository + ":" + trigger.tags.join(", ")],
+    ["Last delivery", lastDeliveryText(trigger.last_delivery)],
+  ];
+  const last = trigger.last_build;
+  facts.push(last != null ? ["Last build", "#" + last, "#/builds/" + last] : ["Last build", "none yet"]);
+  const dl = li.querySelector("dl");
+  dl.replaceChildren();
+  for (const [term, value, href] of facts) {
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    if (href) {
+      const link = document.createElement("a");
+      link.href = href;
+      link.textContent = value;
+      dd.appendChild(link);
+    } else {
+      dd.textContent = value;
+    }
+    dl.append(dt, dd);
+  }
+}
+
+function lastDeliveryText(delivery) {
+  if (!delivery) return "none yet";
+  let text = delivery.ref + " @ " + delivery.commit.slice(0, 12) + ", " + delivery.outcome;
+  if (delivery.build_id != null) text += " (#" + delivery.build_id + ")";
+  return text + ", " + formatTime(delivery.received_at);
+}
+
+async function runTrigger(name, input, button, errorBox) {
+  const ref = input.value.trim();
+  if (!ref) {
+    showError(errorBox, "Cannot run", new Error("name a branch, tag or commit to build"));
+    return;
+  }
+  button.disabled = true;
+  try {
+    const build = await requestJson(API + "/triggers/" + encodeURIComponent(name) + "/run", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ ref }),
+    });
+    clearError(errorBox);
+    location.hash = "#/builds/" + build.id;
+    refreshList();
+  } catch (err) {
+    showError(errorBox, "The run was not accepted", err);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 // ---- start -------------------------------------------------------------------
 
 function start() {
@@ -824,6 +1059,7 @@ function start() {
   openFromHash();
   refreshList();
   refreshBuilders();
+  refreshTriggers();
 }
 
 start();

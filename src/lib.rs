@@ -216,6 +216,17 @@ fn builder_configs(config: &Config) -> Vec<BuilderConfig> {
         .collect()
 }
 
+/// Every password the config holds, for build logs to mask.
+fn config_passwords(config: &Config) -> Result<Vec<domain::Secret>, StartError> {
+    let registries = config.registries.registry_credentials()?;
+    let git = config.git.git_policy()?.hosts;
+    Ok(registries
+        .into_iter()
+        .map(|(_, login)| login.password)
+        .chain(git.into_iter().filter_map(|(_, login)| login.password))
+        .collect())
+}
+
 /// Opens the store, recovers interrupted builds, starts the queue and returns the
 /// running HTTP server on `listener` (which may be bound to port 0): dockpub
 /// without the signal handling and the graceful stop of [`serve`], for a caller
@@ -255,16 +266,29 @@ async fn start(
             allowed: config.builds.build_networks(),
         },
         buildkit: config.builders.buildkit,
+        max_tags: config.builds.max_tags_per_build,
         git: config.git.git_policy()?,
+        followers: builds::FollowerLimits {
+            per_build: config.server.max_followers_per_build,
+            total: config.server.max_followers,
+        },
     };
     let settings = RunSettings {
         build_timeout: Duration::from_secs(config.builds.build_timeout_secs),
+        build_idle_timeout: Duration::from_secs(config.builds.build_idle_timeout_secs),
+        push_idle_timeout: Duration::from_secs(config.builds.push_idle_timeout_secs),
+        cache_import_timeout: Duration::from_secs(config.builds.cache_import_timeout_secs),
         credentials: CredentialResolver::new(
             config.registries.registry_credentials()?,
             builds::docker_config::DockerConfig::from_env(),
         ),
         secrets: config.secrets.build_secrets()?,
         registry_cache: config.builds.registry_cache,
+        log_limits: builds::LogLimits {
+            max_lines: config.builds.max_log_lines,
+            max_bytes: config.builds.max_log_bytes,
+        },
+        config_passwords: config_passwords(&config)?,
         registry: registry::Registry::new(Duration::from_secs(config.builds.registry_timeout_secs)),
     };
     let retention = Retention {
@@ -287,7 +311,11 @@ async fn start(
              any Dockerfile on your Docker daemon. Set [[tokens]], [auth] tokens or DOCKPUB_API_TOKENS."
         );
     }
-    let triggers = builds::triggers::TriggerService::new(service.clone(), config.git.triggers()?);
+    let triggers = builds::triggers::TriggerService::new(
+        service.clone(),
+        config.git.triggers()?,
+        config.git.trigger_fetch_slots(),
+    );
     let server = http::server(service.clone(), triggers, &config, tokens, listener)?;
     log::info!("dockpub listening on http://{address}");
     Ok((server, service))

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use dockpub::cli::{self, ClientArgs, LoginArgs, Request, SubmitArgs};
+use dockpub::cli::{self, ClientArgs, ListArgs, LogRangeArgs, Request, RetryArgs, SubmitArgs};
 use dockpub::config::{Config, ServeArgs};
 
 #[derive(Parser)]
@@ -50,6 +50,8 @@ enum Command {
     /// List the newest builds
     List {
         #[command(flatten)]
+        filter: ListArgs,
+        #[command(flatten)]
         client: ClientArgs,
     },
     /// Show one build
@@ -63,9 +65,11 @@ enum Command {
     Logs {
         /// The build's id
         id: i64,
-        /// Keep printing until the build ends
+        /// Keep printing until the build ends (as docker logs -f)
         #[arg(short, long)]
         follow: bool,
+        #[command(flatten)]
+        range: LogRangeArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -81,7 +85,26 @@ enum Command {
         /// The build's id
         id: i64,
         #[command(flatten)]
-        login: LoginArgs,
+        retry: RetryArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the builders: health, load, platforms
+    Builders {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List a build's webhook deliveries (callback_url and webhooks)
+    Deliveries {
+        /// The build's id
+        id: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send an ended webhook delivery again
+    Redeliver {
+        /// The delivery's id (the `id` that `dockpub deliveries` lists)
+        delivery: i64,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -98,7 +121,7 @@ enum Command {
         #[arg(long = "ref")]
         git_ref: String,
         /// Follow the build to its end; the exit code is then its result
-        #[arg(short, long)]
+        #[arg(long)]
         follow: bool,
         #[command(flatten)]
         client: ClientArgs,
@@ -120,11 +143,19 @@ async fn main() -> ExitCode {
     let (request, client) = match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
         Command::Serve(args) => return serve(*args).await,
         Command::Submit { submit, client } => (Request::Submit(submit), client),
-        Command::List { client } => (Request::List, client),
+        Command::List { filter, client } => (Request::List(filter), client),
         Command::Status { id, client } => (Request::Status(id), client),
-        Command::Logs { id, follow, client } => (Request::Logs { id, follow }, client),
+        Command::Logs {
+            id,
+            follow,
+            range,
+            client,
+        } => (Request::Logs { id, follow, range }, client),
         Command::Cancel { id, client } => (Request::Cancel(id), client),
-        Command::Retry { id, login, client } => (Request::Retry { id, login }, client),
+        Command::Retry { id, retry, client } => (Request::Retry { id, retry }, client),
+        Command::Builders { client } => (Request::Builders, client),
+        Command::Deliveries { id, client } => (Request::Deliveries(id), client),
+        Command::Redeliver { delivery, client } => (Request::Redeliver(delivery), client),
         Command::Delete { id, force, client } => (Request::Delete { id, force }, client),
         Command::Triggers { client } => (Request::Triggers, client),
         Command::Trigger {

@@ -42,9 +42,12 @@ async fn fail_overdue(service: &BuildService, limit: Duration) {
             continue;
         };
         // `get` has already read it off the builders, as every read does.
-        let reason = build
-            .waiting_for
-            .unwrap_or_else(|| "a free slot".to_string());
+        let reason = match engine.dispatcher_fault.get() {
+            Some(fault) => format!("the store, which the dispatcher could not read ({fault})"),
+            None => build
+                .waiting_for
+                .unwrap_or_else(|| "a free slot".to_string()),
+        };
         let changes = Changes {
             error: Some(format!(
                 "waited longer than max_queue_wait_secs ({} s) in the queue, for: {reason}",

@@ -62,9 +62,128 @@ pub fn base_images(dockerfile: &str) -> Vec<String> {
     images
 }
 
+/// The Dockerfile's instructions, each on one line: lines continued with the
+/// escape character (`\\`, or what an `# escape=` directive names) joined, and
+/// comment lines inside a continuation dropped, as the daemon's parser does.
+pub fn instructions(dockerfile: &str) -> Vec<String> {
+    let escape = escape_char(dockerfile);
+    let mut instructions = Vec::new();
+    let mut current: Option<String> = None;
+    for line in dockerfile.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || trimmed.is_empty() {
+            continue;
+        }
+        let (text, continued) = match trimmed.strip_suffix(escape) {
+            Some(head) => (head.trim_end(), true),
+            None => (trimmed, false),
+        };
+        let joined = current.get_or_insert_with(String::new);
+        if !joined.is_empty() {
+            joined.push(' ');
+        }
+        joined.push_str(text);
+        if !continued {
+            instructions.extend(current.take());
+        }
+    }
+    instructions.extend(current);
+    instructions
+}
+
+/// The escape character: `\\` unless a parser directive at the top says otherwise.
+fn escape_char(dockerfile: &str) -> char {
+    for line in dockerfile.lines() {
+        let Some(directive) = line.trim().strip_prefix('#') else {
+            break;
+        };
+        let Some((key, value)) = directive.split_once('=') else {
+            break;
+        };
+        if key.trim().eq_ignore_ascii_case("escape") && value.trim() == "`" {
+            return '`';
+        }
+    }
+    '\\'
+}
+
+/// The instruction's name (upper case) and its flags (`--mount=…`), in order.
+pub fn instruction_flags(instruction: &str) -> (String, Vec<&str>) {
+    let mut words = instruction.split_whitespace();
+    let name = words.next().unwrap_or_default().to_ascii_uppercase();
+    (name, words.take_while(|w| w.starts_with("--")).collect())
+}
+
+/// Syntax the Dockerfile frontend built into this daemon's BuildKit (Docker
+/// 20.10: frontend 1.2) does not know, but newer frontends do; the first found.
+pub fn newer_frontend_syntax(dockerfile: &str) -> Option<&'static str> {
+    instructions(dockerfile).iter().find_map(|instruction| {
+        let (name, flags) = instruction_flags(instruction);
+        let has_flag = |flag: &str| {
+            flags.iter().any(|f| {
+                f.strip_prefix("--")
+                    .is_some_and(|f| f.split('=').next() == Some(flag))
+            })
+        };
+        let rest = instruction.split_whitespace().nth(1 + flags.len());
+        match name.as_str() {
+            "RUN" | "COPY" | "ADD" if rest.is_some_and(|word| word.starts_with("<<")) => {
+                Some("heredocs (<<EOF)")
+            }
+            "COPY" | "ADD" if has_flag("link") => Some("--link"),
+            "COPY" if has_flag("parents") => Some("COPY --parents"),
+            "ADD" if has_flag("checksum") || has_flag("keep-git-dir") => Some("ADD --checksum"),
+            "RUN" if has_flag("network") => Some("RUN --network"),
+            "RUN" if has_flag("security") => Some("RUN --security"),
+            _ => None,
+        }
+    })
+}
+
+/// Whether a `# syntax=` directive asks for a frontend image of its own.
+pub fn names_a_frontend(dockerfile: &str) -> bool {
+    dockerfile
+        .lines()
+        .map_while(|line| line.trim().strip_prefix('#'))
+        .filter_map(|directive| directive.split_once('='))
+        .any(|(key, _)| key.trim().eq_ignore_ascii_case("syntax"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn continued_lines_make_one_instruction() {
+        let text =
+            "FROM base\nRUN \\\n  # a comment\n  --mount=type=cache,target=/c \\\n\n  make\n";
+        assert_eq!(
+            instructions(text),
+            ["FROM base", "RUN --mount=type=cache,target=/c make"]
+        );
+        let backtick = "# escape=`\nFROM base\nRUN `\n --mount=type=secret,id=a true\n";
+        assert_eq!(
+            instructions(backtick)[1],
+            "RUN --mount=type=secret,id=a true"
+        );
+    }
+
+    #[test]
+    fn finds_syntax_of_newer_frontends() {
+        let found = |text: &str| newer_frontend_syntax(&format!("FROM base\n{text}\n"));
+        assert_eq!(found("RUN <<EOF\necho hi\nEOF"), Some("heredocs (<<EOF)"));
+        assert_eq!(found("COPY --link a /a"), Some("--link"));
+        assert_eq!(found("RUN --network=none true"), Some("RUN --network"));
+        assert_eq!(found("RUN \\\n --network=none true"), Some("RUN --network"));
+        assert_eq!(found("RUN --mount=type=cache,target=/c echo <<x"), None);
+        assert_eq!(found("COPY --chown=1 a /a"), None);
+        assert!(names_a_frontend(
+            "# syntax=docker/dockerfile:1\nFROM base\n"
+        ));
+        assert!(!names_a_frontend(
+            "FROM base\n# syntax=docker/dockerfile:1\n"
+        ));
+    }
 
     #[test]
     fn finds_the_base_images() {

@@ -11,6 +11,8 @@ use tokio_util::task::TaskTracker;
 
 use super::cancel::CancelSignals;
 use super::events::{Event, EventHub};
+use super::followers::FollowerSlots;
+use super::silence::Silences;
 use super::vault::{CredentialVault, SecretVault};
 use super::RunSettings;
 use crate::docker::BuilderPool;
@@ -32,6 +34,8 @@ pub struct Engine {
     pub secrets: SecretVault,
     pub queue: Wakeup,
     pub events: Arc<EventHub>,
+    /// Who follows builds live, counted against their caps.
+    pub followers: Arc<FollowerSlots>,
     pub cancels: CancelSignals,
     /// Every running build's task, so a shutdown can wait for them.
     pub runners: TaskTracker,
@@ -54,6 +58,11 @@ pub struct Engine {
     /// while a tag is checked and taken back (delete, retention, cancel). Short,
     /// so a delete never waits for a push.
     pub tag_locks: NamedLocks,
+    /// Why the dispatcher cannot read the queue right now (a store error it
+    /// retries); None while it can.
+    pub dispatcher_fault: Fault,
+    /// When each running build was last heard from.
+    pub silences: Arc<Silences>,
 }
 
 impl Engine {
@@ -184,6 +193,25 @@ impl Engine {
                 .with_label_values(&[phase])
                 .observe(seconds);
         }
+    }
+}
+
+/// A fault something retries on its own, for /readyz to report meanwhile.
+#[derive(Default)]
+pub struct Fault(Mutex<Option<String>>);
+
+impl Fault {
+    pub fn set(&self, reason: String) {
+        *self.0.locked() = Some(reason);
+    }
+
+    /// Clears the fault; returns the one there was.
+    pub fn take(&self) -> Option<String> {
+        self.0.locked().take()
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.locked().clone()
     }
 }
 

@@ -5,6 +5,7 @@
 //! delete `ending.rs`, what `/metrics` and `/readyz` read `readiness.rs`.
 
 pub mod access;
+mod build_names;
 mod cancel;
 pub mod context;
 pub mod credentials;
@@ -15,8 +16,10 @@ mod ending;
 mod engine;
 mod events;
 mod follow;
+mod followers;
 pub mod git;
 mod hints;
+pub mod limits;
 mod local_tags;
 mod logs;
 pub mod options;
@@ -27,6 +30,7 @@ mod reads;
 mod retention;
 mod runner;
 pub mod secrets;
+mod silence;
 mod submit;
 pub mod triggers;
 mod vault;
@@ -39,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::docker::{BuilderPool, BuilderStatus, DockerError};
-use crate::domain::{BuildSecret, Credentials, ReferenceError, Status, TagPlan};
+use crate::domain::{BuildSecret, Credentials, ReferenceError, Secret, Status, TagPlan};
 use crate::store::{Store, StoreError};
 use crate::webhooks::callback::CallbackError;
 use crate::webhooks::Webhooks;
@@ -50,10 +54,14 @@ use credentials::CredentialResolver;
 use dockerfile::DockerfileError;
 use engine::Engine;
 pub use follow::Followed;
+pub use followers::FollowerLimits;
 use git::{GitError, GitPolicy, GitRequest};
-use options::{NetworkPolicy, OptionError, OptionsRequest};
+use limits::LimitError;
+pub use logs::LogLimits;
+use options::{NetworkPolicy, OptionError, OptionsError, OptionsRequest};
 pub use readiness::Readiness;
 pub use retention::Retention;
+pub use silence::SilentBuild;
 use vault::{CredentialVault, SecretVault};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +72,9 @@ pub enum BuildError {
     InvalidReference(#[from] ReferenceError),
     #[error(transparent)]
     InvalidOption(#[from] OptionError),
+    /// A repeated field, a key or value, or the stored options past their limit.
+    #[error(transparent)]
+    OverLimit(#[from] LimitError),
     #[error(transparent)]
     InvalidContext(#[from] ContextError),
     #[error(transparent)]
@@ -86,12 +97,23 @@ pub enum BuildError {
     AlreadyFinal { id: i64, status: Status },
     #[error("the queue is full ({limit} builds wait); try again later")]
     QueueFull { limit: usize },
+    #[error("{limit} followers already ({setting}); try again later")]
+    TooManyFollowers { limit: usize, setting: &'static str },
     #[error(transparent)]
     Forbidden(#[from] AccessError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Docker(#[from] DockerError),
+}
+
+impl From<OptionsError> for BuildError {
+    fn from(err: OptionsError) -> Self {
+        match err {
+            OptionsError::Invalid(err) => BuildError::InvalidOption(err),
+            OptionsError::OverLimit(err) => BuildError::OverLimit(err),
+        }
+    }
 }
 
 /// A build request as it arrives, before validation.
@@ -124,19 +146,34 @@ pub struct Limits {
     pub networks: NetworkPolicy,
     /// Builds use BuildKit unless they ask otherwise.
     pub buildkit: bool,
+    /// `max_tags_per_build`.
+    pub max_tags: usize,
     /// What builds from git may fetch.
     pub git: GitPolicy,
+    /// How many may follow builds live.
+    pub followers: FollowerLimits,
 }
 
 /// How builds run.
 pub struct RunSettings {
     /// The daemon's part of a build is stopped past this.
     pub build_timeout: Duration,
+    /// The daemon's part of a build is stopped after this long without output or progress.
+    pub build_idle_timeout: Duration,
+    /// A push without progress for this long is cut (and tried once more).
+    pub push_idle_timeout: Duration,
+    /// A BuildKit cache import under way this long is given up.
+    pub cache_import_timeout: Duration,
     pub credentials: CredentialResolver,
     /// `[secrets.ID]`: offered to every build, read at start.
     pub secrets: Vec<BuildSecret>,
     /// BuildKit builds push inline cache and use their own tags as cache sources.
     pub registry_cache: bool,
+    /// `max_log_lines`, `max_log_bytes`.
+    pub log_limits: LogLimits,
+    /// Every password the config holds (`[registries]`, `[git."HOST"]`), masked
+    /// in build logs.
+    pub config_passwords: Vec<Secret>,
     /// The registries' own API, for the image index of a build of several platforms.
     pub registry: crate::registry::Registry,
 }
@@ -173,6 +210,7 @@ impl BuildService {
             secrets: SecretVault::default(),
             queue: engine::Wakeup::default(),
             events: Arc::default(),
+            followers: followers::FollowerSlots::new(limits.followers),
             cancels: CancelSignals::default(),
             runners: TaskTracker::new(),
             stopping: CancellationToken::new(),
@@ -183,12 +221,15 @@ impl BuildService {
             publish_locks: Default::default(),
             tag_locks: Default::default(),
             unrecorded_ends: Default::default(),
+            dispatcher_fault: Default::default(),
+            silences: Default::default(),
         });
         for id in engine.store.requeue_interrupted().await? {
             log::info!("build {id}: queued (interrupted by a restart, will run again)");
         }
         // Until builds are interrupted at shutdown, a lost builder must still requeue them.
         crate::docker::spawn_health_checks(engine.pool.clone(), engine.interrupting.clone());
+        build_names::remove_left_at_start(&engine).await;
         queue::spawn_dispatcher(engine.clone());
         let service = BuildService { engine, limits };
         retention::spawn_pruner(service.clone(), retention);
@@ -220,6 +261,11 @@ impl BuildService {
     /// Every builder with its health and load, in configuration order.
     pub fn builders(&self) -> Vec<BuilderStatus> {
         self.engine.pool.statuses()
+    }
+
+    /// Running builds that have been silent for more than a minute.
+    pub fn silent_builds(&self) -> Vec<SilentBuild> {
+        self.engine.silences.silent()
     }
 
     pub fn store(&self) -> &Store {

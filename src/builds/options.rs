@@ -8,6 +8,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::context::clean_path;
+use super::dockerfile::{instruction_flags, instructions};
+use super::limits::{self, LimitError};
 use crate::domain::BuildOptions;
 
 /// Build argument names as Dockerfile ARG instructions can refer to them.
@@ -34,6 +36,25 @@ pub fn is_platform(text: &str) -> bool {
 pub struct OptionError {
     pub field: &'static str,
     pub message: String,
+}
+
+/// Why the options of a request are refused: a bad value, or one past a limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    #[error(transparent)]
+    Invalid(#[from] OptionError),
+    #[error(transparent)]
+    OverLimit(#[from] LimitError),
+}
+
+#[cfg(test)]
+impl OptionsError {
+    pub fn field(&self) -> &'static str {
+        match self {
+            OptionsError::Invalid(err) => err.field,
+            OptionsError::OverLimit(err) => err.field,
+        }
+    }
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> OptionError {
@@ -74,12 +95,12 @@ impl OptionsRequest {
         self,
         networks: &NetworkPolicy,
         buildkit: bool,
-    ) -> Result<BuildOptions, OptionError> {
+    ) -> Result<BuildOptions, OptionsError> {
         Ok(BuildOptions {
             dockerfile: None,
             context_bytes: None,
-            build_args: key_values("build_arg", self.build_args, &ARG_KEY)?,
-            labels: key_values("label", self.labels, &LABEL_KEY)?,
+            build_args: build_args(self.build_args)?,
+            labels: key_values(LABELS, self.labels)?,
             target: matching(
                 "target",
                 self.target,
@@ -97,46 +118,41 @@ impl OptionsRequest {
     }
 }
 
-/// At most this many platforms per build: each is a build of its own.
-pub const MAX_PLATFORMS: usize = 4;
-
 /// `platform`: one `os/arch[/variant]` or a comma-separated list of them, as
 /// buildx spells it; each once. Kept as written, without spaces. A trigger's
 /// `platform` is checked by the same rule.
-pub fn platform_list(list: Option<String>) -> Result<Option<String>, OptionError> {
+pub fn platform_list(list: Option<String>) -> Result<Option<String>, OptionsError> {
     let Some(list) = list else { return Ok(None) };
     let platforms: Vec<&str> = list.split(',').map(str::trim).collect();
-    if platforms.len() > MAX_PLATFORMS {
-        return Err(invalid(
-            "platform",
-            format!("at most {MAX_PLATFORMS} platforms"),
-        ));
-    }
+    limits::check_count(
+        "platform",
+        platforms.len(),
+        limits::MAX_PLATFORMS,
+        "platforms",
+    )?;
     for (n, platform) in platforms.iter().enumerate() {
         if !is_platform(platform) {
             return Err(invalid(
                 "platform",
                 format!("'{platform}' is not os/arch[/variant] such as 'linux/amd64'"),
-            ));
+            )
+            .into());
         }
         if platforms[..n].contains(platform) {
-            return Err(invalid("platform", format!("'{platform}' is given twice")));
+            return Err(invalid("platform", format!("'{platform}' is given twice")).into());
         }
     }
     Ok(Some(platforms.join(",")))
 }
 
-/// At most this many `cache_from` images per build.
-const MAX_CACHE_SOURCES: usize = 16;
-
 /// `cache_from` images: `repository:tag`, as the `tag` and `repository` fields take them.
-fn cache_sources(references: Vec<String>) -> Result<Vec<String>, OptionError> {
-    if references.len() > MAX_CACHE_SOURCES {
-        return Err(invalid(
-            "cache_from",
-            format!("at most {MAX_CACHE_SOURCES} images"),
-        ));
-    }
+fn cache_sources(references: Vec<String>) -> Result<Vec<String>, OptionsError> {
+    limits::check_count(
+        "cache_from",
+        references.len(),
+        limits::MAX_CACHE_SOURCES,
+        "cache sources",
+    )?;
     for reference in &references {
         let (repository, tag) = match reference.rsplit_once(':') {
             Some((repository, tag)) if !tag.contains('/') => (repository, tag),
@@ -184,16 +200,14 @@ pub fn check_builder(options: &BuildOptions, dockerfile: &str) -> Result<(), Opt
     }
 }
 
-/// What in the Dockerfile needs BuildKit (`RUN --mount=…`), when anything does.
+/// What in the Dockerfile needs BuildKit (`RUN --mount=…`, also when the flag
+/// comes on a continued line), when anything does.
 pub fn needs_buildkit(dockerfile: &str) -> Option<&'static str> {
-    dockerfile
-        .lines()
-        .map(|line| line.split_whitespace())
-        .any(|mut words| {
-            words.next().is_some_and(|w| w.eq_ignore_ascii_case("RUN"))
-                && words
-                    .take_while(|w| w.starts_with("--"))
-                    .any(|w| w.starts_with("--mount"))
+    instructions(dockerfile)
+        .iter()
+        .any(|instruction| {
+            let (name, flags) = instruction_flags(instruction);
+            name == "RUN" && flags.iter().any(|flag| flag.starts_with("--mount"))
         })
         .then_some("RUN --mount")
 }
@@ -207,21 +221,50 @@ pub fn dockerfile_path(path: &str) -> Result<String, OptionError> {
     }
 }
 
-fn key_values(
+/// A repeated `KEY=VALUE` field: its name, its key rule and how many it takes.
+struct KeyValueField {
     field: &'static str,
+    key_rule: &'static LazyLock<Regex>,
+    limit: usize,
+    plural: &'static str,
+}
+
+const LABELS: KeyValueField = KeyValueField {
+    field: "label",
+    key_rule: &LABEL_KEY,
+    limit: limits::MAX_LABELS,
+    plural: "labels",
+};
+
+const BUILD_ARGS: KeyValueField = KeyValueField {
+    field: "build_arg",
+    key_rule: &ARG_KEY,
+    limit: limits::MAX_BUILD_ARGS,
+    plural: "build args",
+};
+
+/// `build_arg` values, as a request or a trigger's `build_args` give them.
+pub fn build_args(pairs: Vec<String>) -> Result<BTreeMap<String, String>, OptionsError> {
+    key_values(BUILD_ARGS, pairs)
+}
+
+fn key_values(
+    kind: KeyValueField,
     pairs: Vec<String>,
-    key_rule: &Regex,
-) -> Result<BTreeMap<String, String>, OptionError> {
+) -> Result<BTreeMap<String, String>, OptionsError> {
+    let field = kind.field;
+    limits::check_count(field, pairs.len(), kind.limit, kind.plural)?;
     let mut map = BTreeMap::new();
     for pair in pairs {
         let Some((key, value)) = pair.split_once('=') else {
-            return Err(invalid(field, format!("'{pair}' is not KEY=VALUE")));
+            return Err(invalid(field, format!("'{pair}' is not KEY=VALUE")).into());
         };
-        if !key_rule.is_match(key) {
-            return Err(invalid(field, format!("'{key}' is not a valid key")));
+        limits::check_key_value(field, key, value)?;
+        if !kind.key_rule.is_match(key) {
+            return Err(invalid(field, format!("'{key}' is not a valid key")).into());
         }
         if map.insert(key.to_string(), value.to_string()).is_some() {
-            return Err(invalid(field, format!("'{key}' is given more than once")));
+            return Err(invalid(field, format!("'{key}' is given more than once")).into());
         }
     }
     Ok(map)
@@ -344,7 +387,7 @@ mod tests {
         ];
         for (request, field) in cases {
             let err = request.validate(&policy(), true).unwrap_err();
-            assert_eq!(err.field, field, "{err}");
+            assert_eq!(err.field(), field, "{err}");
         }
     }
 
@@ -354,7 +397,7 @@ mod tests {
         assert_eq!(cache_sources(ok.clone()), Ok(ok));
         for bad in ["Team/App:v1", "app:bad tag", ""] {
             assert_eq!(
-                cache_sources(vec![bad.into()]).unwrap_err().field,
+                cache_sources(vec![bad.into()]).unwrap_err().field(),
                 "cache_from"
             );
         }
@@ -365,6 +408,10 @@ mod tests {
         let dockerfile = "FROM base\nRUN --network=none --mount=type=cache,target=/c make\n";
         assert_eq!(needs_buildkit(dockerfile), Some("RUN --mount"));
         assert_eq!(needs_buildkit("FROM base\nRUN echo --mount\n"), None);
+        assert_eq!(
+            needs_buildkit("FROM base\nRUN \\\n  --mount=type=cache,target=/c true\n"),
+            Some("RUN --mount")
+        );
         let legacy = BuildOptions::default();
         assert_eq!(
             check_builder(&legacy, dockerfile).unwrap_err().field,
@@ -410,7 +457,7 @@ mod tests {
                 ..OptionsRequest::default()
             };
             let err = request.validate(&policy(), true).unwrap_err();
-            assert_eq!(err.field, "platform", "{bad}");
+            assert_eq!(err.field(), "platform", "{bad}");
         }
     }
 

@@ -10,18 +10,40 @@ use super::runner;
 use crate::docker::Slot;
 use crate::store::StoreError;
 
-/// Wait after a store error before looking at the queue again.
+/// Wait after the first store error before looking at the queue again; it
+/// doubles with each error after that, up to [`STORE_RETRY_MAX`].
 const STORE_RETRY: Duration = Duration::from_secs(1);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(15);
 
 pub fn spawn_dispatcher(engine: Arc<Engine>) {
     tokio::spawn(async move {
+        let mut retry = STORE_RETRY;
         loop {
             match start_one(&engine).await {
-                Ok(true) => continue,
-                Ok(false) => {}
+                Ok(started) => {
+                    if engine.dispatcher_fault.take().is_some() {
+                        log::info!("dispatcher: reads the queue again");
+                    }
+                    retry = STORE_RETRY;
+                    if started {
+                        continue;
+                    }
+                }
                 Err(err) => {
-                    log::error!("dispatcher: cannot read the queue: {err}");
-                    tokio::time::sleep(STORE_RETRY).await;
+                    // Nothing else may come to wake the dispatcher (a freed
+                    // slot has already been told), so it looks again by itself
+                    // until the store answers; /readyz says it cannot meanwhile.
+                    log::error!(
+                        "dispatcher: cannot read the queue: {err}; trying again in {} s",
+                        retry.as_secs()
+                    );
+                    engine.dispatcher_fault.set(err.to_string());
+                    tokio::select! {
+                        () = tokio::time::sleep(retry) => {}
+                        () = engine.stopping.cancelled() => break,
+                    }
+                    retry = (retry * 2).min(STORE_RETRY_MAX);
+                    continue;
                 }
             }
             tokio::select! {

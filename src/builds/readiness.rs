@@ -50,8 +50,10 @@ impl BuildService {
         let mut readiness = Readiness::default();
         let mut store_ok = match self.engine.store.ping().await {
             Ok(()) => true,
+            // /readyz is open: the detail (paths, SQLite's words) stays in the log.
             Err(err) => {
-                readiness.reasons.push(format!("store: {err}"));
+                log::warn!("readiness: the store does not answer: {err}");
+                readiness.reasons.push("store: does not answer".into());
                 false
             }
         };
@@ -59,6 +61,12 @@ impl BuildService {
             readiness.reasons.push(
                 "store: the data directory's disk is full; nothing new can be recorded".into(),
             );
+            store_ok = false;
+        }
+        if let Some(fault) = self.engine.dispatcher_fault.get() {
+            readiness.reasons.push(format!(
+                "dispatcher: cannot read the queue ({fault}); no queued build starts until it can, it tries again by itself"
+            ));
             store_ok = false;
         }
         let pings =
@@ -70,10 +78,12 @@ impl BuildService {
             match answer {
                 Ok(()) => any_up = true,
                 Err(err) => {
-                    readiness.builders_down.push(builder.name().to_string());
+                    let name = builder.name();
+                    log::warn!("readiness: builder '{name}' does not answer: {err}");
+                    readiness.builders_down.push(name.to_string());
                     readiness
                         .reasons
-                        .push(format!("builder '{}': {err}", builder.name()));
+                        .push(format!("builder '{name}' does not answer"));
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use super::{waiting, BuildError, BuildService};
 use crate::domain::{Build, Status};
-use crate::store::{ListFilter, LogRange, RenderLine};
+use crate::store::{ListFilter, Listed, LogRange, RenderLine, PAGE_BYTES};
 
 impl BuildService {
     pub async fn get(&self, id: i64) -> Result<Build, BuildError> {
@@ -42,7 +42,7 @@ impl BuildService {
     pub async fn list_then<T, F>(&self, filter: ListFilter, render: F) -> Result<T, BuildError>
     where
         T: Send + 'static,
-        F: FnOnce(Vec<Build>) -> T + Send + 'static,
+        F: FnOnce(Listed) -> T + Send + 'static,
     {
         Ok(self.engine.store.list_builds_then(filter, render).await?)
     }
@@ -53,6 +53,13 @@ impl BuildService {
             return None;
         }
         self.engine.events.progress(build.id)
+    }
+
+    fn silent_since(&self, build: &Build) -> Option<crate::domain::Timestamp> {
+        if !build.status.is_running() {
+            return None;
+        }
+        self.engine.silences.silent_since(build.id)
     }
 
     /// Why a queued build waits, now (see [`waiting::waiting_for`]).
@@ -88,6 +95,7 @@ impl BuildService {
         Build {
             progress: self.progress(&build),
             waiting_for: self.waiting_for(&build),
+            silent_since: self.silent_since(&build),
             ..build
         }
     }
@@ -110,7 +118,7 @@ impl BuildService {
         futures_util::stream::unfold(Some(after), move |after| {
             let store = store.clone();
             async move {
-                match store.read_log_page(id, after?, render).await {
+                match store.read_log_page(id, after?, render, PAGE_BYTES).await {
                     Ok(Some(page)) => Some((
                         Ok(bytes::Bytes::from(page.text)),
                         page.full.then_some(page.last_seq),

@@ -12,8 +12,9 @@ use crate::domain::Timestamp;
 pub struct Retention {
     /// Prune final builds that finished more than this many days ago.
     pub days: Option<u64>,
-    /// Keep the newest this-many succeeded builds, and every build newer than
-    /// the oldest of them (failed and cancelled builds do not count).
+    /// Keep the newest this-many succeeded builds, every build newer than the
+    /// oldest of them (failed and cancelled builds do not count), and the
+    /// owner of any tag those name.
     pub keep_last: Option<usize>,
     pub interval: Duration,
 }

@@ -2,13 +2,15 @@
 //! the image, SQLite, the log or a response. A request's secrets are kept in
 //! memory beside its credentials; the server's own come from `[secrets.ID]`.
 
-use super::options::OptionError;
+use super::limits::{self, MAX_SECRETS};
+use super::options::{OptionError, OptionsError};
 use crate::domain::BuildSecret;
 
 /// A request's `secret` field: a file part named by its id, or text `ID=VALUE`.
 pub fn request_secrets(
     parts: Vec<(Option<String>, Vec<u8>)>,
-) -> Result<Vec<BuildSecret>, OptionError> {
+) -> Result<Vec<BuildSecret>, OptionsError> {
+    limits::check_count("secret", parts.len(), MAX_SECRETS, "secrets")?;
     let invalid = |message: String| OptionError {
         field: "secret",
         message,
@@ -26,7 +28,7 @@ pub fn request_secrets(
         }
         .map_err(invalid)?;
         if secrets.iter().any(|known| known.id == secret.id) {
-            return Err(invalid(format!("'{}' is given more than once", secret.id)));
+            return Err(invalid(format!("'{}' is given more than once", secret.id)).into());
         }
         secrets.push(secret);
     }
@@ -87,9 +89,16 @@ mod tests {
             vec![(None, b"A=1".to_vec()), (Some("A".into()), b"2".to_vec())],
         ];
         for parts in cases {
-            assert_eq!(request_secrets(parts).unwrap_err().field, "secret");
+            assert_eq!(request_secrets(parts).unwrap_err().field(), "secret");
         }
         assert!(request_secrets(vec![(Some("max".into()), vec![0; MAX_SECRET_BYTES])]).is_ok());
+        let many = (0..=MAX_SECRETS)
+            .map(|n| (Some(format!("s{n}")), b"x".to_vec()))
+            .collect();
+        assert!(matches!(
+            request_secrets(many),
+            Err(OptionsError::OverLimit(_))
+        ));
     }
 
     #[test]

@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use super::access::Grant;
 use super::context::{self, ContextError, ContextUpload, DockerfileSource};
 use super::git::{self, GitError, GitRequest};
+use super::limits;
 use super::options::{self, OptionError};
 use super::{dockerfile, secrets, waiting, BuildError, BuildService, SubmitRequest};
 use crate::domain::{
@@ -20,6 +23,18 @@ impl BuildService {
         &self,
         request: SubmitRequest,
         caller: &Grant,
+    ) -> Result<Build, BuildError> {
+        let slots = self.limits.git.fetch_slots.clone();
+        self.submit_fetching_in(request, caller, &slots).await
+    }
+
+    /// [`submit`](Self::submit), with a git fetch run in one of `fetch_slots`
+    /// (trigger events have their own, so other fetches never hold them up).
+    pub async fn submit_fetching_in(
+        &self,
+        request: SubmitRequest,
+        caller: &Grant,
+        fetch_slots: &Semaphore,
     ) -> Result<Build, BuildError> {
         let SubmitRequest {
             dockerfile,
@@ -37,6 +52,7 @@ impl BuildService {
         crate::domain::validate_repository(&repository)?;
         caller.check_repository(&repository)?;
         if let TagPlan::Listed(tags) = &tags {
+            self.check_tag_count(tags)?;
             tags.iter()
                 .try_for_each(|tag| crate::domain::validate_tag(tag))?;
         }
@@ -48,6 +64,8 @@ impl BuildService {
         self.check_platform(&build_options, push)?;
         let secrets = secrets::request_secrets(secrets)?;
         build_options.secrets = secrets.iter().map(|s| s.id.clone()).collect();
+        // Before a fetch: the git labels added later are checked at enqueue.
+        limits::check_stored_options(&build_options)?;
         let git = git
             .map(|git| self.check_git(git, dockerfile.is_some() || context.is_some()))
             .transpose()?;
@@ -55,7 +73,7 @@ impl BuildService {
         self.check_queue_room().await?;
         let (context, source) = match git {
             Some(git) => {
-                let fetched = self.fetch_git(git).await?;
+                let fetched = self.fetch_git(git, fetch_slots).await?;
                 let labels = &mut build_options.labels;
                 labels.insert(git::SOURCE_LABEL.into(), fetched.source.git.clone());
                 labels.insert(git::REVISION_LABEL.into(), fetched.source.commit.clone());
@@ -98,14 +116,21 @@ impl BuildService {
         Ok(git::check(git, &self.limits.git)?)
     }
 
-    /// Fetches the checked ref on the blocking pool, under `git_timeout_secs`.
-    async fn fetch_git(&self, git: git::CheckedGit) -> Result<git::Fetched, BuildError> {
-        let _slot = self.limits.git.fetch_slots.acquire().await;
+    /// Fetches the checked ref on the blocking pool, under `git_timeout_secs`,
+    /// `git_idle_timeout_secs` and the context limits, in one of `slots`.
+    async fn fetch_git(
+        &self,
+        git: git::CheckedGit,
+        slots: &Semaphore,
+    ) -> Result<git::Fetched, BuildError> {
+        let _slot = slots.acquire().await;
         let policy = self.limits.git.clone();
         let staging = self.engine.store.files().staging_dir().to_path_buf();
-        let fetched = tokio::task::spawn_blocking(move || git::fetch(git, &policy, &staging))
-            .await
-            .map_err(|err| GitError::Io(std::io::Error::other(err)))?;
+        let limits = self.limits.context;
+        let fetched =
+            tokio::task::spawn_blocking(move || git::fetch(git, &policy, &staging, limits))
+                .await
+                .map_err(|err| GitError::Io(std::io::Error::other(err)))?;
         match &fetched {
             Ok(done) => log::info!(
                 "git: fetched {} at {} ({})",
@@ -210,12 +235,29 @@ impl BuildService {
         Ok(())
     }
 
+    /// At most `max_tags_per_build` tags.
+    fn check_tag_count(&self, tags: &[String]) -> Result<(), BuildError> {
+        let limit = self.limits.max_tags;
+        Ok(limits::check_count(
+            "tag",
+            tags.len(),
+            limit,
+            "max_tags_per_build",
+        )?)
+    }
+
     async fn enqueue(
         &self,
         new: NewBuild,
         credentials: Option<Credentials>,
         secrets: Vec<BuildSecret>,
     ) -> Result<Build, BuildError> {
+        // Whatever the way in (a retry of a row stored before these limits, too),
+        // no row is stored past them.
+        if let TagPlan::Listed(tags) = &new.tags {
+            self.check_tag_count(tags)?;
+        }
+        limits::check_stored_options(&new.options)?;
         let new = NewBuild {
             registry_username: credentials.as_ref().map(|c| c.username.clone()),
             ..new
@@ -260,6 +302,9 @@ impl BuildService {
             ),
             None => log::info!("build {}: queued ({})", build.id, build.repository),
         }
+        // The answer says why it waits (no builder up, all busy), as a GET would;
+        // read before the queue wakes, so a slot this build takes is not its reason.
+        let build = self.with_progress(build);
         self.engine.queue.wake();
         Ok(build)
     }
@@ -308,8 +353,12 @@ impl BuildService {
             DockerfileSource::InContext(_) => None,
         };
         let context_limits = self.limits.context;
+        let builder = match options.buildkit {
+            true => context::Builder::Buildkit,
+            false => context::Builder::Legacy,
+        };
         let prepared = tokio::task::spawn_blocking(move || {
-            context::prepare(upload, source, limit, context_limits)
+            context::prepare(upload, source, limit, context_limits, builder)
         })
         .await
         .map_err(|err| ContextError::Io(std::io::Error::other(err)))??;

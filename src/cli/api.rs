@@ -4,7 +4,7 @@ use reqwest::multipart::{Form, Part};
 use reqwest::{Client, RequestBuilder, Response};
 use serde_json::Value;
 
-use super::options::LoginArgs;
+use super::options::{ListArgs, LogRangeArgs, RetryArgs};
 use super::pack::{self, Packed};
 use super::{CliError, SubmitArgs};
 use crate::domain::is_plain_name;
@@ -16,12 +16,14 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    pub fn new(base: &str, token: Option<String>) -> Self {
-        ApiClient {
+    /// A client of the server at `base`, which must be an http:// or https:// URL.
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, CliError> {
+        check_server_url(base)?;
+        Ok(ApiClient {
             http: Client::new(),
             base: base.trim_end_matches('/').to_string(),
             token,
-        }
+        })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
@@ -33,11 +35,36 @@ impl ApiClient {
     }
 
     pub async fn get(&self, path: &str) -> Result<Response, CliError> {
-        checked(self.request(reqwest::Method::GET, path).send().await?).await
+        checked(send(self.request(reqwest::Method::GET, path)).await?).await
     }
 
-    pub async fn list(&self) -> Result<Value, CliError> {
-        Ok(self.get("/api/v1/builds").await?.json().await?)
+    pub async fn get_json(&self, path: &str) -> Result<Value, CliError> {
+        Ok(self.get(path).await?.json().await?)
+    }
+
+    async fn post_json(&self, path: &str) -> Result<Value, CliError> {
+        let response = send(self.request(reqwest::Method::POST, path)).await?;
+        Ok(checked(response).await?.json().await?)
+    }
+
+    pub async fn list(&self, filter: &ListArgs) -> Result<Value, CliError> {
+        let request = self
+            .request(reqwest::Method::GET, "/api/v1/builds")
+            .query(&filter.query());
+        Ok(checked(send(request).await?).await?.json().await?)
+    }
+
+    /// The build's event stream, resuming after log line `after`.
+    pub async fn events(&self, id: i64, after: u64) -> Result<Response, CliError> {
+        let request = self
+            .request(reqwest::Method::GET, &format!("/api/v1/builds/{id}/events"))
+            .header("Last-Event-ID", after.to_string());
+        checked(send(request).await?).await
+    }
+
+    pub async fn redeliver(&self, delivery: i64) -> Result<Value, CliError> {
+        self.post_json(&format!("/api/v1/deliveries/{delivery}/redeliver"))
+            .await
     }
 
     pub async fn build(&self, id: i64) -> Result<Value, CliError> {
@@ -48,33 +75,28 @@ impl ApiClient {
             .await?)
     }
 
-    pub async fn logs(&self, id: i64) -> Result<String, CliError> {
-        Ok(self
-            .get(&format!("/api/v1/builds/{id}/logs"))
-            .await?
-            .text()
-            .await?)
+    pub async fn logs(&self, id: i64, range: &LogRangeArgs) -> Result<String, CliError> {
+        let request = self
+            .request(reqwest::Method::GET, &format!("/api/v1/builds/{id}/logs"))
+            .query(&range.query());
+        Ok(checked(send(request).await?).await?.text().await?)
     }
 
     pub async fn cancel(&self, id: i64) -> Result<Value, CliError> {
-        let response = self
-            .request(
-                reqwest::Method::POST,
-                &format!("/api/v1/builds/{id}/cancel"),
-            )
-            .send()
-            .await?;
-        Ok(checked(response).await?.json().await?)
+        self.post_json(&format!("/api/v1/builds/{id}/cancel")).await
     }
 
-    pub async fn retry(&self, id: i64, login: &LoginArgs) -> Result<Value, CliError> {
+    pub async fn retry(&self, id: i64, retry: &RetryArgs) -> Result<Value, CliError> {
         let mut request =
             self.request(reqwest::Method::POST, &format!("/api/v1/builds/{id}/retry"));
-        if login.username.is_some() {
-            request = request.multipart(login.add_to(Form::new())?);
+        if retry.login.username.is_some() || !retry.secrets.is_empty() {
+            let mut form = retry.login.add_to(Form::new())?;
+            for spec in &retry.secrets {
+                form = form.part("secret", super::secret::secret_part(spec)?);
+            }
+            request = request.multipart(form);
         }
-        let response = request.send().await?;
-        Ok(checked(response).await?.json().await?)
+        Ok(checked(send(request).await?).await?.json().await?)
     }
 
     pub async fn triggers(&self) -> Result<Value, CliError> {
@@ -89,17 +111,13 @@ impl ApiClient {
         }
         let path = format!("/api/v1/triggers/{name}/run");
         let body = serde_json::json!({ "ref": git_ref });
-        let response = self
-            .request(reqwest::Method::POST, &path)
-            .json(&body)
-            .send()
-            .await?;
+        let response = send(self.request(reqwest::Method::POST, &path).json(&body)).await?;
         Ok(checked(response).await?.json().await?)
     }
 
     pub async fn delete(&self, id: i64, force: bool) -> Result<(), CliError> {
         let path = format!("/api/v1/builds/{id}?force={force}");
-        checked(self.request(reqwest::Method::DELETE, &path).send().await?).await?;
+        checked(send(self.request(reqwest::Method::DELETE, &path)).await?).await?;
         Ok(())
     }
 
@@ -129,10 +147,26 @@ impl ApiClient {
         // The server fetches a git context itself: nothing local is packed.
         let packed = match submit.git.git {
             Some(_) => None,
-            None => Some(pack::pack(&submit.path).await?),
+            None => Some(
+                pack::pack(
+                    &submit.path,
+                    submit.file.as_deref(),
+                    submit.options.dockerfile.as_deref(),
+                    !submit.no_buildkit,
+                )
+                .await?,
+            ),
         };
         form = match &packed {
-            None => submit.git.add_to(form),
+            None => {
+                // With a repository, -f names the Dockerfile inside it, as `dockerfile` does.
+                let named = submit.file.as_ref().map(|file| file.to_string_lossy());
+                let form = match named {
+                    Some(file) => form.text("dockerfile", file.into_owned()),
+                    None => form,
+                };
+                submit.git.add_to(form)?
+            }
             Some(Packed::Dockerfile(_)) if submit.options.dockerfile.is_some() => {
                 return Err(CliError::Usage(format!(
                     "--dockerfile names the Dockerfile inside a directory, and {} is a file",
@@ -143,16 +177,58 @@ impl ApiClient {
                 form.part("file", Part::bytes(bytes.clone()).file_name("Dockerfile"))
             }
             Some(Packed::Context(archive)) => {
+                let form = match &archive.dockerfile {
+                    Some(name) => form.text("dockerfile", name.clone()),
+                    None => form,
+                };
                 form.part("context", archive.upload_part(show_progress).await?)
             }
         };
-        let response = self
+        let request = self
             .request(reqwest::Method::POST, "/api/v1/builds")
-            .multipart(form)
-            .send()
-            .await?;
-        Ok(checked(response).await?.json().await?)
+            .multipart(form);
+        Ok(checked(send(request).await?).await?.json().await?)
     }
+}
+
+/// `--server` as a URL reqwest can use, or what to write instead.
+fn check_server_url(base: &str) -> Result<(), CliError> {
+    let scheme = reqwest::Url::parse(base).map(|url| url.scheme().to_string());
+    match scheme.as_deref() {
+        Ok("http" | "https") => Ok(()),
+        _ if !base.contains("://") => Err(CliError::Usage(format!(
+            "--server {base}: the URL needs its scheme, e.g. http://{base}"
+        ))),
+        _ => Err(CliError::Usage(format!(
+            "--server {base}: not an http:// or https:// URL"
+        ))),
+    }
+}
+
+/// The request sent; a failure to get any answer names the URL and the cause
+/// (refused, no such host, TLS), not reqwest's "error sending request".
+async fn send(request: RequestBuilder) -> Result<Response, CliError> {
+    request.send().await.map_err(|err| {
+        let url = err
+            .url()
+            .map(|url| url.to_string())
+            .unwrap_or_else(|| "the server".into());
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !causes.iter().any(|seen: &String| seen.contains(&text)) {
+                causes.push(text);
+            }
+            source = cause.source();
+        }
+        let cause = if causes.is_empty() {
+            err.without_url().to_string()
+        } else {
+            causes.join(": ")
+        };
+        CliError::Unreachable { url, cause }
+    })
 }
 
 /// The response when it is a success; the server's own error message otherwise.
@@ -162,10 +238,13 @@ async fn checked(response: Response) -> Result<Response, CliError> {
         return Ok(response);
     }
     let body = response.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<Value>(&body)
+    let mut message = serde_json::from_str::<Value>(&body)
         .ok()
         .and_then(|json| json["error"]["message"].as_str().map(str::to_string))
         .unwrap_or(body);
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        message.push_str(" (give a token of the server's with --token or DOCKPUB_TOKEN)");
+    }
     Err(CliError::Api {
         status: status.as_u16(),
         message,

@@ -10,19 +10,53 @@ use serde_json::Value;
 use eventsource_stream::Eventsource;
 
 use super::api::ApiClient;
+use super::options::LogRangeArgs;
 use super::terminal;
 use super::CliError;
 use super::{summary, Output};
 
 pub async fn follow(client: &ApiClient, id: i64, output: Output) -> Result<ExitCode, CliError> {
+    follow_after(client, id, 0, View::new(output)).await
+}
+
+/// `logs --follow` with `--since`/`--tail`: the lines asked for as they are
+/// now, then every new one. The events resume after the last line printed, so
+/// none is shown twice or lost in between.
+pub async fn follow_range(
+    client: &ApiClient,
+    id: i64,
+    range: &LogRangeArgs,
+    output: Output,
+) -> Result<ExitCode, CliError> {
+    let view = View::new(output);
+    if range.since.is_none() && range.tail.is_none() {
+        return follow_after(client, id, 0, view).await;
+    }
+    let since = range.since.unwrap_or(0);
+    let after_since = LogRangeArgs {
+        since: Some(since),
+        tail: None,
+    };
+    let log = client.logs(id, &after_since).await?;
+    let lines: Vec<&str> = log.lines().collect();
+    let shown = range
+        .tail
+        .map_or(0, |tail| lines.len().saturating_sub(tail as usize));
+    for line in &lines[shown..] {
+        view.line(line);
+    }
+    follow_after(client, id, since + lines.len() as u64, view).await
+}
+
+async fn follow_after(
+    client: &ApiClient,
+    id: i64,
+    after: u64,
+    mut view: View,
+) -> Result<ExitCode, CliError> {
     // A real SSE parser: it keeps a character split across two network
     // chunks whole, and follows the format's rules for fields and line ends.
-    let mut events = client
-        .get(&format!("/api/v1/builds/{id}/events"))
-        .await?
-        .bytes_stream()
-        .eventsource();
-    let mut view = View::new(output);
+    let mut events = client.events(id, after).await?.bytes_stream().eventsource();
     while let Some(event) = events.next().await {
         let event =
             event.map_err(|err| CliError::Unexpected(format!("the event stream broke: {err}")))?;
@@ -67,7 +101,7 @@ impl View {
                 .push
                 .suspend(|| println!("{}", terminal::for_stdout(line))),
             // Standard output is kept for the one JSON answer.
-            Output::Json => eprintln!("{line}"),
+            Output::Json => eprintln!("{}", terminal::for_stderr(line)),
         }
     }
 
@@ -101,8 +135,8 @@ impl View {
         self.push.finish();
         let build: Value = serde_json::from_str(data).unwrap_or(Value::Null);
         match self.output {
-            Output::Text => println!("{}", summary(&build)),
-            Output::Json => println!("{build}"),
+            Output::Text => println!("{}", terminal::for_stdout(&summary(&build))),
+            Output::Json => println!("{}", terminal::json(&build)),
         }
         if build["status"] == "succeeded" {
             ExitCode::SUCCESS

@@ -3,6 +3,7 @@
 
 mod api;
 mod follow;
+mod listing;
 mod options;
 mod pack;
 mod secret;
@@ -16,14 +17,16 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 
 use api::ApiClient;
-pub use options::LoginArgs;
 use options::{BuildOptionArgs, GitArgs};
+pub use options::{ListArgs, LogRangeArgs, LoginArgs, RetryArgs};
 
 /// Whatever stops a CLI command, as the message it prints.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
-    #[error("cannot reach the server: {0}")]
+    #[error("{}", crate::error_chain::with_causes(.0))]
     Http(#[from] reqwest::Error),
+    #[error("cannot reach {url}: {cause}; is dockpub serving there? (--server or DOCKPUB_URL)")]
+    Unreachable { url: String, cause: String },
     #[error("the server answered {status}: {message}")]
     Api { status: u16, message: String },
     #[error("{0}")]
@@ -68,6 +71,14 @@ pub struct SubmitArgs {
     /// here, honouring its .dockerignore)
     #[arg(default_value = ".")]
     pub(crate) path: PathBuf,
+    /// The Dockerfile of the context directory PATH, as docker's -f: inside PATH or anywhere else [default: PATH/Dockerfile]
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "dockerfile"
+    )]
+    pub(crate) file: Option<PathBuf>,
     /// Repository to push to, e.g. 127.0.0.1:5000/team/app
     #[arg(short, long)]
     pub(crate) repository: String,
@@ -87,7 +98,7 @@ pub struct SubmitArgs {
     #[arg(long = "cache-from")]
     pub(crate) cache_from: Vec<String>,
     /// Show the log and push progress live; exit non-zero unless the build succeeds
-    #[arg(short, long)]
+    #[arg(long)]
     pub(crate) follow: bool,
     #[command(flatten)]
     pub(crate) options: BuildOptionArgs,
@@ -102,8 +113,8 @@ pub struct SubmitArgs {
 pub enum Request {
     /// Submit a build, optionally following it to its end.
     Submit(Box<SubmitArgs>),
-    /// List the newest builds.
-    List,
+    /// List the newest builds, those the filter lets through.
+    List(ListArgs),
     /// Show the build with this id.
     Status(i64),
     /// Print a build's log.
@@ -112,6 +123,8 @@ pub enum Request {
         id: i64,
         /// Keep printing new lines until the build ends.
         follow: bool,
+        /// Which lines.
+        range: LogRangeArgs,
     },
     /// Cancel the queued or running build with this id.
     Cancel(i64),
@@ -119,9 +132,16 @@ pub enum Request {
     Retry {
         /// The build to run again.
         id: i64,
-        /// The registry login for its push, never stored by the server.
-        login: LoginArgs,
+        /// The registry login for its push and the build's secrets, never
+        /// stored by the server.
+        retry: RetryArgs,
     },
+    /// List the builders.
+    Builders,
+    /// List a build's webhook deliveries.
+    Deliveries(i64),
+    /// Send an ended delivery again.
+    Redeliver(i64),
     /// List the server's triggers.
     Triggers,
     /// Build a ref of a trigger's repository now.
@@ -146,13 +166,28 @@ pub enum Request {
 /// answers; the exit code says whether it worked (for `--follow`, whether the
 /// build succeeded).
 pub async fn run(request: Request, args: ClientArgs) -> ExitCode {
-    let client = ApiClient::new(&args.server, args.token.clone());
-    match execute(&client, request, args.output).await {
+    exit_quietly_on_a_closed_pipe();
+    let result = match ApiClient::new(&args.server, args.token.clone()) {
+        Ok(client) => execute(&client, request, args.output).await,
+        Err(err) => Err(err),
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("dockpub: {err}");
+            eprintln!("dockpub: {}", terminal::for_stderr(&err.to_string()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `dockpub list | head -1`: once the reader has gone, the next write ends the
+/// process as it ends `cat` (SIGPIPE's default), instead of a panic in `println!`.
+/// Rust ignores SIGPIPE; its sockets write with MSG_NOSIGNAL, so a server that
+/// closes a connection is still an error, not a signal.
+fn exit_quietly_on_a_closed_pipe() {
+    // SAFETY: signal() with SIG_DFL installs no handler; nothing else sets it.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -163,15 +198,31 @@ async fn execute(
 ) -> Result<ExitCode, CliError> {
     let answer = match request {
         Request::Submit(submit) => return submit_build(client, *submit, output).await,
-        Request::Logs { id, follow: true } => return follow::follow(client, id, output).await,
-        Request::Logs { id, follow: false } => {
-            print!("{}", terminal::for_stdout(&client.logs(id).await?));
+        Request::Logs {
+            id,
+            follow: true,
+            range,
+        } => return follow::follow_range(client, id, &range, output).await,
+        Request::Logs {
+            id,
+            follow: false,
+            range,
+        } => {
+            let log = client.logs(id, &range).await?;
+            print_log(id, &log, output);
             return Ok(ExitCode::SUCCESS);
         }
-        Request::List => client.list().await?,
+        Request::List(filter) => client.list(&filter).await?,
         Request::Status(id) => client.build(id).await?,
         Request::Cancel(id) => client.cancel(id).await?,
-        Request::Retry { id, login } => client.retry(id, &login).await?,
+        Request::Retry { id, retry } => client.retry(id, &retry).await?,
+        Request::Builders => client.get_json("/api/v1/builders").await?,
+        Request::Deliveries(id) => {
+            client
+                .get_json(&format!("/api/v1/builds/{id}/deliveries"))
+                .await?
+        }
+        Request::Redeliver(id) => client.redeliver(id).await?,
         Request::Delete { id, force } => {
             client.delete(id, force).await?;
             Value::Null
@@ -225,18 +276,30 @@ async fn print_or_follow(
 fn print_answer(answer: &Value, output: Output) {
     match (output, answer) {
         (_, Value::Null) => {}
-        (Output::Json, answer) => println!("{answer}"),
+        (Output::Json, answer) => println!("{}", terminal::json(answer)),
         (Output::Text, Value::Object(list)) if list.contains_key("builds") => {
             for build in list["builds"].as_array().into_iter().flatten() {
-                println!("{}", summary(build));
+                println!("{}", terminal::for_stdout(&summary(build)));
             }
         }
         (Output::Text, Value::Object(list)) if list.contains_key("triggers") => {
             for trigger in list["triggers"].as_array().into_iter().flatten() {
-                println!("{}", trigger_summary(trigger));
+                println!("{}", terminal::for_stdout(&trigger_summary(trigger)));
             }
         }
-        (Output::Text, build) => println!("{}", summary(build)),
+        (Output::Text, answer) if listing::is_listing(answer) => listing::print(answer),
+        (Output::Text, build) => println!("{}", terminal::for_stdout(&summary(build))),
+    }
+}
+
+/// A log as text, or with `--output json` as `{"id": ID, "lines": [...]}`.
+fn print_log(id: i64, log: &str, output: Output) {
+    match output {
+        Output::Text => print!("{}", terminal::for_stdout(log)),
+        Output::Json => {
+            let lines: Vec<&str> = log.lines().collect();
+            println!("{}", serde_json::json!({ "id": id, "lines": lines }));
+        }
     }
 }
 

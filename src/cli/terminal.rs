@@ -1,6 +1,8 @@
-//! A build's log is the build's own output: on a terminal its escape sequences
-//! could retitle the window, clear the screen or fake dockpub's own lines. They
-//! are shown as text instead, as `cat -v` would.
+//! A build's log is the build's own output, and its error, repository and tags
+//! come from whoever submitted it: on a terminal their escape sequences could
+//! retitle the window, clear the screen or fake dockpub's own lines. Every
+//! string from the server, on either stream, goes through here, and they are
+//! shown as text instead, as `cat -v` would.
 
 use std::borrow::Cow;
 use std::io::IsTerminal;
@@ -13,6 +15,34 @@ pub fn for_stdout(text: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(text)
     }
+}
+
+/// The same for standard error.
+pub fn for_stderr(text: &str) -> Cow<'_, str> {
+    if std::io::stderr().is_terminal() {
+        escape_controls(text)
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// A JSON document with DEL and the C1 controls as `\u00NN` escapes too
+/// (serde_json escapes only those below 0x20), on whatever stream: still the
+/// same JSON to any parser, and nothing in it a terminal obeys.
+pub fn json(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if !text.chars().any(is_unsafe) {
+        return text;
+    }
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_unsafe(c) {
+            escaped.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
 }
 
 /// C0 and C1 control characters (and DEL) other than newline and tab, as `\xNN`
@@ -50,5 +80,16 @@ mod tests {
             escape_controls("plain ünïcode\n"),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn json_escapes_every_control_and_stays_the_same_value() {
+        let value = serde_json::json!({"error": "\u{1b}]0;t\u{7}\u{9b}2J\u{7f}é"});
+        let text = json(&value);
+        assert!(!text.chars().any(is_unsafe), "{text}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            value
+        );
     }
 }

@@ -20,12 +20,18 @@ use crate::builds::triggers::Trigger;
 pub struct GitSection {
     /// Seconds a build's git fetch may take before it is stopped and refused.
     pub git_timeout_secs: u64,
+    /// Seconds a git fetch may go without writing anything (its progress, the
+    /// objects, the files) before it is stopped: a server that stalls.
+    pub git_idle_timeout_secs: u64,
     /// Hosts `http://` git URLs may name besides loopback ones (exact names).
     pub allow_insecure_git_hosts: Vec<String>,
     /// Allow `file://` git URLs, which read the server's own disk.
     pub allow_file_git: bool,
     /// Git fetches running at once; further submissions from git wait for one to end.
     pub max_concurrent_git_fetches: usize,
+    /// Git work for trigger push events at once (ref lookups and fetches), in
+    /// slots of their own so other fetches never hold an event's answer up.
+    pub max_concurrent_trigger_fetches: usize,
     /// `[git."HOST"]`: logins for git hosts, used when a request brings none.
     #[serde(rename = "git")]
     pub hosts: BTreeMap<String, GitHostEntry>,
@@ -37,9 +43,11 @@ impl Default for GitSection {
     fn default() -> Self {
         GitSection {
             git_timeout_secs: 300,
+            git_idle_timeout_secs: 60,
             allow_insecure_git_hosts: Vec::new(),
             allow_file_git: false,
             max_concurrent_git_fetches: 4,
+            max_concurrent_trigger_fetches: 2,
             hosts: BTreeMap::new(),
             triggers: Vec::new(),
         }
@@ -50,9 +58,14 @@ impl Section for GitSection {
     fn validate(&self) -> Result<(), ConfigError> {
         at_least_1(&[
             ("git_timeout_secs", self.git_timeout_secs),
+            ("git_idle_timeout_secs", self.git_idle_timeout_secs),
             (
                 "max_concurrent_git_fetches",
                 self.max_concurrent_git_fetches as u64,
+            ),
+            (
+                "max_concurrent_trigger_fetches",
+                self.max_concurrent_trigger_fetches as u64,
             ),
         ])?;
         self.triggers().map(drop)
@@ -66,6 +79,7 @@ impl GitSection {
             allow_file: self.allow_file_git,
             insecure_hosts: self.allow_insecure_git_hosts.clone(),
             timeout: Duration::from_secs(self.git_timeout_secs),
+            idle_timeout: Duration::from_secs(self.git_idle_timeout_secs),
             hosts: git_logins(&self.hosts)?,
             fetch_slots: Arc::new(Semaphore::new(self.max_concurrent_git_fetches)),
         })
@@ -74,5 +88,10 @@ impl GitSection {
     /// The `[[triggers]]`, checked against the git policy.
     pub(crate) fn triggers(&self) -> Result<Vec<Trigger>, ConfigError> {
         triggers(&self.triggers, &self.git_policy()?)
+    }
+
+    /// The slots push events' git work runs in.
+    pub(crate) fn trigger_fetch_slots(&self) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(self.max_concurrent_trigger_fetches))
     }
 }

@@ -90,7 +90,7 @@ macro_rules! sections {
 }
 
 sections! {
-    /// `bind`, `data_dir`, `allowed_hosts`, `shutdown_grace_secs`.
+    /// `bind`, `data_dir`, `allowed_hosts`, `shutdown_grace_secs`, the follower caps.
     server: ServerSection,
     /// Request body and build context limits.
     uploads: UploadSection,
@@ -198,7 +198,17 @@ impl Config {
         }
         let config = Config::extract(&figment.merge(flags_provider(&args)?))?;
         config.validate()?;
+        config.validate_across_sections()?;
         Ok(config)
+    }
+
+    /// Rules that tie one section to another: each trigger's tag list fits
+    /// `max_tags_per_build`.
+    pub fn validate_across_sections(&self) -> Result<(), ConfigError> {
+        self.git
+            .triggers
+            .iter()
+            .try_for_each(|trigger| trigger.check_tag_count(self.builds.max_tags_per_build))
     }
 
     /// Settings BuildKit does not honour, set while builds use BuildKit: they

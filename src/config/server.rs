@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::{without_blanks, ConfigError, Section};
+use super::{at_least_1, without_blanks, ConfigError, Section};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
@@ -21,6 +21,10 @@ pub struct ServerSection {
     /// On SIGTERM/SIGINT, how long running builds may take to finish before they
     /// are stopped and left queued for the next start; 0 stops them at once.
     pub shutdown_grace_secs: u64,
+    /// Followers of one build's log or events at once; more get 503 with Retry-After.
+    pub max_followers_per_build: usize,
+    /// Followers of all builds at once; more get 503 with Retry-After.
+    pub max_followers: usize,
 }
 
 impl Default for ServerSection {
@@ -30,6 +34,8 @@ impl Default for ServerSection {
             data_dir: PathBuf::from("./data"),
             allowed_hosts: Vec::new(),
             shutdown_grace_secs: 30,
+            max_followers_per_build: 100,
+            max_followers: 1000,
         }
     }
 }
@@ -49,12 +55,25 @@ pub struct ServerFlags {
     /// Seconds running builds get to finish on SIGTERM/SIGINT; 0 stops them at once [default: 30]
     #[arg(long, env = "DOCKPUB_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Followers of one build's log or events at once; more get 503 [default: 100]
+    #[arg(long, env = "DOCKPUB_MAX_FOLLOWERS_PER_BUILD")]
+    pub max_followers_per_build: Option<usize>,
+    /// Followers of all builds at once; more get 503 [default: 1000]
+    #[arg(long, env = "DOCKPUB_MAX_FOLLOWERS")]
+    pub max_followers: Option<usize>,
 }
 
 impl Section for ServerSection {
-    /// `bind` must be `HOST:PORT` that resolves.
+    /// `bind` must be `HOST:PORT` that resolves; the follower caps at least 1.
     fn validate(&self) -> Result<(), ConfigError> {
         use std::net::ToSocketAddrs;
+        at_least_1(&[
+            (
+                "max_followers_per_build",
+                self.max_followers_per_build as u64,
+            ),
+            ("max_followers", self.max_followers as u64),
+        ])?;
         match self.bind.to_socket_addrs().map(|mut found| found.next()) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(ConfigError::Invalid(format!(

@@ -73,6 +73,12 @@ impl GitHostEntry {
         if self.password_env.is_some() && self.username.is_none() {
             return Err(invalid("password_env needs a username"));
         }
+        // A username alone would send an empty password: a login that can only fail.
+        if self.username.is_some() && self.password_env.is_none() && self.ssh_key.is_none() {
+            return Err(invalid(
+                "username needs password_env (the variable holding the password or token)",
+            ));
+        }
         if self.username.is_none() && self.ssh_key.is_none() {
             return Err(invalid("give username (+ password_env), or ssh_key"));
         }
@@ -129,6 +135,12 @@ pub(crate) fn triggers(
 }
 
 impl TriggerEntry {
+    /// Its tag templates fit `max_tags_per_build` (each renders at most one tag).
+    pub(crate) fn check_tag_count(&self, max_tags: usize) -> Result<(), ConfigError> {
+        crate::builds::limits::check_count("tags", self.tags.len(), max_tags, "max_tags_per_build")
+            .map_err(|err| ConfigError::Invalid(format!("triggers '{}': {err}", self.name)))
+    }
+
     fn checked(&self, policy: &GitPolicy) -> Result<Trigger, ConfigError> {
         let invalid =
             |why: String| ConfigError::Invalid(format!("triggers '{}': {why}", self.name));
@@ -157,6 +169,16 @@ impl TriggerEntry {
         if self.tags.is_empty() {
             return Err(invalid("tags is empty".into()));
         }
+        // The limits a request's fields have, checked now rather than at each push event.
+        crate::builds::options::build_args(self.build_args.clone())
+            .map_err(|err| invalid(format!("build_args: {err}")))?;
+        crate::builds::limits::check_count(
+            "secrets",
+            self.secrets.len(),
+            crate::builds::limits::MAX_SECRETS,
+            "secrets",
+        )
+        .map_err(|err| invalid(err.to_string()))?;
         let secrets = self
             .secrets
             .iter()

@@ -20,6 +20,11 @@ pub struct UploadSection {
     pub upload_idle_timeout_secs: u64,
     /// Forms read at once; more get 503 with Retry-After.
     pub max_concurrent_uploads: usize,
+    /// Largest push event body a trigger takes (the route is open: kept small).
+    pub max_trigger_event_bytes: usize,
+    /// Push event bodies read at once (their own slots, so the open route
+    /// cannot take the uploads' slots); more get 503 with Retry-After.
+    pub max_concurrent_trigger_events: usize,
 }
 
 impl Default for UploadSection {
@@ -31,6 +36,8 @@ impl Default for UploadSection {
             max_context_entries: 200_000,
             upload_idle_timeout_secs: 60,
             max_concurrent_uploads: 64,
+            max_trigger_event_bytes: 1024 * 1024,
+            max_concurrent_trigger_events: 16,
         }
     }
 }
@@ -56,6 +63,12 @@ pub struct UploadFlags {
     /// Uploads read at once; more get 503 [default: 64]
     #[arg(long, env = "DOCKPUB_MAX_CONCURRENT_UPLOADS")]
     pub max_concurrent_uploads: Option<usize>,
+    /// Largest push event a trigger takes [default: 1 MiB]
+    #[arg(long, env = "DOCKPUB_MAX_TRIGGER_EVENT_BYTES")]
+    pub max_trigger_event_bytes: Option<usize>,
+    /// Push events read at once; more get 503 [default: 16]
+    #[arg(long, env = "DOCKPUB_MAX_CONCURRENT_TRIGGER_EVENTS")]
+    pub max_concurrent_trigger_events: Option<usize>,
 }
 
 impl Section for UploadSection {
@@ -67,6 +80,14 @@ impl Section for UploadSection {
             ("max_context_entries", self.max_context_entries),
             ("upload_idle_timeout_secs", self.upload_idle_timeout_secs),
             ("max_concurrent_uploads", self.max_concurrent_uploads as u64),
+            (
+                "max_trigger_event_bytes",
+                self.max_trigger_event_bytes as u64,
+            ),
+            (
+                "max_concurrent_trigger_events",
+                self.max_concurrent_trigger_events as u64,
+            ),
         ])
     }
 }

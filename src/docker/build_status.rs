@@ -3,11 +3,13 @@
 //! daemon's `POST /grpc` to HTTP/2, streams the build's status by its ref.
 
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bollard::moby::buildkit::v1::control_client::ControlClient;
 use bollard::moby::buildkit::v1::{StatusRequest, StatusResponse};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
 
@@ -15,6 +17,7 @@ use tonic::transport::Endpoint;
 const MAX_UPGRADE_ANSWER: usize = 16 * 1024;
 
 /// Where the daemon listens, when dockpub can open a plain connection to it.
+#[derive(Debug, Clone)]
 pub enum DaemonSocket {
     Unix(PathBuf),
     Tcp(String),
@@ -49,11 +52,12 @@ async fn stream_status(
     updates: &mpsc::Sender<StatusResponse>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let connector = tower::service_fn(move |_| {
-        let socket = match &socket {
-            DaemonSocket::Unix(path) => DaemonSocket::Unix(path.clone()),
-            DaemonSocket::Tcp(address) => DaemonSocket::Tcp(address.clone()),
-        };
-        async move { upgraded(socket).await }
+        let socket = socket.clone();
+        async move {
+            upgrade(&socket, "/grpc", &[])
+                .await
+                .map(Upgraded::into_tokio_io)
+        }
     });
     let channel = Endpoint::from_static("http://buildkit")
         .connect_with_connector(connector)
@@ -70,22 +74,37 @@ async fn stream_status(
     Ok(())
 }
 
-type Io = TokioIo<Box<dyn Connection>>;
-
-trait Connection: AsyncRead + AsyncWrite + Send + Unpin {}
+pub trait Connection: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Connection for T {}
 
-/// A connection to the daemon, upgraded from `POST /grpc` to HTTP/2.
-async fn upgraded(socket: DaemonSocket) -> std::io::Result<Io> {
+/// A connection to the daemon upgraded to HTTP/2; dockpub is the client on one
+/// to `/grpc`, the server on one to `/session`.
+pub struct Upgraded(Box<dyn Connection>);
+
+impl Upgraded {
+    /// As hyper's client connector hands it over.
+    pub fn into_tokio_io(self) -> TokioIo<Box<dyn Connection>> {
+        TokioIo::new(self.0)
+    }
+}
+
+/// A connection to the daemon, upgraded from `POST path` (with `headers`) to HTTP/2.
+pub async fn upgrade(
+    socket: &DaemonSocket,
+    path: &str,
+    headers: &[(&str, String)],
+) -> std::io::Result<Upgraded> {
     let mut stream: Box<dyn Connection> = match socket {
         DaemonSocket::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
         DaemonSocket::Tcp(address) => Box::new(tokio::net::TcpStream::connect(address).await?),
     };
-    stream
-        .write_all(
-            b"POST /grpc HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n",
-        )
-        .await?;
+    let mut request =
+        format!("POST {path} HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("Content-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
     let answer = read_head(&mut stream).await?;
     if !answer.starts_with("HTTP/1.1 101") {
         let first = answer.lines().next().unwrap_or_default().to_string();
@@ -93,7 +112,41 @@ async fn upgraded(socket: DaemonSocket) -> std::io::Result<Io> {
             "the daemon answered {first}"
         )));
     }
-    Ok(TokioIo::new(stream))
+    Ok(Upgraded(stream))
+}
+
+impl tonic::transport::server::Connected for Upgraded {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// The answer's status line and headers, up to the blank line; nothing past it.

@@ -9,6 +9,12 @@ use std::sync::LazyLock;
 use bollard::moby::buildkit::v1::{StatusResponse, Vertex, VertexLog, VertexStatus};
 use regex::Regex;
 
+/// How BuildKit names a vertex that is a Dockerfile step: `[2/4] RUN make`, or
+/// `[builder 2/4] RUN make` in a named stage. Other vertexes (`[internal] load
+/// build definition`, cache imports, exporting) are its own work.
+static DOCKERFILE_STEP: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\[(?:(\S+) )?(\d+)/(\d+)\] ").expect("step regex"));
+
 /// How the legacy builder names the container of a RUN step it started.
 static STEP_CONTAINER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"---> Running in ([0-9a-f]{12,64})").expect("container regex"));
@@ -45,7 +51,8 @@ pub enum BuildEvent {
     },
     /// The legacy builder started a step's container (to remove on cancel).
     StepContainer(String),
-    /// Steps finished so far, of the steps known so far.
+    /// Dockerfile steps finished (BuildKit) or running (legacy), of the steps
+    /// known so far, counted as the log numbers them (`[3/4]`, `Step 3/4`).
     Progress {
         done: u32,
         total: u32,
@@ -136,13 +143,20 @@ fn legacy_step(line: &str) -> Option<(u32, u32, &str)> {
 #[derive(Default)]
 pub struct BuildkitTranslator {
     vertexes: HashMap<String, VertexState>,
-    finished: u32,
+    /// Each stage's step count, by the stage's name ("" for an unnamed one).
+    stage_steps: HashMap<String, u32>,
+    /// Each stage's last step finished (cached, done or failed). Steps run in
+    /// order within a stage, and a step two stages share (the same `FROM`) is one
+    /// vertex, named after one of them: the last step finished counts the rest.
+    stage_done: HashMap<String, u32>,
     statuses_done: HashSet<String>,
     last_progress: Option<(u32, u32)>,
 }
 
 struct VertexState {
     step: u32,
+    /// Its stage and number, when it is one of the Dockerfile's steps.
+    dockerfile_step: Option<(String, u32)>,
     /// Seconds since the epoch when it started.
     started: Option<f64>,
     finished: bool,
@@ -162,8 +176,10 @@ impl BuildkitTranslator {
         for log in status.logs {
             self.log(log, &mut events);
         }
-        let progress = (self.finished, self.vertexes.len() as u32);
-        if self.last_progress != Some(progress) {
+        let total = self.stage_steps.values().sum::<u32>();
+        let done = self.stage_done.values().sum::<u32>();
+        let progress = (done.min(total), total);
+        if total > 0 && self.last_progress != Some(progress) {
             self.last_progress = Some(progress);
             events.push(BuildEvent::Progress {
                 done: progress.0,
@@ -184,6 +200,7 @@ impl BuildkitTranslator {
 
     fn vertex(&mut self, vertex: Vertex, events: &mut Vec<BuildEvent>) {
         let next_step = self.vertexes.len() as u32 + 1;
+        let stage_steps = &mut self.stage_steps;
         let state = self
             .vertexes
             .entry(vertex.digest.clone())
@@ -193,8 +210,15 @@ impl BuildkitTranslator {
                     of: None,
                     name: vertex.name.clone(),
                 });
+                let dockerfile_step = DOCKERFILE_STEP.captures(&vertex.name).map(|found| {
+                    let stage = found.get(1).map_or("", |m| m.as_str()).to_string();
+                    let number = |at: usize| found[at].parse::<u32>().unwrap_or(0);
+                    stage_steps.insert(stage.clone(), number(3));
+                    (stage, number(2))
+                });
                 VertexState {
                     step: next_step,
+                    dockerfile_step,
                     started: None,
                     finished: false,
                     partial: String::new(),
@@ -228,7 +252,10 @@ impl BuildkitTranslator {
         if let Some(ended) = ended {
             flush_partial(state, events);
             state.finished = true;
-            self.finished += 1;
+            if let Some((stage, number)) = &state.dockerfile_step {
+                let done = self.stage_done.entry(stage.clone()).or_default();
+                *done = (*done).max(*number);
+            }
             events.push(ended);
         }
     }
@@ -358,6 +385,64 @@ mod tests {
         assert_eq!(
             third.last(),
             Some(&BuildEvent::Progress { done: 2, total: 2 })
+        );
+    }
+
+    #[test]
+    fn progress_counts_the_dockerfiles_steps_not_buildkits_own_work() {
+        let mut translator = BuildkitTranslator::default();
+        let done = |digest: &str, name: &str| Vertex {
+            completed: time(101, 0),
+            ..vertex(digest, name)
+        };
+        let events = translator.translate(StatusResponse {
+            vertexes: vec![
+                done(
+                    "sha256:i",
+                    "[internal] load build definition from Dockerfile",
+                ),
+                done("sha256:m", "[internal] load metadata for base"),
+                vertex("sha256:1", "[builder 1/2] FROM base"),
+                vertex("sha256:2", "[builder 2/2] RUN make"),
+                vertex("sha256:4", "[2/3] COPY --from=builder /out /out"),
+                vertex("sha256:5", "[3/3] RUN test"),
+            ],
+            ..StatusResponse::default()
+        });
+        assert_eq!(
+            events.last(),
+            Some(&BuildEvent::Progress { done: 0, total: 5 })
+        );
+        // [1/3] FROM base is the vertex [builder 1/2] already is: never named again.
+        let events = translator.translate(StatusResponse {
+            vertexes: vec![
+                done("sha256:1", "[builder 1/2] FROM base"),
+                done("sha256:2", "[builder 2/2] RUN make"),
+                done("sha256:4", "[2/3] COPY --from=builder /out /out"),
+            ],
+            ..StatusResponse::default()
+        });
+        assert_eq!(
+            events.last(),
+            Some(&BuildEvent::Progress { done: 4, total: 5 })
+        );
+        let events = translator.translate(StatusResponse {
+            vertexes: vec![done("sha256:5", "[3/3] RUN test")],
+            ..StatusResponse::default()
+        });
+        assert_eq!(
+            events.last(),
+            Some(&BuildEvent::Progress { done: 5, total: 5 })
+        );
+        let events = translator.translate(StatusResponse {
+            vertexes: vec![done("sha256:e", "exporting to image")],
+            ..StatusResponse::default()
+        });
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, BuildEvent::Progress { .. })),
+            "exporting is no Dockerfile step: {events:?}"
         );
     }
 

@@ -15,12 +15,6 @@ pub type Building<'a> = Pin<Box<dyn Future<Output = Result<String, DockerError>>
 /// Builds one image for one platform (the spec's), handing every event over as
 /// it happens; returns the image id.
 pub trait ImageBuilder: Send + Sync {
-    /// The builder's configured name, for logs and errors.
-    fn name(&self) -> &str;
-
-    /// Whether a build that asks for BuildKit (or not) gets it here.
-    fn runs_buildkit(&self, asked: bool) -> bool;
-
     fn build_image<'a>(
         &'a self,
         spec: BuildSpec<'a>,
@@ -29,14 +23,6 @@ pub trait ImageBuilder: Send + Sync {
 }
 
 impl ImageBuilder for Builder {
-    fn name(&self) -> &str {
-        Builder::name(self)
-    }
-
-    fn runs_buildkit(&self, asked: bool) -> bool {
-        Builder::runs_buildkit(self, asked)
-    }
-
     fn build_image<'a>(
         &'a self,
         spec: BuildSpec<'a>,

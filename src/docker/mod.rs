@@ -4,6 +4,7 @@
 mod auth;
 mod build;
 mod build_status;
+mod buildkit_session;
 mod events;
 mod health;
 mod image_builder;
@@ -46,6 +47,13 @@ pub enum DockerError {
     NoImageId,
     #[error("push of {reference} failed: {message}")]
     PushRejected { reference: String, message: String },
+    /// The push made no progress for the idle limit, twice.
+    #[error("the registry {registry} stopped answering: the push of {reference} made no progress for {secs} s (push_idle_timeout_secs), also when tried once more")]
+    RegistryStalled {
+        registry: String,
+        reference: String,
+        secs: u64,
+    },
     #[error("the registry did not confirm the push of {reference}: {reason}")]
     Unconfirmed { reference: String, reason: String },
     /// The push went by name, and the name no longer named this build's image.
@@ -250,6 +258,24 @@ impl Builder {
             Err(err) if is_not_found(&err) => Ok(None),
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// Every `name:tag` on the daemon starting with `prefix` (`name:` and the
+    /// tag's start).
+    pub async fn names_starting_with(&self, prefix: &str) -> Result<Vec<String>, DockerError> {
+        let filters = std::collections::HashMap::from([(
+            "reference".to_string(),
+            vec![format!("{prefix}*")],
+        )]);
+        let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let images = self.client().await?.list_images(Some(options)).await?;
+        Ok(images
+            .into_iter()
+            .flat_map(|image| image.repo_tags)
+            .filter(|name| name.starts_with(prefix))
+            .collect())
     }
 
     /// Removes the tag `reference`; the image goes too when that was its last tag.

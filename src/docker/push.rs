@@ -1,6 +1,7 @@
 //! Tagging and pushing, and checking with the registry that the push landed.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
@@ -9,7 +10,7 @@ use regex::Regex;
 
 use super::auth;
 use super::{Builder, DockerError};
-use crate::domain::{auth_server_of, Credentials, PushUpdate};
+use crate::domain::{auth_server_of, registry_of, Credentials, PushUpdate};
 
 /// The push's last status line: `TAG: digest: sha256:HEX size: N`.
 static PUSHED_DIGEST: LazyLock<Regex> =
@@ -37,22 +38,77 @@ impl Builder {
     /// manifest digest once it is sure the registry serves `image_id` under the tag:
     /// the daemon made the pushed manifest from `image_id` (so its config is that
     /// image), and the registry itself names that manifest for the tag.
+    ///
+    /// A push that makes no progress for `idle` (a registry that stopped
+    /// answering) is cut and started once more; a second stall fails it.
     pub async fn push<F>(
         &self,
         image_id: &str,
         repository: &str,
         tag: &str,
         credentials: Option<&Credentials>,
+        idle: Duration,
         mut on_update: F,
     ) -> Result<String, DockerError>
     where
         F: FnMut(PushUpdate) + Send,
     {
-        let docker = self.client().await?;
         // One push at a time per repository on a daemon. The daemon shares a layer
         // upload between concurrent pushes to the same repository, so a push with a
         // wrong password would otherwise fail a concurrent push that has the right one.
         let _one_push_per_repository = self.push_locks.lock(repository).await;
+        let reference = format!("{repository}:{tag}");
+        let mut pushed = self
+            .push_once(repository, tag, credentials, idle, &mut on_update)
+            .await;
+        if matches!(pushed, Err(DockerError::RegistryStalled { .. })) {
+            on_update(PushUpdate {
+                status: format!(
+                    "dockpub: no progress pushing {reference} for {} s; cut, pushing once more",
+                    idle.as_secs()
+                ),
+                current: None,
+                total: None,
+            });
+            pushed = self
+                .push_once(repository, tag, credentials, idle, &mut on_update)
+                .await;
+        }
+        let pushed_digest = pushed?;
+        self.confirm_manifest_of(image_id, &reference, &pushed_digest)
+            .await?;
+        let confirmed = self.confirm_with_registry(&reference, &pushed_digest, credentials);
+        match tokio::time::timeout(idle, confirmed).await {
+            Ok(confirmed) => confirmed?,
+            Err(_) => {
+                return Err(DockerError::Unconfirmed {
+                    reference,
+                    reason: format!(
+                        "the registry {} did not answer within {} s (push_idle_timeout_secs)",
+                        registry_of(repository),
+                        idle.as_secs()
+                    ),
+                })
+            }
+        }
+        Ok(pushed_digest)
+    }
+
+    /// One push of `repository:tag` to its end; the digest the daemon reports.
+    /// Dropping the stream (at a stall) closes the connection, which stops the
+    /// daemon's push.
+    async fn push_once<F>(
+        &self,
+        repository: &str,
+        tag: &str,
+        credentials: Option<&Credentials>,
+        idle: Duration,
+        on_update: &mut F,
+    ) -> Result<String, DockerError>
+    where
+        F: FnMut(PushUpdate) + Send,
+    {
+        let docker = self.client().await?;
         let reference = format!("{repository}:{tag}");
         let options = PushImageOptionsBuilder::default().tag(tag).build();
         let mut stream = docker.push_image(
@@ -61,7 +117,15 @@ impl Builder {
             docker_credentials(repository, credentials),
         );
         let mut pushed_digest = None;
-        while let Some(item) = stream.next().await {
+        loop {
+            let Ok(item) = tokio::time::timeout(idle, stream.next()).await else {
+                return Err(DockerError::RegistryStalled {
+                    registry: registry_of(repository),
+                    reference,
+                    secs: idle.as_secs(),
+                });
+            };
+            let Some(item) = item else { break };
             let info = match item {
                 Ok(info) => info,
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
@@ -93,15 +157,10 @@ impl Builder {
                 total: detail.total,
             });
         }
-        let pushed_digest = pushed_digest.ok_or_else(|| DockerError::Unconfirmed {
-            reference: reference.clone(),
+        pushed_digest.ok_or_else(|| DockerError::Unconfirmed {
+            reference,
             reason: "the push ended without a digest".into(),
-        })?;
-        self.confirm_manifest_of(image_id, &reference, &pushed_digest)
-            .await?;
-        self.confirm_with_registry(&reference, &pushed_digest, credentials)
-            .await?;
-        Ok(pushed_digest)
+        })
     }
 
     /// The daemon records the manifest digest a push made on the image it pushed.

@@ -1,7 +1,10 @@
 //! BuildKit builds that mount secrets. The daemon's HTTP build serves no secrets,
-//! so these go over BuildKit's own gRPC API (bollard's Moby driver), which builds
-//! into the daemon's image store. Each value sits in an anonymous memory file
-//! (memfd) for the length of the build: never on disk, never in an argument.
+//! so these go over BuildKit's own gRPC API, which builds into the daemon's image
+//! store: with a session of dockpub's own on a daemon reached by a plain socket
+//! (`buildkit_session`: the registry cache is imported as on the HTTP build), else
+//! with bollard's Moby driver (TLS daemons: no cache import, no progress). Values
+//! stay in memory (for bollard, in anonymous memory files): never on disk, never
+//! in an argument.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -26,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::registry_config;
 use super::build_status::{follow_status, DaemonSocket};
+use super::buildkit_session::{self, SessionSolve};
 use super::events::{BuildEvent, BuildkitTranslator};
 use super::spec::{dockerfile_context, BuildSource, BuildSpec, INLINE_CACHE_ARG};
 use super::DockerError;
@@ -45,35 +49,67 @@ where
     F: FnMut(BuildEvent) + Send,
 {
     let (context, dockerfile) = context_bytes(&spec.source).await?;
-    let files = SecretFiles::new(spec.secrets)?;
-    let options = frontend_options(spec, dockerfile, network, &files)?;
+    refuse_host_network(network)?;
     on_event(BuildEvent::Output {
         step: None,
         elapsed: None,
         text: format!(
             "dockpub: building with secrets ({}) over BuildKit's gRPC API",
-            files.ids().join(", ")
+            spec.secrets
+                .iter()
+                .map(|secret| secret.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     });
+    if socket.is_none() && !spec.cache_from.is_empty() {
+        on_event(BuildEvent::Output {
+            step: None,
+            elapsed: None,
+            text: format!("dockpub: {CACHE_NOT_IMPORTED}"),
+        });
+    }
     let build_ref = BuildRef::random();
     let (sender, mut updates) = mpsc::channel(STATUS_BUFFER);
-    let _follower = socket.map(|socket| {
+    let _follower = socket.clone().map(|socket| {
         AbortOnDrop(tokio::spawn(follow_status(
             socket,
             build_ref.as_ref().to_string(),
             sender,
         )))
     });
-    let solve = Solve {
-        reference: spec.reference.to_string(),
-        options,
-        context,
-        logins: registry_config(spec.pull_logins),
-        files,
-        build_ref,
+    let solve: SolveFuture = match socket {
+        Some(socket) => {
+            let request = SessionSolve {
+                build_ref: build_ref.as_ref().to_string(),
+                reference: spec.reference.to_string(),
+                frontend_attrs: frontend_attrs(spec, dockerfile, network),
+                cache_imports: cache_imports(spec),
+                cache_exports: cache_exports(spec),
+                context,
+                secrets: spec
+                    .secrets
+                    .iter()
+                    .map(|secret| (secret.id.clone(), secret.value().to_vec()))
+                    .collect(),
+                logins: registry_config(spec.pull_logins),
+            };
+            Box::pin(buildkit_session::solve(socket, request))
+        }
+        None => {
+            let files = SecretFiles::new(spec.secrets)?;
+            let solve = Solve {
+                reference: spec.reference.to_string(),
+                options: frontend_options(spec, dockerfile, network, &files),
+                context,
+                logins: registry_config(spec.pull_logins),
+                files,
+                build_ref,
+            };
+            Box::pin(solve_on_own_runtime(fresh, solve))
+        }
     };
     let mut translator = BuildkitTranslator::default();
-    let solve = solve_on_own_runtime(fresh, solve);
     tokio::pin!(solve);
     let result = loop {
         tokio::select! {
@@ -118,6 +154,12 @@ struct Solve {
     files: SecretFiles,
     build_ref: BuildRef,
 }
+
+/// Why a build with secrets on a TLS daemon starts without the registry's cache.
+const CACHE_NOT_IMPORTED: &str = "builds with secrets on a TLS daemon do not import cache_from \
+    or the tags' registry cache (bollard's gRPC build); they still export their inline cache";
+
+type SolveFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
 /// Status updates waiting to be logged.
 const STATUS_BUFFER: usize = 256;
@@ -176,12 +218,85 @@ async fn solve_on_own_runtime(fresh: Docker, solve: Solve) -> Result<(), String>
         .map_err(|err| format!("the secret build's thread failed: {err}"))?
 }
 
+fn refuse_host_network(network: Option<&str>) -> Result<(), DockerError> {
+    match network {
+        Some("host") => Err(DockerError::BuildFailed(
+            "network 'host' cannot be used with secrets: BuildKit's gRPC API refuses it".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The Dockerfile frontend's attributes, as the daemon's HTTP build sets them
+/// (and bollard's options do, but for `cache-from`).
+fn frontend_attrs(
+    spec: &BuildSpec<'_>,
+    dockerfile: &str,
+    network: Option<&str>,
+) -> HashMap<String, String> {
+    let options = spec.options;
+    let mut attrs = HashMap::from([
+        ("filename".to_string(), dockerfile.to_string()),
+        (
+            "image-resolve-mode".to_string(),
+            if options.pull { "pull" } else { "default" }.to_string(),
+        ),
+    ]);
+    if options.no_cache {
+        attrs.insert("no-cache".into(), String::new());
+    }
+    for (key, value) in &options.build_args {
+        attrs.insert(format!("build-arg:{key}"), value.clone());
+    }
+    if spec.inline_cache {
+        attrs.insert(format!("build-arg:{INLINE_CACHE_ARG}"), "1".into());
+    }
+    for (key, value) in &options.labels {
+        attrs.insert(format!("label:{key}"), value.clone());
+    }
+    if let Some(target) = &options.target {
+        attrs.insert("target".into(), target.clone());
+    }
+    if let Some(platform) = &options.platform {
+        attrs.insert("platform".into(), platform.clone());
+    }
+    if network == Some("none") {
+        attrs.insert("force-network-mode".into(), "none".into());
+    }
+    if !spec.cache_from.is_empty() {
+        attrs.insert("cache-from".into(), spec.cache_from.join(","));
+    }
+    attrs
+}
+
+fn cache_imports(spec: &BuildSpec<'_>) -> Vec<CacheOptionsEntry> {
+    spec.cache_from
+        .iter()
+        .map(|reference| CacheOptionsEntry {
+            r#type: "registry".into(),
+            attrs: HashMap::from([("ref".to_string(), reference.clone())]),
+        })
+        .collect()
+}
+
+/// The inline cache, written into the image's config: the HTTP build turns the
+/// `BUILDKIT_INLINE_CACHE` build arg into this export; the gRPC API takes it as is.
+fn cache_exports(spec: &BuildSpec<'_>) -> Vec<CacheOptionsEntry> {
+    match spec.inline_cache {
+        true => vec![CacheOptionsEntry {
+            r#type: "inline".into(),
+            attrs: HashMap::new(),
+        }],
+        false => Vec::new(),
+    }
+}
+
 fn frontend_options(
     spec: &BuildSpec<'_>,
     dockerfile: &str,
     network: Option<&str>,
     files: &SecretFiles,
-) -> Result<ImageBuildFrontendOptions, DockerError> {
+) -> ImageBuildFrontendOptions {
     let options = spec.options;
     let mut builder = ImageBuildFrontendOptions::builder()
         .dockerfile(Path::new(dockerfile))
@@ -193,11 +308,12 @@ fn frontend_options(
     if spec.inline_cache {
         builder = builder.buildarg(INLINE_CACHE_ARG, "1");
     }
-    for reference in spec.cache_from {
-        let source = CacheOptionsEntry {
-            r#type: "registry".into(),
-            attrs: HashMap::from([("ref".to_string(), reference.clone())]),
-        };
+    for export in cache_exports(spec) {
+        builder = builder.cacheto(&export);
+    }
+    // The daemon's frontend (Docker 20.10) imports only what its `cache-from`
+    // attribute names, which bollard's options cannot set: see `CACHE_NOT_IMPORTED`.
+    for source in cache_imports(spec) {
         builder = builder.cachefrom(&source);
     }
     for (key, value) in &options.labels {
@@ -209,19 +325,13 @@ fn frontend_options(
     if let Some(platform) = &options.platform {
         builder = builder.platforms(&platform_of(platform));
     }
-    match network {
-        Some("none") => builder = builder.force_network_mode(&ImageBuildNetworkMode::None),
-        Some("host") => {
-            return Err(DockerError::BuildFailed(
-                "network 'host' cannot be used with secrets: BuildKit's gRPC API refuses it".into(),
-            ))
-        }
-        _ => {}
+    if network == Some("none") {
+        builder = builder.force_network_mode(&ImageBuildNetworkMode::None);
     }
     for (id, path) in files.paths() {
         builder = builder.set_secret(id, &SecretSource::File(path));
     }
-    Ok(builder.build())
+    builder.build()
 }
 
 fn platform_of(platform: &str) -> ImageBuildPlatform {
@@ -271,10 +381,6 @@ impl SecretFiles {
         Ok(SecretFiles { files })
     }
 
-    fn ids(&self) -> Vec<&str> {
-        self.files.iter().map(|(id, _)| id.as_str()).collect()
-    }
-
     fn paths(&self) -> impl Iterator<Item = (&str, PathBuf)> {
         self.files.iter().map(|(id, file)| {
             let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
@@ -293,6 +399,36 @@ fn memory_file(value: &[u8]) -> std::io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::BuildOptions;
+
+    #[test]
+    fn the_frontend_gets_the_cache_sources_and_the_inline_export() {
+        let options = BuildOptions {
+            no_cache: true,
+            build_args: [("V".to_string(), "1".to_string())].into(),
+            ..BuildOptions::default()
+        };
+        let cache_from = ["r/a:1".to_string(), "r/a:latest".to_string()];
+        let spec = BuildSpec {
+            source: BuildSource::Dockerfile("FROM scratch\n"),
+            reference: "dockpub-build:1",
+            options: &options,
+            pull_logins: &[],
+            secrets: &[],
+            cache_from: &cache_from,
+            inline_cache: true,
+            timeout: Duration::from_secs(1),
+        };
+        let attrs = frontend_attrs(&spec, "build/app.Dockerfile", Some("none"));
+        assert_eq!(attrs["cache-from"], "r/a:1,r/a:latest");
+        assert_eq!(attrs["filename"], "build/app.Dockerfile");
+        assert_eq!(attrs["build-arg:V"], "1");
+        assert_eq!(attrs[&format!("build-arg:{INLINE_CACHE_ARG}")], "1");
+        assert_eq!(attrs["force-network-mode"], "none");
+        assert_eq!(attrs["no-cache"], "");
+        assert_eq!(cache_exports(&spec)[0].r#type, "inline");
+        assert_eq!(cache_imports(&spec)[1].attrs["ref"], "r/a:latest");
+    }
 
     #[test]
     fn a_secret_file_reads_back_its_value_from_memory() {
@@ -301,7 +437,6 @@ mod tests {
         let (id, path) = files.paths().next().unwrap();
         assert_eq!(id, "token");
         assert_eq!(std::fs::read(&path).unwrap(), b"s3cr3t");
-        assert_eq!(files.ids(), ["token"]);
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct Build {
     pub progress: Option<Progress>,
     /// Why a queued build has not started; read off the builders, never stored.
     pub waiting_for: Option<String>,
+    /// When a running build that has been silent for over a minute was last
+    /// heard from; held in memory, never stored.
+    pub silent_since: Option<Timestamp>,
     /// How it is built, as the request chose.
     pub options: BuildOptions,
     /// Where the daemon finds the Dockerfile inside the stored context archive;
@@ -65,6 +68,9 @@ pub struct Build {
     pub submitted_by: Option<String>,
     /// The repository and commit its context was fetched from; None for uploads.
     pub source: Option<GitSource>,
+    /// On a build that did not succeed: the tags its push wrote to the registry,
+    /// or may have (it got as far as the manifest). See README, "What succeeded means".
+    pub tags_pushed: Vec<String>,
 }
 
 /// How a build is made, as the request chose it (validated), shown in the build object.

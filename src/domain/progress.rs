@@ -46,9 +46,84 @@ impl PushUpdate {
     }
 }
 
+/// How far one tag's push has come, for the record: the daemon writes the
+/// tag's manifest only once every layer it announced is in the registry, so
+/// from then on the registry may serve the pushed image under the tag, even
+/// if the push is then cut, cancelled or never confirmed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushPhase {
+    layers: u32,
+    layers_done: u32,
+    /// The daemon reported the manifest written (`TAG: digest: … size: N`).
+    manifest_written: bool,
+}
+
+impl PushPhase {
+    /// Counts one message of the push.
+    pub fn note(&mut self, update: &PushUpdate) {
+        let status = update.status.as_str();
+        if status.starts_with("The push refers to repository") {
+            // A push started again (after a stall) counts its layers anew.
+            self.layers = 0;
+            self.layers_done = 0;
+        } else if status == "Preparing" {
+            self.layers += 1;
+        } else if status == "Pushed"
+            || status == "Layer already exists"
+            || status.starts_with("Mounted from")
+        {
+            self.layers_done += 1;
+        } else if status.contains("digest: sha256:") {
+            self.manifest_written = true;
+        }
+    }
+
+    /// The manifest may have reached the registry.
+    pub fn may_have_landed(&self) -> bool {
+        self.manifest_written || (self.layers > 0 && self.layers_done >= self.layers)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_push_may_have_landed_once_every_layer_is_in() {
+        let update = |status: &str| PushUpdate {
+            status: status.into(),
+            current: None,
+            total: None,
+        };
+        let mut phase = PushPhase::default();
+        assert!(!phase.may_have_landed());
+        for status in ["Preparing", "Preparing", "Waiting", "Pushed"] {
+            phase.note(&update(status));
+        }
+        assert!(!phase.may_have_landed(), "one layer is still out");
+        phase.note(&update("Layer already exists"));
+        assert!(phase.may_have_landed());
+        // Pushed once more after a stall: its own layers count.
+        for status in [
+            "The push refers to repository [r]",
+            "Preparing",
+            "Preparing",
+            "Pushed",
+        ] {
+            phase.note(&update(status));
+        }
+        assert!(
+            !phase.may_have_landed(),
+            "one layer of the new push is still out"
+        );
+        phase.note(&update("Pushed"));
+        assert!(phase.may_have_landed());
+        let mut written = PushPhase::default();
+        written.note(&update(
+            "t: digest: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef size: 527",
+        ));
+        assert!(written.may_have_landed());
+    }
 
     #[test]
     fn push_lines_never_show_more_sent_than_the_total() {

@@ -4,12 +4,49 @@ use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorCode, RouteErrors};
 use super::form::{credentials, non_multipart_content_type, read_form, FieldKinds};
 use super::schemas::RetryForm;
 use super::views::{build_url, BuildView};
 use super::{method_not_allowed, parse_id, AppState};
 use crate::domain::Credentials;
+
+/// The errors each route here answers with (the OpenAPI document lists them).
+pub(super) const ROUTE_ERRORS: &[RouteErrors] = &[
+    RouteErrors {
+        method: "post",
+        path: "/api/v1/builds/{id}/cancel",
+        token: true,
+        body: false,
+        submits: false,
+        errors: &[
+            ErrorCode::InvalidId,
+            ErrorCode::BuildNotFound,
+            ErrorCode::BuildFinal,
+        ],
+    },
+    RouteErrors {
+        method: "post",
+        path: "/api/v1/builds/{id}/retry",
+        token: true,
+        body: true,
+        submits: false,
+        errors: &[
+            ErrorCode::InvalidId,
+            ErrorCode::BuildNotFound,
+            ErrorCode::BuildNotFinal,
+            ErrorCode::InvalidMultipart,
+            ErrorCode::UnsupportedMediaType,
+            ErrorCode::MissingField,
+            ErrorCode::UnknownField,
+            ErrorCode::InvalidField,
+            ErrorCode::FieldLimit,
+            ErrorCode::ForbiddenRepository,
+            ErrorCode::QueueFull,
+            ErrorCode::InsufficientStorage,
+        ],
+    },
+];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -29,10 +66,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     responses(
         (status = 200, description = "Cancelled", body = BuildView),
         (status = 202, description = "Still stopping", body = BuildView),
-        (status = 400, description = "Not an integer id, or a bad value", body = ErrorBody),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "Already ended", body = ErrorBody),
     ))]
 async fn cancel_build(
     id: web::Path<String>,
@@ -54,13 +87,6 @@ async fn cancel_build(
     request_body(content = Option<RetryForm>, content_type = "multipart/form-data"),
     responses(
         (status = 202, description = "The new build, with retry_of", body = BuildView, headers(("Location" = String))),
-        (status = 400, description = "Not an integer id, or a bad value", body = ErrorBody),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "Not finished", body = ErrorBody),
-        (status = 413, body = ErrorBody),
-        (status = 415, description = "A body that is not multipart/form-data", body = ErrorBody),
-        (status = 429, description = "The queue is full", body = ErrorBody),
     ))]
 async fn retry_build(
     req: HttpRequest,

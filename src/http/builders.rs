@@ -3,8 +3,9 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use super::error::ErrorBody;
+use super::error::RouteErrors;
 use super::{method_not_allowed, AppState};
+use crate::builds::SilentBuild;
 use crate::docker::BuilderStatus;
 
 /// A builder on the wire: its address but never its TLS files.
@@ -20,10 +21,22 @@ pub struct BuilderView<'a> {
     platforms: &'a [String],
     last_error: Option<&'a str>,
     builds_done: u64,
+    /// Its running builds that have sent no output and no progress for over a
+    /// minute, and since when; empty while every build is heard from.
+    silent_builds: Vec<SilentBuildView>,
 }
 
-impl<'a> From<&'a BuilderStatus> for BuilderView<'a> {
-    fn from(status: &'a BuilderStatus) -> Self {
+/// A running build that has been silent for over a minute.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = SilentBuild)]
+struct SilentBuildView {
+    id: i64,
+    /// When it was last heard from.
+    silent_since: String,
+}
+
+impl<'a> BuilderView<'a> {
+    fn of(status: &'a BuilderStatus, silent: &[SilentBuild]) -> Self {
         BuilderView {
             name: &status.name,
             host: &status.host,
@@ -34,6 +47,14 @@ impl<'a> From<&'a BuilderStatus> for BuilderView<'a> {
             platforms: &status.platforms,
             last_error: status.last_error.as_deref(),
             builds_done: status.builds_done,
+            silent_builds: silent
+                .iter()
+                .filter(|build| build.builder == status.name)
+                .map(|build| SilentBuildView {
+                    id: build.id,
+                    silent_since: build.since.to_rfc3339(),
+                })
+                .collect(),
         }
     }
 }
@@ -43,23 +64,37 @@ pub struct BuilderList<'a> {
     builders: Vec<BuilderView<'a>>,
 }
 
+/// The errors each route here answers with (the OpenAPI document lists them).
+pub(super) const ROUTE_ERRORS: &[RouteErrors] = &[RouteErrors {
+    method: "get",
+    path: "/api/v1/builders",
+    token: true,
+    body: false,
+    submits: false,
+    errors: &[],
+}];
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/builders")
             .route(web::get().to(list_builders))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET, HEAD")),
     );
 }
 
-/// Name, host (never TLS material), up, running, slots, platforms, last error
-/// and builds done since start, in configuration order.
+/// Name, host (never TLS material), up, running, slots, platforms, last error,
+/// builds done since start and running builds silent for over a minute, in
+/// configuration order.
 #[utoipa::path(get, path = "/api/v1/builders", tag = "builders",
     responses(
         (status = 200, body = BuilderList),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
     ))]
 async fn list_builders(state: web::Data<AppState>) -> HttpResponse {
     let statuses = state.builds.builders();
-    let builders = statuses.iter().map(BuilderView::from).collect();
+    let silent = state.builds.silent_builds();
+    let builders = statuses
+        .iter()
+        .map(|status| BuilderView::of(status, &silent))
+        .collect();
     HttpResponse::Ok().json(BuilderList { builders })
 }

@@ -3,15 +3,39 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorCode, RouteErrors};
 use super::{method_not_allowed, parse_id, AppState};
 use crate::domain::{Delivery, DeliveryState, Timestamp, WebhookEvent};
+
+/// The errors each route here answers with (the OpenAPI document lists them).
+pub(super) const ROUTE_ERRORS: &[RouteErrors] = &[
+    RouteErrors {
+        method: "get",
+        path: "/api/v1/builds/{id}/deliveries",
+        token: true,
+        body: false,
+        submits: false,
+        errors: &[ErrorCode::InvalidId, ErrorCode::BuildNotFound],
+    },
+    RouteErrors {
+        method: "post",
+        path: "/api/v1/deliveries/{id}/redeliver",
+        token: true,
+        body: false,
+        submits: false,
+        errors: &[
+            ErrorCode::InvalidId,
+            ErrorCode::DeliveryNotFound,
+            ErrorCode::DeliveryPending,
+        ],
+    },
+];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/builds/{id}/deliveries")
             .route(web::get().to(list_deliveries))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET, HEAD")),
     )
     .service(
         web::resource("/deliveries/{id}/redeliver")
@@ -68,9 +92,6 @@ pub struct DeliveryList<'a> {
 #[utoipa::path(get, path = "/api/v1/builds/{id}/deliveries", tag = "webhooks", params(("id" = i64, Path)),
     responses(
         (status = 200, body = DeliveryList),
-        (status = 400, description = "Not an integer id, or a bad value", body = ErrorBody),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
-        (status = 404, body = ErrorBody),
     ))]
 async fn list_deliveries(
     id: web::Path<String>,
@@ -88,10 +109,6 @@ async fn list_deliveries(
 #[utoipa::path(post, path = "/api/v1/deliveries/{id}/redeliver", tag = "webhooks", params(("id" = i64, Path)),
     responses(
         (status = 202, body = DeliveryView),
-        (status = 400, description = "Not an integer id, or a bad value", body = ErrorBody),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "Still pending", body = ErrorBody),
     ))]
 async fn redeliver(
     id: web::Path<String>,

@@ -42,6 +42,8 @@ pub struct UploadLimits {
     pub idle_timeout: Duration,
     /// Forms being read at once; past it a request gets 503 at once.
     pub slots: Arc<Semaphore>,
+    /// Parts (fields) one form may have; one more is refused with 400 at once.
+    pub max_parts: usize,
 }
 
 /// Which fields are more than short text.
@@ -99,7 +101,7 @@ pub async fn read_form(
         .slots
         .clone()
         .try_acquire_owned()
-        .map_err(|_| ApiError::TooManyUploads)?;
+        .map_err(|_| ApiError::TooManyUploads("max_concurrent_uploads"))?;
     let ended = Arc::new(AtomicBool::new(false));
     let mut multipart = Multipart::new(req.headers(), mark_end(payload, ended.clone()));
     let watch = BodyWatch {
@@ -108,7 +110,14 @@ pub async fn read_form(
     };
     let mut form = Form::default();
     let mut in_memory = 0usize;
+    let mut parts = 0usize;
     while let Some(field) = next_unless_stalled(&mut multipart, &watch).await? {
+        parts += 1;
+        if parts > limits.max_parts {
+            return Err(ApiError::TooManyParts {
+                limit: limits.max_parts,
+            });
+        }
         let mut field = field.map_err(|err| ApiError::BadMultipart(err.to_string()))?;
         let name = field.name().unwrap_or_default().to_string();
         if kinds.archives.contains(&name.as_str()) {
@@ -136,6 +145,75 @@ pub async fn read_form(
         form.add(name, value, filename);
     }
     Ok(form)
+}
+
+/// Where a small body (JSON, a url-encoded form) may be read: how many at once
+/// and how long one may send nothing; the same watch as forms.
+#[derive(Debug, Clone)]
+pub struct BodyGate {
+    /// Bodies being read at once; past it a request gets 503 at once.
+    pub slots: Arc<Semaphore>,
+    /// A body that sends nothing for this long is cut off with 408.
+    pub idle_timeout: Duration,
+    /// The setting that sizes `slots`, for the 503's message.
+    pub slots_setting: &'static str,
+}
+
+impl UploadLimits {
+    /// The uploads' own slots and idle timeout, for a small body.
+    pub fn gate(&self) -> BodyGate {
+        BodyGate {
+            slots: self.slots.clone(),
+            idle_timeout: self.idle_timeout,
+            slots_setting: "max_concurrent_uploads",
+        }
+    }
+}
+
+/// A small body read whole into memory, at most `limit` bytes: a declared
+/// length past it is refused before anything is read, a slot of the gate is
+/// held while it arrives, and a body that stalls is cut off.
+pub async fn read_small_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+    gate: &BodyGate,
+) -> Result<Bytes, ApiError> {
+    refuse_declared_over(req, limit)?;
+    let declared = declared_length(req);
+    let _slot = gate
+        .slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyUploads(gate.slots_setting))?;
+    let watch = BodyWatch {
+        // A plain body has no parser that could wait past its end.
+        ended: Arc::new(AtomicBool::new(false)),
+        idle_timeout: gate.idle_timeout,
+    };
+    let mut body = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = next_unless_stalled(&mut payload, &watch).await? {
+        let chunk = chunk.map_err(|err| ApiError::BadBody(err.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge {
+                limit,
+                context_limit: None,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// A `413` for a body whose declared length is over `limit`, before any of it is read.
+pub fn refuse_declared_over(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
+    match declared_length(req).is_some_and(|length| length > limit as u64) {
+        true => Err(ApiError::TooLarge {
+            limit,
+            context_limit: None,
+        }),
+        false => Ok(()),
+    }
 }
 
 fn too_large(limits: &UploadLimits, kinds: FieldKinds<'_>) -> ApiError {

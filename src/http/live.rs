@@ -9,23 +9,54 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorCode, RouteErrors};
 use super::form::parse_flag;
 use super::views::BuildView;
 use super::{method_not_allowed, parse_id, AppState};
 use crate::builds::Followed;
 use crate::store::LogRange;
 
+/// The errors each route here answers with (the OpenAPI document lists them).
+pub(super) const ROUTE_ERRORS: &[RouteErrors] = &[
+    RouteErrors {
+        method: "get",
+        path: "/api/v1/builds/{id}/logs",
+        token: true,
+        body: false,
+        submits: false,
+        errors: &[
+            ErrorCode::InvalidId,
+            ErrorCode::InvalidQuery,
+            ErrorCode::BuildNotFound,
+            ErrorCode::TooManyFollowers,
+        ],
+    },
+    RouteErrors {
+        method: "get",
+        path: "/api/v1/builds/{id}/events",
+        token: true,
+        body: false,
+        submits: false,
+        errors: &[
+            ErrorCode::InvalidId,
+            ErrorCode::InvalidField,
+            ErrorCode::InvalidQuery,
+            ErrorCode::BuildNotFound,
+            ErrorCode::TooManyFollowers,
+        ],
+    },
+];
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/builds/{id}/logs")
             .route(web::get().to(build_logs))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET, HEAD")),
     )
     .service(
         web::resource("/builds/{id}/events")
             .route(web::get().to(build_events))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET, HEAD")),
     );
 }
 
@@ -70,9 +101,6 @@ fn line_count(name: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
 #[utoipa::path(get, path = "/api/v1/builds/{id}/logs", tag = "live", params(("id" = i64, Path), LogsQuery),
     responses(
         (status = 200, description = "The log, one line per line", body = String, content_type = "text/plain"),
-        (status = 400, description = "Not an integer id, or a bad `follow`, `since` or `tail`", body = ErrorBody),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
-        (status = 404, body = ErrorBody),
     ))]
 async fn build_logs(
     id: web::Path<String>,
@@ -123,9 +151,6 @@ fn sse_line(text: &mut String, seq: i64, line: &str) {
     params(("id" = i64, Path), ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this log line")),
     responses(
         (status = 200, description = "Server-Sent Events: status, log, progress, done", body = String, content_type = "text/event-stream"),
-        (status = 400, description = "Not an integer id, or a bad value", body = ErrorBody),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
-        (status = 404, body = ErrorBody),
     ))]
 async fn build_events(
     req: HttpRequest,

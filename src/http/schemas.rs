@@ -63,6 +63,9 @@ pub struct SubmitForm {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct RetryForm {
+    /// The registry login, which is never kept, so a retry that pushes with one sends it again
     username: Option<String>,
     password: Option<String>,
+    /// Repeatable, as on submit: the build's secrets, which are never kept either
+    secret: Option<Vec<String>>,
 }

@@ -8,8 +8,9 @@ use serde_json::json;
 use super::auth::Caller;
 use super::error::{ApiError, SeedError};
 use super::form::{non_multipart_content_type, read_form, FieldKinds, Form};
+use super::v1::MAX_PAGE_BYTES;
 use super::views::SeedBuildView;
-use super::{parse_id, AppState, SEED_API};
+use super::{AppState, SEED_API};
 use crate::builds::options::OptionsRequest;
 use crate::builds::SubmitRequest;
 use crate::domain::{Credentials, Secret, TagPlan};
@@ -28,6 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get_builds))
             .route(web::delete().to(delete_build))
             .default_service(web::to(|| async {
+                // The seed API's own header, kept as its clients know it.
                 let allow = "GET, POST, DELETE";
                 Err::<HttpResponse, _>(SeedError::from(ApiError::MethodNotAllowed { allow }))
             })),
@@ -99,7 +101,11 @@ impl IdQuery {
     fn id(&self) -> Result<Option<i64>, SeedError> {
         match self.dockerfile_build_id.as_deref() {
             None => Ok(None),
-            Some(text) => parse_id(text).map(Some).map_err(SeedError::from),
+            // The seed API's own contract: any integer, an unknown one is its 404.
+            Some(text) => text
+                .parse()
+                .map(Some)
+                .map_err(|_| SeedError::from(ApiError::InvalidId(text.to_string()))),
         }
     }
 }
@@ -112,15 +118,30 @@ async fn get_builds(
         let build = state.builds.get(id).await?;
         return Ok(HttpResponse::Ok().json(json!({ "data": SeedBuildView::from(&build) })));
     }
-    let builds = state
-        .builds
-        .list(ListFilter {
-            limit: MAX_LISTED,
-            ..ListFilter::default()
-        })
-        .await?;
-    let data: Vec<_> = builds.iter().map(SeedBuildView::from).collect();
-    Ok(HttpResponse::Ok().json(json!({ "data": data })))
+    Ok(HttpResponse::Ok().json(json!({ "data": seed_list(&state).await? })))
+}
+
+/// Up to [`MAX_LISTED`] builds, newest first, as the seed showed them: read a
+/// v1 page at a time (bounded in bytes, see `v1::MAX_PAGE_BYTES`), so the whole
+/// rows of a thousand builds are never held at once; the seed's view is small.
+async fn seed_list(state: &AppState) -> Result<Vec<serde_json::Value>, ApiError> {
+    let mut data = Vec::new();
+    let mut before = None;
+    while data.len() < MAX_LISTED {
+        let builds = state
+            .builds
+            .list(ListFilter {
+                before,
+                limit: MAX_LISTED - data.len(),
+                max_bytes: Some(MAX_PAGE_BYTES),
+                ..ListFilter::default()
+            })
+            .await?;
+        let Some(last) = builds.last() else { break };
+        before = Some(last.id);
+        data.extend(builds.iter().map(|build| json!(SeedBuildView::from(build))));
+    }
+    Ok(data)
 }
 
 async fn delete_build(

@@ -3,25 +3,69 @@
 
 use actix_web::http::header::{CONTENT_TYPE, LOCATION};
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorCode, RouteErrors};
+use super::form::{read_small_body, refuse_declared_over};
 use super::views::{build_url, BuildView};
 use super::{method_not_allowed, AppState};
-use crate::builds::triggers::{Received, TriggerSummary};
+use crate::builds::triggers::{EventHeaders, Received, TriggerError, TriggerSummary};
 use crate::domain::Timestamp;
 
-/// GitHub sends payloads of up to 25 MB; a push of many commits is well below this.
-const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
-const MAX_RUN_BYTES: usize = 4 * 1024;
+pub(super) const MAX_RUN_BYTES: usize = 4 * 1024;
+
+/// The errors each route here answers with (the OpenAPI document lists them).
+pub(super) const ROUTE_ERRORS: &[RouteErrors] = &[
+    RouteErrors {
+        method: "get",
+        path: "/api/v1/triggers",
+        token: true,
+        body: false,
+        submits: false,
+        errors: &[],
+    },
+    RouteErrors {
+        method: "post",
+        path: "/api/v1/triggers/{name}/events",
+        token: false,
+        body: true,
+        submits: false,
+        errors: &[
+            ErrorCode::BadSignature,
+            ErrorCode::InvalidPayload,
+            ErrorCode::GitFetchFailed,
+            ErrorCode::GitTimeout,
+            ErrorCode::NoTags,
+            ErrorCode::QueueFull,
+            ErrorCode::InsufficientStorage,
+        ],
+    },
+    RouteErrors {
+        method: "post",
+        path: "/api/v1/triggers/{name}/run",
+        token: true,
+        body: true,
+        submits: false,
+        errors: &[
+            ErrorCode::MissingField,
+            ErrorCode::InvalidField,
+            ErrorCode::TriggerNotFound,
+            ErrorCode::ForbiddenRepository,
+            ErrorCode::GitFetchFailed,
+            ErrorCode::GitTimeout,
+            ErrorCode::NoTags,
+            ErrorCode::QueueFull,
+            ErrorCode::InsufficientStorage,
+        ],
+    },
+];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/triggers")
             .route(web::get().to(list_triggers))
-            .default_service(method_not_allowed("GET")),
+            .default_service(method_not_allowed("GET, HEAD")),
     )
     .service(
         web::resource("/triggers/{name}/events")
@@ -42,13 +86,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     responses(
         (status = 200, description = "A redelivery, or the same commit to the same tags: the build already made", body = BuildView),
         (status = 202, description = "Queued", body = BuildView, headers(("Location" = String))),
-        (status = 204, description = "Ignored: not a push, a deleted ref, or a ref no pattern matches"),
-        (status = 400, description = "Not a push event's JSON", body = ErrorBody),
-        (status = 401, description = "Unsigned, or the signature does not match", body = ErrorBody),
-        (status = 404, description = "No such trigger", body = ErrorBody),
-        (status = 413, description = "The body is too large", body = ErrorBody),
-        (status = 422, description = "The commit could not be fetched, or no tag template applies", body = ErrorBody),
-        (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 204, description = "Ignored, the reason in X-Dockpub-Ignored: not a push, a deleted ref, a ref no pattern matches, or `stale: …` (the ref has moved on or does not exist)"),
     ))]
 pub async fn receive_event(
     req: HttpRequest,
@@ -56,12 +94,26 @@ pub async fn receive_event(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, MAX_EVENT_BYTES).await?;
+    // Refused before a byte of the body is read: a body declared too large
+    // (first, so its answer is the same for every name), a name no trigger has
+    // (answered as a wrong signature, not 404) and an event with no signature.
+    refuse_declared_over(&req, state.max_trigger_event_bytes)?;
+    if !state.triggers.exists(&name) {
+        return Err(TriggerError::BadSignature.into());
+    }
     let header = |name: &str| {
         let value = req.headers().get(name)?.to_str().ok()?;
         Some(value.to_string())
     };
-    let received = state.triggers.receive(&name, &header, &body).await?;
+    let headers = EventHeaders::read(&header)?;
+    let body = read_small_body(
+        &req,
+        payload,
+        state.max_trigger_event_bytes,
+        &state.trigger_events,
+    )
+    .await?;
+    let received = state.triggers.receive(&name, headers, &body).await?;
     Ok(match received {
         Received::Ignored(why) => {
             log::info!("trigger {name}: event ignored: {why}");
@@ -91,13 +143,6 @@ pub struct RunRequest {
     request_body(content = RunRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Queued", body = BuildView, headers(("Location" = String))),
-        (status = 400, description = "No ref, or not one", body = ErrorBody),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
-        (status = 403, description = "The token may not build this trigger's repository", body = ErrorBody),
-        (status = 404, description = "No such trigger", body = ErrorBody),
-        (status = 413, description = "The body is too large", body = ErrorBody),
-        (status = 422, description = "The ref could not be found or fetched", body = ErrorBody),
-        (status = 429, description = "The queue is full", body = ErrorBody),
     ))]
 pub async fn run_trigger(
     req: HttpRequest,
@@ -106,7 +151,7 @@ pub async fn run_trigger(
     state: web::Data<AppState>,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, MAX_RUN_BYTES).await?;
+    let body = read_small_body(&req, payload, MAX_RUN_BYTES, &state.upload.gate()).await?;
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)
@@ -184,28 +229,12 @@ pub struct TriggerList<'a> {
 #[utoipa::path(get, path = "/api/v1/triggers", tag = "triggers",
     responses(
         (status = 200, description = "Every configured trigger", body = TriggerList),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
     ))]
 pub async fn list_triggers(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let triggers = state.triggers.list().await?;
     Ok(HttpResponse::Ok().json(TriggerList {
         triggers: triggers.iter().map(TriggerView::from).collect(),
     }))
-}
-
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|err| ApiError::BadBody(err.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge {
-                limit,
-                context_limit: None,
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 /// A reason as a header value: printable ASCII only.

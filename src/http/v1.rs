@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::cache::{Answer, Key};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorCode, RouteErrors};
 use super::form::{credentials, parse_flag, read_form, FieldKinds, Form};
 use super::schemas::SubmitForm;
 use super::views::{build_url, BuildList, BuildView};
@@ -20,19 +20,69 @@ use crate::store::ListFilter;
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
+/// A page's JSON stays under this (bar a single build larger than it, from
+/// before the per-build limits): past it the page ends early, with a `next`.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The errors each route here answers with (the OpenAPI document lists them).
+pub(super) const ROUTE_ERRORS: &[RouteErrors] = &[
+    RouteErrors {
+        method: "post",
+        path: "/api/v1/builds",
+        token: true,
+        body: true,
+        submits: true,
+        errors: &[
+            ErrorCode::InvalidGit,
+            ErrorCode::GitFetchFailed,
+            ErrorCode::GitTimeout,
+        ],
+    },
+    RouteErrors {
+        method: "get",
+        path: "/api/v1/builds",
+        token: true,
+        body: false,
+        submits: false,
+        errors: &[ErrorCode::InvalidQuery, ErrorCode::InvalidId],
+    },
+    RouteErrors {
+        method: "get",
+        path: "/api/v1/builds/{id}",
+        token: true,
+        body: false,
+        submits: false,
+        errors: &[ErrorCode::InvalidId, ErrorCode::BuildNotFound],
+    },
+    RouteErrors {
+        method: "delete",
+        path: "/api/v1/builds/{id}",
+        token: true,
+        body: false,
+        submits: false,
+        errors: &[
+            ErrorCode::InvalidId,
+            ErrorCode::InvalidQuery,
+            ErrorCode::BuildNotFound,
+            ErrorCode::BuildNotFinal,
+            ErrorCode::DockerError,
+            ErrorCode::DockerUnavailable,
+        ],
+    },
+];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/builds")
             .route(web::post().to(create_build))
             .route(web::get().to(list_builds))
-            .default_service(method_not_allowed("GET, POST")),
+            .default_service(method_not_allowed("GET, HEAD, POST")),
     )
     .service(
         web::resource("/builds/{id}")
             .route(web::get().to(get_build))
             .route(web::delete().to(delete_build))
-            .default_service(method_not_allowed("GET, DELETE")),
+            .default_service(method_not_allowed("GET, HEAD, DELETE")),
     );
 }
 
@@ -40,11 +90,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     request_body(content = SubmitForm, content_type = "multipart/form-data"),
     responses(
         (status = 202, description = "Queued", body = BuildView, headers(("Location" = String))),
-        (status = 400, description = "A field is missing, unknown or invalid", body = ErrorBody),
-        (status = 401, description = "A token is configured and missing or wrong", body = ErrorBody),
-        (status = 413, description = "The body or context is too large", body = ErrorBody),
-        (status = 415, description = "Not multipart/form-data", body = ErrorBody),
-        (status = 429, description = "The queue is full", body = ErrorBody),
     ))]
 async fn create_build(
     req: HttpRequest,
@@ -141,7 +186,7 @@ fn options_request(form: &mut Form) -> Result<OptionsRequest, ApiError> {
 struct ListQuery {
     /// queued, building, pushing, succeeded, failed or cancelled
     status: Option<String>,
-    /// 1 to 500, default 50
+    /// 1 to 500, default 50; a page also ends before its JSON passes 4 MiB (then `next` goes on)
     limit: Option<String>,
     /// Only builds with a lower id (the next page)
     before: Option<String>,
@@ -185,6 +230,7 @@ impl ListQuery {
             before,
             submitted_by,
             limit,
+            max_bytes: Some(MAX_PAGE_BYTES),
         })
     }
 }
@@ -192,8 +238,6 @@ impl ListQuery {
 #[utoipa::path(get, path = "/api/v1/builds", tag = "builds", params(ListQuery),
     responses(
         (status = 200, description = "Newest first", body = BuildList),
-        (status = 400, description = "A bad query value", body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn list_builds(
     query: web::Query<ListQuery>,
@@ -207,8 +251,9 @@ async fn list_builds(
             limit: filter.limit + 1,
             ..filter.clone()
         };
-        state.builds.list_then(one_more, move |mut builds| {
-            let has_more = builds.len() > filter.limit;
+        state.builds.list_then(one_more, move |listed| {
+            let mut builds = listed.builds;
+            let has_more = listed.cut_short || builds.len() > filter.limit;
             builds.truncate(filter.limit);
             let next = match builds.last() {
                 Some(last) if has_more => Some(next_page(&filter, last.id)),
@@ -241,9 +286,6 @@ fn next_page(filter: &ListFilter, last_id: i64) -> String {
 #[utoipa::path(get, path = "/api/v1/builds/{id}", tag = "builds", params(("id" = i64, Path)),
     responses(
         (status = 200, body = BuildView),
-        (status = 400, description = "Not an integer id", body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
     ))]
 async fn get_build(
     id: web::Path<String>,
@@ -278,12 +320,6 @@ struct DeleteQuery {
     responses(
         (status = 204, description = "Deleted with its local tags, log and files"),
         (status = 200, description = "Deleted; the image was left on a builder that is down", body = Object),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "Not finished (and no force)", body = ErrorBody),
-        (status = 502, description = "The daemon refused to untag", body = ErrorBody),
-        (status = 503, description = "The daemon is unreachable", body = ErrorBody),
     ))]
 async fn delete_build(
     id: web::Path<String>,

@@ -40,6 +40,12 @@ pub struct BuildView<'a> {
     /// Per tag, the build that later took it over (pushed another image under it,
     /// or moved the local tag on the same builder); empty while this build owns all its tags.
     tag_moved_by: &'a BTreeMap<String, i64>,
+    /// On a build that did not succeed: the tags its push wrote to the registry,
+    /// or may have (it got as far as the tag's manifest before it failed, was
+    /// cancelled or stalled). The registry may serve this build's image under
+    /// them; the builds that had them before say so in `tag_moved_by`. Empty
+    /// for a build that succeeded (see `digests`) or never got that far.
+    tags_pushed: &'a [String],
     /// The name of the API token that submitted it; null when tokens are off.
     submitted_by: Option<&'a str>,
     /// The repository, ref and commit the context was fetched from; null for uploads.
@@ -51,6 +57,10 @@ pub struct BuildView<'a> {
     /// Why a queued build has not started yet, e.g. "no builder up"; null when
     /// it is not queued or is about to start.
     waiting_for: Option<&'a str>,
+    /// While a running build (its build step or its push) has sent no output
+    /// and no progress for over a minute: when it was last heard from. Null
+    /// otherwise. See `build_idle_timeout_secs` and `push_idle_timeout_secs`.
+    silent_since: Option<String>,
     links: Links,
 }
 
@@ -116,11 +126,13 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             builder: build.builder.as_deref(),
             attempts: build.attempts,
             tag_moved_by: &build.tag_moved_by,
+            tags_pushed: &build.tags_pushed,
             submitted_by: build.submitted_by.as_deref(),
             source: build.source.as_ref().map(SourceView::from),
             trigger: build.source.as_ref().and_then(|s| s.trigger.as_ref()),
             progress: build.progress.as_ref(),
             waiting_for: build.waiting_for.as_deref(),
+            silent_since: build.silent_since.map(Timestamp::to_rfc3339),
             links: Links {
                 self_: build_url(build.id),
                 logs: format!("{}/logs", build_url(build.id)),

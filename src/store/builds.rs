@@ -2,8 +2,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::rows::{self, build_from_row, BUILD_COLUMNS};
-use super::{immediate, Changes, ListFilter, Store, StoreError};
+use super::rows::{self, build_from_row, json_bytes, BUILD_COLUMNS};
+use super::{immediate, Changes, ListFilter, Listed, Store, StoreError};
 use crate::domain::{Build, NewBuild, Status, TagPlan, Timestamp};
 
 impl Store {
@@ -74,14 +74,15 @@ impl Store {
 
     /// Newest first.
     pub async fn list_builds(&self, filter: ListFilter) -> Result<Vec<Build>, StoreError> {
-        self.list_builds_then(filter, |builds| builds).await
+        self.list_builds_then(filter, |listed| listed.builds).await
     }
 
-    /// Like [`Store::get_build_then`], for a page of builds, newest first.
+    /// Like [`Store::get_build_then`], for a page of builds, newest first. Rows
+    /// are read one at a time: with `max_bytes`, no more is held than the page.
     pub async fn list_builds_then<T, F>(&self, filter: ListFilter, then: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(Vec<Build>) -> T + Send + 'static,
+        F: FnOnce(Listed) -> T + Send + 'static,
     {
         self.read(move |conn| {
             let sql = format!(
@@ -92,17 +93,23 @@ impl Store {
             );
             let mut statement = conn.prepare_cached(&sql)?;
             let status = filter.status.map(Status::as_str);
-            let rows = statement.query_map(
-                params![
-                    status,
-                    filter.before,
-                    filter.limit as i64,
-                    filter.submitted_by
-                ],
-                build_from_row,
-            )?;
-            let builds = rows.map(|row| row?).collect::<Result<_, _>>()?;
-            Ok(then(builds))
+            let mut rows = statement.query(params![
+                status,
+                filter.before,
+                filter.limit as i64,
+                filter.submitted_by
+            ])?;
+            let mut listed = Listed::default();
+            let mut bytes = 0;
+            while let Some(row) = rows.next()? {
+                bytes += json_bytes(row)?;
+                if filter.max_bytes.is_some_and(|max| bytes > max) && !listed.builds.is_empty() {
+                    listed.cut_short = true;
+                    break;
+                }
+                listed.builds.push(build_from_row(row)??);
+            }
+            Ok(then(listed))
         })
         .await
     }
@@ -277,7 +284,8 @@ pub(super) fn transition(
             finished_at = CASE WHEN ?1 IN ({finals}) THEN ?5 ELSE NULL END,
             digests = CASE WHEN ?1 = 'queued' THEN '{{}}' ELSE COALESCE(?7, digests) END,
             platforms = CASE WHEN ?1 = 'queued' THEN '[]' ELSE COALESCE(?8, platforms) END,
-            builder = CASE WHEN ?1 = 'queued' THEN NULL ELSE builder END
+            builder = CASE WHEN ?1 = 'queued' THEN NULL ELSE builder END,
+            tags_pushed = CASE WHEN ?1 = 'succeeded' THEN '[]' ELSE tags_pushed END
          WHERE id = ?6 AND status IN ({placeholders})"
     );
     let digests = changes.digests.as_ref().map(rows::to_json);

@@ -36,20 +36,21 @@ pub struct DataDirLock {
 }
 
 impl DataDirLock {
-    /// Takes the lock, or says which process holds it. Creates the directory,
-    /// and nothing else in it, before the lock is held.
+    /// Takes the lock, or says which process holds it. Creates the directory
+    /// (0700) and the lock file (0600), and nothing else in it, before the
+    /// lock is held.
     pub fn acquire(data_dir: &Path) -> Result<DataDirLock, LockError> {
         let io = |source| LockError::Io {
             dir: data_dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(data_dir).map_err(io)?;
+        super::private::private_dir(data_dir).map_err(io)?;
+        let path = data_dir.join(LOCK_FILE);
+        super::private::private_file(&path).map_err(io)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
-            .open(data_dir.join(LOCK_FILE))
+            .open(path)
             .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {

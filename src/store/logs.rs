@@ -8,9 +8,11 @@ use rusqlite::{params, OptionalExtension};
 use super::{immediate, Seen, Store, StoreError};
 use crate::domain::LogLine;
 
-/// A page ends after this many lines, or sooner once it holds [`PAGE_BYTES`].
+/// A page ends after this many lines, or sooner once it holds the reader's
+/// bytes ([`PAGE_BYTES`] unless it asks for less).
 const PAGE_LINES: usize = 1000;
-const PAGE_BYTES: usize = 64 * 1024;
+/// The bytes of a page of a plain read.
+pub const PAGE_BYTES: usize = 64 * 1024;
 
 /// Which part of a log a reader wants.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,6 +36,17 @@ pub struct LogPage {
     pub full: bool,
 }
 
+/// What a build's log holds so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogTotals {
+    /// The number of the last line, 0 when there is none.
+    pub last_seq: i64,
+    /// The lines stored.
+    pub lines: u64,
+    /// The lines' bytes (UTF-8), without line ends.
+    pub bytes: u64,
+}
+
 impl Store {
     /// Stores log lines whose sequence numbers the caller assigned, in one transaction.
     pub async fn append_logs(&self, id: i64, lines: Arc<Vec<LogLine>>) -> Result<(), StoreError> {
@@ -53,13 +66,20 @@ impl Store {
         .await
     }
 
-    /// The sequence number of the build's last stored line, 0 when there is none.
-    pub async fn last_log_seq(&self, id: i64) -> Result<i64, StoreError> {
+    /// The build's last line number, and how many lines and bytes it stored.
+    pub async fn log_totals(&self, id: i64) -> Result<LogTotals, StoreError> {
         self.read(move |conn| {
             Ok(conn.query_row(
-                "SELECT COALESCE(MAX(seq), 0) FROM build_logs WHERE build_id = ?1",
+                "SELECT COALESCE(MAX(seq), 0), COUNT(*), COALESCE(SUM(LENGTH(CAST(line AS BLOB))), 0)
+                 FROM build_logs WHERE build_id = ?1",
                 [id],
-                |row| row.get(0),
+                |row| {
+                    Ok(LogTotals {
+                        last_seq: row.get(0)?,
+                        lines: row.get::<_, i64>(1)? as u64,
+                        bytes: row.get::<_, i64>(2)? as u64,
+                    })
+                },
             )?)
         })
         .await
@@ -90,12 +110,14 @@ impl Store {
 
     /// The next page of lines after line `after`, written by `render` straight
     /// from the rows (no line is held on its own) on the blocking pool; None when
-    /// there is no line after it (yet).
+    /// there is no line after it (yet). The page ends once its lines hold
+    /// `page_bytes` (or a line more: a longer line comes whole).
     pub async fn read_log_page(
         &self,
         id: i64,
         after: i64,
         render: RenderLine,
+        page_bytes: usize,
     ) -> Result<Option<LogPage>, StoreError> {
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(
@@ -111,7 +133,7 @@ impl Store {
                 bytes += line.len();
                 count += 1;
                 render(&mut text, last_seq, line);
-                if bytes >= PAGE_BYTES {
+                if bytes >= page_bytes {
                     break;
                 }
             }
@@ -121,7 +143,7 @@ impl Store {
             Ok(Some(LogPage {
                 text,
                 last_seq,
-                full: count == PAGE_LINES || bytes >= PAGE_BYTES,
+                full: count == PAGE_LINES || bytes >= page_bytes,
             }))
         })
         .await

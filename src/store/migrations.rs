@@ -16,7 +16,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/007_submitted_by.sql"),
     include_str!("migrations/008_git_source.sql"),
     include_str!("migrations/009_trigger_deliveries.sql"),
-    include_str!("migrations/010_platforms.sql"),
+    include_str!("migrations/010_tags_pushed.sql"),
+    include_str!("migrations/011_platforms.sql"),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {

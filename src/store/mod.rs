@@ -14,6 +14,7 @@ mod files;
 mod lock;
 mod logs;
 mod migrations;
+mod private;
 mod queue;
 mod rows;
 mod sharing;
@@ -29,12 +30,13 @@ use std::time::Duration;
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tokio::sync::Semaphore;
 
-use crate::domain::Status;
+use crate::domain::{Build, Status};
 pub(crate) use files::BuildFiles;
 pub(crate) use lock::DataDirLock;
 pub use lock::LockError;
-pub use logs::{LogPage, LogRange, RenderLine};
+pub use logs::{LogPage, LogRange, LogTotals, RenderLine, PAGE_BYTES};
 pub use sharing::PublishedTag;
 pub use triggers::TriggerDelivery;
 use writer::Writer;
@@ -119,6 +121,18 @@ pub struct ListFilter {
     pub submitted_by: Option<String>,
     /// At most this many builds.
     pub limit: usize,
+    /// And, after the first, only builds while their rows come to at most this
+    /// many bytes as JSON (see `rows::json_bytes`); None: no bound but `limit`.
+    pub max_bytes: Option<usize>,
+}
+
+/// A list of builds, and whether `max_bytes` cut it short.
+#[derive(Debug, Default)]
+pub struct Listed {
+    /// Newest first.
+    pub builds: Vec<Build>,
+    /// More builds matched, but their rows would pass `max_bytes`.
+    pub cut_short: bool,
 }
 
 /// How long a connection waits for a lock held by another process (the writer
@@ -128,6 +142,9 @@ const BUSY_NAP: Duration = Duration::from_millis(1);
 
 /// Page cache per read connection, in KiB (SQLite's negative `cache_size`).
 const READER_CACHE_KIB: i64 = -256;
+
+/// Read connections: as many reads run at once, each on a blocking thread.
+const READERS: u32 = 8;
 
 /// Every time a connection of this process slept in SQLite's busy handler.
 static BUSY_WAITS: AtomicU64 = AtomicU64::new(0);
@@ -142,6 +159,10 @@ const ROOMY_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Store {
     readers: Pool<SqliteConnectionManager>,
+    /// One per read connection: a read waits here, on no thread, until a
+    /// connection is free. Without it 500 followers reading at once would
+    /// each hold a blocking thread (and its stack) waiting in the pool.
+    read_slots: Arc<Semaphore>,
     writer: Arc<Writer>,
     /// Moves after every committed write that may change a build row, before the
     /// write's caller hears back: an answer read at generation N shows every write
@@ -151,6 +172,9 @@ pub struct Store {
     /// write that succeeds (see [`Store::disk_full`]).
     disk_full: Arc<AtomicBool>,
     files: BuildFiles,
+    /// This data directory's own name among the dockpubs sharing a daemon (see
+    /// [`Store::instance`]).
+    instance: Arc<str>,
 }
 
 /// Whether a write can change what a build's JSON shows.
@@ -165,8 +189,12 @@ impl Store {
     /// Opens (creating if needed) `data_dir/dockpub.sqlite3` and `data_dir/builds/`,
     /// and applies pending migrations.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir)?;
+        private::private_dir(data_dir)?;
         let path = data_dir.join("dockpub.sqlite3");
+        private::private_file(&path)?;
+        for companion in ["dockpub.sqlite3-wal", "dockpub.sqlite3-shm"] {
+            private::tighten_if_present(&data_dir.join(companion))?;
+        }
         let mut writer = Connection::open(&path)?;
         configure(&writer)?;
         migrations::apply(&mut writer)?;
@@ -184,17 +212,27 @@ impl Store {
         // stale the way a network connection does, and r2d2_sqlite's test parses and
         // runs `SELECT 1` each time (a measurable share of a `GET` on the API).
         let readers = Pool::builder()
-            .max_size(8)
+            .max_size(READERS)
             .test_on_check_out(false)
             .build(manager)?;
         let files = BuildFiles::open(data_dir.join("builds"), data_dir.join("uploads"))?;
+        let instance = instance_of(data_dir)?.into();
         Ok(Store {
             readers,
+            read_slots: Arc::new(Semaphore::new(READERS as usize)),
             writer: Arc::new(Writer::start(writer)?),
             generation: Arc::default(),
             disk_full: Arc::default(),
             files,
+            instance,
         })
+    }
+
+    /// A random name of this data directory, made once and kept in
+    /// `data_dir/instance`: the build names it leaves on a daemon carry it, so
+    /// the names a crash left behind can be told from another dockpub's.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     pub(crate) fn files(&self) -> &BuildFiles {
@@ -227,7 +265,17 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || work(&*pool.get()?)).await?
+        let slot = self
+            .read_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the read slots are never closed");
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work(&*pool.get()?)
+        })
+        .await?
     }
 
     /// Runs `work` on the writer connection; `work` opens its own transaction
@@ -313,3 +361,21 @@ fn wait_when_busy(naps: i32) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Reads `data_dir/instance`, writing a new random name there first if it has none.
+fn instance_of(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("instance");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if is_instance_name(text.trim()) => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    let name = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    std::fs::write(&path, format!("{name}\n"))?;
+    Ok(name)
+}
+
+fn is_instance_name(text: &str) -> bool {
+    text.len() == 12 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}

@@ -75,7 +75,10 @@ impl Store {
     /// Final builds to prune: finished before `finished_before` (if given) and, if
     /// `keep_last` is given, older than the `keep_last`-th newest succeeded build
     /// (failed and cancelled builds do not count; nothing is pruned for this rule
-    /// until that many builds succeeded). Oldest first.
+    /// until that many builds succeeded), unless it owns a tag a kept build of
+    /// another image names too: the build that finished last owns a tag even
+    /// when its id is lower, and pruning it would take away the tag's local
+    /// name. Oldest first.
     pub async fn prunable_builds(
         &self,
         finished_before: Option<Timestamp>,
@@ -84,10 +87,21 @@ impl Store {
         self.read(move |conn| {
             let finals = final_statuses();
             let sql = format!(
-                "SELECT id FROM builds
+                "WITH cutoff AS (SELECT id FROM builds WHERE status = 'succeeded'
+                                 ORDER BY id DESC LIMIT 1 OFFSET ?2 - 1)
+                 SELECT id FROM builds b
                  WHERE status IN ({finals}) AND (?1 IS NULL OR finished_at < ?1)
-                   AND (?2 IS NULL OR ?2 = 0 OR id < (SELECT id FROM builds WHERE status = 'succeeded'
-                                                      ORDER BY id DESC LIMIT 1 OFFSET ?2 - 1))
+                   AND (?2 IS NULL OR ?2 = 0 OR (
+                        id < (SELECT id FROM cutoff)
+                        AND NOT EXISTS (
+                            SELECT 1 FROM json_each(b.tags) owned, builds kept, json_each(kept.tags) named
+                            WHERE b.status = 'succeeded'
+                              AND NOT EXISTS (SELECT 1 FROM json_each(b.tag_moved_by) moved
+                                              WHERE moved.key = owned.value)
+                              AND kept.repository = b.repository
+                              AND kept.id >= (SELECT id FROM cutoff)
+                              AND kept.image_id IS NOT b.image_id
+                              AND named.value = owned.value)))
                  ORDER BY id"
             );
             let before = finished_before.map(Timestamp::to_rfc3339);

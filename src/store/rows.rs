@@ -7,7 +7,7 @@ use crate::domain::{Build, Timestamp};
 
 pub const BUILD_COLUMNS: &str = "id, status, repository, tags, push, registry_username, image_id, \
      digest, error, created_at, started_at, built_at, finished_at, retry_of, options, digests, context_dockerfile, \
-     callback_url, builder, attempts, tag_moved_by, submitted_by, source, platforms";
+     callback_url, builder, attempts, tag_moved_by, submitted_by, source, tags_pushed, platforms";
 
 /// Reads one row; the outer error is SQLite's, the inner one a row that does not parse.
 pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreError>> {
@@ -20,7 +20,8 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
     let digests: String = row.get(15)?;
     let tag_moved_by: String = row.get(20)?;
     let source: Option<String> = row.get(22)?;
-    let platforms: String = row.get(23)?;
+    let tags_pushed: String = row.get(23)?;
+    let platforms: String = row.get(24)?;
     let parsed = (|| {
         let corrupt = |what: &str| StoreError::Corrupt(format!("build {id}: {what}"));
         let [started_at, built_at, finished_at] = times.map(|t| t.as_deref().map(Timestamp::parse));
@@ -46,6 +47,7 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
             retry_of: row.get(13)?,
             progress: None,
             waiting_for: None,
+            silent_since: None,
             options: serde_json::from_str(&options).map_err(|_| corrupt("bad options"))?,
             digests: serde_json::from_str(&digests).map_err(|_| corrupt("bad digests"))?,
             context_dockerfile: row.get(16)?,
@@ -60,9 +62,39 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
                 .map(|text| serde_json::from_str(&text))
                 .transpose()
                 .map_err(|_| corrupt("bad source"))?,
+            tags_pushed: serde_json::from_str(&tags_pushed)
+                .map_err(|_| corrupt("bad tags_pushed"))?,
         })
     })();
     Ok(parsed)
+}
+
+/// What a build's JSON adds besides its stored text: key names, links, live progress.
+const JSON_OVERHEAD_BYTES: usize = 1024;
+
+/// An upper bound of the bytes the row takes as an API build object: its text
+/// columns as JSON strings (each byte that JSON escapes counted as 6), its
+/// JSON columns as stored (they are written back the way they were stored),
+/// plus [`JSON_OVERHEAD_BYTES`].
+pub fn json_bytes(row: &Row<'_>) -> rusqlite::Result<usize> {
+    let mut bytes = JSON_OVERHEAD_BYTES;
+    for column in 0..row.as_ref().column_count() {
+        bytes += match row.get_ref(column)? {
+            rusqlite::types::ValueRef::Text(text) => escaped_len(text),
+            rusqlite::types::ValueRef::Blob(blob) => blob.len(),
+            _ => 20,
+        };
+    }
+    Ok(bytes)
+}
+
+/// At most the length of `text` as a JSON string (`\u0001` for a control byte).
+fn escaped_len(text: &[u8]) -> usize {
+    let escaped = text
+        .iter()
+        .filter(|&&b| b < 0x20 || b == b'"' || b == b'\\')
+        .count();
+    text.len() + 2 + escaped * 5
 }
 
 pub fn tags_to_json(tags: &[String]) -> String {

@@ -9,6 +9,64 @@ use super::rows::{self, build_from_row, BUILD_COLUMNS};
 use super::{Store, StoreError};
 use crate::domain::Build;
 
+/// See [`Store::record_tag_moved`].
+fn mark_moved(
+    tx: &rusqlite::Transaction<'_>,
+    published: &PublishedTag,
+) -> Result<Vec<i64>, StoreError> {
+    type Candidate = (i64, String, bool, Option<String>, String, String, String);
+    let candidates: Vec<Candidate> = tx
+        .prepare(
+            "SELECT id, tags, push, builder, tag_moved_by, status, tags_pushed FROM builds
+             WHERE (status = 'succeeded' OR tags_pushed != '[]') AND id != ?1 AND repository = ?2
+               AND image_id IS NOT NULL AND image_id != ?3
+             ORDER BY id",
+        )?
+        .query_map(
+            params![published.by, published.repository, published.image_id],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                ))
+            },
+        )?
+        .collect::<Result<_, _>>()?;
+    let mut marked = Vec::new();
+    for (id, tags, pushed, builder, moved, status, tags_pushed) in candidates {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("build {id}: {what}"));
+        // A build that did not succeed holds only the tags its push may have written.
+        let held = if status == "succeeded" {
+            tags
+        } else {
+            tags_pushed
+        };
+        let tags: Vec<String> = serde_json::from_str(&held).map_err(|_| corrupt("bad tags"))?;
+        let mut moved: BTreeMap<String, i64> =
+            serde_json::from_str(&moved).map_err(|_| corrupt("bad tag_moved_by"))?;
+        let same_place = if pushed {
+            published.pushed
+        } else {
+            builder.as_deref() == Some(published.builder.as_str())
+        };
+        if !same_place || !tags.contains(&published.tag) || moved.contains_key(&published.tag) {
+            continue;
+        }
+        moved.insert(published.tag.clone(), published.by);
+        tx.execute(
+            "UPDATE builds SET tag_moved_by = ?2 WHERE id = ?1",
+            params![id, rows::to_json(&moved)],
+        )?;
+        marked.push(id);
+    }
+    Ok(marked)
+}
+
 /// A tag a build has just published (pushed and confirmed, or tagged locally).
 #[derive(Debug, Clone)]
 pub struct PublishedTag {
@@ -49,59 +107,48 @@ impl Store {
         .await
     }
 
-    /// Marks the tag as taken over by `published.by` on every succeeded build that
+    /// Marks the tag as taken over by `published.by` on every build that
     /// published another image under it where this one now lands: the registry
     /// when both pushed, the builder's local tag when the earlier one did not push.
-    /// A tag already marked keeps the build that took it first. Returns the builds
-    /// marked now.
+    /// Those builds are the succeeded ones, and the others whose push may have
+    /// reached the registry (`tags_pushed`). A tag already marked keeps the build
+    /// that took it first. Returns the builds marked now.
     pub async fn record_tag_moved(&self, published: PublishedTag) -> Result<Vec<i64>, StoreError> {
         self.write(move |conn, _| {
             let tx = super::immediate(conn)?;
-            let candidates: Vec<(i64, String, bool, Option<String>, String)> = tx
-                .prepare(
-                    "SELECT id, tags, push, builder, tag_moved_by FROM builds
-                     WHERE status = 'succeeded' AND id != ?1 AND repository = ?2
-                       AND image_id IS NOT NULL AND image_id != ?3
-                     ORDER BY id",
-                )?
-                .query_map(
-                    params![published.by, published.repository, published.image_id],
-                    |row| {
-                        Ok((
-                            row.get(0)?,
-                            row.get(1)?,
-                            row.get(2)?,
-                            row.get(3)?,
-                            row.get(4)?,
-                        ))
-                    },
-                )?
-                .collect::<Result<_, _>>()?;
-            let mut marked = Vec::new();
-            for (id, tags, pushed, builder, moved) in candidates {
-                let corrupt = |what: &str| StoreError::Corrupt(format!("build {id}: {what}"));
-                let tags: Vec<String> =
-                    serde_json::from_str(&tags).map_err(|_| corrupt("bad tags"))?;
-                let mut moved: BTreeMap<String, i64> =
-                    serde_json::from_str(&moved).map_err(|_| corrupt("bad tag_moved_by"))?;
-                let same_place = if pushed {
-                    published.pushed
-                } else {
-                    builder.as_deref() == Some(published.builder.as_str())
-                };
-                if !same_place
-                    || !tags.contains(&published.tag)
-                    || moved.contains_key(&published.tag)
-                {
-                    continue;
-                }
-                moved.insert(published.tag.clone(), published.by);
+            let marked = mark_moved(&tx, &published)?;
+            tx.commit()?;
+            Ok(marked)
+        })
+        .await
+    }
+
+    /// A push of a build that did not succeed but may have reached the
+    /// registry: the tag goes in its `tags_pushed`, and the builds that had the
+    /// tag before are marked as taken over, as by a confirmed push. Returns the
+    /// builds marked now.
+    pub async fn record_tag_maybe_pushed(
+        &self,
+        published: PublishedTag,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.write(move |conn, _| {
+            let tx = super::immediate(conn)?;
+            let listed: String = tx.query_row(
+                "SELECT tags_pushed FROM builds WHERE id = ?1",
+                [published.by],
+                |row| row.get(0),
+            )?;
+            let mut listed: Vec<String> = serde_json::from_str(&listed).map_err(|_| {
+                StoreError::Corrupt(format!("build {}: bad tags_pushed", published.by))
+            })?;
+            if !listed.contains(&published.tag) {
+                listed.push(published.tag.clone());
                 tx.execute(
-                    "UPDATE builds SET tag_moved_by = ?2 WHERE id = ?1",
-                    params![id, rows::to_json(&moved)],
+                    "UPDATE builds SET tags_pushed = ?2 WHERE id = ?1",
+                    params![published.by, rows::tags_to_json(&listed)],
                 )?;
-                marked.push(id);
             }
+            let marked = mark_moved(&tx, &published)?;
             tx.commit()?;
             Ok(marked)
         })

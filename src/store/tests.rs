@@ -45,6 +45,7 @@ async fn lists_newest_first_and_reads_one() {
         before: Some(ids[2]),
         submitted_by: None,
         limit: 5,
+        max_bytes: None,
     };
     let listed: Vec<i64> = store
         .list_builds(filter)
@@ -68,6 +69,7 @@ async fn refuses_a_build_past_the_queue_limit_and_keeps_nothing() {
         before: None,
         submitted_by: None,
         limit: 10,
+        max_bytes: None,
     };
     assert_eq!(store.list_builds(all).await.unwrap().len(), 2);
     assert_eq!(
@@ -225,6 +227,61 @@ async fn keeps_the_newest_succeeded_builds_and_everything_after_them() {
     );
 }
 
+#[tokio::test]
+async fn keeps_the_build_that_owns_a_tag_the_kept_builds_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let new = NewBuild {
+            tags: TagPlan::Listed(vec!["t".into()]),
+            ..new_build(n)
+        };
+        let id = store
+            .insert_build(new, usize::MAX, |_| {})
+            .await
+            .unwrap()
+            .id;
+        store
+            .claim_next_queued("local".into(), Vec::new())
+            .await
+            .unwrap();
+        let changes = Changes {
+            image_id: Some(format!("sha256:{n}")),
+            ..Changes::default()
+        };
+        store
+            .transition(id, None, Status::Succeeded, changes)
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(id);
+    }
+    // The first build finished last: the tag names its image, the others' moved.
+    let published = crate::store::PublishedTag {
+        by: ids[0],
+        repository: "store/app".into(),
+        tag: "t".into(),
+        image_id: "sha256:0".into(),
+        builder: "local".into(),
+        pushed: false,
+    };
+    assert_eq!(
+        store.record_tag_moved(published).await.unwrap(),
+        ids[1..].to_vec()
+    );
+    // Keeping the last two by id would prune the owner; it stays.
+    assert_eq!(
+        store.prunable_builds(None, Some(2)).await.unwrap(),
+        vec![ids[1]]
+    );
+    assert_eq!(
+        store.prunable_builds(None, Some(1)).await.unwrap(),
+        ids[1..3].to_vec()
+    );
+    assert_eq!(store.prunable_builds(None, Some(0)).await.unwrap(), ids);
+}
+
 fn numbered_lines(id: i64, from: i64, count: i64) -> Arc<Vec<LogLine>> {
     let lines = (from..from + count).map(|seq| LogLine {
         seq,
@@ -241,7 +298,11 @@ fn numbered(text: &mut String, seq: i64, line: &str) {
 /// Every stored line of build `id`, read page by page.
 async fn read_all_pages(store: &Store, id: i64, after: i64) -> (Vec<LogLine>, usize) {
     let (mut all, mut pages, mut after) = (Vec::new(), 0, after);
-    while let Some(page) = store.read_log_page(id, after, numbered).await.unwrap() {
+    while let Some(page) = store
+        .read_log_page(id, after, numbered, PAGE_BYTES)
+        .await
+        .unwrap()
+    {
         pages += 1;
         after = page.last_seq;
         all.extend(page.text.lines().map(|numbered| {
@@ -369,7 +430,11 @@ async fn a_page_of_long_lines_stops_at_its_byte_limit() {
         .append_logs(id, Arc::new((1..=20).map(long).collect()))
         .await
         .unwrap();
-    let page = store.read_log_page(id, 0, numbered).await.unwrap().unwrap();
+    let page = store
+        .read_log_page(id, 0, numbered, PAGE_BYTES)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(page.full);
     assert_eq!((page.text.lines().count(), page.last_seq), (7, 7));
     let (all, pages) = read_all_pages(&store, id, 0).await;

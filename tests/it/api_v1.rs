@@ -568,16 +568,46 @@ fn bad_requests_get_clear_json_errors_and_leave_nothing_behind() {
         ("/api/v1/builds?limit=501", 400, "invalid_query", "limit"),
         ("/api/v1/builds?status=done", 400, "invalid_query", "status"),
         ("/api/v1/builds?before=x", 400, "invalid_id", "x"),
+        // One rule for ids: a positive decimal, no sign, no leading zero.
+        ("/api/v1/builds/0", 400, "invalid_id", "'0'"),
+        ("/api/v1/builds/-1", 400, "invalid_id", "'-1'"),
+        ("/api/v1/builds/+5", 400, "invalid_id", "'+5'"),
+        ("/api/v1/builds/05", 400, "invalid_id", "'05'"),
+        ("/api/v1/builds/0/logs", 400, "invalid_id", "'0'"),
+        ("/api/v1/builds?before=-1", 400, "invalid_id", "'-1'"),
+        ("/api/v1/builds?before=0", 400, "invalid_id", "'0'"),
+        ("/api/v1/builds?before=%2B5", 400, "invalid_id", "'+5'"),
         ("/api/v1/nothing", 404, "not_found", "route"),
     ] {
         assert_error(path, server.get(path), status, code, mentions);
     }
+    let redeliver_zero = server
+        .client
+        .post(server.url("/api/v1/deliveries/0/redeliver"))
+        .send()
+        .unwrap();
+    assert_error("redeliver 0", redeliver_zero, 400, "invalid_id", "'0'");
     let wrong_method = server
         .client
         .put(server.url("/api/v1/builds/1"))
         .send()
         .unwrap();
+    assert_eq!(wrong_method.headers()["allow"], "GET, HEAD, DELETE");
     assert_error("PUT", wrong_method, 405, "method_not_allowed", "method");
+    // The document is a route like the others: another method is a 405, not a 404.
+    let openapi_put = server
+        .client
+        .put(server.url("/api/v1/openapi.json"))
+        .send()
+        .unwrap();
+    assert_eq!(openapi_put.headers()["allow"], "GET, HEAD");
+    assert_error(
+        "PUT openapi",
+        openapi_put,
+        405,
+        "method_not_allowed",
+        "method",
+    );
     let delete_unknown = server
         .client
         .delete(server.url("/api/v1/builds/424242"))

@@ -264,7 +264,7 @@ fn a_build_on_a_builder_that_stops_runs_again_on_the_other_and_the_builder_comes
         ready["reasons"][0]
             .as_str()
             .unwrap()
-            .starts_with("builder 'second': "),
+            .starts_with("builder 'second' does not answer"),
         "{ready}"
     );
 

@@ -421,3 +421,131 @@ fn cancelling_a_secret_build_stops_its_step_within_three_seconds() {
     );
     assert_eq!(server.build(id)["status"], "cancelled");
 }
+
+#[test]
+fn the_legacy_builder_refuses_a_mount_on_a_continued_line_at_submit() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let dockerfile = format!(
+        "FROM {}\nRUN \\\n    --mount=type=cache,target=/cache \\\n    true\n",
+        env.base_image
+    );
+    let repository = format!("{}/{}", env.registry, unique("legacy-continued"));
+    let form = field(
+        field(with_file(dockerfile), "buildkit", "false"),
+        "repository",
+        &repository,
+    );
+    let response = server.post_form("/api/v1/builds", form);
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("RUN --mount"), "{body}");
+    let listed = server.get_json("/api/v1/builds");
+    assert_eq!(listed["builds"], Value::Array(vec![]), "nothing was stored");
+}
+
+#[test]
+fn from_platform_buildplatform_on_the_legacy_builder_fails_naming_buildkit() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let dockerfile = format!(
+        "FROM --platform=$BUILDPLATFORM {}\nRUN true\n",
+        env.base_image
+    );
+    let repository = format!("{}/{}", env.registry, unique("legacy-platform"));
+    let build = build_only(
+        &server,
+        field(with_file(dockerfile.clone()), "buildkit", "false"),
+        &repository,
+    );
+    assert_eq!(build["status"], "failed", "{build}");
+    let error = build["error"].as_str().unwrap();
+    assert!(
+        error.contains("invalid component") && error.contains("BuildKit"),
+        "{error}"
+    );
+    // BuildKit sets the variable: the same Dockerfile builds.
+    let build = build_only(&server, with_file(dockerfile), &repository);
+    assert_eq!(build["status"], "succeeded", "{build}");
+}
+
+#[test]
+fn syntax_of_a_newer_frontend_fails_with_a_hint_about_the_syntax_line() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let base = &env.base_image;
+    let cases = [
+        (
+            "heredocs",
+            format!("FROM {base}\nRUN <<EOF\necho hi\nEOF\n"),
+        ),
+        (
+            "--link",
+            format!("FROM {base}\nCOPY --link Dockerfile /d\n"),
+        ),
+        (
+            "RUN --network",
+            format!("FROM {base}\nRUN --network=none true\n"),
+        ),
+    ];
+    for (feature, dockerfile) in cases {
+        let repository = format!("{}/{}", env.registry, unique("newer-syntax"));
+        let build = build_only(&server, with_file(dockerfile), &repository);
+        assert_eq!(build["status"], "failed", "{feature}: {build}");
+        let error = build["error"].as_str().unwrap();
+        assert!(
+            error.contains(feature) && error.contains("# syntax=docker/dockerfile:1"),
+            "{feature}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_cold_builder_reuses_the_cache_a_secret_build_pushed() {
+    let env = TestEnv::get();
+    let mut cold_daemon = PrivateDaemon::start(&env);
+    let first = Server::start();
+    let second = Server::start_with(&["--docker-host", &cold_daemon.host()]);
+    let run = format!(
+        "RUN --mount=type=secret,id=token test -s /run/secrets/token && sleep 2 && echo {} > /slow",
+        unique("slow")
+    );
+    let dockerfile = format!("FROM {}\n{run}\n", env.base_image);
+    let repository = format!("{}/{}", env.registry, unique("secret-cache"));
+    let form = field(with_file(dockerfile.clone()), "repository", &repository);
+    let secret_build = first.wait_final(
+        first.submit(field(form, "secret", "token=value")),
+        BUILD_TIME,
+    );
+    assert_eq!(secret_build["status"], "succeeded", "{secret_build}");
+    let first_logs = first.logs(secret_build["id"].as_i64().unwrap());
+    assert!(
+        first_logs.contains("over BuildKit's gRPC API"),
+        "{first_logs}"
+    );
+    let step = buildkit_step(&first_logs, &run);
+    assert!(first_logs.contains(&format!("{step} DONE")), "{first_logs}");
+
+    // The cold daemon has neither the image nor any cache: only the registry's.
+    // Its build has the secret too: BuildKit's gRPC API, with the same cache.
+    let form = field(with_file(dockerfile), "repository", &repository);
+    let reuse = second.wait_final(
+        second.submit(field(form, "secret", "token=other")),
+        BUILD_TIME,
+    );
+    assert_eq!(reuse["status"], "succeeded", "{reuse}");
+    let second_logs = second.logs(reuse["id"].as_i64().unwrap());
+    assert!(
+        second_logs.contains(&format!(
+            "importing cache manifest from {repository}:latest"
+        )),
+        "{second_logs}"
+    );
+    let step = buildkit_step(&second_logs, &run);
+    assert!(
+        second_logs.contains(&format!("{step} CACHED")),
+        "{second_logs}"
+    );
+    cold_daemon.stop();
+}

@@ -72,6 +72,57 @@ fn submit_follow_builds_and_pushes_a_directory_and_exits_0() {
 }
 
 #[test]
+fn submit_packs_with_the_dockerfiles_own_ignore_file_unless_no_buildkit() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("build")).unwrap();
+    let files = [
+        (
+            "build/app.Dockerfile",
+            format!("FROM {}\nCOPY . /ctx\n", env.base_image),
+        ),
+        ("build/app.Dockerfile.dockerignore", "secrets.txt\n".into()),
+        (".dockerignore", "other.txt\n".into()),
+        ("secrets.txt", "s3cr3t\n".into()),
+        ("other.txt", "other\n".into()),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let path = dir.path().to_str().unwrap();
+    for (builder_flag, kept) in [
+        (None, "other.txt\n"),
+        (Some("--no-buildkit"), "secrets.txt\n"),
+    ] {
+        let repository = format!("{}/{}", env.registry, unique("cli-own-ignore"));
+        let mut args = vec![
+            "submit",
+            path,
+            "-r",
+            &repository,
+            "--dockerfile",
+            "build/app.Dockerfile",
+            "--no-push",
+            "--follow",
+        ];
+        args.extend(builder_flag);
+        let out = dockpub(&server, &args);
+        assert!(
+            out.status.success(),
+            "{builder_flag:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let listing = crate::common::run_in(
+            &format!("{repository}:latest"),
+            "cd /ctx && ls other.txt secrets.txt 2>/dev/null; true",
+        );
+        assert_eq!(listing, kept, "{builder_flag:?}");
+    }
+}
+
+#[test]
 fn a_failing_build_makes_submit_follow_exit_non_zero() {
     let env = TestEnv::get();
     let server = Server::start();
@@ -381,4 +432,94 @@ fn submit_sends_secrets_in_docker_syntax_and_picks_the_builder() {
         "{}",
         text(&refused.stderr)
     );
+}
+
+/// `dockpub ARGS` run by `script` on a pseudo-terminal of its own (stdout and
+/// stderr both a terminal), and everything the terminal was sent.
+fn dockpub_on_a_terminal(server: &Server, args: &[&str]) -> Vec<u8> {
+    let command = std::iter::once(env!("CARGO_BIN_EXE_dockpub"))
+        .chain(args.iter().copied())
+        .map(|arg| format!("'{arg}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("DOCKPUB_URL", &server.base)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    out.stdout
+}
+
+#[test]
+fn strings_from_the_server_reach_a_terminal_escaped_on_every_command_and_stream() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = dir.path().join("Dockerfile");
+    // Retitles the window and clears the screen, in the log and in the error.
+    let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    std::fs::write(
+        &dockerfile,
+        env.dockerfile(&format!("echo \"{hostile}fake succeeded\" && false")),
+    )
+    .unwrap();
+    let dockerfile = dockerfile.to_str().unwrap();
+    let repository = format!("{}/{}", env.registry, unique("cli-escape"));
+    let shown_as_text = "\\x1b]0;pwned\\x07\\x1b[2J";
+
+    let followed = dockpub_on_a_terminal(
+        &server,
+        &["submit", dockerfile, "-r", &repository, "--follow"],
+    );
+    let listed: Value =
+        serde_json::from_slice(&dockpub(&server, &["list", "--output", "json"]).stdout).unwrap();
+    let build = &listed["builds"][0];
+    assert_eq!(build["status"], "failed", "{build}");
+    assert!(
+        build["error"].as_str().unwrap().contains(hostile),
+        "the error does not carry the sequences, so this tests nothing: {build}"
+    );
+    let id = build["id"].to_string();
+
+    let as_json = dockpub_on_a_terminal(
+        &server,
+        &[
+            "submit",
+            dockerfile,
+            "-r",
+            &repository,
+            "--follow",
+            "--output",
+            "json",
+        ],
+    );
+    for (what, shown) in [
+        ("submit --follow", followed),
+        ("submit --follow --output json", as_json),
+        ("status", dockpub_on_a_terminal(&server, &["status", &id])),
+        (
+            "status --output json",
+            dockpub_on_a_terminal(&server, &["status", &id, "--output", "json"]),
+        ),
+        ("list", dockpub_on_a_terminal(&server, &["list"])),
+        ("logs", dockpub_on_a_terminal(&server, &["logs", &id])),
+    ] {
+        let text = String::from_utf8_lossy(&shown);
+        assert!(
+            !shown.contains(&0x1b),
+            "{what} sent the terminal an ESC: {text:?}"
+        );
+        assert!(
+            !shown.contains(&0x07),
+            "{what} sent the terminal a BEL: {text:?}"
+        );
+        assert!(
+            text.contains("pwned"),
+            "{what} showed nothing of it: {text:?}"
+        );
+        if !what.contains("json") {
+            assert!(text.contains(shown_as_text), "{what}: {text:?}");
+        }
+    }
 }

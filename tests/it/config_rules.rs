@@ -125,6 +125,8 @@ fn numbers_must_be_at_least_1() {
         "--build-timeout-secs",
         "--max-queued-builds",
         "--retention-interval-secs",
+        "--max-followers-per-build",
+        "--max-followers",
     ] {
         let key = flag.trim_start_matches("--").replace('-', "_");
         refused(&[flag, "0"], "", &[], &format!("{key} must be at least 1"));
@@ -326,6 +328,10 @@ fn triggers_and_git_logins_are_checked_at_start() {
             "DOCKPUB_TEST_UNSET_GIT",
         ),
         (
+            "[git.\"h\"]\nusername = \"u\"\n".into(),
+            "username needs password_env",
+        ),
+        (
             "[git.\"h\"]\nssh_key = \"/nonexistent/key\"\n".into(),
             "/nonexistent/key",
         ),
@@ -333,6 +339,24 @@ fn triggers_and_git_logins_are_checked_at_start() {
             "max_concurrent_git_fetches = 0\n".into(),
             "max_concurrent_git_fetches",
         ),
+        (
+            format!(
+                "max_tags_per_build = 1\n{}",
+                trigger("app", r#"["refs/heads/main"]"#, r#"["{branch}", "latest"]"#)
+            ),
+            "at most 1 (max_tags_per_build)",
+        ),
+        (
+            format!(
+                "{good}build_args = [{}]\n",
+                (0..65)
+                    .map(|n| format!("\"A{n}=x\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "at most 64 (build args)",
+        ),
+        ("max_tags_per_build = 257\n".into(), "max_tags_per_build"),
     ];
     for (config, says) in &cases {
         refused(&[], config, &env, says);

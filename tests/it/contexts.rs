@@ -721,3 +721,150 @@ fn a_boundary_split_across_packets_keeps_the_parts_apart() {
         "{json}"
     );
 }
+
+/// `members` of the folder (options, then names, in order) packed by GNU tar in
+/// `format` (gnu, ustar, pax).
+fn system_tar(dir: &std::path::Path, format: &str, members: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("tar")
+        .args([&format!("--format={format}"), "-cf", "-", "-C"])
+        .arg(dir)
+        .args(members)
+        .output()
+        .expect("tar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The folder packed by Python's tarfile with its defaults (PAX).
+fn python_tar(dir: &std::path::Path) -> Vec<u8> {
+    let script = "import sys, tarfile\n\
+                  with tarfile.open(fileobj=sys.stdout.buffer, mode='w|') as t:\n    \
+                  t.add(sys.argv[1], arcname='.')\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn gnu_ustar_and_pax_archives_build_plain_or_gzipped() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let greeting = unique("hello");
+    // Past ustar's 100-byte name field: a long-name or PAX record, or a prefix.
+    let long_dir = "d".repeat(50);
+    let long_path = format!("{long_dir}/{}.txt", "n".repeat(60));
+    // Past ustar's 255 bytes with its prefix: a record in the formats that have one.
+    let longer_dir = "a".repeat(150);
+    let longer_path = format!("{longer_dir}/{}", "b".repeat(150));
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY . /ctx/\n", env.base_image),
+    );
+    write("hello.txt", &greeting);
+    write(&long_path, "long");
+    write(&longer_path, "longer");
+    let without_longer = format!("--exclude=./{longer_dir}");
+    let archives = [
+        ("gnu", system_tar(dir.path(), "gnu", &["."]), true),
+        (
+            "ustar",
+            system_tar(dir.path(), "ustar", &[&without_longer, "."]),
+            false,
+        ),
+        ("pax", system_tar(dir.path(), "pax", &["."]), true),
+        ("python", python_tar(dir.path()), true),
+        // Led by a long-name record: written out led by a short global header.
+        (
+            "gnu-long-first",
+            system_tar(
+                dir.path(),
+                "gnu",
+                &[&longer_dir, "Dockerfile", "hello.txt", &long_dir],
+            ),
+            true,
+        ),
+    ];
+    for (format, plain, has_longer) in archives {
+        let (show, expected) = match has_longer {
+            true => (
+                format!("cat /ctx/hello.txt /ctx/{long_path} /ctx/{longer_path}"),
+                format!("{greeting}longlonger"),
+            ),
+            false => (
+                format!("cat /ctx/hello.txt /ctx/{long_path}"),
+                format!("{greeting}long"),
+            ),
+        };
+        let cases = [
+            ("buildkit-plain", plain.clone(), "true"),
+            ("buildkit-gzip", gzip(&plain), "true"),
+            ("legacy-plain", plain.clone(), "false"),
+        ];
+        for (how, bytes, buildkit) in cases {
+            let kind = format!("{format}-{how}");
+            let repository = format!("{}/{}", env.registry, unique(&kind));
+            let form = field(with_context(bytes), "buildkit", buildkit);
+            let build = build_only(&server, form, &repository);
+            assert_eq!(build["status"], "succeeded", "{kind}: {build}");
+            let shown = run_in(&format!("{repository}:latest"), &show);
+            assert_eq!(shown, expected, "{kind}");
+        }
+    }
+}
+#[test]
+fn buildkit_takes_the_dockerfiles_own_ignore_file_and_legacy_the_root_one() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let dockerfile = format!("FROM {}\nCOPY . /ctx/\n", env.base_image);
+    let archive = tar_of(&[
+        ("build/app.Dockerfile", dockerfile.as_bytes()),
+        ("build/app.Dockerfile.dockerignore", b"secrets.txt\n"),
+        (".dockerignore", b"other.txt\n"),
+        ("secrets.txt", b"s3cr3t"),
+        ("other.txt", b"other"),
+    ]);
+    let cases = [
+        ("true", "other.txt\n", "secrets.txt"),
+        ("false", "secrets.txt\n", "other.txt"),
+    ];
+    for (buildkit, kept, left_out) in cases {
+        let repository = format!("{}/{}", env.registry, unique("own-ignore"));
+        let form = field(
+            field(
+                with_context(archive.clone()),
+                "dockerfile",
+                "build/app.Dockerfile",
+            ),
+            "buildkit",
+            buildkit,
+        );
+        let build = build_only(&server, form, &repository);
+        assert_eq!(build["status"], "succeeded", "buildkit={buildkit}: {build}");
+        let listing = run_in(
+            &format!("{repository}:latest"),
+            "cd /ctx && ls other.txt secrets.txt 2>/dev/null; true",
+        );
+        assert_eq!(
+            listing, kept,
+            "buildkit={buildkit}: {left_out} must be left out"
+        );
+    }
+}

@@ -234,8 +234,10 @@ fn request_credentials_win_over_stored_ones() {
     );
 }
 
-#[test]
-fn a_private_base_image_is_pulled_with_stored_credentials() {
+/// A build FROM an image only the auth registry has, pulled with the stored
+/// login; `run` is its step (one that mounts a secret goes over BuildKit's gRPC
+/// API, whose session serves the login).
+fn build_on_a_private_base(run: &str, secret: Option<&str>) -> String {
     let env = TestEnv::get();
     let files = Files::new();
     let config = files.write("config.toml", &config_with_password(&env));
@@ -254,12 +256,15 @@ fn a_private_base_image_is_pulled_with_stored_credentials() {
         String::from_utf8_lossy(&removed.stderr)
     );
     let repository = format!("{}/{}", env.registry, unique("frompriv"));
-    let dockerfile = format!("FROM {base_image}\nRUN echo built-on-private-base\n");
-    let form = field(
+    let dockerfile = format!("FROM {base_image}\n{run}\n");
+    let mut form = field(
         field(with_file(dockerfile), "repository", &repository),
         "push",
         "false",
     );
+    if let Some(secret) = secret {
+        form = field(form, "secret", secret);
+    }
     let build = server.wait_final(server.submit(form), BUILD_TIME);
     assert_eq!(build["status"], "succeeded", "{build}");
     let logs = server.logs(build["id"].as_i64().unwrap());
@@ -268,6 +273,19 @@ fn a_private_base_image_is_pulled_with_stored_credentials() {
         logs.contains(&format!("resolve {base_image}@sha256:")),
         "the base was not pulled: {logs}"
     );
+    logs
+}
+
+#[test]
+fn a_private_base_image_is_pulled_with_stored_credentials() {
+    build_on_a_private_base("RUN echo built-on-private-base", None);
+}
+
+#[test]
+fn a_secret_build_pulls_a_private_base_image_with_stored_credentials() {
+    let run = "RUN --mount=type=secret,id=token test -s /run/secrets/token";
+    let logs = build_on_a_private_base(run, Some("token=value"));
+    assert!(logs.contains("over BuildKit's gRPC API"), "{logs}");
 }
 
 #[test]

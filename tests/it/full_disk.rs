@@ -166,3 +166,63 @@ fn a_full_disk_is_survived_honestly_and_without_a_restart() {
     let staged = std::fs::read_dir(data.join("uploads")).unwrap().count();
     assert_eq!(staged, 0, "an upload was left behind");
 }
+
+/// Fills the file system of `dir` with one file, until it takes no more bytes.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.write_all(&[0u8; 512]);
+    let _ = file.sync_all();
+    path
+}
+
+#[test]
+fn the_queue_moves_again_by_itself_once_the_disk_has_room() {
+    let env = TestEnv::get();
+    let disk = Tmpfs::mount("8m");
+    let data: PathBuf = disk.path().join("data");
+    let server = Server::start_with(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--max-concurrent-builds",
+        "1",
+    ]);
+    // A holds the only slot; B waits behind it.
+    let a = submit(&server, &env, "sleep 6 && echo a-done");
+    assert_eq!(a.status(), 202);
+    let a = a.json::<Value>().unwrap()["id"].as_i64().unwrap();
+    server.wait_for(a, BUILD_TIME, |b| b["status"] == "building");
+    let b = submit(&server, &env, "echo b-ran");
+    assert_eq!(b.status(), 202);
+    let b = b.json::<Value>().unwrap()["id"].as_i64().unwrap();
+
+    // The disk fills while A runs: A cannot record its image and fails, its
+    // slot comes free, and the dispatcher cannot claim B from the full store.
+    let filler = fill(disk.path());
+    let a_end = server.wait_for(a, BUILD_TIME, |b| {
+        !matches!(b["status"].as_str(), Some("building" | "pushing"))
+    });
+    assert_eq!(a_end["status"], "failed", "{a_end}");
+    // /readyz says the queue cannot be read, not just that the disk is full.
+    wait_until(
+        Duration::from_secs(60),
+        "readyz names the dispatcher",
+        || {
+            let ready = server.get("/readyz");
+            ready.status() == 503 && ready.text().unwrap().contains("dispatcher")
+        },
+    );
+    assert_eq!(server.build(b)["status"], "queued");
+
+    // Room again, and nothing else happens (no submit, no cancel): B starts.
+    std::fs::remove_file(filler).unwrap();
+    let b_end = server.wait_final(b, BUILD_TIME);
+    assert_eq!(b_end["status"], "succeeded", "{b_end}");
+    assert!(server.logs(b).contains("b-ran"));
+    wait_until(Duration::from_secs(30), "readyz is 200", || {
+        server.get("/readyz").status() == 200
+    });
+}

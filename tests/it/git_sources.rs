@@ -8,8 +8,14 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::git::{commit, git, make_repo, server_with, write, GitDaemon, Repo, SshServer};
-use crate::common::{docker, field, free_port, run_in, unique, Server, TestEnv};
+use crate::common::git::{
+    commit, commit_submodule, git, make_repo, server_with, server_with_env, write, GitDaemon, Repo,
+    SmartHttp, SshServer,
+};
+use crate::common::{
+    assert_processes_gone, docker, field, free_port, processes_with, run_in, unique, Server,
+    TestEnv,
+};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
 
@@ -158,6 +164,21 @@ fn bad_git_requests_are_refused_clearly_and_leave_nothing() {
             vec!["git_password"],
         ),
         (
+            git_form("https://ghp_t0ken4f9e@git.example.com/app.git", &[]),
+            400,
+            "invalid_git",
+            vec!["user name", "git_username"],
+        ),
+        (
+            git_form(
+                &format!("git://anyone@127.0.0.1:{}/app.git", daemon.port),
+                &[],
+            ),
+            400,
+            "invalid_git",
+            vec!["git_username"],
+        ),
+        (
             git_form(&url, &[]).part(
                 "file",
                 Part::bytes(b"FROM x\n".to_vec()).file_name("Dockerfile"),
@@ -228,11 +249,13 @@ fn bad_git_requests_are_refused_clearly_and_leave_nothing() {
             assert!(message.contains(word), "'{word}' not in: {message}");
         }
         assert!(!message.contains("hunter2"), "{message}");
+        assert!(!message.contains("ghp_t0ken4f9e"), "{message}");
         assert!(started.elapsed() < Duration::from_secs(10), "{message}");
     }
     let listed = server.get_json("/api/v1/builds");
     assert_eq!(listed["builds"], serde_json::json!([]), "nothing stored");
     assert!(!server.log().contains("hunter2"));
+    assert!(!server.log().contains("ghp_t0ken4f9e"));
     let staging = server.data_dir().join("uploads");
     let left: Vec<_> = std::fs::read_dir(&staging)
         .expect("the staging folder")
@@ -340,6 +363,22 @@ fn submodules_come_only_when_asked() {
         message.contains("submodule") && message.contains("http://"),
         "{message}"
     );
+
+    // git names the submodule's folder when its fetch fails: not by the data
+    // directory's absolute path.
+    let missing = daemon.url("missing.git");
+    git(&repo.path, &[&gitmodules[..], &[missing.as_str()]].concat());
+    git(&repo.path, &["commit", "-q", "-am", "lib is gone"]);
+    let (status, body) = refused(&server, git_form(&url, &asked));
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("<fetch folder>"), "{message}");
+    let data = server.data_dir();
+    for path in [data.clone(), data.canonicalize().unwrap()] {
+        let path = path.display().to_string();
+        assert!(!body.to_string().contains(&path), "{path} in {body}");
+    }
+    assert!(!message.contains("/uploads"), "{message}");
 }
 
 /// A repository read as file://, and a server that allows that, with `config` too.
@@ -356,8 +395,14 @@ fn file_repo_and_server(
 /// A loopback HTTP server that refuses every request with 401 Basic and
 /// keeps the head of each request it got.
 fn refusing_http_server() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/app.git", listener.local_addr().unwrap());
+    let (address, heads) = refusing_http_server_on("127.0.0.1");
+    (format!("http://{address}/app.git"), heads)
+}
+
+/// [`refusing_http_server`] on `host`, any free port: its address.
+fn refusing_http_server_on(host: &str) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind((host, 0)).unwrap();
+    let address = listener.local_addr().unwrap();
     let heads = Arc::new(Mutex::new(Vec::new()));
     let kept = heads.clone();
     std::thread::spawn(move || {
@@ -376,7 +421,7 @@ fn refusing_http_server() -> (String, Arc<Mutex<Vec<String>>>) {
             );
         }
     });
-    (url, heads)
+    (address, heads)
 }
 
 #[test]
@@ -497,4 +542,447 @@ fn ssh_urls_use_the_hosts_key_and_check_its_host_key() {
         message.contains("Host key verification failed"),
         "{message}"
     );
+}
+
+#[test]
+fn logins_go_only_to_the_repositorys_own_scheme_host_and_port() {
+    let env = TestEnv::get();
+    let root = tempfile::tempdir().unwrap();
+    let repo = make_repo(root.path(), &env);
+    let password = "host-login-pw-5e2a";
+    let http = SmartHttp::start(root.path(), "alice", password);
+    let url = http.url("app.git");
+    let (other_port, port_heads) = refusing_http_server_on("127.0.0.1");
+    let (other_host, host_heads) = refusing_http_server_on("127.0.0.2");
+    let (by_name, name_heads) = refusing_http_server_on("127.0.0.1");
+    let (relative, relative_heads) = refusing_http_server_on("127.0.0.2");
+    // A branch each, whose submodule names one of the recording servers.
+    let cases = [
+        (
+            "sub-port",
+            format!("http://{other_port}/sec.git"),
+            port_heads,
+        ),
+        (
+            "sub-host",
+            format!("http://{other_host}/sec.git"),
+            host_heads,
+        ),
+        (
+            "sub-name",
+            format!("http://localhost:{}/sec.git", by_name.port()),
+            name_heads,
+        ),
+        // Against http://127.0.0.1:PORT/git/app.git, three levels up leave the host.
+        (
+            "sub-relative",
+            format!("../../../{relative}/sec.git"),
+            relative_heads,
+        ),
+    ];
+    for (branch, submodule_url, _) in &cases {
+        commit_submodule(&repo.path, branch, "app/sec", submodule_url, &repo.tip);
+    }
+    let config = format!(
+        "[git.\"127.0.0.1:{}\"]\nusername = \"alice\"\n\
+         password_env = \"DOCKPUB_TEST_GIT_PASSWORD\"\n",
+        http.port
+    );
+    let (_config, server) = server_with_env(&config, &[("DOCKPUB_TEST_GIT_PASSWORD", password)]);
+    // The host's login opens the repository itself.
+    let built = build_app(&server, &url, "main");
+    assert_eq!(built["source"]["commit"], repo.tip.as_str(), "{built}");
+
+    for (branch, submodule_url, heads) in &cases {
+        // With the host's login, then with the request's own.
+        for own_login in [false, true] {
+            let mut extra = vec![
+                ("git_ref", *branch),
+                ("git_subdir", "app"),
+                ("git_submodules", "true"),
+            ];
+            if own_login {
+                extra.extend([("git_username", "alice"), ("git_password", password)]);
+            }
+            let (status, body) = refused(&server, git_form(&url, &extra));
+            assert_eq!(status, 422, "{branch}: {body}");
+            assert_eq!(body["error"]["code"], "git_fetch_failed", "{body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            // The repository came with the login; its submodule got none.
+            assert!(message.contains("(submodules)"), "{branch}: {message}");
+            assert!(!message.contains(password), "{message}");
+        }
+        let heads = heads.lock().unwrap();
+        assert!(
+            !heads.is_empty(),
+            "{branch}: {submodule_url} was never asked"
+        );
+        for head in heads.iter() {
+            assert!(
+                !head.to_ascii_lowercase().contains("authorization"),
+                "{branch} sent a login to {submodule_url}: {head}"
+            );
+        }
+    }
+    assert!(!server.log().contains(password));
+
+    // A login keyed by host alone serves the scheme's own port, not another
+    // port of the host: the repository's port gets none of it.
+    let bare = "[git.\"127.0.0.1\"]\nusername = \"alice\"\n\
+                password_env = \"DOCKPUB_TEST_GIT_PASSWORD\"\n";
+    let (_bare, bare) = server_with_env(bare, &[("DOCKPUB_TEST_GIT_PASSWORD", password)]);
+    let (status, body) = refused(&bare, git_form(&url, &[]));
+    assert_eq!(
+        status, 422,
+        "a bare host's login went to port {}: {body}",
+        http.port
+    );
+    drop(bare);
+
+    // A login keyed by host and port: a request naming another port of the
+    // host gets none of it.
+    let exact = &server;
+    let (other_port, heads) = refusing_http_server_on("127.0.0.1");
+    let other_url = format!("http://{other_port}/app.git");
+    let (status, body) = refused(exact, git_form(&other_url, &[]));
+    assert_eq!(status, 422, "{body}");
+    let heads = heads.lock().unwrap();
+    assert!(!heads.is_empty(), "{other_url} was never asked");
+    for head in heads.iter() {
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization"),
+            "{head}"
+        );
+    }
+}
+
+/// A loopback HTTP server for `/app.git` that asks for a login (401 Basic) and,
+/// once it has one, redirects to the same path under `to`.
+fn redirecting_http_server(to: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/app.git", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let path = head.split_whitespace().nth(1).unwrap_or("/");
+            let rest = path.strip_prefix("/app.git").unwrap_or(path);
+            let answer = match head.to_ascii_lowercase().contains("authorization:") {
+                true => format!("HTTP/1.1 302 Found\r\nLocation: {to}{rest}\r\n"),
+                false => "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n"
+                    .to_string(),
+            };
+            let answer = format!("{answer}Content-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn a_redirect_to_another_host_gets_no_login() {
+    let (elsewhere, heads) = refusing_http_server_on("127.0.0.2");
+    let url = redirecting_http_server(format!("http://{elsewhere}/sec.git"));
+    let (_config, server) = server_with("");
+    let password = "redirected-pw-81b0";
+    let form = git_form(
+        &url,
+        &[("git_username", "alice"), ("git_password", password)],
+    );
+    let (status, body) = refused(&server, form);
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "git_fetch_failed", "{body}");
+    let heads = heads.lock().unwrap();
+    assert!(!heads.is_empty(), "the redirect was not followed: {body}");
+    for head in heads.iter() {
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization"),
+            "the login followed the redirect: {head}"
+        );
+    }
+}
+
+/// A blob of `bytes` zeros written into `repo`'s objects (a few KiB packed): its id.
+fn zeros_blob(repo: &std::path::Path, bytes: usize) -> String {
+    stored_blob(repo, bytes, |_| {})
+}
+
+/// A blob of `bytes` that do not compress: its id.
+fn noise_blob(repo: &std::path::Path, bytes: usize) -> String {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    stored_blob(repo, bytes, |chunk| {
+        for byte in chunk.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+    })
+}
+
+/// A blob of `bytes` written into `repo`'s objects, each MiB as `fill` makes it: its id.
+fn stored_blob(repo: &std::path::Path, bytes: usize, mut fill: impl FnMut(&mut [u8])) -> String {
+    let mut child = Command::new("git")
+        .current_dir(repo)
+        .args(["hash-object", "-w", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("git hash-object");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut chunk = vec![0u8; 1024 * 1024];
+    for _ in 0..bytes / chunk.len() {
+        fill(&mut chunk);
+        stdin.write_all(&chunk).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Bytes of the files under `folder`, what vanishes meanwhile not counted.
+fn folder_bytes(folder: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => folder_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// What `run` returns, and the most `folder` held while it ran.
+fn peak_size_while<T>(folder: &std::path::Path, run: impl FnOnce() -> T) -> (T, u64) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(folder_bytes(folder));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        let answer = run();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (answer, sampler.join().unwrap())
+    })
+}
+
+#[test]
+fn a_repository_that_expands_past_the_limits_is_stopped_while_it_is_written() {
+    const MIB: u64 = 1024 * 1024;
+    const LIMIT: u64 = 96 * MIB;
+    // Room for the database and a few buffers besides the context.
+    const MARGIN: u64 = 16 * MIB;
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("big.git");
+    std::fs::create_dir_all(&path).unwrap();
+    git(&path, &["init", "-q", "-b", "main"]);
+    git(&path, &["config", "user.email", "test@example.com"]);
+    git(&path, &["config", "user.name", "test"]);
+    write(&path, "Dockerfile", "FROM scratch\nCOPY . /\n");
+    git(&path, &["add", "Dockerfile"]);
+    // One 64 MiB blob named 8 times: 512 MiB once written out.
+    let blob = zeros_blob(&path, 64 * MIB as usize);
+    for n in 0..8 {
+        let entry = format!("100644,{blob},zeros-{n}");
+        git(&path, &["update-index", "--add", "--cacheinfo", &entry]);
+    }
+    git(&path, &["commit", "-q", "-m", "zeros"]);
+    let zeros = git(&path, &["rev-parse", "HEAD"]);
+    // A small repository whose submodule is that one.
+    let outer = root.path().join("outer.git");
+    std::fs::create_dir_all(&outer).unwrap();
+    git(&outer, &["init", "-q", "-b", "main"]);
+    git(&outer, &["config", "user.email", "test@example.com"]);
+    git(&outer, &["config", "user.name", "test"]);
+    write(&outer, "Dockerfile", "FROM scratch\n");
+    git(&outer, &["add", "Dockerfile"]);
+    git(&outer, &["commit", "-q", "-m", "outer"]);
+    commit_submodule(&outer, "with-zeros", "zeros", "../big.git", &zeros);
+    // A branch of many small files, for the entries limit.
+    git(&path, &["checkout", "-q", "--orphan", "many"]);
+    git(&path, &["rm", "-q", "-r", "--cached", "."]);
+    for n in 0..60 {
+        write(&path, &format!("many/{n}.txt"), "x");
+    }
+    write(&path, "Dockerfile", "FROM scratch\n");
+    git(&path, &["add", "Dockerfile", "many"]);
+    git(&path, &["commit", "-q", "-m", "many"]);
+    let daemon = GitDaemon::start(root.path());
+    let url = daemon.url("big.git");
+    let (_config, server) = server_with(&format!(
+        "max_context_bytes = {LIMIT}\nmax_context_entries = 50\n"
+    ));
+    let data = server.data_dir();
+
+    for submodules in ["false", "true"] {
+        let form = git_form(&url, &[("git_ref", "main"), ("git_submodules", submodules)]);
+        let ((status, body), peak) = peak_size_while(&data, || refused(&server, form));
+        assert_eq!(status, 413, "submodules={submodules}: {body}");
+        assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        // Counted as an upload is, not caught by the fetch folder's budget.
+        assert!(
+            message.contains(&format!("limit of {LIMIT} bytes")),
+            "{message}"
+        );
+        assert!(message.contains("max_context_bytes"), "{message}");
+        assert!(
+            peak < LIMIT + MARGIN,
+            "submodules={submodules}: the data folder held {peak} bytes"
+        );
+
+        let form = git_form(&url, &[("git_ref", "many"), ("git_submodules", submodules)]);
+        let (status, body) = refused(&server, form);
+        assert_eq!(status, 413, "submodules={submodules}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("max_context_entries"), "{message}");
+    }
+    // The same tree as a submodule: sized after its fetch, before its checkout.
+    let outer = daemon.url("outer.git");
+    let asked = [("git_ref", "with-zeros"), ("git_submodules", "true")];
+    let ((status, body), peak) =
+        peak_size_while(&data, || refused(&server, git_form(&outer, &asked)));
+    assert_eq!(status, 413, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("limit of {LIMIT} bytes")),
+        "{message}"
+    );
+    assert!(peak < LIMIT + MARGIN, "the data folder held {peak} bytes");
+    let listed = server.get_json("/api/v1/builds");
+    assert_eq!(listed["builds"], serde_json::json!([]), "nothing stored");
+    let left: Vec<_> = std::fs::read_dir(data.join("uploads"))
+        .expect("the staging folder")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
+#[test]
+fn a_fetch_past_its_folders_budget_is_refused_and_removed() {
+    const MIB: usize = 1024 * 1024;
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("heavy.git");
+    std::fs::create_dir_all(&path).unwrap();
+    git(&path, &["init", "-q", "-b", "main"]);
+    git(&path, &["config", "user.email", "test@example.com"]);
+    git(&path, &["config", "user.name", "test"]);
+    write(&path, "app/Dockerfile", "FROM scratch\n");
+    git(&path, &["add", "app"]);
+    // 40 MiB that do not compress, beside a small context folder.
+    let noise = noise_blob(&path, 40 * MIB);
+    let entry = format!("100644,{noise},assets/noise.bin");
+    git(&path, &["update-index", "--add", "--cacheinfo", &entry]);
+    git(&path, &["commit", "-q", "-m", "heavy"]);
+    let daemon = GitDaemon::start(root.path());
+    // The fetch folder may hold 2 × 8 MiB + 16 MiB: less than git's objects.
+    let (_config, server) = server_with(&format!("max_context_bytes = {}\n", 8 * MIB));
+    let form = git_form(&daemon.url("heavy.git"), &[("git_subdir", "app")]);
+    let (status, body) = refused(&server, form);
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("twice max_context_bytes"), "{message}");
+    let left: Vec<_> = std::fs::read_dir(server.data_dir().join("uploads"))
+        .expect("the staging folder")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
+#[test]
+fn a_stalling_server_is_cut_by_the_idle_bound_and_git_gets_none_of_dockpubs_variables() {
+    // Accepts connections, keeps them open, never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/stall.git", silent.local_addr().unwrap());
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let holding = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in silent.incoming().flatten() {
+            holding.lock().unwrap().push(stream);
+        }
+    });
+    let marker = "marker-token-value-3c9d";
+    let (_config, server) = server_with_env(
+        "git_idle_timeout_secs = 5\n",
+        &[("DOCKPUB_TEST_LEAKY_TOKEN", marker)],
+    );
+    std::thread::scope(|scope| {
+        let submitted = scope.spawn(|| refused(&server, git_form(&url, &[])));
+        // The git processes talking to the server, while they wait for it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        while !seen
+            .iter()
+            .any(|(line, _): &(String, String)| line.contains("remote-http"))
+        {
+            assert!(Instant::now() < deadline, "no git process for {url}");
+            for line in processes_with(&url) {
+                let pid = line.split_whitespace().next().unwrap_or("");
+                if let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) {
+                    seen.push((line, String::from_utf8_lossy(&environ).replace('\0', "\n")));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for (line, environ) in &seen {
+            assert!(!environ.contains(marker), "{line}: {environ}");
+            assert!(!environ.contains("DOCKPUB_TEST_LEAKY_TOKEN"), "{environ}");
+            assert!(!environ.contains("RUST_LOG"), "{line}: {environ}");
+            assert!(environ.lines().any(|v| v == "LC_ALL=C"), "{environ}");
+            assert!(environ.lines().any(|v| v.starts_with("PATH=")), "{environ}");
+        }
+        let (status, body) = submitted.join().unwrap();
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "git_timeout", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("git_idle_timeout_secs"), "{message}");
+    });
+    assert!(!accepted.lock().unwrap().is_empty(), "the server saw git");
+    assert_processes_gone(&url, Duration::from_secs(10));
+}
+
+#[test]
+fn a_git_build_on_buildkit_takes_the_dockerfiles_own_ignore_file() {
+    let env = TestEnv::get();
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("own-ignore.git");
+    std::fs::create_dir_all(&path).unwrap();
+    git(&path, &["init", "-q", "-b", "main"]);
+    git(&path, &["config", "user.email", "test@example.com"]);
+    git(&path, &["config", "user.name", "test"]);
+    let dockerfile = format!("FROM {}\nCOPY . /ctx\n", env.base_image);
+    write(&path, "build/app.Dockerfile", &dockerfile);
+    write(&path, "build/app.Dockerfile.dockerignore", "secrets.txt\n");
+    write(&path, ".dockerignore", "other.txt\n");
+    write(&path, "secrets.txt", "s3cr3t");
+    write(&path, "other.txt", "other");
+    git(&path, &["add", "-A"]);
+    git(&path, &["commit", "-q", "-m", "own ignore file"]);
+    let daemon = GitDaemon::start(root.path());
+    let (_config, server) = server_with("");
+    let form = git_form(
+        &daemon.url("own-ignore.git"),
+        &[("dockerfile", "build/app.Dockerfile")],
+    );
+    let built = build(&server, form);
+    let listing = run_in(
+        image_of(&built),
+        "cd /ctx && ls other.txt secrets.txt 2>/dev/null; true",
+    );
+    assert_eq!(listing, "other.txt\n");
 }

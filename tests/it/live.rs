@@ -143,10 +143,11 @@ fn events_tell_status_log_progress_and_done_in_order_and_resume() {
         .filter(|e| e.event == "progress")
         .map(|e| serde_json::from_str(&e.data).unwrap())
         .collect();
+    // FROM and RUN: the steps as the log numbers them, [1/2] and [2/2].
     assert!(
         push_progress
             .iter()
-            .any(|p| p["step"].as_u64() <= p["steps"].as_u64() && p["steps"].as_u64() >= Some(3)),
+            .any(|p| p["step"] == 2 && p["steps"] == 2),
         "{push_progress:?}"
     );
 
@@ -304,5 +305,42 @@ fn a_build_that_failed_on_a_wrong_password_succeeds_when_retried_with_the_right_
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (409, Some("build_not_final"))
+    );
+}
+
+#[test]
+fn build_progress_counts_the_dockerfiles_steps_as_the_log_shows_them() {
+    let env = TestEnv::get();
+    let server = Server::start();
+    let dockerfile = format!(
+        "FROM {} AS tools\nRUN echo {} > /tool\n\nFROM {}\nCOPY --from=tools /tool /tool\nRUN cat /tool\nRUN true\n",
+        env.base_image,
+        unique("tool"),
+        env.base_image
+    );
+    let repository = format!("{}/{}", env.registry, unique("steps"));
+    let id = server.submit(field(
+        field(with_file(dockerfile), "repository", &repository),
+        "push",
+        "false",
+    ));
+    let events = read_events(&server, id, None);
+    let steps: Vec<(u64, u64)> = events
+        .iter()
+        .filter(|e| e.event == "progress")
+        .map(|e| serde_json::from_str::<Value>(&e.data).unwrap())
+        .filter_map(|p| Some((p["step"].as_u64()?, p["steps"].as_u64()?)))
+        .collect();
+    let logs = server.logs(id);
+    // The log numbers the stages [tools 1/2] [tools 2/2] and [stage-1 1/4] … [stage-1 4/4]
+    // (its FROM is the same vertex as the first stage's, shown once): six steps.
+    assert!(
+        logs.contains("[tools 2/2]") && logs.contains("[stage-1 4/4]"),
+        "{logs}"
+    );
+    assert_eq!(steps.last(), Some(&(6, 6)), "{steps:?}");
+    assert!(
+        steps.iter().all(|(step, of)| step <= of && *of <= 6),
+        "{steps:?}"
     );
 }

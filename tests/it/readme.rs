@@ -108,3 +108,45 @@ fn every_tagged_readme_example_runs() {
         run(example, &script, scratch.path(), &server);
     }
 }
+
+/// The ids of a README text that follow `marker` up to the next `,`, space, `\` or `=`.
+fn ids_after<'a>(readme: &'a str, marker: &str) -> Vec<&'a str> {
+    readme
+        .split(marker)
+        .skip(1)
+        .map(|rest| {
+            let end = rest
+                .find([',', ' ', '\\', '=', '\n', '`'])
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect()
+}
+
+/// Every secret the README's requests and commands send has an id that a
+/// Dockerfile example of the README mounts: an example that sent one id and
+/// mounted another would build "successfully" with an empty secret.
+#[test]
+fn the_readme_secret_examples_send_the_ids_they_mount() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let mounted = ids_after(&readme, "type=secret,id=");
+    assert!(mounted.len() >= 2, "{mounted:?}");
+    let sent: Vec<&str> = [
+        ids_after(&readme, "--secret id="),
+        ids_after(&readme, "-F secret="),
+        ids_after(&readme, ";filename="),
+    ]
+    .concat()
+    .into_iter()
+    // `-F secret=@FILE` names its id with `;filename=` (counted above).
+    .filter(|id| !id.starts_with('@') && !id.is_empty())
+    .collect();
+    assert!(sent.len() >= 4, "{sent:?}");
+    for id in sent {
+        assert!(
+            mounted.contains(&id),
+            "the README sends secret '{id}' that no example mounts ({mounted:?})"
+        );
+    }
+}

@@ -422,7 +422,15 @@ fn a_build_that_cannot_start_says_why_and_fails_after_max_queue_wait() {
     let env = TestEnv::get();
     let nowhere = format!("unix:///tmp/{}.sock", unique("no-daemon"));
     let server = Server::start_with(&["--docker-host", &nowhere, "--max-queue-wait-secs", "2"]);
-    let id = submit(&server, &env, "true", false);
+    let repository = format!("{}/{}", env.registry, unique("rel"));
+    let form = field(with_file(env.dockerfile("true")), "repository", &repository);
+    let answer: Value = server
+        .post_form("/api/v1/builds", field(form, "push", "false"))
+        .json()
+        .unwrap();
+    // The submit's answer says why, as the GET after it does.
+    assert_eq!(answer["waiting_for"], "no builder up", "{answer}");
+    let id = answer["id"].as_i64().unwrap();
     let queued = server.build(id);
     assert_eq!(queued["status"], "queued");
     assert_eq!(queued["waiting_for"], "no builder up", "{queued}");
@@ -538,5 +546,25 @@ fn retention_at_start_waits_for_the_builder_and_removes_the_tags() {
         !server.log().contains("was left on builder"),
         "{}",
         server.log()
+    );
+}
+
+#[test]
+fn readyz_is_open_so_it_names_a_down_builder_without_its_socket_path() {
+    // An in-process server's builder is a socket that does not exist.
+    let server = Server::in_process(&[]);
+    let readiness = server.get("/readyz");
+    assert_eq!(readiness.status(), 503);
+    let body: Value = readiness.json().unwrap();
+    assert_eq!(
+        body["reasons"],
+        serde_json::json!(["builder 'local' does not answer"]),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("no-docker.sock"), "{body}");
+    // The detail is for the server's log.
+    assert!(
+        server.log().contains("no-docker.sock"),
+        "the log lacks the builder's error"
     );
 }

@@ -10,10 +10,12 @@
 //! comes from a real `git push` into a bare repository whose `post-receive`
 //! hook is the README's.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::common::git::{commit, git, make_repo, GitDaemon, Repo, SmartHttp};
-use crate::common::{field, run_in, unique, Server, TestEnv};
+use crate::common::{field, pushed_digest, run_in, status_kib, unique, Server, TestEnv};
 use hmac::{Hmac, Mac};
 use reqwest::blocking::multipart::Form;
 use reqwest::blocking::{Client, Response};
@@ -38,6 +40,11 @@ struct Setup {
 }
 
 fn setup(extra_config: &str, env: &[(&str, &str)]) -> Setup {
+    setup_with(extra_config, env, &[], false)
+}
+
+/// As [`setup`], with server flags, and pushing to the test registry when `push`.
+fn setup_with(extra_config: &str, env: &[(&str, &str)], flags: &[&str], push: bool) -> Setup {
     let test_env = TestEnv::get();
     let root = tempfile::tempdir().unwrap();
     let repo = make_repo(root.path(), &test_env);
@@ -60,7 +67,7 @@ refs = ["refs/heads/main", "refs/heads/feature/**", "refs/tags/v*"]
 repository = "{repository}"
 tags = ["{{branch}}", "{{tag}}", "{{short_sha}}"]
 git_subdir = "app"
-push = false
+push = {push}
 secret_env = "{SECRET_ENV}"
 "#
     );
@@ -69,7 +76,9 @@ secret_env = "{SECRET_ENV}"
     std::fs::write(&path, config).unwrap();
     let mut all_env = vec![(SECRET_ENV, SECRET)];
     all_env.extend_from_slice(env);
-    let server = Server::start_with_env(&["--config", path.to_str().unwrap()], &all_env);
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    let server = Server::start_with_env(&args, &all_env);
     Setup {
         _root: root,
         served,
@@ -415,13 +424,13 @@ fn push_events_from_each_server_build_the_pushed_commit_once() {
     assert_ne!(rebuilt["id"], feature["id"]);
     server.wait_final(rebuilt["id"].as_i64().unwrap(), BUILD_TIME);
 
-    // An unknown trigger is 404.
+    // An unknown trigger is answered as a wrong signature.
     let unknown = send(
         server,
         "nope",
         github_push("refs/heads/main", &s.repo.tip, "gh-9", SECRET),
     );
-    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.status(), 401);
 }
 
 #[test]
@@ -492,8 +501,8 @@ scopes = ["build"]
         "{by_branch}"
     );
 
-    // A ref the repository lacks, a missing ref, an unknown trigger.
-    let missing = run("build-token", json!({"ref": "no-such-branch"}));
+    // A ref the repository lacks (that the patterns would match), a missing ref, an unknown trigger.
+    let missing = run("build-token", json!({"ref": "feature/no-such-branch"}));
     assert_eq!(missing.status(), 422);
     let missing: Value = missing.json().unwrap();
     assert_eq!(missing["error"]["code"], "git_fetch_failed", "{missing}");
@@ -575,14 +584,14 @@ fn smart_http_with_basic_auth_uses_the_hosts_login_and_reports_a_wrong_one() {
     let password = "http-pass-7d1c";
     let http = SmartHttp::start(root.path(), "alice", password);
     let url = http.url("app.git");
-    let config = r#"
-[git."127.0.0.1"]
-username = "alice"
-password_env = "DOCKPUB_TEST_GIT_PASSWORD"
-"#;
+    // A password login names the port it is for.
+    let config = format!(
+        "[git.\"127.0.0.1:{}\"]\nusername = \"alice\"\npassword_env = \"DOCKPUB_TEST_GIT_PASSWORD\"\n",
+        http.port
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, &config).unwrap();
     let server = Server::start_with_env(
         &["--config", path.to_str().unwrap()],
         &[("DOCKPUB_TEST_GIT_PASSWORD", password)],
@@ -743,4 +752,481 @@ fn push(s: &Setup, refspec: &str) -> String {
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{said}");
     said
+}
+
+/// The server's `host:port`.
+fn address(server: &Server) -> String {
+    server.base.trim_start_matches("http://").to_string()
+}
+
+/// Opens a connection and sends an event's headers, declaring `length` bytes
+/// of body, then `sent` bytes of it (writes the server refuses are ignored).
+fn event_head(address: &str, trigger: &str, length: usize, sent: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/triggers/{trigger}/events HTTP/1.1\r\nHost: {address}\r\n\
+         Content-Type: application/json\r\nX-GitHub-Event: push\r\n\
+         X-Hub-Signature-256: sha256={}\r\nContent-Length: {length}\r\n\r\n",
+        "0".repeat(64)
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&vec![b' '; sent]);
+    stream
+}
+
+/// What the server answered on the connection: its status line and the rest,
+/// read until the connection closes or the body declared has come.
+fn answer(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            });
+            if length.is_some_and(|length| body.len() >= length) {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn the_open_event_route_refuses_early_caps_stalled_senders_and_cuts_them_off() {
+    let s = setup_with("", &[], &["--upload-idle-timeout-secs", "2"], false);
+    let server = &s.server;
+    const MIB: usize = 1024 * 1024;
+
+    // Answered before a byte of the body is sent: a name no trigger has (as a
+    // wrong signature), an event without a signature, and a declared length
+    // over max_trigger_event_bytes (1 MiB by default).
+    let address = address(server);
+    let mut unknown = event_head(&address, "nope", MIB, 0);
+    let said = answer(&mut unknown);
+    assert!(said.starts_with("HTTP/1.1 401"), "{said}");
+    assert!(said.contains("bad_signature"), "{said}");
+    let mut unsigned = TcpStream::connect(&address).unwrap();
+    let head = format!(
+        "POST /api/v1/triggers/app/events HTTP/1.1\r\nHost: {address}\r\n\
+         Content-Length: {MIB}\r\n\r\n"
+    );
+    unsigned.write_all(head.as_bytes()).unwrap();
+    let said = answer(&mut unsigned);
+    assert!(said.starts_with("HTTP/1.1 401"), "{said}");
+    for name in ["app", "nope"] {
+        let mut large = event_head(&address, name, MIB + 1, 0);
+        let said = answer(&mut large);
+        assert!(said.starts_with("HTTP/1.1 413"), "{name}: {said}");
+        assert!(said.contains("1048576"), "{said}");
+    }
+
+    // Warm up, then two rounds of 100 senders that each send most of a 1 MiB
+    // body and stall: the first 16 (max_concurrent_trigger_events) are read
+    // and cut off by the idle timeout (408), the rest refused at once (503).
+    send(
+        server,
+        "app",
+        github_push("refs/heads/other", &s.repo.tip, "warm", SECRET),
+    );
+    let before = status_kib(server.pid(), "VmRSS:");
+    for round in 0..2 {
+        let senders: Vec<_> = (0..100)
+            .map(|_| {
+                let address = address.clone();
+                std::thread::spawn(move || event_head(&address, "app", MIB, MIB - 64 * 1024))
+            })
+            .collect();
+        let mut streams: Vec<TcpStream> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+        let (mut cut, mut refused) = (0, 0);
+        for stream in &mut streams {
+            let said = answer(stream);
+            if said.starts_with("HTTP/1.1 408") {
+                assert!(said.contains("upload_stalled"), "{said}");
+                cut += 1;
+            } else {
+                assert!(said.starts_with("HTTP/1.1 503"), "{said}");
+                assert!(said.contains("max_concurrent_trigger_events"), "{said}");
+                refused += 1;
+            }
+        }
+        assert!(
+            (1..=16).contains(&cut),
+            "round {round}: {cut} cut, {refused} refused"
+        );
+        let peak = status_kib(server.pid(), "VmHWM:");
+        let growth = peak.saturating_sub(before);
+        eprintln!(
+            "round {round}: RSS before {before} KiB, peak {peak} KiB; {cut} cut, {refused} refused"
+        );
+        assert!(
+            growth < 64 * 1024,
+            "round {round}: RSS grew by {growth} KiB (from {before} KiB to a peak of {peak} KiB)"
+        );
+    }
+
+    // The slots are free again: a signed event is taken.
+    let taken = send(
+        server,
+        "app",
+        github_push("refs/heads/main", &s.repo.tip, "after-stalls", SECRET),
+    );
+    assert_eq!(taken.status(), 202);
+}
+
+#[test]
+fn runs_without_admin_build_only_refs_the_patterns_match_and_check_the_scope_first() {
+    let registry = TestEnv::get().registry;
+    let config = format!(
+        r#"
+[[tokens]]
+name = "boss"
+token_env = "DOCKPUB_TEST_ADMIN_TOKEN"
+scopes = ["admin"]
+
+[[tokens]]
+name = "ci"
+token_env = "DOCKPUB_TEST_BUILD_TOKEN"
+scopes = ["build"]
+repositories = ["{registry}/trig-*"]
+
+[[tokens]]
+name = "elsewhere"
+token_env = "DOCKPUB_TEST_OTHER_TOKEN"
+scopes = ["build"]
+repositories = ["{registry}/elsewhere-*"]
+"#
+    );
+    let s = setup(
+        &config,
+        &[
+            ("DOCKPUB_TEST_ADMIN_TOKEN", "admin-token"),
+            ("DOCKPUB_TEST_BUILD_TOKEN", "build-token"),
+            ("DOCKPUB_TEST_OTHER_TOKEN", "other-token"),
+        ],
+    );
+    // A branch the trigger does not listen to, at a commit no listened ref has.
+    git(&s.repo.path, &["checkout", "-q", "-b", "evil"]);
+    let evil = commit(&s.repo.path, "evil");
+    git(&s.repo.path, &["checkout", "-q", "main"]);
+    push(&s, "evil");
+    let run = |token: &str, git_ref: &str| {
+        Client::new()
+            .post(s.server.url("/api/v1/triggers/app/run"))
+            .bearer_auth(token)
+            .json(&json!({ "ref": git_ref }))
+            .send()
+            .unwrap()
+    };
+    let code = |response: Response| -> (u16, Value) {
+        let status = response.status().as_u16();
+        (status, response.json().unwrap())
+    };
+
+    // A token that may not build the repository learns nothing about its refs:
+    // a ref that exists and one that does not get the same answer.
+    for git_ref in ["main", "no-such-branch", "feature/nope", evil.as_str()] {
+        let (status, body) = code(run("other-token", git_ref));
+        assert_eq!(status, 403, "{git_ref}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden_repository", "{body}");
+    }
+
+    // A build token: refs the patterns do not match are refused, whether they exist or not,
+    // by name or by SHA (a SHA counts only as the tip of a listed ref).
+    for git_ref in [
+        "evil",
+        "refs/heads/evil",
+        "no-such-branch",
+        evil.as_str(),
+        &s.repo.tagged[..],
+    ] {
+        let (status, body) = code(run("build-token", git_ref));
+        if git_ref == s.repo.tagged {
+            // The tip of tag v1, which refs/tags/v* matches.
+            assert_eq!(status, 202, "{body}");
+            assert_eq!(body["source"]["ref"], "refs/tags/v1", "{body}");
+            continue;
+        }
+        assert_eq!(status, 403, "{git_ref}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden", "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("admin"),
+            "{body}"
+        );
+    }
+    let (status, body) = code(run("build-token", "main"));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["source"]["ref"], "refs/heads/main");
+    let (status, body) = code(run("build-token", &s.repo.first));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["source"]["ref"], "refs/heads/feature/x", "{body}");
+    assert_eq!(body["tags"], json!(["feature-x", short(&s.repo.first)]));
+
+    // The admin may build any ref.
+    let (status, body) = code(run("admin-token", "evil"));
+    assert_eq!(status, 202, "{body}");
+    let built = wait_as(&s.server, body["id"].as_i64().unwrap(), "admin-token");
+    assert_eq!(built["source"]["commit"], evil.as_str());
+    assert_eq!(built["tags"], json!(["evil", short(&evil)]));
+}
+
+#[test]
+fn push_events_build_what_the_ref_names_now_and_the_tag_follows_the_branch() {
+    let s = setup_with("", &[], &[], true);
+    let server = &s.server;
+    // As the README's post-receive hook names deliveries: the same for the same ref and commit.
+    let delivery = |sha: &str| format!("refs/heads/main@{sha}");
+    let ignored = |response: Response| -> String {
+        assert_eq!(response.status(), 204);
+        let why = response.headers()["X-Dockpub-Ignored"].to_str().unwrap();
+        why.to_string()
+    };
+
+    // v1: main at its tip.
+    let v1 = s.repo.tip.clone();
+    let event = |sha: &str, id: &str| github_push("refs/heads/main", sha, id, SECRET);
+    let first = accepted(send(server, "app", event(&v1, &delivery(&v1))), 202);
+    let first_id = first["id"].as_i64().unwrap();
+    let first = server.wait_final(first_id, BUILD_TIME);
+    assert_eq!(first["status"], "succeeded", "{first}");
+
+    // Signed, but naming another ref's commit for main, or a tag that does not exist: stale.
+    let wrong_sha = ignored(send(server, "app", event(&s.repo.first, "wrong-sha")));
+    assert!(wrong_sha.starts_with("stale"), "{wrong_sha}");
+    let no_tag = github_push("refs/tags/v9", &v1, "no-tag", SECRET);
+    let no_tag = ignored(send(server, "app", no_tag));
+    assert!(no_tag.starts_with("stale"), "{no_tag}");
+
+    // v2 pushed and built; then the v1 event replayed under a new delivery id is stale.
+    let v2 = commit(&s.repo.path, "four");
+    push(&s, "main");
+    let second = accepted(send(server, "app", event(&v2, &delivery(&v2))), 202);
+    let second_id = second["id"].as_i64().unwrap();
+    let second = server.wait_final(second_id, BUILD_TIME);
+    assert_eq!(second["status"], "succeeded", "{second}");
+    let replayed = ignored(send(server, "app", event(&v1, "replayed")));
+    assert!(replayed.starts_with("stale"), "{replayed}");
+    assert_eq!(build_count(server), 2);
+    assert_eq!(
+        server.build(first_id)["tag_moved_by"]["main"],
+        second_id,
+        "build 2 took main over"
+    );
+
+    // main forced back to v1 and announced with the first delivery's id: build 1
+    // no longer owns main, so v1 is built again and main serves it.
+    push(&s, &format!("+{v1}:refs/heads/main"));
+    let third = accepted(send(server, "app", event(&v1, &delivery(&v1))), 202);
+    let third_id = third["id"].as_i64().unwrap();
+    assert!(third_id > second_id, "{third}");
+    let third = server.wait_final(third_id, BUILD_TIME);
+    assert_eq!(third["status"], "succeeded", "{third}");
+    assert_eq!(
+        pushed_digest(&s.repository, "main", None).as_deref(),
+        third["digest"].as_str(),
+        "the registry's main is build {third_id}'s image"
+    );
+    assert_eq!(
+        run_in(third["image_id"].as_str().unwrap(), "cat /ctx/version.txt"),
+        "three"
+    );
+    // Delivered once more while build 3 owns its tags: a duplicate.
+    let again = accepted(send(server, "app", event(&v1, &delivery(&v1))), 200);
+    assert_eq!(again["id"], third_id);
+}
+
+/// A TCP server that accepts connections and never answers, as a git server
+/// that hangs; the connections are kept until it is dropped.
+struct Tarpit {
+    port: u16,
+    held: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tarpit {
+    fn start() -> Tarpit {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (keep, stopping) = (held.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                keep.lock().unwrap().extend(stream.ok());
+            }
+        });
+        Tarpit {
+            port,
+            held,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+
+    /// Whether every connection it holds is still open (the client still waits).
+    fn all_still_open(&self) -> bool {
+        self.held.lock().unwrap().iter().all(|stream| {
+            stream.set_nonblocking(true).unwrap();
+            let mut byte = [0u8; 1];
+            let open = match stream.peek(&mut byte) {
+                Ok(0) => false,
+                Ok(_) => true,
+                Err(err) => err.kind() == std::io::ErrorKind::WouldBlock,
+            };
+            stream.set_nonblocking(false).unwrap();
+            open
+        })
+    }
+}
+
+impl Drop for Tarpit {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.held.lock().unwrap().clear();
+    }
+}
+
+#[test]
+fn a_push_event_is_answered_while_hanging_git_servers_hold_every_fetch_slot() {
+    let s = setup_with(
+        "max_concurrent_git_fetches = 1\ngit_timeout_secs = 600\n",
+        &[],
+        &[],
+        false,
+    );
+    let tarpit = Tarpit::start();
+    // A build from a git server that never answers takes the one fetch slot.
+    let form = field(
+        field(
+            field(
+                Form::new(),
+                "repository",
+                &format!("{}-tarpit", s.repository),
+            ),
+            "push",
+            "false",
+        ),
+        "git",
+        &format!("http://127.0.0.1:{}/app.git", tarpit.port),
+    );
+    let submitting = {
+        let url = s.server.url("/api/v1/builds");
+        std::thread::spawn(move || {
+            Client::builder()
+                .timeout(None)
+                .build()
+                .unwrap()
+                .post(url)
+                .multipart(form)
+                .send()
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while tarpit.held() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "git never reached the tarpit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A push event has slots of its own: it is looked up, fetched and answered.
+    let event = github_push("refs/heads/main", &s.repo.tip, "while-hanging", SECRET);
+    let built = accepted(send(&s.server, "app", event), 202);
+    assert!(
+        !submitting.is_finished() && tarpit.all_still_open(),
+        "the hanging fetch should still hang"
+    );
+    // And the tip was fetched for real.
+    let built = s
+        .server
+        .wait_final(built["id"].as_i64().unwrap(), BUILD_TIME);
+    assert_eq!(built["status"], "succeeded", "{built}");
+
+    // The tarpit goes away: the hanging fetch fails and is answered.
+    drop(tarpit);
+    let status = submitting.join().unwrap().expect("an answer");
+    assert_eq!(status, 422);
+}
+
+#[test]
+fn an_earlier_events_build_that_finishes_last_leaves_the_branch_tag_to_the_later_one() {
+    let env = TestEnv::get();
+    let s = setup_with("", &[], &[], true);
+    let server = &s.server;
+    let event = |sha: &str| {
+        let delivery = format!("refs/heads/main@{sha}");
+        github_push("refs/heads/main", sha, &delivery, SECRET)
+    };
+    // The earlier commit builds slowly, the later one quickly.
+    let dockerfile = |run: &str| format!("FROM {}\nCOPY . /ctx\n{run}\n", env.base_image);
+    crate::common::git::write(&s.repo.path, "app/Dockerfile", &dockerfile("RUN sleep 20"));
+    let slow = commit(&s.repo.path, &unique("slow"));
+    push(&s, "main");
+    let first = accepted(send(server, "app", event(&slow)), 202);
+    crate::common::git::write(&s.repo.path, "app/Dockerfile", &dockerfile(""));
+    let fast = commit(&s.repo.path, &unique("fast"));
+    push(&s, "main");
+    let second = accepted(send(server, "app", event(&fast)), 202);
+    let (first_id, second_id) = (
+        first["id"].as_i64().unwrap(),
+        second["id"].as_i64().unwrap(),
+    );
+
+    let second = server.wait_final(second_id, BUILD_TIME);
+    assert_eq!(second["status"], "succeeded", "{second}");
+    let first = server.wait_final(first_id, BUILD_TIME);
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let finished = |build: &Value| {
+        chrono::DateTime::parse_from_rfc3339(build["finished_at"].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        finished(&first) > finished(&second),
+        "the slow build should finish last: {first} {second}"
+    );
+
+    // main stays with the later commit; the earlier build pushed only its own SHA tag.
+    assert_eq!(
+        pushed_digest(&s.repository, "main", None).as_deref(),
+        second["digest"].as_str()
+    );
+    assert_eq!(first["tag_moved_by"], json!({"main": second_id}), "{first}");
+    assert_eq!(
+        pushed_digest(&s.repository, &short(&slow), None).as_deref(),
+        first["digest"].as_str()
+    );
+    assert!(first["digest"].is_string(), "{first}");
+    assert!(
+        server
+            .logs(first_id)
+            .contains(&format!("main is left to build {second_id}")),
+        "{}",
+        server.logs(first_id)
+    );
 }

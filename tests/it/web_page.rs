@@ -669,6 +669,273 @@ fn the_page_shows_a_git_builds_source() {
     assert!(errors.is_empty(), "console errors: {errors:?}");
 }
 
+/// A GitHub push event of `git_ref` at `commit`, signed with `secret`.
+fn signed_push(git_ref: &str, commit: &str, secret: &str) -> (Vec<(String, String)>, Vec<u8>) {
+    use hmac::{Hmac, Mac};
+    let body = json!({
+        "ref": git_ref,
+        "before": "0000000000000000000000000000000000000000",
+        "after": commit,
+        "created": false, "deleted": false,
+        "head_commit": {"id": commit, "message": "one"},
+        "repository": {"full_name": "team/app"},
+    })
+    .to_string()
+    .into_bytes();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&body);
+    let signature = hex::encode(mac.finalize().into_bytes());
+    let headers = vec![
+        ("X-GitHub-Event".into(), "push".into()),
+        ("X-GitHub-Delivery".into(), unique("delivery")),
+        ("X-Hub-Signature-256".into(), format!("sha256={signature}")),
+    ];
+    (headers, body)
+}
+
+/// A webhook receiver that answers 204 to everything; its URL.
+fn hook_receiver() -> String {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = [0u8; 65536];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        }
+    });
+    url
+}
+
+#[test]
+fn the_page_builds_from_git_with_its_options_and_runs_a_trigger() {
+    let env = TestEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    // The form's build names this Dockerfile, where only the `base` target
+    // succeeds; its step prints the build arg. The trigger builds `Dockerfile`.
+    std::fs::write(
+        repo.join("multi.dockerfile"),
+        format!(
+            "FROM {} AS base\nARG GREETING\nRUN echo \"stage-base-$GREETING\"\nFROM base AS final\nRUN false\n",
+            env.base_image
+        ),
+    )
+    .unwrap();
+    std::fs::write(repo.join("Dockerfile"), env.dockerfile("true")).unwrap();
+    git_in(&repo, &["init", "-q", "-b", "main"]);
+    git_in(&repo, &["add", "-A"]);
+    git_in(&repo, &["commit", "-q", "-m", "one"]);
+    let commit = git_in(&repo, &["rev-parse", "HEAD"]);
+    let url = format!("file://{}", repo.display());
+    let hook = hook_receiver();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "allow_file_git = true\nallowed_callback_hosts = [\"127.0.0.1\"]\n\
+             callback_secret_env = \"DOCKPUB_TEST_WEB_CALLBACK\"\n\
+             [[triggers]]\nname = \"web\"\ngit = \"{url}\"\nrefs = [\"refs/heads/*\"]\n\
+             repository = \"{}/{}\"\npush = false\nsecret_env = \"DOCKPUB_TEST_WEB_HOOK\"\n",
+            env.registry,
+            unique("web-trigger")
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with_env(
+        &["--config", config.to_str().unwrap()],
+        &[
+            ("DOCKPUB_TEST_WEB_HOOK", "hook-secret"),
+            ("DOCKPUB_TEST_WEB_CALLBACK", "callback-secret"),
+        ],
+    );
+    let browser = Browser::start();
+    browser.goto(&server.url("/"));
+    browser.wait_for(
+        "the trigger to be listed",
+        Duration::from_secs(10),
+        "return document.querySelector('[data-trigger=\"web\"]') !== null;",
+    );
+    let trigger_text = || {
+        browser
+            .js("return document.querySelector('[data-trigger=\"web\"]').innerText;")
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let listed = trigger_text();
+    assert!(
+        listed.contains("refs/heads/*") && listed.contains(&url),
+        "{listed}"
+    );
+    assert!(listed.contains("Last delivery\nnone yet"), "{listed}");
+
+    // 1. A build from git, with every option the form has.
+    browser.click("source-git");
+    assert!(browser.is_shown("git-url") && !browser.is_shown("dockerfile-text"));
+    browser.type_into("git-url", &url);
+    browser.type_into("git-ref", "main");
+    let repository = format!("{}/{}", env.registry, unique("web-git-form"));
+    browser.type_into("repository", &repository);
+    browser.click("push");
+    browser.click("more-options");
+    browser.type_into("build-args", "GREETING=from-the-page");
+    browser.type_into("labels", "org.example.team=web");
+    browser.type_into("target", "base");
+    browser.type_into("dockerfile-path", "multi.dockerfile");
+    browser.type_into("platform", "linux/amd64");
+    browser.click("no-cache");
+    browser.type_into("callback-url", &hook);
+    browser.js("document.getElementById('more-options').scrollIntoView();");
+    browser.screenshot(390, 900, Path::new("target/web-options-phone.png"));
+    browser.screenshot(1280, 1000, Path::new("target/web-options-desktop.png"));
+    let id = click_to_new_build(&browser, "submit-button");
+    wait_for_status(&browser, "succeeded", BUILD_TIME);
+    let build = server.build(id);
+    let options = &build["options"];
+    assert_eq!(options["target"], "base", "{build}");
+    assert_eq!(options["dockerfile"], "multi.dockerfile", "{build}");
+    assert!(
+        options["platform"].to_string().contains("linux/amd64"),
+        "{build}"
+    );
+    assert_eq!(options["no_cache"], true, "{build}");
+    assert_eq!(options["labels"]["org.example.team"], "web", "{build}");
+    assert_eq!(
+        options["build_args"]["GREETING"], "from-the-page",
+        "{build}"
+    );
+    assert_eq!(build["push"], false, "{build}");
+    assert_eq!(build["source"]["commit"], commit.as_str(), "{build}");
+    assert!(server.logs(id).contains("stage-base-from-the-page"));
+    let facts = browser.text("build-facts");
+    assert!(
+        facts.contains("target base") && facts.contains("no cache"),
+        "{facts}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let deliveries = server.get_json(&format!("/api/v1/builds/{id}/deliveries"));
+        if deliveries["deliveries"][0]["url"] == hook.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no callback: {deliveries}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // 2. The triggers view: a push event becomes its last delivery...
+    let (headers, body) = signed_push("refs/heads/main", &commit, "hook-secret");
+    let mut event = server
+        .client
+        .post(server.url("/api/v1/triggers/web/events"));
+    for (name, value) in headers {
+        event = event.header(name, value);
+    }
+    let delivered = event.body(body).send().unwrap();
+    assert_eq!(delivered.status(), 202);
+    let delivered_id = delivered.json::<Value>().unwrap()["id"].as_i64().unwrap();
+    browser.wait_for(
+        "the delivery in the triggers view",
+        Duration::from_secs(10),
+        &format!(
+            "const t = document.querySelector('[data-trigger=\"web\"]').innerText; \
+             return t.includes('{}') && t.includes('#{delivered_id}');",
+            &commit[..12]
+        ),
+    );
+    // ... a ref no branch has is refused in words, and "run" builds a ref.
+    browser.type_into("run-ref-web", "no-such-branch");
+    browser.click("run-button-web");
+    browser.wait_for(
+        "the refused run's reason",
+        Duration::from_secs(20),
+        "const e = document.querySelector('[data-trigger=\"web\"] .error'); \
+         return !e.hidden && e.textContent.includes('no-such-branch');",
+    );
+    // The refused run is the only thing the console may show so far.
+    let errors = browser.console_errors();
+    assert!(
+        errors
+            .iter()
+            .all(|e| message(e).contains("triggers/web/run") && message(e).contains("status of 4")),
+        "console errors: {errors:?}"
+    );
+    browser.type_into("run-ref-web", "main");
+    let run = click_to_new_build(&browser, "run-button-web");
+    assert_ne!(run, delivered_id);
+    wait_for_status(&browser, "succeeded", BUILD_TIME);
+    assert!(browser.text("build-facts").contains("web, run by hand"));
+    browser.wait_for(
+        "the run as the trigger's last build",
+        Duration::from_secs(10),
+        &format!(
+            "return document.querySelector('[data-trigger=\"web\"]').innerText.includes('Last build\\n#{run}');"
+        ),
+    );
+    assert!(
+        !browser.is_shown("log-note"),
+        "a build that ran has its log"
+    );
+
+    browser.js("document.getElementById('more-options').open = false; window.scrollTo(0, 0);");
+    browser.click("source-git");
+    browser.screenshot(1280, 1800, Path::new("target/web-git-form-desktop.png"));
+    browser.screenshot(390, 900, Path::new("target/web-git-form-phone.png"));
+    browser.js("document.getElementById('triggers-heading').scrollIntoView();");
+    browser.screenshot(390, 900, Path::new("target/web-triggers-phone.png"));
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}
+
+#[test]
+fn a_build_that_never_started_says_why_instead_of_an_empty_log() {
+    let env = TestEnv::offline();
+    // A server whose only builder does not exist: a build waits, then fails.
+    let server = Server::in_process(&["--max-queue-wait-secs", "3"]);
+    let form = reqwest::blocking::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(env.dockerfile("true").into_bytes())
+                .file_name("Dockerfile"),
+        )
+        .text(
+            "repository",
+            format!("{}/{}", env.registry, unique("web-wait")),
+        );
+    let id = server.submit(form);
+    let browser = Browser::start();
+    browser.goto(&server.url(&format!("/#/builds/{id}")));
+    let waiting = browser.wait_for(
+        "the page to say what the build waits for, or why it failed",
+        Duration::from_secs(10),
+        "const n = document.getElementById('log-note'); return n.hidden ? null : n.textContent;",
+    );
+    let waiting = waiting.as_str().unwrap().to_string();
+    assert!(
+        waiting.contains("no builder up") || waiting.contains("never started"),
+        "{waiting}"
+    );
+    wait_for_status(&browser, "failed", Duration::from_secs(30));
+    let note = browser.text("log-note");
+    assert!(
+        note.contains("never started") && note.contains("max_queue_wait_secs"),
+        "{note}"
+    );
+    assert!(browser.is_shown("log-note") && !browser.is_shown("log"));
+    browser.js("window.scrollTo(0, 0);");
+    browser.screenshot(
+        1280,
+        1000,
+        Path::new("target/web-never-started-desktop.png"),
+    );
+    browser.screenshot(390, 2400, Path::new("target/web-never-started-phone.png"));
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}
+
 #[test]
 fn the_page_shows_each_platforms_image_and_the_index_digest() {
     let env = TestEnv::get();

@@ -3,7 +3,7 @@
 //! daemon's work behind it.
 
 use std::cell::Cell;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::rc::Rc;
 
 /// How large a context may be, counted on the decompressed tar stream.
@@ -58,6 +58,47 @@ impl<R: Read> Read for Bounded<R> {
     }
 }
 
+/// A writer that fails once more than `left` bytes were written to it, and
+/// remembers that it did: the same limit as [`Bounded`], for archives dockpub
+/// writes itself (a repository's checked-out folder).
+pub struct Capped<W> {
+    inner: W,
+    left: u64,
+    exceeded: Rc<Cell<bool>>,
+}
+
+impl<W: Write> Capped<W> {
+    pub fn new(inner: W, limit: u64) -> (Self, Rc<Cell<bool>>) {
+        let exceeded = Rc::new(Cell::new(false));
+        let writer = Capped {
+            inner,
+            left: limit,
+            exceeded: exceeded.clone(),
+        };
+        (writer, exceeded)
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(left) = self.left.checked_sub(buf.len() as u64) else {
+            self.exceeded.set(true);
+            return Err(io::Error::other("the context exceeds its limit"));
+        };
+        let written = self.inner.write(buf)?;
+        self.left = left + (buf.len() - written) as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +114,23 @@ mod tests {
         let (mut over, exceeded) = Bounded::new(&[7u8; 11][..], 10);
         assert!(over.read_to_end(&mut Vec::new()).is_err());
         assert!(exceeded.get());
+    }
+
+    #[test]
+    fn writes_up_to_the_limit_and_fails_past_it() {
+        let (mut exact, exceeded) = Capped::new(Vec::new(), 10);
+        exact.write_all(&[7u8; 10]).unwrap();
+        assert_eq!(exact.into_inner().len(), 10);
+        assert!(!exceeded.get());
+
+        let (mut over, exceeded) = Capped::new(Vec::new(), 10);
+        over.write_all(&[7u8; 6]).unwrap();
+        assert!(over.write_all(&[7u8; 5]).is_err());
+        assert!(exceeded.get());
+        assert_eq!(
+            over.into_inner().len(),
+            6,
+            "nothing past the limit is written"
+        );
     }
 }

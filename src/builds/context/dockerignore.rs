@@ -9,8 +9,28 @@
 use regex::Regex;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(".dockerignore: {0}")]
-pub struct IgnoreError(String);
+#[error("{file}: {message}")]
+pub struct IgnoreError {
+    file: String,
+    message: String,
+}
+
+impl IgnoreError {
+    fn new(message: String) -> Self {
+        IgnoreError {
+            file: ".dockerignore".into(),
+            message,
+        }
+    }
+
+    /// The same error, about the ignore file named `file`.
+    pub fn in_file(self, file: &str) -> Self {
+        IgnoreError {
+            file: file.to_string(),
+            ..self
+        }
+    }
+}
 
 struct Pattern {
     regex: Regex,
@@ -36,7 +56,7 @@ impl IgnoreRules {
             if exception {
                 pattern = pattern[1..].trim();
                 if pattern.is_empty() {
-                    return Err(IgnoreError("illegal exclusion pattern: \"!\"".into()));
+                    return Err(IgnoreError::new("illegal exclusion pattern: \"!\"".into()));
                 }
             }
             let cleaned = clean_pattern(pattern);
@@ -44,7 +64,7 @@ impl IgnoreRules {
                 continue;
             }
             let regex = Regex::new(&pattern_regex(&cleaned))
-                .map_err(|_| IgnoreError(format!("syntax error in pattern '{pattern}'")))?;
+                .map_err(|_| IgnoreError::new(format!("syntax error in pattern '{pattern}'")))?;
             patterns.push(Pattern {
                 regex,
                 components: cleaned.split('/').count(),

@@ -1,7 +1,12 @@
 //! Build contexts: an uploaded tar archive (plain or gzip, told apart by its first
-//! bytes), checked entry by entry, with `.dockerignore` applied and an uploaded
-//! Dockerfile added, ready to be streamed to the daemon. Everything here reads and
-//! writes files in a streaming way: an archive is never held in memory.
+//! bytes; GNU, ustar, PAX or v7 entries), checked entry by entry, with its ignore
+//! file applied and an uploaded Dockerfile added, ready to be streamed to the daemon.
+//! Everything here reads and writes files in a streaming way: an archive is never
+//! held in memory.
+//!
+//! Which ignore file applies follows the builder, as the docker CLI and buildx do:
+//! BuildKit takes `<Dockerfile>.dockerignore` beside the Dockerfile over the root
+//! `.dockerignore`; the legacy builder only knows the root one.
 
 mod bounds;
 mod check;
@@ -21,8 +26,8 @@ use tar::EntryType;
 use crate::domain::PreparedContext;
 use tempfile::TempPath;
 
-use bounds::Bounded;
 pub use bounds::ContextLimits;
+pub(crate) use bounds::{Bounded, Capped};
 use check::EntryChecker;
 pub use check::{clean_path, Unsafe};
 pub use dockerignore::{IgnoreError, IgnoreRules};
@@ -37,6 +42,11 @@ const READ_BUFFER: usize = 64 * 1024;
 /// The tar reader reads a long name or a PAX record whole into memory before
 /// the entry it describes: each must stay small (Go's archive/tar allows 1 MiB).
 const MAX_HEADER_RECORD_BYTES: u64 = 1024 * 1024;
+/// BuildKit on the daemon tells an uncompressed context from a bare Dockerfile by
+/// reading the first entry's header out of the archive's first 1 KiB; one led by a
+/// PAX or GNU long-name record does not fit, and is then parsed as a Dockerfile.
+const BUILDKIT_SNIFF_BYTES: u64 = 1024;
+const TAR_BLOCK: u64 = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -54,8 +64,8 @@ pub enum ContextError {
     TooManyEntries { limit: u64 },
     #[error("the context has a long-name or PAX header record larger than {MAX_HEADER_RECORD_BYTES} bytes")]
     OversizedHeaderRecord,
-    #[error("the context's .dockerignore is larger than {MAX_DOCKERIGNORE_BYTES} bytes")]
-    DockerignoreTooLarge,
+    #[error("the context's {0} is larger than {MAX_DOCKERIGNORE_BYTES} bytes")]
+    DockerignoreTooLarge(String),
     #[error(transparent)]
     Dockerignore(#[from] IgnoreError),
     /// Our own disk failed, not the upload.
@@ -89,41 +99,77 @@ pub struct Prepared {
 struct Scan {
     dockerfile: Option<Vec<u8>>,
     dockerignore: Option<Vec<u8>>,
+    /// `<Dockerfile>.dockerignore`, looked for only when BuildKit builds.
+    dockerfile_ignore: Option<Vec<u8>>,
     /// Names taken that an injected Dockerfile must not use.
     taken: HashSet<String>,
+    /// Whether BuildKit would take the archive, as it is, for a Dockerfile.
+    unreadable_by_buildkit: bool,
+}
+
+/// The builder the context is prepared for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builder {
+    Buildkit,
+    Legacy,
+}
+
+/// The ignore file of a Dockerfile at `path`, as BuildKit names it.
+pub fn dockerfile_ignore_name(path: &str) -> String {
+    format!("{path}{DOCKERIGNORE}")
 }
 
 /// Checks every entry of the upload, then keeps it as it is or, when entries are
-/// ignored or a Dockerfile is added, writes a new archive beside it. Blocking.
+/// ignored, a Dockerfile is added, or BuildKit would misread it, writes a new
+/// archive beside it. Blocking.
 pub fn prepare(
     upload: ContextUpload,
     source: DockerfileSource,
     max_dockerfile_bytes: usize,
     limits: ContextLimits,
+    builder: Builder,
 ) -> Result<Prepared, ContextError> {
     let wanted = match &source {
         DockerfileSource::InContext(path) => Some(path.as_str()),
         DockerfileSource::Uploaded(_) => None,
     };
-    let scan = scan(
-        &upload.file,
-        wanted,
-        max_dockerfile_bytes as u64 + 1,
-        limits,
-    )?;
-    let ignore = match &scan.dockerignore {
-        Some(bytes) => IgnoreRules::parse(&String::from_utf8_lossy(bytes))?,
-        None => IgnoreRules::parse("")?,
+    let ignore_file = wanted
+        .filter(|_| builder == Builder::Buildkit)
+        .map(dockerfile_ignore_name);
+    let wanted_files = Wanted {
+        dockerfile: wanted,
+        dockerfile_limit: max_dockerfile_bytes as u64 + 1,
+        dockerfile_ignore: ignore_file.as_deref(),
+    };
+    let scan = scan(&upload.file, &wanted_files, limits)?;
+    // The Dockerfile's own ignore file replaces the root one, which is then a file
+    // like any other (left out if the rules say so). The root one's rules keep it
+    // in: the legacy daemon reads it to drop what it lists.
+    let (ignore, always_sent) = match (&scan.dockerfile_ignore, &ignore_file) {
+        (Some(own), Some(name)) => (parse_ignore(own, name)?, Vec::new()),
+        _ => (
+            parse_ignore(
+                scan.dockerignore.as_deref().unwrap_or_default(),
+                DOCKERIGNORE,
+            )?,
+            vec![DOCKERIGNORE.to_string()],
+        ),
     };
     match source {
         DockerfileSource::InContext(path) => {
             let dockerfile = scan
                 .dockerfile
                 .ok_or_else(|| ContextError::NoDockerfile(path.clone()))?;
-            let archive = if ignore.is_empty() {
+            let archive = if ignore.is_empty() && !scan.unreadable_by_buildkit {
                 upload.file
             } else {
-                rewrite::write_beside(&upload.file, limits, &ignore, &path, None)?
+                let mut kept = always_sent;
+                kept.push(path.clone());
+                let selection = rewrite::Selection {
+                    ignore: &ignore,
+                    always_sent: &kept,
+                };
+                rewrite::write_beside(&upload.file, limits, &selection, None)?
             };
             Ok(Prepared {
                 context: PreparedContext {
@@ -140,8 +186,12 @@ pub fn prepare(
                 dockerfile: &dockerfile,
                 dockerignore: scan.dockerignore.as_deref(),
             };
-            let archive =
-                rewrite::write_beside(&upload.file, limits, &ignore, &name, Some(injected))?;
+            let kept = [DOCKERIGNORE.to_string(), name.clone()];
+            let selection = rewrite::Selection {
+                ignore: &ignore,
+                always_sent: &kept,
+            };
+            let archive = rewrite::write_beside(&upload.file, limits, &selection, Some(injected))?;
             Ok(Prepared {
                 context: PreparedContext {
                     archive,
@@ -151,6 +201,11 @@ pub fn prepare(
             })
         }
     }
+}
+
+fn parse_ignore(text: &[u8], name: &str) -> Result<IgnoreRules, ContextError> {
+    IgnoreRules::parse(&String::from_utf8_lossy(text))
+        .map_err(|err| ContextError::Dockerignore(err.in_file(name)))
 }
 
 fn free_name(taken: &HashSet<String>) -> String {
@@ -202,7 +257,7 @@ fn read_error(
 }
 
 /// Headers the tar reader applies to the next entry; they are not files.
-fn is_metadata(kind: EntryType) -> bool {
+pub(crate) fn is_metadata(kind: EntryType) -> bool {
     matches!(
         kind,
         EntryType::XGlobalHeader
@@ -235,34 +290,63 @@ fn is_regular(kind: EntryType) -> bool {
 
 /// A first pass over the raw entries, before the tar reader is let loose on
 /// them: a gzip of a few kilobytes could otherwise hold a "long name" of a
-/// gigabyte that the reader would allocate whole.
-fn check_header_records(path: &Path, limits: ContextLimits) -> Result<(), ContextError> {
+/// gigabyte that the reader would allocate whole. Returns whether BuildKit would
+/// misread the archive as it is (see [`BUILDKIT_SNIFF_BYTES`]).
+fn check_header_records(path: &Path, limits: ContextLimits) -> Result<bool, ContextError> {
     let (mut archive, exceeded) = open(path, limits.max_bytes)?;
     let failed = read_error(&exceeded, limits.max_bytes);
+    let mut first = None;
     for entry in archive.entries().map_err(&failed)?.raw(true) {
         let entry = entry.map_err(&failed)?;
         let header = entry.header();
-        if is_metadata(header.entry_type())
-            && header.entry_size().map_err(not_an_archive)? > MAX_HEADER_RECORD_BYTES
-        {
+        let kind = header.entry_type();
+        let size = header.entry_size().map_err(not_an_archive)?;
+        if is_metadata(kind) && size > MAX_HEADER_RECORD_BYTES {
             return Err(ContextError::OversizedHeaderRecord);
         }
+        first.get_or_insert((kind, size));
     }
-    Ok(())
+    Ok(!is_gzip(path)? && first.is_some_and(|(kind, size)| hides_first_header(kind, size)))
 }
 
-/// Checks every entry and reads the few it needs: the Dockerfile and `.dockerignore`.
-fn scan(
-    path: &Path,
-    dockerfile: Option<&str>,
+/// Whether an uncompressed archive whose first raw entry is of `kind`, with `size`
+/// bytes of data, has no whole entry in its first [`BUILDKIT_SNIFF_BYTES`]: a PAX or
+/// long-name record comes with the header of the entry it describes after it; a
+/// global PAX header is an entry of its own (`git archive` starts with a short one).
+fn hides_first_header(kind: EntryType, size: u64) -> bool {
+    match kind {
+        EntryType::XGlobalHeader => {
+            TAR_BLOCK + size.div_ceil(TAR_BLOCK) * TAR_BLOCK > BUILDKIT_SNIFF_BYTES
+        }
+        kind => is_metadata(kind),
+    }
+}
+
+fn is_gzip(path: &Path) -> Result<bool, ContextError> {
+    let mut magic = [0u8; 2];
+    let read = File::open(path)
+        .and_then(|mut file| file.read(&mut magic))
+        .map_err(ContextError::Io)?;
+    Ok(read == 2 && magic == GZIP_MAGIC)
+}
+
+/// The files [`scan`] reads, by their cleaned names.
+struct Wanted<'a> {
+    dockerfile: Option<&'a str>,
     dockerfile_limit: u64,
-    limits: ContextLimits,
-) -> Result<Scan, ContextError> {
-    check_header_records(path, limits)?;
+    dockerfile_ignore: Option<&'a str>,
+}
+
+/// Checks every entry and reads the few it needs: the Dockerfile and the ignore files.
+fn scan(path: &Path, wanted: &Wanted<'_>, limits: ContextLimits) -> Result<Scan, ContextError> {
+    let unreadable_by_buildkit = check_header_records(path, limits)?;
     let (mut archive, exceeded) = open(path, limits.max_bytes)?;
     let failed = read_error(&exceeded, limits.max_bytes);
     let mut checker = EntryChecker::default();
-    let mut found = Scan::default();
+    let mut found = Scan {
+        unreadable_by_buildkit,
+        ..Scan::default()
+    };
     let mut entries = 0u64;
     for entry in archive.entries().map_err(&failed)? {
         let mut entry = entry.map_err(&failed)?;
@@ -287,20 +371,30 @@ fn scan(
         if name.starts_with(INJECTED_DOCKERFILE) {
             found.taken.insert(name.clone());
         }
-        if Some(name.as_str()) == dockerfile {
+        if Some(name.as_str()) == wanted.dockerfile {
             if !is_regular(kind) {
                 return Err(ContextError::DockerfileNotAFile(name));
             }
-            found.dockerfile = Some(read_at_most(&mut entry, dockerfile_limit).map_err(&failed)?);
+            let limit = wanted.dockerfile_limit;
+            found.dockerfile = Some(read_at_most(&mut entry, limit).map_err(&failed)?);
         } else if name == DOCKERIGNORE && is_regular(kind) {
-            let text = read_at_most(&mut entry, MAX_DOCKERIGNORE_BYTES + 1).map_err(&failed)?;
-            if text.len() as u64 > MAX_DOCKERIGNORE_BYTES {
-                return Err(ContextError::DockerignoreTooLarge);
-            }
-            found.dockerignore = Some(text);
+            found.dockerignore = Some(read_ignore_file(&mut entry, &name).map_err(&failed)??);
+        } else if Some(name.as_str()) == wanted.dockerfile_ignore && is_regular(kind) {
+            found.dockerfile_ignore = Some(read_ignore_file(&mut entry, &name).map_err(&failed)??);
         }
     }
     Ok(found)
+}
+
+fn read_ignore_file(
+    reader: &mut impl Read,
+    name: &str,
+) -> std::io::Result<Result<Vec<u8>, ContextError>> {
+    let text = read_at_most(reader, MAX_DOCKERIGNORE_BYTES + 1)?;
+    Ok(match text.len() as u64 > MAX_DOCKERIGNORE_BYTES {
+        true => Err(ContextError::DockerignoreTooLarge(name.to_string())),
+        false => Ok(text),
+    })
 }
 
 fn read_at_most(reader: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {

@@ -69,6 +69,7 @@ fn in_context_within(
         DockerfileSource::InContext("Dockerfile".into()),
         1024,
         limits,
+        Builder::Buildkit,
     )
 }
 
@@ -190,6 +191,7 @@ fn an_uploaded_dockerfile_is_added_and_ignored_after_reading() {
         DockerfileSource::Uploaded("FROM scratch\n".into()),
         1024,
         ROOMY,
+        Builder::Buildkit,
     )
     .unwrap();
     let archive = &prepared.context.archive;
@@ -276,4 +278,205 @@ fn a_huge_long_name_record_is_refused_before_it_is_read() {
         matches!(refused, ContextError::OversizedHeaderRecord),
         "{refused}"
     );
+}
+
+/// One PAX record, `LEN key=value\n`, its length counting itself.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while format!("{len}{body}").len() != len {
+        len += 1;
+    }
+    format!("{len}{body}").into_bytes()
+}
+
+/// A ustar archive in which every file comes after a PAX header naming it, as
+/// `tar --format=pax` and Python's tarfile write them.
+fn pax_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, content) in files {
+        let record = pax_record("path", name);
+        let mut pax = tar::Header::new_ustar();
+        pax.set_entry_type(EntryType::XHeader);
+        pax.set_path("PaxHeaders/x").unwrap();
+        pax.set_size(record.len() as u64);
+        pax.set_cksum();
+        builder.append(&pax, &record[..]).unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("placeholder").unwrap();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append(&header, *content).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// The first raw entry's kind and data size: what BuildKit sniffs.
+fn first_raw(path: &Path) -> (EntryType, u64) {
+    let (mut archive, _) = open(path, u64::MAX).unwrap();
+    let mut entries = archive.entries().unwrap().raw(true);
+    let first = entries.next().unwrap().unwrap();
+    (
+        first.header().entry_type(),
+        first.header().entry_size().unwrap(),
+    )
+}
+
+#[test]
+fn an_uncompressed_pax_archive_is_written_out_plain_and_a_gzipped_one_is_kept() {
+    let dir = TempDir::new().unwrap();
+    let long = format!("deep/{}/file.txt", "d".repeat(150));
+    let bytes = pax_tar(&[
+        ("Dockerfile", DOCKERFILE),
+        ("a.txt", b"a"),
+        (&long, b"long"),
+    ]);
+    let prepared = in_context(&dir, &bytes).unwrap();
+    let archive = &prepared.context.archive;
+    assert_ne!(std::fs::read(archive).unwrap(), bytes, "rewritten");
+    assert_eq!(first_raw(archive).0, EntryType::Regular);
+    assert_eq!(names(archive), vec!["Dockerfile", "a.txt", long.as_str()]);
+    assert_eq!(content(archive, &long), "long");
+    assert_eq!(prepared.dockerfile_in_context.as_deref(), Some(DOCKERFILE));
+
+    let gzipped = gzip(&bytes);
+    let prepared = in_context(&dir, &gzipped).unwrap();
+    assert_eq!(std::fs::read(&prepared.context.archive).unwrap(), gzipped);
+}
+
+#[test]
+fn a_first_entry_that_needs_a_long_name_record_is_led_by_a_short_global_header() {
+    let dir = TempDir::new().unwrap();
+    let long = "n".repeat(300);
+    let bytes = tar_bytes(&[
+        Item::File(&long, b"first"),
+        Item::File("Dockerfile", DOCKERFILE),
+    ]);
+    assert_eq!(first_raw_of(&dir, &bytes).0, EntryType::GNULongName);
+    let prepared = in_context(&dir, &bytes).unwrap();
+    let archive = &prepared.context.archive;
+    let (kind, size) = first_raw(archive);
+    assert_eq!(kind, EntryType::XGlobalHeader);
+    assert!(size <= 512, "{size}");
+    assert_eq!(
+        names(archive),
+        vec!["pax_global_header", long.as_str(), "Dockerfile"]
+    );
+    assert_eq!(content(archive, &long), "first");
+}
+
+fn first_raw_of(dir: &TempDir, bytes: &[u8]) -> (EntryType, u64) {
+    first_raw(&upload(dir, bytes).file)
+}
+
+#[test]
+fn a_short_global_header_first_is_read_as_it_is() {
+    assert!(!hides_first_header(EntryType::XGlobalHeader, 52));
+    assert!(hides_first_header(EntryType::XGlobalHeader, 513));
+    assert!(hides_first_header(EntryType::XHeader, 20));
+    assert!(hides_first_header(EntryType::GNULongName, 101));
+    assert!(!hides_first_header(EntryType::Directory, 0));
+}
+
+fn prepared_names(dir: &TempDir, bytes: &[u8], dockerfile: &str, builder: Builder) -> Vec<String> {
+    let prepared = prepare(
+        upload(dir, bytes),
+        DockerfileSource::InContext(dockerfile.into()),
+        1024,
+        ROOMY,
+        builder,
+    )
+    .unwrap();
+    names(&prepared.context.archive)
+}
+
+#[test]
+fn buildkit_takes_the_dockerfiles_own_ignore_file_and_legacy_the_root_one() {
+    let dir = TempDir::new().unwrap();
+    let bytes = tar_bytes(&[
+        Item::File(".dockerignore", b"other.txt\n"),
+        Item::File("build/app.Dockerfile", DOCKERFILE),
+        Item::File(
+            "build/app.Dockerfile.dockerignore",
+            b"secrets.txt\n.dockerignore\n",
+        ),
+        Item::File("secrets.txt", b"s"),
+        Item::File("other.txt", b"o"),
+    ]);
+    assert_eq!(
+        prepared_names(&dir, &bytes, "build/app.Dockerfile", Builder::Buildkit),
+        vec![
+            "build/app.Dockerfile",
+            "build/app.Dockerfile.dockerignore",
+            "other.txt"
+        ]
+    );
+    assert_eq!(
+        prepared_names(&dir, &bytes, "build/app.Dockerfile", Builder::Legacy),
+        vec![
+            ".dockerignore",
+            "build/app.Dockerfile",
+            "build/app.Dockerfile.dockerignore",
+            "secrets.txt"
+        ]
+    );
+    // Without its own file, BuildKit too takes the root one.
+    let root_only = tar_bytes(&[
+        Item::File(".dockerignore", b"other.txt\n"),
+        Item::File("Dockerfile", DOCKERFILE),
+        Item::File("other.txt", b"o"),
+    ]);
+    assert_eq!(
+        prepared_names(&dir, &root_only, "Dockerfile", Builder::Buildkit),
+        vec![".dockerignore", "Dockerfile"]
+    );
+}
+
+#[test]
+fn a_bad_pattern_names_the_ignore_file_it_is_in() {
+    let dir = TempDir::new().unwrap();
+    let bytes = tar_bytes(&[
+        Item::File("app.Dockerfile", DOCKERFILE),
+        Item::File("app.Dockerfile.dockerignore", b"[oops\n"),
+    ]);
+    let err = prepare(
+        upload(&dir, &bytes),
+        DockerfileSource::InContext("app.Dockerfile".into()),
+        1024,
+        ROOMY,
+        Builder::Buildkit,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string().starts_with("app.Dockerfile.dockerignore: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_oversized_own_ignore_file_is_refused_by_name() {
+    let dir = TempDir::new().unwrap();
+    let huge = vec![b'#'; (MAX_DOCKERIGNORE_BYTES + 1) as usize];
+    let bytes = tar_bytes(&[
+        Item::File("app.Dockerfile", DOCKERFILE),
+        Item::File("app.Dockerfile.dockerignore", &huge),
+    ]);
+    let refused = |builder| {
+        prepare(
+            upload(&dir, &bytes),
+            DockerfileSource::InContext("app.Dockerfile".into()),
+            1024,
+            ROOMY,
+            builder,
+        )
+    };
+    let err = refused(Builder::Buildkit).err().unwrap();
+    assert!(
+        matches!(&err, ContextError::DockerignoreTooLarge(name) if name == "app.Dockerfile.dockerignore"),
+        "{err}"
+    );
+    // The legacy builder does not read it: a file like any other.
+    assert!(refused(Builder::Legacy).is_ok());
 }

@@ -1,5 +1,6 @@
-//! Running `git` for one fetch: its environment (protocols, logins, ssh key),
-//! its deadline, and its submodules fetched level by level.
+//! Running `git` for one fetch: its environment (cleared, then the protocols,
+//! the login scoped to the request's URL, the ssh key), its deadline and idle
+//! bound, what it may write, and its submodules fetched level by level.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -7,24 +8,40 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::urls::{check_url, is_full_sha};
+use super::counted::Tally;
+use super::urls::{check_url, explicit_port, http_origin, is_full_sha};
+use super::GitHostLogin;
 use super::{clean_path, invalid, CheckedGit, GitError, GitPolicy, Secret};
+use crate::builds::context::ContextLimits;
 
 /// How often a running `git` is checked against its deadline.
 const POLL: Duration = Duration::from_millis(20);
+/// How often the fetch folder is measured while git runs: its growth is the
+/// progress the idle bound watches, and its size is held to the disk budget.
+const SAMPLE: Duration = Duration::from_millis(250);
 /// Submodules within submodules, at most.
 const MAX_SUBMODULE_DEPTH: usize = 8;
+/// How much of the end of git's stderr is read for its message (its
+/// progress lines come before).
+const STDERR_TAIL_BYTES: u64 = 64 * 1024;
 /// The longest part of git's own message kept in an error.
 const MAX_REASON_CHARS: usize = 1000;
+/// What git's messages say instead of the fetch folder's absolute path.
+const FETCH_FOLDER_WORD: &str = "<fetch folder>";
+const STAGING_FOLDER_WORD: &str = "<staging folder>";
 const USERNAME_ENV: &str = "DOCKPUB_GIT_USERNAME";
 const PASSWORD_ENV: &str = "DOCKPUB_GIT_PASSWORD";
 const SSH_KEY_ENV: &str = "DOCKPUB_GIT_SSH_KEY";
 const KNOWN_HOSTS_ENV: &str = "DOCKPUB_GIT_KNOWN_HOSTS";
-/// Answers git's username and password prompts from the environment.
-const ASKPASS_SCRIPT: &str = "#!/bin/sh\ncase \"$1\" in\n  Username*) printf '%s\\n' \"$DOCKPUB_GIT_USERNAME\" ;;\n  *) printf '%s\\n' \"$DOCKPUB_GIT_PASSWORD\" ;;\nesac\n";
+/// A credential helper (git runs it through `sh`): answers `get` with the login
+/// from the environment. It is configured as `credential.<scheme://host:port>.helper`,
+/// so git asks it only for that exact origin; any other host (a submodule, a
+/// redirect) finds no helper, no askpass and no terminal, and gets nothing.
+const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \"$DOCKPUB_GIT_USERNAME\" \"$DOCKPUB_GIT_PASSWORD\"; }; f";
 /// Runs ssh with the host's key (and known hosts). git runs `GIT_SSH` without
 /// a shell; the paths travel in the environment, quoted, never as shell words.
 const SSH_SCRIPT: &str = r#"#!/bin/sh
@@ -34,6 +51,22 @@ if [ -n "$DOCKPUB_GIT_KNOWN_HOSTS" ]; then
 fi
 exec ssh "$@"
 "#;
+/// PATH for git when dockpub has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// dockpub's own variables that git gets as they are, when set: how to reach
+/// the network (proxies) and which certificate authorities to trust.
+const PASSED_THROUGH: [&str; 10] = [
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
 
 /// `git` against one bare repository, under one deadline.
 pub(super) struct Git<'a> {
@@ -45,6 +78,8 @@ pub(super) struct Git<'a> {
     password: Option<&'a str>,
     deadline: Instant,
     timeout: Duration,
+    /// Bytes the fetch folder may hold while git writes to it.
+    disk_budget: u64,
 }
 
 impl<'a> Git<'a> {
@@ -53,22 +88,8 @@ impl<'a> Git<'a> {
         policy: &'a GitPolicy,
         work: &'a Path,
     ) -> Result<Self, GitError> {
-        let mut protocols = "https:http:ssh:git".to_string();
-        if policy.allow_file {
-            protocols.push_str(":file");
-        }
-        let mut env: Vec<(&'static str, OsString)> = vec![
-            ("GIT_TERMINAL_PROMPT", "0".into()),
-            ("GIT_CONFIG_NOSYSTEM", "1".into()),
-            ("GIT_CONFIG_GLOBAL", "/dev/null".into()),
-            ("GIT_ALLOW_PROTOCOL", protocols.into()),
-            ("LC_ALL", "C".into()),
-        ];
-        let host_login = policy
-            .hosts
-            .iter()
-            .find(|(host, _)| *host == request.host)
-            .map(|(_, login)| login);
+        let mut env = base_env(work, policy);
+        let host_login = host_login(policy, &request.host, &request.url);
         match host_login.and_then(|login| login.ssh_key.as_ref()) {
             Some(key) => {
                 let ssh = work.join("ssh");
@@ -84,18 +105,24 @@ impl<'a> Git<'a> {
             }
             None => env.push(("GIT_SSH_COMMAND", "ssh -o BatchMode=yes".into())),
         }
-        // The request's own login comes first; the host's is the fallback.
+        // The request's own login comes first; the host's is the fallback. A
+        // password is sent, so the host's serves only the origin it names.
+        let password_login = password_login(policy, &request.host, &request.url);
         let (username, password) = match &request.username {
             Some(username) => (Some(username), request.password.as_ref()),
             None => (
-                host_login.and_then(|login| login.username.as_ref()),
-                host_login.and_then(|login| login.password.as_ref()),
+                password_login.and_then(|login| login.username.as_ref()),
+                password_login.and_then(|login| login.password.as_ref()),
             ),
         };
-        if let Some(username) = username {
-            let askpass = work.join("askpass");
-            write_script(&askpass, ASKPASS_SCRIPT)?;
-            env.push(("GIT_ASKPASS", askpass.into()));
+        // Either goes to the request's URL's scheme, host and port only.
+        if let (Some(username), Some(origin)) = (username, http_origin(&request.url)) {
+            env.push(("GIT_CONFIG_COUNT", "1".into()));
+            env.push((
+                "GIT_CONFIG_KEY_0",
+                format!("credential.{origin}.helper").into(),
+            ));
+            env.push(("GIT_CONFIG_VALUE_0", CREDENTIAL_HELPER.into()));
             env.push((USERNAME_ENV, username.into()));
             env.push((PASSWORD_ENV, password.map_or("", Secret::expose).into()));
         }
@@ -108,12 +135,19 @@ impl<'a> Git<'a> {
             password: password.map(Secret::expose),
             deadline: Instant::now() + policy.timeout,
             timeout: policy.timeout,
+            disk_budget: u64::MAX,
         };
         let repo = git.repo.to_string_lossy().into_owned();
         git.run(&["init", "--quiet", &repo], false)?;
         // Submodules with relative URLs resolve them against `origin`.
         git.run(&["remote", "add", "--", "origin", git.url], true)?;
         Ok(git)
+    }
+
+    /// Holds the fetch folder (git's objects, checked-out files, its output) to
+    /// `bytes` while git runs.
+    pub(super) fn limit_disk(&mut self, bytes: u64) {
+        self.disk_budget = bytes;
     }
 
     /// Fetches `wanted` (shallow; a SHA the server will not hand out alone is
@@ -150,10 +184,16 @@ impl<'a> Git<'a> {
 
     /// Checks `commit` out with its submodules (shallow, under the same
     /// protocol rules and deadline), one level at a time, so that every
-    /// submodule URL passes the same rules as `git` before it is fetched.
-    pub(super) fn check_out_with_submodules(&self, commit: &str) -> Result<(), GitError> {
-        self.run(&["checkout", "--quiet", "--detach", commit], true)?;
-        self.update_submodules(&self.repo, 0)
+    /// submodule URL passes the same rules as `git` before it is fetched, and
+    /// every tree is sized (adding up to `limits`) before it is written.
+    pub(super) fn check_out_with_submodules(
+        &self,
+        commit: &str,
+        limits: ContextLimits,
+    ) -> Result<(), GitError> {
+        let mut tally = Tally::new(limits);
+        self.check_out(&self.repo, commit, &mut tally)?;
+        self.update_submodules(&self.repo, 0, &mut tally)
             .map_err(|err| match err {
                 GitError::Fetch { reason, .. } => GitError::Fetch {
                     url: self.url.to_string(),
@@ -164,7 +204,20 @@ impl<'a> Git<'a> {
             })
     }
 
-    fn update_submodules(&self, dir: &Path, depth: usize) -> Result<(), GitError> {
+    /// Sizes `commit`'s tree from its listing, then checks it out in `dir`.
+    fn check_out(&self, dir: &Path, commit: &str, tally: &mut Tally) -> Result<(), GitError> {
+        let listing = ["ls-tree", "-r", "-t", "-l", "-z", commit];
+        self.stream_at(dir, &listing, |listed| tally.add_listing(listed))?;
+        self.run_at(Some(dir), &["checkout", "--quiet", "--detach", commit])
+            .map(drop)
+    }
+
+    fn update_submodules(
+        &self,
+        dir: &Path,
+        depth: usize,
+        tally: &mut Tally,
+    ) -> Result<(), GitError> {
         if !dir.join(".gitmodules").is_file() {
             return Ok(());
         }
@@ -174,52 +227,91 @@ impl<'a> Git<'a> {
                 format!("submodules nest deeper than {MAX_SUBMODULE_DEPTH} levels"),
             ));
         }
-        for url in self.gitmodules(dir, "url")? {
-            // Relative URLs resolve against the already checked parent's URL.
-            if !url.starts_with("./") && !url.starts_with("../") {
-                check_url(&url, self.policy).map_err(|err| match err {
-                    GitError::Invalid { message, .. } => {
-                        invalid("git_submodules", format!("a submodule's URL: {message}"))
-                    }
-                    other => other,
-                })?;
-            }
+        // `init` resolves relative URLs against the parent's as git does
+        // (`../../host:port/x` can leave the parent's host) and writes them to
+        // the parent's config; each is checked there, before anything is fetched.
+        self.run_at(Some(dir), &["submodule", "init", "--quiet"])?;
+        let urls = self.config_entries(dir, &["--get-regexp", r"^submodule\..*\.url$"]);
+        for (key, url) in &urls {
+            check_url(url, self.policy).map_err(|err| match err {
+                GitError::Invalid { message, .. } => {
+                    invalid("git_submodules", format!("a submodule's URL: {message}"))
+                }
+                other => other,
+            })?;
+            // Fetched, not checked out: git runs this (ours, from the
+            // repository's own config, never `.gitmodules`) instead of a checkout.
+            let name = key.strip_suffix(".url").unwrap_or(key);
+            let update = format!("{name}.update");
+            self.run_at(Some(dir), &["config", &update, "!true"])?;
         }
-        let update = ["submodule", "update", "--quiet", "--init", "--depth=1"];
+        let update = ["submodule", "update", "--progress", "--depth=1"];
         self.run_at(Some(dir), &update)?;
-        for path in self.gitmodules(dir, "path")? {
+        self.check_disk()?;
+        let listed = [
+            "--file",
+            ".gitmodules",
+            "--get-regexp",
+            r"^submodule\..*\.path$",
+        ];
+        for (_, path) in self.config_entries(dir, &listed) {
             let path = clean_path(Path::new(&path)).map_err(|why| {
                 invalid("git_submodules", format!("submodule path '{path}': {why}"))
             })?;
-            self.update_submodules(&dir.join(path), depth + 1)?;
+            let submodule = dir.join(&path);
+            // A `.gitmodules` entry with no submodule in the tree has nothing fetched.
+            if !submodule.join(".git").exists() {
+                continue;
+            }
+            let commit = self.run_at(Some(dir), &["rev-parse", &format!("HEAD:{path}")])?;
+            self.check_out(&submodule, &commit, tally)?;
+            self.update_submodules(&submodule, depth + 1, tally)?;
         }
         Ok(())
     }
 
-    /// Every submodule's `key` (`url`, `path`) in `dir`'s `.gitmodules`.
-    fn gitmodules(&self, dir: &Path, key: &str) -> Result<Vec<String>, GitError> {
-        let pattern = format!(r"^submodule\..*\.{key}$");
-        let args = ["config", "--file", ".gitmodules", "--get-regexp", &pattern];
-        // git config exits 1 when nothing matches.
+    /// The `(key, value)` pairs `git config -z ARGS` lists in `dir`; none when
+    /// nothing matches (git config then exits 1).
+    fn config_entries(&self, dir: &Path, args: &[&str]) -> Vec<(String, String)> {
+        let args = [&["config", "-z"], args].concat();
         let listed = self.run_at(Some(dir), &args).unwrap_or_default();
-        Ok(listed
-            .lines()
-            .filter_map(|line| line.split_once(' ').map(|(_, value)| value.to_string()))
-            .collect())
+        listed
+            .split('\0')
+            .filter_map(|entry| entry.split_once('\n'))
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
     }
 
     fn fetch(&self, args: &[&str]) -> Result<(), GitError> {
-        let mut all = vec!["fetch", "--quiet", "--no-tags"];
+        // Progress on stderr is what the idle bound sees while the server works.
+        let mut all = vec!["fetch", "--progress", "--no-tags"];
         all.extend_from_slice(args);
         let wanted = args.last().copied().unwrap_or("HEAD");
-        self.run(&all, true).map(drop).map_err(|err| match err {
+        self.run(&all, true).map_err(|err| match err {
             GitError::Fetch { reason, .. } => GitError::Fetch {
                 url: self.url.to_string(),
                 git_ref: wanted.to_string(),
                 reason,
             },
             other => other,
-        })
+        })?;
+        self.check_disk()
+    }
+
+    /// The fetch folder within its budget once git is done writing to it (a
+    /// fetch can end between two of the samples taken while it runs).
+    fn check_disk(&self) -> Result<(), GitError> {
+        match folder_size(self.work) > self.disk_budget {
+            true => Err(self.over_budget()),
+            false => Ok(()),
+        }
+    }
+
+    fn over_budget(&self) -> GitError {
+        GitError::TooLarge {
+            url: self.url.to_string(),
+            limit: self.disk_budget,
+        }
     }
 
     /// A command's trimmed stdout, in the repository.
@@ -227,8 +319,8 @@ impl<'a> Git<'a> {
         self.run(args, true)
     }
 
-    /// Runs git to its end or the deadline; stdout and stderr go to files, so a
-    /// chatty git never blocks on a full pipe.
+    /// Runs git to its end, its deadline, its idle bound or its disk budget;
+    /// stdout and stderr go to files, so a chatty git never blocks on a full pipe.
     fn run(&self, args: &[&str], in_repo: bool) -> Result<String, GitError> {
         self.run_at(in_repo.then_some(self.repo.as_path()), args)
     }
@@ -236,66 +328,328 @@ impl<'a> Git<'a> {
     /// `run` with `git -C dir`.
     fn run_at(&self, dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
         let stdout_path = self.work.join("stdout");
-        let stderr_path = self.work.join("stderr");
+        let mut command = self.command(dir, args)?;
+        command.stdout(File::create(&stdout_path).map_err(GitError::Io)?);
+        let mut child = command.spawn().map_err(GitError::Io)?;
+        let status = self.watch(&mut child)?;
+        if !status.success() {
+            return Err(self.failed());
+        }
+        let stdout = std::fs::read(&stdout_path).map_err(GitError::Io)?;
+        Ok(String::from_utf8_lossy(&stdout).trim().to_string())
+    }
+
+    /// Runs git in the repository with its stdout handed to `consume` as it is
+    /// written (which may stop early: git's group is then killed), under the
+    /// same deadline.
+    pub(super) fn stream<T>(
+        &self,
+        args: &[&str],
+        consume: impl FnOnce(ChildStdout) -> Result<T, GitError>,
+    ) -> Result<T, GitError> {
+        self.stream_at(&self.repo, args, consume)
+    }
+
+    /// `stream` with `git -C dir`.
+    fn stream_at<T>(
+        &self,
+        dir: &Path,
+        args: &[&str],
+        consume: impl FnOnce(ChildStdout) -> Result<T, GitError>,
+    ) -> Result<T, GitError> {
+        let mut command = self.command(Some(dir), args)?;
+        command.stdout(Stdio::piped());
+        let mut child = command.spawn().map_err(GitError::Io)?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let watchdog = Watchdog::arm(child.id(), self.deadline);
+        let consumed = consume(stdout);
+        let expired = watchdog.disarm();
+        if consumed.is_err() {
+            kill_group(child.id());
+        }
+        let status = child.wait().map_err(GitError::Io)?;
+        if expired {
+            return Err(self.timeout());
+        }
+        match consumed {
+            Err(err @ (GitError::Context(_) | GitError::Io(_))) => Err(err),
+            _ if !status.success() => Err(self.failed()),
+            consumed => consumed,
+        }
+    }
+
+    /// git in a cleared environment plus what it needs, its stderr to a file,
+    /// leading a process group of its own.
+    fn command(&self, dir: Option<&Path>, args: &[&str]) -> Result<Command, GitError> {
+        let stderr = File::create(self.work.join("stderr")).map_err(GitError::Io)?;
         let mut command = Command::new("git");
         if let Some(dir) = dir {
             command.arg("-C").arg(dir);
         }
         command
             .args(args)
+            .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env_remove("SSH_ASKPASS")
+            .current_dir(self.work)
             .stdin(Stdio::null())
-            .stdout(File::create(&stdout_path).map_err(GitError::Io)?)
-            .stderr(File::create(&stderr_path).map_err(GitError::Io)?)
+            .stderr(stderr)
             .process_group(0);
-        let mut child = command.spawn().map_err(GitError::Io)?;
-        let status = loop {
-            if let Some(status) = child.try_wait().map_err(GitError::Io)? {
-                break status;
-            }
-            if Instant::now() >= self.deadline {
-                kill_group(child.id());
-                let _ = child.wait();
-                return Err(GitError::Timeout {
-                    url: self.url.to_string(),
-                    secs: self.timeout.as_secs(),
-                });
-            }
-            std::thread::sleep(POLL);
-        };
-        if !status.success() {
-            let stderr = std::fs::read(&stderr_path).unwrap_or_default();
-            return Err(GitError::Fetch {
-                url: self.url.to_string(),
-                git_ref: String::new(),
-                reason: self.reason(&String::from_utf8_lossy(&stderr)),
-            });
-        }
-        let stdout = std::fs::read(&stdout_path).map_err(GitError::Io)?;
-        Ok(String::from_utf8_lossy(&stdout).trim().to_string())
+        Ok(command)
     }
 
-    /// git's own message, shortened, with the password blanked should it ever
-    /// appear in it.
+    /// Waits for git to end; kills its group at the deadline, when the fetch
+    /// folder (git's output included) has not changed for the idle bound, or
+    /// when it holds more than the disk budget.
+    fn watch(&self, child: &mut Child) -> Result<ExitStatus, GitError> {
+        let mut size = None;
+        let mut changed = Instant::now();
+        // A quick command (most are) ends before the folder is ever walked.
+        let mut next_sample = Instant::now() + SAMPLE;
+        loop {
+            if let Some(status) = child.try_wait().map_err(GitError::Io)? {
+                return Ok(status);
+            }
+            let now = Instant::now();
+            let mut stop = (now >= self.deadline).then(|| self.timeout());
+            if stop.is_none() && now >= next_sample {
+                next_sample = now + SAMPLE;
+                let measured = folder_size(self.work);
+                if size != Some(measured) {
+                    size = Some(measured);
+                    changed = now;
+                }
+                if measured > self.disk_budget {
+                    stop = Some(self.over_budget());
+                } else if now.duration_since(changed) >= self.policy.idle_timeout {
+                    stop = Some(GitError::Idle {
+                        url: self.url.to_string(),
+                        secs: self.policy.idle_timeout.as_secs(),
+                    });
+                }
+            }
+            if let Some(err) = stop {
+                kill_group(child.id());
+                let _ = child.wait();
+                return Err(err);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn timeout(&self) -> GitError {
+        GitError::Timeout {
+            url: self.url.to_string(),
+            secs: self.timeout.as_secs(),
+        }
+    }
+
+    /// git failed: its own message, from its stderr.
+    fn failed(&self) -> GitError {
+        let stderr = read_tail(&self.work.join("stderr"), STDERR_TAIL_BYTES).unwrap_or_default();
+        GitError::Fetch {
+            url: self.url.to_string(),
+            git_ref: String::new(),
+            reason: self.reason(&String::from_utf8_lossy(&stderr)),
+        }
+    }
+
+    /// git's own message, scrubbed: see [`scrub`].
     fn reason(&self, stderr: &str) -> String {
-        let mut reason = stderr
-            .lines()
-            .map(|line| {
-                line.trim_start_matches("fatal: ")
-                    .trim_start_matches("error: ")
-                    .trim()
-            })
-            .filter(|line| !line.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
-        if let Some(password) = self.password.filter(|p| !p.is_empty()) {
-            reason = reason.replace(password, "***");
+        scrub(stderr, self.password, &self.folders())
+    }
+
+    /// The fetch folder and the staging folder holding it, as written and as
+    /// resolved (git may print either), longest first.
+    fn folders(&self) -> Vec<(String, &'static str)> {
+        let mut folders = Vec::new();
+        for path in [Some(self.work.to_path_buf()), self.work.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+        {
+            folders.push((path.display().to_string(), FETCH_FOLDER_WORD));
+            if let Some(staging) = path.parent() {
+                folders.push((staging.display().to_string(), STAGING_FOLDER_WORD));
+            }
         }
-        if reason.is_empty() {
-            reason = "git failed without saying why".into();
+        folders.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        folders.retain(|(path, _)| path.len() > 1);
+        folders
+    }
+}
+
+/// The `[git."HOST:PORT"]` login for the URL's host and the port it names,
+/// else the `[git."HOST"]` one.
+fn host_login<'p>(policy: &'p GitPolicy, host: &str, url: &str) -> Option<&'p GitHostLogin> {
+    explicit_port(url)
+        .and_then(|port| login_by_key(policy, &port_key(host, &port)))
+        .or_else(|| login_by_key(policy, host))
+}
+
+/// The login whose password may go to `url`: `[git."HOST:PORT"]` for the port
+/// the URL names, or `[git."HOST"]` when the URL names no port (or its scheme's
+/// own), since a bare host means the host's usual service, not whatever else
+/// listens on another port of it. (An ssh key proves itself without being sent,
+/// so [`host_login`] serves it to every port.)
+fn password_login<'p>(policy: &'p GitPolicy, host: &str, url: &str) -> Option<&'p GitHostLogin> {
+    let default_port = match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => "443",
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => "80",
+        _ => return host_login(policy, host, url),
+    };
+    match explicit_port(url) {
+        Some(port) if port != default_port => login_by_key(policy, &port_key(host, &port)),
+        _ => host_login(policy, host, url),
+    }
+}
+
+/// `[git."KEY"]`'s login.
+fn login_by_key<'p>(policy: &'p GitPolicy, key: &str) -> Option<&'p GitHostLogin> {
+    policy
+        .hosts
+        .iter()
+        .find(|(host, _)| host == key)
+        .map(|(_, login)| login)
+}
+
+/// The key `[git."HOST:PORT"]` is written with (`[v6]:PORT` for IPv6).
+fn port_key(host: &str, port: &str) -> String {
+    match host.contains(':') {
+        true => format!("[{host}]:{port}"),
+        false => format!("{host}:{port}"),
+    }
+}
+
+/// The environment git starts with: nothing of dockpub's own (its tokens and
+/// secrets live there) except PATH and the proxy and CA variables; HOME is the
+/// fetch folder, so no user's files are read.
+fn base_env(work: &Path, policy: &GitPolicy) -> Vec<(&'static str, OsString)> {
+    let mut protocols = "https:http:ssh:git".to_string();
+    if policy.allow_file {
+        protocols.push_str(":file");
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    let mut env: Vec<(&'static str, OsString)> = vec![
+        ("PATH", path),
+        ("HOME", work.into()),
+        ("LANG", "C".into()),
+        ("LC_ALL", "C".into()),
+        ("GIT_TERMINAL_PROMPT", "0".into()),
+        ("GIT_CONFIG_NOSYSTEM", "1".into()),
+        ("GIT_CONFIG_GLOBAL", "/dev/null".into()),
+        ("GIT_ALLOW_PROTOCOL", protocols.into()),
+    ];
+    for name in PASSED_THROUGH {
+        if let Some(value) = std::env::var_os(name) {
+            env.push((name, value));
         }
-        reason.chars().take(MAX_REASON_CHARS).collect()
+    }
+    env
+}
+
+/// git's own message without its progress lines, shortened, with the password
+/// blanked should it ever appear in it and the folders' paths (the data
+/// directory's) replaced by words.
+fn scrub(stderr: &str, password: Option<&str>, folders: &[(String, &'static str)]) -> String {
+    let mut reason = stderr
+        .split(['\n', '\r'])
+        .map(|line| {
+            line.trim_start_matches("fatal: ")
+                .trim_start_matches("error: ")
+                .trim()
+        })
+        .filter(|line| !line.is_empty() && !is_progress(line))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Some(password) = password.filter(|p| !p.is_empty()) {
+        reason = reason.replace(password, "***");
+    }
+    for (folder, word) in folders {
+        reason = reason.replace(folder, word);
+    }
+    if reason.is_empty() {
+        reason = "git failed without saying why".into();
+    }
+    reason.chars().take(MAX_REASON_CHARS).collect()
+}
+
+/// git's progress meter lines (its own and the server's `remote:` ones), which
+/// say nothing about why it failed.
+fn is_progress(line: &str) -> bool {
+    const PROGRESS: [&str; 10] = [
+        "Enumerating objects",
+        "Counting objects",
+        "Compressing objects",
+        "Receiving objects",
+        "Resolving deltas",
+        "Unpacking objects",
+        "Checking objects",
+        "Updating files",
+        "Total ",
+        "Cloning into",
+    ];
+    let line = line.strip_prefix("remote:").unwrap_or(line).trim_start();
+    PROGRESS.iter().any(|start| line.starts_with(start))
+}
+
+/// The last `bytes` of a file: where git's message is, after its progress.
+fn read_tail(path: &Path, bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let length = file.metadata()?.len();
+    file.seek(SeekFrom::Start(length.saturating_sub(bytes)))?;
+    let mut tail = Vec::new();
+    file.take(bytes).read_to_end(&mut tail)?;
+    Ok(tail)
+}
+
+/// Bytes of the files under `folder` (links not followed); what vanishes while
+/// it is walked is not counted.
+fn folder_size(folder: &Path) -> u64 {
+    let mut total = 0;
+    let mut pending = vec![folder.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
+                Ok(meta) => total += meta.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Kills a git whose stdout is being read (a read that cannot watch the clock)
+/// once its deadline passes, unless disarmed first.
+struct Watchdog {
+    done: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    fn arm(pid: u32, deadline: Instant) -> Watchdog {
+        let (done, disarmed) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match disarmed.recv_timeout(left) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    kill_group(pid);
+                    true
+                }
+                _ => false,
+            }
+        });
+        Watchdog { done, thread }
+    }
+
+    /// Whether it fired. The child is not reaped before this returns, so its
+    /// pid cannot have been reused when the watchdog killed it.
+    fn disarm(self) -> bool {
+        let _ = self.done.send(());
+        self.thread.join().unwrap_or(false)
     }
 }
 
@@ -319,5 +673,138 @@ fn kill_group(pid: u32) {
         unsafe {
             libc::kill(-pid, libc::SIGKILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_keep_gits_words_without_progress_passwords_or_our_folders() {
+        let stderr = "Cloning into '/data/uploads/git-x1/repo/app/lib'...\n\
+            remote: Enumerating objects: 3, done.\r\n\
+            Receiving objects:  50% (1/2)\rReceiving objects: 100% (2/2), done.\n\
+            fatal: Authentication failed for 'http://alice:pw42@host/x.git'\n\
+            fatal: clone of 'http://host/x.git' into submodule path \
+            '/data/uploads/git-x1/repo/app/lib' failed\n";
+        let folders = vec![
+            ("/data/uploads/git-x1".to_string(), FETCH_FOLDER_WORD),
+            ("/data/uploads".to_string(), STAGING_FOLDER_WORD),
+        ];
+        let reason = scrub(stderr, Some("pw42"), &folders);
+        assert_eq!(
+            reason,
+            "Authentication failed for 'http://alice:***@host/x.git'; \
+             clone of 'http://host/x.git' into submodule path '<fetch folder>/repo/app/lib' failed"
+        );
+        assert_eq!(scrub("\n", None, &[]), "git failed without saying why");
+    }
+
+    #[test]
+    fn a_bare_hosts_password_goes_to_its_schemes_own_port_only() {
+        let login = |name: &str| GitHostLogin {
+            username: Some(name.into()),
+            ..GitHostLogin::default()
+        };
+        let policy = GitPolicy {
+            hosts: vec![
+                ("git.example".into(), login("bare")),
+                ("git.example:8443".into(), login("port")),
+            ],
+            ..GitPolicy::default()
+        };
+        let user = |url: &str| {
+            password_login(&policy, "git.example", url).and_then(|l| l.username.clone())
+        };
+        assert_eq!(user("https://git.example/app.git").as_deref(), Some("bare"));
+        assert_eq!(
+            user("https://git.example:443/app.git").as_deref(),
+            Some("bare")
+        );
+        assert_eq!(
+            user("https://git.example:8443/app.git").as_deref(),
+            Some("port")
+        );
+        assert_eq!(user("https://git.example:9999/app.git"), None);
+        assert_eq!(user("http://git.example:443/app.git"), None);
+        // An ssh key is not sent, so the bare host's serves every port.
+        let ssh = host_login(&policy, "git.example", "ssh://git@git.example:2222/app.git");
+        assert_eq!(ssh.and_then(|l| l.username.as_deref()), Some("bare"));
+    }
+
+    #[test]
+    fn git_starts_with_nothing_of_dockpubs_environment() {
+        let work = Path::new("/tmp/fetch");
+        let env = base_env(work, &GitPolicy::default());
+        let names: Vec<&str> = env.iter().map(|(name, _)| *name).collect();
+        for needed in [
+            "PATH",
+            "HOME",
+            "LC_ALL",
+            "GIT_TERMINAL_PROMPT",
+            "GIT_ALLOW_PROTOCOL",
+        ] {
+            assert!(names.contains(&needed), "{needed} in {names:?}");
+        }
+        let allowed = |name: &str| {
+            name.starts_with("GIT_")
+                || PASSED_THROUGH.contains(&name)
+                || ["PATH", "HOME", "LANG", "LC_ALL"].contains(&name)
+        };
+        assert!(names.iter().all(|name| allowed(name)), "{names:?}");
+        assert!(env.contains(&("HOME", work.into())));
+        assert!(env.contains(&("GIT_ALLOW_PROTOCOL", "https:http:ssh:git".into())));
+    }
+
+    #[test]
+    fn a_login_with_a_port_is_for_that_port_only() {
+        let login = |name: &str| GitHostLogin {
+            username: Some(name.into()),
+            ..GitHostLogin::default()
+        };
+        let policy = GitPolicy {
+            hosts: vec![
+                ("git.example.com".into(), login("any-port")),
+                ("git.example.com:8443".into(), login("8443")),
+                ("[::1]:8080".into(), login("v6")),
+            ],
+            ..GitPolicy::default()
+        };
+        let user = |host: &str, url: &str| {
+            host_login(&policy, host, url).and_then(|login| login.username.clone())
+        };
+        let example = "git.example.com";
+        assert_eq!(
+            user(example, "https://git.example.com:8443/a.git").unwrap(),
+            "8443"
+        );
+        assert_eq!(
+            user(example, "https://git.example.com/a.git").unwrap(),
+            "any-port"
+        );
+        assert_eq!(
+            user(example, "ssh://git@git.example.com:22/a").unwrap(),
+            "any-port"
+        );
+        assert_eq!(
+            user(example, "git@git.example.com:a.git").unwrap(),
+            "any-port"
+        );
+        assert_eq!(user("::1", "http://[::1]:8080/a.git").unwrap(), "v6");
+        assert_eq!(user("::1", "http://[::1]:8081/a.git"), None);
+        assert_eq!(
+            user("other.example.com", "https://other.example.com/a"),
+            None
+        );
+    }
+
+    #[test]
+    fn folder_sizes_count_files_below() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/b/x"), [0u8; 100]).unwrap();
+        std::fs::write(dir.path().join("y"), [0u8; 23]).unwrap();
+        assert_eq!(folder_size(dir.path()), 123);
     }
 }

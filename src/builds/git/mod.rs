@@ -2,21 +2,24 @@
 //! that decides which URLs are allowed), and the one ref fetched with the system
 //! `git` into a temporary folder, then packed as a context archive.
 //!
-//! `git` runs with explicit arguments, never through a shell, with no terminal
-//! prompt, no system or user config, only the allowed protocols, and a deadline
-//! after which its whole process group is killed. A password reaches it through
-//! the environment of an askpass helper, never its arguments.
+//! `git` runs with explicit arguments, never through a shell, with a cleared
+//! environment, no terminal prompt, no system or user config, only the allowed
+//! protocols, a deadline and an idle bound after which its whole process group is
+//! killed, and a bound on what it may write. A password reaches it through the
+//! environment of a credential helper that git runs only for the request's own
+//! scheme, host and port, never its arguments.
 
 mod command;
+mod counted;
 mod fetch;
 mod urls;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::context::{clean_path, ContextUpload};
+use super::context::{clean_path, ContextError, ContextUpload};
 use crate::domain::{GitSource, Secret, TriggeredBy};
-pub use fetch::{fetch, remote_ref};
+pub use fetch::{fetch, list_remote_refs, remote_ref};
 pub(crate) use urls::is_full_sha;
 use urls::{check_ref, check_url};
 
@@ -58,6 +61,9 @@ pub struct GitPolicy {
     /// Hosts `http://` may name besides loopback ones.
     pub insecure_hosts: Vec<String>,
     pub timeout: Duration,
+    /// How long a fetch may go without writing anything (git's progress, objects,
+    /// files) before it is stopped.
+    pub idle_timeout: Duration,
     /// Logins by host name (`[git."HOST"]`), lower-case.
     pub hosts: Vec<(String, GitHostLogin)>,
     /// Fetches (and ref lookups) running at once; more wait for a slot.
@@ -70,6 +76,7 @@ impl Default for GitPolicy {
             allow_file: false,
             insecure_hosts: Vec::new(),
             timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(60),
             hosts: Vec::new(),
             fetch_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(4)),
         }
@@ -91,6 +98,17 @@ pub enum GitError {
     },
     #[error("git did not finish fetching {url} within {secs} s (git_timeout_secs)")]
     Timeout { url: String, secs: u64 },
+    #[error("git made no progress fetching {url} for {secs} s (git_idle_timeout_secs)")]
+    Idle { url: String, secs: u64 },
+    #[error(
+        "fetching {url} wrote more than {limit} bytes (twice max_context_bytes: git's objects \
+         and the checked-out files)"
+    )]
+    TooLarge { url: String, limit: u64 },
+    /// The repository's tree is past a context limit (`max_context_bytes`,
+    /// `max_context_entries`), found while it was written.
+    #[error(transparent)]
+    Context(ContextError),
     /// Our side failed (cannot run git, cannot write the staging folder).
     #[error("cannot fetch from git: {0}")]
     Io(std::io::Error),
@@ -130,6 +148,18 @@ pub fn check(request: GitRequest, policy: &GitPolicy) -> Result<CheckedGit, GitE
     };
     if request.password.is_some() && request.username.is_none() {
         return Err(invalid("git_username", "needed with git_password"));
+    }
+    // They reach git as lines of its credential protocol.
+    let one_line = |value: &str| !value.contains(['\n', '\r', '\0']);
+    if !request.username.as_deref().is_none_or(one_line) {
+        return Err(invalid("git_username", "holds a line break or NUL"));
+    }
+    if !request
+        .password
+        .as_ref()
+        .is_none_or(|p| one_line(p.expose()))
+    {
+        return Err(invalid("git_password", "holds a line break or NUL"));
     }
     Ok(CheckedGit {
         url: request.url,
@@ -188,6 +218,9 @@ mod tests {
             "http://git.example.com/app.git",
             "file:///srv/git/app",
             "https://alice:secret@git.example.com/app.git",
+            "https://ghp_token@github.com/team/app.git",
+            "http://someone@127.0.0.1:8080/app.git",
+            "git://someone@127.0.0.1/app",
             "/srv/git/app",
             "-uhttps://x",
             "ssh://-oProxyCommand=touch/x",
@@ -216,6 +249,59 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("git_password"), "{err}");
+    }
+
+    #[test]
+    fn a_user_name_in_the_url_points_to_the_fields_but_ssh_users_are_fine() {
+        let err = check(
+            request("https://ghp_abc@github.com/app.git"),
+            &GitPolicy::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("git_username"), "{err}");
+        assert!(!err.contains("ghp_abc"), "{err}");
+        for ssh in [
+            "ssh://git@github.com/team/app.git",
+            "git@github.com:team/app.git",
+        ] {
+            assert_eq!(field_of(ssh, &GitPolicy::default()), None, "{ssh}");
+        }
+    }
+
+    #[test]
+    fn logins_are_single_lines() {
+        let with_login = |username: &str, password: &str| GitRequest {
+            username: Some(username.into()),
+            password: Some(Secret::new(password.to_string())),
+            ..request("https://git.example.com/app.git")
+        };
+        let policy = GitPolicy::default();
+        assert!(check(with_login("alice", "pw"), &policy).is_ok());
+        for (username, password, field) in [
+            ("alice\nhost=evil", "pw", "git_username"),
+            ("alice", "pw\nhost=evil", "git_password"),
+            ("alice", "pw\0", "git_password"),
+        ] {
+            match check(with_login(username, password), &policy) {
+                Err(GitError::Invalid { field: got, .. }) => assert_eq!(got, field),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn logins_are_scoped_to_the_exact_origin() {
+        assert_eq!(
+            urls::http_origin("http://127.0.0.1:8080/git/app.git").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(
+            urls::http_origin("HTTPS://git.example.com/app.git?x").as_deref(),
+            Some("https://git.example.com")
+        );
+        assert_eq!(urls::http_origin("ssh://git@h/x"), None);
+        assert_eq!(urls::http_origin("git@h:x"), None);
     }
 
     #[test]

@@ -26,10 +26,20 @@ pub(super) fn check_url(url: &str, policy: &GitPolicy) -> Result<String, GitErro
         Some((userinfo, host)) => (Some(userinfo), host),
         None => (None, authority),
     };
+    let scheme = scheme.to_ascii_lowercase();
     if userinfo.is_some_and(|u| u.contains(':')) {
         return bad(
             "the URL holds a password: send it as 'git_password' (with 'git_username'), \
              which is kept in memory only"
+                .into(),
+        );
+    }
+    // A user name is often a token (`https://ghp_…@host`) and would be stored
+    // and shown with the URL; ssh's user (`ssh://git@host`) is not a secret.
+    if userinfo.is_some() && scheme != "ssh" {
+        return bad(
+            "the URL holds a user name, which may be a token and would be stored with the \
+             build: send it as 'git_username' (with 'git_password'), kept in memory only"
                 .into(),
         );
     }
@@ -38,7 +48,7 @@ pub(super) fn check_url(url: &str, policy: &GitPolicy) -> Result<String, GitErro
         return bad(format!("'{url}' is not a repository URL"));
     }
     let allowed = Ok(host.to_ascii_lowercase());
-    match scheme.to_ascii_lowercase().as_str() {
+    match scheme.as_str() {
         "https" | "ssh" | "git" if !host.is_empty() => allowed,
         "http"
             if is_loopback(host)
@@ -61,6 +71,32 @@ pub(super) fn check_url(url: &str, policy: &GitPolicy) -> Result<String, GitErro
             "'{scheme}://' is not supported (https://, ssh://, git@host:path, git://)"
         )),
     }
+}
+
+/// `scheme://host[:port]` of an `http(s)://` URL, as git matches its
+/// `credential.<url>.*` settings (scheme, host and port exactly); None for other
+/// schemes, which take no password.
+pub(super) fn http_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    Some(format!("{scheme}://{authority}"))
+}
+
+/// The port a `scheme://` URL names, as written; None without one (and for
+/// `user@host:path`).
+pub(super) fn explicit_port(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let port = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:")?.1,
+        None => host_port.split_once(':')?.1,
+    };
+    (!port.is_empty()).then(|| port.to_string())
 }
 
 /// `user@host:path`, as ssh clones are written.

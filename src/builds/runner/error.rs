@@ -28,6 +28,11 @@ pub(super) enum RunError {
         builder: String,
         feature: &'static str,
     },
+    /// A failed build with what its Dockerfile tells of the cause.
+    #[error("{error} ({hint})")]
+    Hinted { error: DockerError, hint: String },
+    #[error("no output and no progress from the daemon for {secs} s (build_idle_timeout_secs): the build was stopped")]
+    Idle { secs: u64 },
     #[error("cancelled")]
     Cancelled,
     #[error("dockpub is shutting down; the build will run again at the next start")]

@@ -19,7 +19,9 @@ mod publish;
 
 use std::sync::Arc;
 
+use super::build_names;
 use super::engine::Engine;
+use super::logs::SecretMask;
 use crate::docker::Slot;
 use crate::domain::{Build, Status};
 use crate::store::Changes;
@@ -29,22 +31,30 @@ use cleanup::clean_up_cancelled;
 use error::RunError;
 use logins::push_login;
 use output::{Outcome, Output};
-use publish::publish;
+use publish::{publish, record_maybe_pushed};
 
 /// Runs `build` on the builder of `slot` until it ends (succeeded, failed,
 /// cancelled, or back to the queue) and records that end.
 pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     let id = build.id;
     let cancel = engine.cancels.token(id);
-    let output = match Output::start(&engine, id).await {
+    let output = match Output::start(&engine, id, slot.builder().name()).await {
         Ok(output) => output,
-        Err(err) => return finish(&engine, &build, Err(err)).await,
+        Err(err) => return finish(&engine, &build, Err(err), &SecretMask::default()).await,
     };
     if build.attempts > 1 {
         output.log.line(format!(
             "dockpub: attempt {} (the previous one was interrupted)",
             build.attempts
         ));
+        // An earlier attempt on this builder may have left its build name.
+        let prefix = build_names::of_build(engine.store.instance(), id);
+        let keep = Some(output.build_reference.as_str());
+        for name in build_names::remove_stale(slot.builder(), &prefix, keep).await {
+            output.log.line(format!(
+                "dockpub: removed {name}, left by the interrupted attempt"
+            ));
+        }
     }
     let lost = slot.lost();
     let result = tokio::select! {
@@ -60,6 +70,9 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     if matches!(result, Err(RunError::Cancelled | RunError::ShuttingDown)) {
         clean_up_cancelled(&engine, id, slot.builder(), &output).await;
     }
+    if result.is_err() && build.push {
+        record_maybe_pushed(&engine, &build, slot.builder(), &output).await;
+    }
     match &result {
         Err(RunError::Cancelled) => output.log.line("dockpub: cancelled".into()),
         Err(err) if err.requeues() => output
@@ -69,16 +82,23 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
         Ok(_) => {}
     }
     output.progress.stop();
+    engine.silences.forget(id);
     // The whole log is stored before the build is seen to end.
-    output.log.finish().await;
+    let mask = output.log.finish().await;
     if !matches!(&result, Err(err) if err.requeues()) {
         slot.record_done();
     }
-    finish(&engine, &build, result).await;
+    finish(&engine, &build, result, &mask).await;
     drop(slot);
 }
 
-async fn finish(engine: &Arc<Engine>, build: &Build, result: Result<Outcome, RunError>) {
+/// `mask`: the secret values the build's log masks, masked in its `error` too.
+async fn finish(
+    engine: &Arc<Engine>,
+    build: &Build,
+    result: Result<Outcome, RunError>,
+    mask: &SecretMask,
+) {
     let id = build.id;
     let first_tag = build.tags.first().cloned();
     let mut publish_locks = None;
@@ -89,7 +109,11 @@ async fn finish(engine: &Arc<Engine>, build: &Build, result: Result<Outcome, Run
                 Status::Succeeded,
                 Changes {
                     image_id: Some(outcome.image_id),
-                    digest: first_tag.and_then(|tag| outcome.digests.get(&tag).cloned()),
+                    // The first tag's, or (when it was left to a later build) any pushed one's: one image.
+                    digest: first_tag
+                        .and_then(|tag| outcome.digests.get(&tag))
+                        .or_else(|| outcome.digests.values().next())
+                        .cloned(),
                     digests: Some(outcome.digests),
                     error: None,
                     platforms: Some(outcome.platforms),
@@ -101,7 +125,7 @@ async fn finish(engine: &Arc<Engine>, build: &Build, result: Result<Outcome, Run
         Err(err) => (
             Status::Failed,
             Changes {
-                error: Some(super::hints::with_hint(err.to_string())),
+                error: Some(super::hints::with_hint(mask.apply(err.to_string()))),
                 ..Changes::default()
             },
         ),

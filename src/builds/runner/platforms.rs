@@ -222,9 +222,14 @@ async fn push_by_digest(
             builder.tag(image_id, repository, &tag).await?;
         }
         builder
-            .push(image_id, repository, &tag, push_login, |update| {
-                output.platform_line(platform, update.line());
-            })
+            .push(
+                image_id,
+                repository,
+                &tag,
+                push_login,
+                engine.settings.push_idle_timeout,
+                |update| output.platform_push_update(platform, &update),
+            )
             .await?
     };
     let registry: &Registry = &engine.settings.registry;
@@ -276,6 +281,8 @@ async fn publish_index(
         .publish_locks
         .lock_all(build.image_references())
         .await;
+    // Where a cancelled run's end is recorded under them, as for one platform.
+    *output.publish_locks.locked() = Some(publish_locks);
     let index = ImageIndex::new(entries);
     let registry = &engine.settings.registry;
     let mut digests = std::collections::BTreeMap::new();
@@ -292,6 +299,11 @@ async fn publish_index(
         digests.insert(tag.clone(), digest);
         note_taken_over(engine, build, builder, &first_image, tag, output).await?;
     }
+    let publish_locks = output
+        .publish_locks
+        .locked()
+        .take()
+        .expect("the publish locks were taken above");
     Ok(Outcome {
         image_id: first_image,
         digests,

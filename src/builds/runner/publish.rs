@@ -10,6 +10,7 @@ use crate::builds::local_tags;
 use crate::docker::{Builder, DockerError};
 use crate::domain::{Build, Credentials, Status};
 use crate::store::{Changes, PublishedTag};
+use crate::sync::Locked;
 
 /// Under the build's publish locks: applies its tags, pushes and confirms them,
 /// and notes whose tags it took over. The locks stay held (in the outcome) until
@@ -27,8 +28,23 @@ pub(super) async fn publish(
         .publish_locks
         .lock_all(build.image_references())
         .await;
+    *output.publish_locks.locked() = Some(publish_locks);
+    let kept_tags;
+    let build = match leave_to_later_trigger_builds(engine, build, output).await? {
+        Some(tags) => {
+            kept_tags = Build {
+                tags,
+                ..build.clone()
+            };
+            &kept_tags
+        }
+        None => build,
+    };
     apply_tags(engine, build, builder, &image_id).await?;
-    let digests = if build.push {
+    let digests = if build.push && build.tags.is_empty() {
+        // Every tag went to later builds of its trigger: nothing to push.
+        BTreeMap::new()
+    } else if build.push {
         push_tags(engine, build, builder, &image_id, push_login, output).await?
     } else {
         for tag in &build.tags {
@@ -36,12 +52,51 @@ pub(super) async fn publish(
         }
         BTreeMap::new()
     };
+    let publish_locks = output
+        .publish_locks
+        .locked()
+        .take()
+        .expect("the publish locks were taken above");
     Ok(Outcome {
         image_id,
         digests,
         publish_locks,
         platforms: Vec::new(),
     })
+}
+
+/// A trigger's pushed build leaves the tags a later build of the same trigger
+/// already pushed (a later event, so a newer commit of the ref): the tags it
+/// keeps, or None when it keeps them all.
+async fn leave_to_later_trigger_builds(
+    engine: &Engine,
+    build: &Build,
+    output: &Output,
+) -> Result<Option<Vec<String>>, RunError> {
+    let trigger = build.source.as_ref().and_then(|s| s.trigger.as_ref());
+    let Some(trigger) = trigger.filter(|_| build.push) else {
+        return Ok(None);
+    };
+    let left = engine
+        .store
+        .leave_tags_to_later_trigger_builds(
+            build.id,
+            build.repository.clone(),
+            trigger.name.clone(),
+            build.tags.clone(),
+        )
+        .await?;
+    if left.is_empty() {
+        return Ok(None);
+    }
+    for (tag, later) in &left {
+        output.log.line(format!(
+            "dockpub: {}:{tag} is left to build {later}, a later build of trigger '{}' that pushed it first",
+            build.repository, trigger.name
+        ));
+    }
+    let kept = build.tags.iter().filter(|tag| !left.contains_key(*tag));
+    Ok(Some(kept.cloned().collect()))
 }
 
 /// The image goes on the record before any tag names it: a delete of another
@@ -97,14 +152,24 @@ async fn push_tags(
     let mut digests = BTreeMap::new();
     for tag in &build.tags {
         let pushed = builder
-            .push(image_id, &build.repository, tag, credentials, |update| {
-                output.progress.push_update(&update);
-                output.log.line(update.line());
-            })
+            .push(
+                image_id,
+                &build.repository,
+                tag,
+                credentials,
+                engine.settings.push_idle_timeout,
+                |update| output.push_update(tag, &update),
+            )
             .await;
         let digest = match pushed {
             Ok(digest) => digest,
-            Err(err) => return Err(taken_over_by(engine, &build.repository, err).await),
+            Err(err) => {
+                if matches!(err, DockerError::RegistryServesOther { .. }) {
+                    // The registry said what it serves: not this push's manifest.
+                    output.pushes.locked().remove(tag);
+                }
+                return Err(taken_over_by(engine, &build.repository, err).await);
+            }
         };
         let reference = format!("{}:{tag}", build.repository);
         output.log.line(format!(
@@ -120,6 +185,55 @@ async fn push_tags(
         }));
     }
     Ok(digests)
+}
+
+/// After a push that did not end confirmed (it failed, was cancelled, or its
+/// builder was lost): every tag whose manifest may have reached the registry
+/// is recorded on this build (`tags_pushed`) and on the builds that had the
+/// tag before (`tag_moved_by`), so the record never claims a tag the registry
+/// may no longer serve. Runs under the build's publish locks, still held.
+pub(super) async fn record_maybe_pushed(
+    engine: &Engine,
+    build: &Build,
+    builder: &Builder,
+    output: &Output,
+) {
+    let Some(image_id) = output.image_id.get() else {
+        return;
+    };
+    for tag in output.tags_maybe_pushed() {
+        let published = PublishedTag {
+            by: build.id,
+            repository: build.repository.clone(),
+            tag: tag.clone(),
+            image_id: image_id.clone(),
+            builder: builder.name().to_string(),
+            pushed: true,
+        };
+        let reference = format!("{}:{tag}", build.repository);
+        match engine.store.record_tag_maybe_pushed(published).await {
+            Ok(moved_from) => {
+                let ids: Vec<String> = moved_from.iter().map(i64::to_string).collect();
+                let earlier = if ids.is_empty() {
+                    String::new()
+                } else {
+                    format!("; build {} no longer says it owns the tag", ids.join(", "))
+                };
+                output.log.line(format!(
+                    "dockpub: the push of {reference} may have reached the registry: it may serve this build's image{earlier}"
+                ));
+            }
+            Err(err) => {
+                log::error!(
+                    "build {}: cannot record that {reference} may have been pushed: {err}",
+                    build.id
+                );
+                output.log.line(format!(
+                    "dockpub: the push of {reference} may have reached the registry, and this could not be recorded: {err}"
+                ));
+            }
+        }
+    }
 }
 
 /// When the registry serves another manifest for the tag, names the build that

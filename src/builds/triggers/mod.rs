@@ -12,7 +12,7 @@ use super::BuildError;
 use crate::domain::{Build, BuildSecret, Secret};
 use crate::store::{StoreError, TriggerDelivery};
 
-pub use push_event::{EventHeaders, HeaderLookup, Pushed};
+pub use push_event::{EventHeaders, Pushed};
 pub use service::TriggerService;
 pub use templates::{RefFacts, RefPattern, Template};
 
@@ -42,6 +42,16 @@ pub struct Trigger {
 }
 
 impl Trigger {
+    /// The error for a ref a run by a non-admin token may not build.
+    fn ref_not_allowed(&self, git_ref: &str) -> TriggerError {
+        let patterns: Vec<&str> = self.refs.iter().map(RefPattern::as_str).collect();
+        TriggerError::RefNotAllowed {
+            name: self.name.clone(),
+            git_ref: git_ref.to_string(),
+            patterns: patterns.join(", "),
+        }
+    }
+
     fn listens_to(&self, git_ref: &str) -> bool {
         self.refs.iter().any(|pattern| pattern.matches(git_ref))
     }
@@ -92,6 +102,12 @@ pub enum TriggerError {
     InvalidRef(String),
     #[error("trigger '{name}' cannot build this ref: {why}")]
     NoTags { name: String, why: String },
+    #[error("trigger '{name}' builds only refs its patterns match ({patterns}), and a commit only as the tip of one; '{git_ref}' is neither (a token with the admin scope may build any ref)")]
+    RefNotAllowed {
+        name: String,
+        git_ref: String,
+        patterns: String,
+    },
     #[error(transparent)]
     Build(#[from] BuildError),
 }
@@ -105,7 +121,8 @@ impl From<StoreError> for TriggerError {
 /// What became of a push event.
 #[derive(Debug)]
 pub enum Received {
-    /// Not a push to a ref the trigger listens to (or a deletion, or a ping).
+    /// Not a push to a ref the trigger listens to (or a deletion, or a ping),
+    /// or a stale one (`stale: …`): the ref is elsewhere now, or gone.
     Ignored(String),
     Built(Build),
     /// A redelivery, or the same commit to the same tags again: the build it made.

@@ -109,6 +109,11 @@ fn buildkit_refusal(err: &bollard::errors::Error) -> Option<String> {
     refused.then(|| message.trim().to_string())
 }
 
+/// A line of the legacy builder's output longer than this (a step printing
+/// without a newline) is cut into lines of this size: the partial line is
+/// never held whole.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+
 /// The daemon sends output in arbitrary pieces; the log wants whole lines.
 #[derive(Default)]
 struct LineSplitter {
@@ -130,6 +135,14 @@ impl LineSplitter {
                 start = end + 1;
             }
             self.partial.drain(..start);
+            while self.partial.len() > MAX_LINE_BYTES {
+                let mut cut = MAX_LINE_BYTES;
+                while !self.partial.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                complete.push(self.partial[..cut].to_string());
+                self.partial.drain(..cut);
+            }
         }
         if let Some(status) = &info.status {
             complete.extend(self.finish());
@@ -193,6 +206,15 @@ mod tests {
         assert_eq!(splitter.finish(), None);
         assert_eq!(splitter.push(&stream("\n\nlast")), vec!["", ""]);
         assert_eq!(splitter.finish(), Some("last".to_string()));
+    }
+
+    #[test]
+    fn a_line_without_end_is_cut_at_the_line_limit() {
+        let mut splitter = LineSplitter::default();
+        let lines = splitter.push(&stream(&"é".repeat(MAX_LINE_BYTES)));
+        assert_eq!(lines.len(), 1);
+        assert!(lines.iter().all(|line| line.len() <= MAX_LINE_BYTES));
+        assert_eq!(splitter.finish().unwrap().len(), MAX_LINE_BYTES);
     }
 
     #[test]

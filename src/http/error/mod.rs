@@ -4,13 +4,14 @@
 //! `{"error":{"code","message"}}` (`v1.rs`); the seed-compatible API in the
 //! Django service's `{"message": ...}` shape (`seed.rs`).
 
+mod codes;
 mod seed;
 mod v1;
 
 use actix_web::http::header::{HeaderName, ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
-use actix_web::http::StatusCode;
 
 use crate::builds::Readiness;
+pub use codes::{ErrorCode, RouteErrors};
 pub use seed::SeedError;
 pub use v1::ErrorBody;
 
@@ -28,6 +29,8 @@ use crate::webhooks::WebhookError;
 const QUEUE_FULL_RETRY_AFTER_SECS: u32 = 10;
 /// And one told that too many uploads arrive at once.
 const UPLOADS_BUSY_RETRY_AFTER_SECS: u32 = 2;
+/// And one told that too many follow builds live.
+const FOLLOWERS_BUSY_RETRY_AFTER_SECS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -55,10 +58,13 @@ pub enum ApiError {
         "the request body sent nothing for {secs} s (upload_idle_timeout_secs); it was dropped"
     )]
     UploadStalled { secs: u64 },
-    #[error("too many uploads are arriving at once (max_concurrent_uploads); try again shortly")]
-    TooManyUploads,
+    /// The setting whose slots are all taken.
+    #[error("too many uploads are arriving at once ({0}); try again shortly")]
+    TooManyUploads(&'static str),
     #[error("malformed multipart body: {0}")]
     BadMultipart(String),
+    #[error("the form has more than {limit} fields, more than a build takes (max_tags_per_build and the limits of the README's \"Limits\")")]
+    TooManyParts { limit: usize },
     #[error("missing field '{0}'")]
     MissingField(&'static str),
     #[error("unknown field '{0}'")]
@@ -97,56 +103,49 @@ impl ApiError {
         }
     }
 
-    /// The status and the code, decided together so they cannot drift apart.
-    fn kind(&self) -> (StatusCode, &'static str) {
+    /// The code, which decides the status, so the two cannot drift apart.
+    fn kind(&self) -> ErrorCode {
         match self {
             ApiError::Build(err) => build_error_kind(err),
             ApiError::Webhook(err) => webhook_error_kind(err),
             ApiError::Trigger(err) => trigger_error_kind(err),
-            ApiError::BadBody(_) => bad_request("invalid_body"),
-            ApiError::NotMultipart(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
+            ApiError::BadBody(_) => ErrorCode::InvalidBody,
+            ApiError::NotMultipart(_) => ErrorCode::UnsupportedMediaType,
             ApiError::TooLarge { .. } | ApiError::ContextTooLarge { .. } => TOO_LARGE,
             ApiError::Staging(err) => io_error_kind(err),
-            ApiError::BadMultipart(_) => bad_request("invalid_multipart"),
-            ApiError::UploadStalled { .. } => (StatusCode::REQUEST_TIMEOUT, "upload_stalled"),
-            ApiError::TooManyUploads => (StatusCode::SERVICE_UNAVAILABLE, "too_many_uploads"),
+            ApiError::BadMultipart(_) => ErrorCode::InvalidMultipart,
+            ApiError::TooManyParts { .. } => ErrorCode::FieldLimit,
+            ApiError::UploadStalled { .. } => ErrorCode::UploadStalled,
+            ApiError::TooManyUploads(_) => ErrorCode::TooManyUploads,
             ApiError::MissingField(_)
             | ApiError::MissingQuery(_)
-            | ApiError::MissingCredentials => bad_request("missing_field"),
-            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::UnknownField(_) => bad_request("unknown_field"),
-            ApiError::InvalidField { .. } => bad_request("invalid_field"),
-            ApiError::InvalidId(_) => bad_request("invalid_id"),
-            ApiError::InvalidQuery(_) => bad_request("invalid_query"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::MissingScope { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::CrossSite(_) => (StatusCode::FORBIDDEN, "cross_site_request"),
-            ApiError::HostNotAllowed(_) => (StatusCode::MISDIRECTED_REQUEST, "host_not_allowed"),
-            ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed { .. } => {
-                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
-            }
+            | ApiError::MissingCredentials => ErrorCode::MissingField,
+            ApiError::NotReady(_) => ErrorCode::Unavailable,
+            ApiError::UnknownField(_) => ErrorCode::UnknownField,
+            ApiError::InvalidField { .. } => ErrorCode::InvalidField,
+            ApiError::InvalidId(_) => ErrorCode::InvalidId,
+            ApiError::InvalidQuery(_) => ErrorCode::InvalidQuery,
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::MissingScope { .. } => ErrorCode::Forbidden,
+            ApiError::CrossSite(_) => ErrorCode::CrossSiteRequest,
+            ApiError::HostNotAllowed(_) => ErrorCode::HostNotAllowed,
+            ApiError::NoRoute => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
         }
     }
 
     /// Our own failure: the client learns only that it happened, and under
     /// which id the log has the detail (SQLite's words and file paths stay here).
     fn is_internal(&self) -> bool {
-        self.kind().0 == StatusCode::INTERNAL_SERVER_ERROR
+        self.kind() == ErrorCode::Internal
     }
 }
 
-const TOO_LARGE: (StatusCode, &str) = (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-const INTERNAL: (StatusCode, &str) = (StatusCode::INTERNAL_SERVER_ERROR, "internal");
-const DISK_FULL: (StatusCode, &str) = (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage");
+const TOO_LARGE: ErrorCode = ErrorCode::PayloadTooLarge;
+const INTERNAL: ErrorCode = ErrorCode::Internal;
+const DISK_FULL: ErrorCode = ErrorCode::InsufficientStorage;
 
-fn bad_request(code: &'static str) -> (StatusCode, &'static str) {
-    (StatusCode::BAD_REQUEST, code)
-}
-
-fn io_error_kind(err: &std::io::Error) -> (StatusCode, &'static str) {
+fn io_error_kind(err: &std::io::Error) -> ErrorCode {
     if err.kind() == std::io::ErrorKind::StorageFull {
         DISK_FULL
     } else {
@@ -154,7 +153,7 @@ fn io_error_kind(err: &std::io::Error) -> (StatusCode, &'static str) {
     }
 }
 
-fn store_error_kind(err: &StoreError) -> (StatusCode, &'static str) {
+fn store_error_kind(err: &StoreError) -> ErrorCode {
     if err.is_disk_full() {
         DISK_FULL
     } else {
@@ -162,69 +161,65 @@ fn store_error_kind(err: &StoreError) -> (StatusCode, &'static str) {
     }
 }
 
-fn build_error_kind(err: &BuildError) -> (StatusCode, &'static str) {
+fn build_error_kind(err: &BuildError) -> ErrorCode {
     match err {
-        BuildError::InvalidDockerfile(_) => bad_request("invalid_dockerfile"),
-        BuildError::InvalidReference(ReferenceError::InvalidTag(_)) => bad_request("invalid_tag"),
-        BuildError::InvalidReference(_) => bad_request("invalid_repository"),
-        BuildError::InvalidOption(_) => bad_request("invalid_option"),
-        BuildError::InvalidContext(ContextError::Io(err)) => io_error_kind(err),
-        BuildError::InvalidContext(
-            ContextError::TooLarge { .. } | ContextError::TooManyEntries { .. },
-        ) => TOO_LARGE,
-        BuildError::InvalidContext(_) => bad_request("invalid_context"),
-        BuildError::InvalidCallback(CallbackError::Invalid(_)) => {
-            bad_request("invalid_callback_url")
+        BuildError::InvalidDockerfile(_) => ErrorCode::InvalidDockerfile,
+        BuildError::InvalidReference(ReferenceError::InvalidTag(_)) => ErrorCode::InvalidTag,
+        BuildError::InvalidReference(_) => ErrorCode::InvalidRepository,
+        BuildError::InvalidOption(_) => ErrorCode::InvalidOption,
+        BuildError::OverLimit(_) => ErrorCode::FieldLimit,
+        BuildError::InvalidContext(err) | BuildError::Git(GitError::Context(err)) => {
+            context_error_kind(err)
         }
+        BuildError::InvalidCallback(CallbackError::Invalid(_)) => ErrorCode::InvalidCallbackUrl,
         BuildError::InvalidCallback(CallbackError::HostNotAllowed { .. }) => {
-            bad_request("callback_not_allowed")
+            ErrorCode::CallbackNotAllowed
         }
-        BuildError::Git(GitError::Invalid { .. }) => bad_request("invalid_git"),
-        BuildError::Git(GitError::Fetch { .. }) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, "git_fetch_failed")
-        }
-        BuildError::Git(GitError::Timeout { .. }) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, "git_timeout")
-        }
+        BuildError::Git(GitError::Invalid { .. }) => ErrorCode::InvalidGit,
+        BuildError::Git(GitError::Fetch { .. }) => ErrorCode::GitFetchFailed,
+        BuildError::Git(GitError::Timeout { .. } | GitError::Idle { .. }) => ErrorCode::GitTimeout,
+        BuildError::Git(GitError::TooLarge { .. }) => TOO_LARGE,
         BuildError::Git(GitError::Io(err)) => io_error_kind(err),
-        BuildError::NoDockerfile => bad_request("missing_field"),
-        BuildError::NotFound(_) => (StatusCode::NOT_FOUND, "build_not_found"),
-        BuildError::NotFinal { .. } | BuildError::EndNotStored { .. } => {
-            (StatusCode::CONFLICT, "build_not_final")
-        }
-        BuildError::AlreadyFinal { .. } => (StatusCode::CONFLICT, "build_final"),
-        BuildError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+        BuildError::NoDockerfile => ErrorCode::MissingField,
+        BuildError::NotFound(_) => ErrorCode::BuildNotFound,
+        BuildError::NotFinal { .. } | BuildError::EndNotStored { .. } => ErrorCode::BuildNotFinal,
+        BuildError::AlreadyFinal { .. } => ErrorCode::BuildFinal,
+        BuildError::QueueFull { .. } => ErrorCode::QueueFull,
+        BuildError::TooManyFollowers { .. } => ErrorCode::TooManyFollowers,
         BuildError::Forbidden(AccessError::ForbiddenRepository { .. }) => {
-            (StatusCode::FORBIDDEN, "forbidden_repository")
+            ErrorCode::ForbiddenRepository
         }
-        BuildError::Forbidden(AccessError::NotOwnBuild { .. }) => {
-            (StatusCode::FORBIDDEN, "forbidden")
-        }
+        BuildError::Forbidden(AccessError::NotOwnBuild { .. }) => ErrorCode::Forbidden,
         BuildError::Store(err) => store_error_kind(err),
-        BuildError::Docker(err) if err.is_unreachable() => {
-            (StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable")
-        }
-        BuildError::Docker(_) => (StatusCode::BAD_GATEWAY, "docker_error"),
+        BuildError::Docker(err) if err.is_unreachable() => ErrorCode::DockerUnavailable,
+        BuildError::Docker(_) => ErrorCode::DockerError,
     }
 }
 
-fn trigger_error_kind(err: &TriggerError) -> (StatusCode, &'static str) {
+fn context_error_kind(err: &ContextError) -> ErrorCode {
     match err {
-        TriggerError::NotFound(_) => (StatusCode::NOT_FOUND, "trigger_not_found"),
-        TriggerError::Unsigned | TriggerError::BadSignature => {
-            (StatusCode::UNAUTHORIZED, "bad_signature")
-        }
-        TriggerError::InvalidPayload(_) => bad_request("invalid_payload"),
-        TriggerError::InvalidRef(_) => bad_request("invalid_field"),
-        TriggerError::NoTags { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "no_tags"),
+        ContextError::Io(err) => io_error_kind(err),
+        ContextError::TooLarge { .. } | ContextError::TooManyEntries { .. } => TOO_LARGE,
+        _ => ErrorCode::InvalidContext,
+    }
+}
+
+fn trigger_error_kind(err: &TriggerError) -> ErrorCode {
+    match err {
+        TriggerError::NotFound(_) => ErrorCode::TriggerNotFound,
+        TriggerError::Unsigned | TriggerError::BadSignature => ErrorCode::BadSignature,
+        TriggerError::InvalidPayload(_) => ErrorCode::InvalidPayload,
+        TriggerError::InvalidRef(_) => ErrorCode::InvalidField,
+        TriggerError::NoTags { .. } => ErrorCode::NoTags,
+        TriggerError::RefNotAllowed { .. } => ErrorCode::Forbidden,
         TriggerError::Build(err) => build_error_kind(err),
     }
 }
 
-fn webhook_error_kind(err: &WebhookError) -> (StatusCode, &'static str) {
+fn webhook_error_kind(err: &WebhookError) -> ErrorCode {
     match err {
-        WebhookError::NotFound(_) => (StatusCode::NOT_FOUND, "delivery_not_found"),
-        WebhookError::StillPending(_) => (StatusCode::CONFLICT, "delivery_pending"),
+        WebhookError::NotFound(_) => ErrorCode::DeliveryNotFound,
+        WebhookError::StillPending(_) => ErrorCode::DeliveryPending,
         WebhookError::Store(err) => store_error_kind(err),
     }
 }
@@ -246,8 +241,11 @@ impl ApiError {
             ApiError::Build(BuildError::QueueFull { .. }) => {
                 vec![(RETRY_AFTER, QUEUE_FULL_RETRY_AFTER_SECS.to_string())]
             }
-            ApiError::TooManyUploads => {
+            ApiError::TooManyUploads(_) => {
                 vec![(RETRY_AFTER, UPLOADS_BUSY_RETRY_AFTER_SECS.to_string())]
+            }
+            ApiError::Build(BuildError::TooManyFollowers { .. }) => {
+                vec![(RETRY_AFTER, FOLLOWERS_BUSY_RETRY_AFTER_SECS.to_string())]
             }
             _ => Vec::new(),
         }
@@ -257,7 +255,7 @@ impl ApiError {
     /// the detail.
     fn log_internal(&self) -> String {
         let request_id = uuid::Uuid::new_v4().to_string();
-        log::error!("request {request_id}: {}: {self}", self.kind().0);
+        log::error!("request {request_id}: {}: {self}", self.kind().status());
         request_id
     }
 }

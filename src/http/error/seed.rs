@@ -24,7 +24,7 @@ impl From<ApiError> for SeedError {
         let status = match err {
             // The old service answered a body that was not a form with 400.
             ApiError::NotMultipart(_) => StatusCode::BAD_REQUEST,
-            _ => err.kind().0,
+            _ => err.kind().status(),
         };
         SeedError {
             status,

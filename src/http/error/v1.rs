@@ -8,11 +8,11 @@ use super::ApiError;
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.kind().0
+        self.kind().status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let (status, code) = self.kind();
+        let (status, code) = (self.kind().status(), self.kind().code());
         let mut response = HttpResponse::build(status);
         for header in self.headers() {
             response.insert_header(header);

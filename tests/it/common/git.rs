@@ -86,9 +86,11 @@ pub struct GitDaemon {
 impl GitDaemon {
     pub fn start(base: &Path) -> GitDaemon {
         let port = free_port();
-        let child = Command::new("git")
+        // `git-daemon` itself: `git daemon` would run it as a child of its own,
+        // which outlives the `git` that Drop kills.
+        let daemon = Path::new(&git(base, &["--exec-path"])).join("git-daemon");
+        let child = Command::new(daemon)
             .args([
-                "daemon",
                 "--reuseaddr",
                 "--export-all",
                 "--informative-errors",
@@ -118,11 +120,36 @@ impl Drop for GitDaemon {
 }
 
 pub fn server_with(config: &str) -> (tempfile::TempDir, Server) {
+    server_with_env(config, &[])
+}
+
+/// As [`server_with`], with these variables in dockpub's environment.
+pub fn server_with_env(config: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
-    let server = Server::start_with(&["--config", path.to_str().unwrap()]);
+    let server = Server::start_with_env(&["--config", path.to_str().unwrap()], env);
     (dir, server)
+}
+
+/// Commits, on a new branch `branch` of `repo`, a submodule at `path` whose
+/// `.gitmodules` URL is `url` (the gitlink names `commit`; nothing is cloned).
+pub fn commit_submodule(repo: &Path, branch: &str, path: &str, url: &str, commit: &str) {
+    git(repo, &["checkout", "-q", "-B", branch, "main"]);
+    let name = format!("submodule.{path}");
+    git(
+        repo,
+        &["config", "-f", ".gitmodules", &format!("{name}.path"), path],
+    );
+    git(
+        repo,
+        &["config", "-f", ".gitmodules", &format!("{name}.url"), url],
+    );
+    let gitlink = format!("160000,{commit},{path}");
+    git(repo, &["update-index", "--add", "--cacheinfo", &gitlink]);
+    git(repo, &["add", ".gitmodules"]);
+    git(repo, &["commit", "-q", "-m", branch]);
+    git(repo, &["checkout", "-q", "main"]);
 }
 
 /// `git http-backend` behind lighttpd on a free loopback port: every

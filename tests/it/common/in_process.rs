@@ -68,23 +68,28 @@ impl InProcess {
 }
 
 /// The settings `dockpub serve` would run with: never the repository's own
-/// ./config.toml, which the test process would otherwise read.
+/// ./config.toml, which the test process would otherwise read (an empty file
+/// unless `extra` names one).
 fn config(dir: &Path, extra: &[&str]) -> Config {
     let file = dir.join("config.toml");
     std::fs::write(&file, "").unwrap();
     let missing_socket = format!("unix://{}", dir.join("no-docker.sock").display());
     let data = dir.join("data");
-    let mut args = vec![
-        "dockpub",
-        "--config",
-        file.to_str().unwrap(),
+    // A test that brings its own config file names it in `extra`.
+    let own_config = match extra.contains(&"--config") {
+        true => vec![],
+        false => vec!["--config", file.to_str().unwrap()],
+    };
+    let mut args = vec!["dockpub"];
+    args.extend(own_config);
+    args.extend([
         "--data-dir",
         data.to_str().unwrap(),
         "--build-network",
         "none",
         "--docker-host",
         &missing_socket,
-    ];
+    ]);
     args.extend(extra);
     let flags = Flags::try_parse_from(args.clone()).unwrap_or_else(|err| panic!("{args:?}: {err}"));
     Config::load(flags.serve).unwrap_or_else(|err| panic!("{args:?}: {err}"))
