@@ -195,6 +195,11 @@ fn two_platforms_are_one_index_at_every_tag_each_naming_its_platforms_image() {
             "{logs}"
         );
     }
+    // A delete takes the record; the registry keeps what was pushed, as for one platform.
+    let deleted = server.delete(&format!("/api/v1/builds/{id}"));
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    assert_eq!(server.get(&format!("/api/v1/builds/{id}")).status(), 404);
+    assert!(served(&repository, "one").is_some());
 }
 
 #[test]
