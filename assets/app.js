@@ -516,8 +516,14 @@ function renderFacts(build) {
   ];
   if (build.started_at) facts.push(["Started", formatTime(build.started_at)]);
   if (build.finished_at) facts.push(["Took", formatDuration(build.started_at || build.created_at, build.finished_at)]);
-  if (build.image_id) facts.push(["Image id", build.image_id]);
-  if (build.digest) facts.push(["Digest", build.digest]);
+  const platforms = build.platforms || [];
+  if (build.options && build.options.platform) facts.push(["Platform", build.options.platform.split(",").join(", ")]);
+  if (build.image_id && platforms.length === 0) facts.push(["Image id", build.image_id]);
+  // Several platforms: the tags name one index, and each platform its own manifest.
+  if (build.digest) facts.push([platforms.length ? "Index digest" : "Digest", build.digest]);
+  for (const { platform, image_id, digest } of platforms) {
+    facts.push([platform, `${digest} (image ${image_id})`]);
+  }
   if (build.builder) facts.push(["Builder", build.builder]);
   if (build.retry_of) facts.push(["Retry of", "#" + build.retry_of, "#/builds/" + build.retry_of]);
   const options = optionsText(build.options || {});

@@ -11,6 +11,7 @@
 //!     builds       the service that composes the layers below
 //!       webhooks   deliveries (also uses store)
 //!       docker     everything bollard
+//!       registry   the registries' own HTTP API (image indexes)
 //!       store      everything SQLite
 //!         domain   the shared types; imports nothing of dockpub
 //! ```
@@ -32,9 +33,13 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["config", "builds", "docker", "store", "webhooks", "domain"],
     ),
     ("config", &["builds", "docker", "webhooks", "domain"]),
-    ("builds", &["docker", "store", "webhooks", "domain"]),
+    (
+        "builds",
+        &["docker", "registry", "store", "webhooks", "domain"],
+    ),
     ("webhooks", &["store", "domain"]),
     ("docker", &["domain"]),
+    ("registry", &["domain"]),
     ("store", &["domain"]),
     ("domain", &[]),
 ];

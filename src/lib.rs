@@ -8,8 +8,9 @@
 //!   and by this file.
 //! - `builds`: the service that composes the layers below: a request checked,
 //!   the queue, the runner, the live state of running builds.
-//! - `docker` (everything bollard), `store` (everything SQLite) and `webhooks`
-//!   (deliveries; the one of the three that may also use `store`).
+//! - `docker` (everything bollard), `registry` (the registries' own HTTP API,
+//!   for image indexes), `store` (everything SQLite) and `webhooks` (deliveries;
+//!   the one of them that may also use `store`).
 //! - `domain`: the types all of them share (build, status and its moves,
 //!   options, logins and secrets, image references, progress, webhook events).
 //!   No I/O, and it imports nothing of dockpub.
@@ -42,6 +43,7 @@ pub(crate) mod http;
 mod layering;
 pub(crate) mod metrics;
 pub(crate) mod named_locks;
+pub(crate) mod registry;
 pub mod store;
 pub(crate) mod sync;
 pub(crate) mod webhooks;
@@ -287,6 +289,7 @@ async fn start(
             max_bytes: config.builds.max_log_bytes,
         },
         config_passwords: config_passwords(&config)?,
+        registry: registry::Registry::new(Duration::from_secs(config.builds.registry_timeout_secs)),
     };
     let retention = Retention {
         days: config.retention.retention_days,

@@ -17,6 +17,8 @@ pub const MAX_BUILD_ARGS: usize = 64;
 /// Request secrets per build (the server's `[secrets]` are not counted).
 pub const MAX_SECRETS: usize = 16;
 pub const MAX_CACHE_SOURCES: usize = 8;
+/// Platforms per build: each is a build of its own, and one entry of its index.
+pub const MAX_PLATFORMS: usize = 4;
 /// A label's or build argument's key.
 pub const MAX_KEY_BYTES: usize = 256;
 /// A label's or build argument's value.

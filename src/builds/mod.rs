@@ -174,6 +174,8 @@ pub struct RunSettings {
     /// Every password the config holds (`[registries]`, `[git."HOST"]`), masked
     /// in build logs.
     pub config_passwords: Vec<Secret>,
+    /// The registries' own API, for the image index of a build of several platforms.
+    pub registry: crate::registry::Registry,
 }
 
 /// What a delete did besides removing the record.

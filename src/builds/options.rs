@@ -107,12 +107,7 @@ impl OptionsRequest {
                 &STAGE,
                 "a stage name such as 'build'",
             )?,
-            platform: matching(
-                "platform",
-                self.platform,
-                &PLATFORM,
-                "os/arch[/variant] such as 'linux/amd64'",
-            )?,
+            platform: platform_list(self.platform)?,
             no_cache: self.no_cache,
             pull: self.pull,
             network: network(self.network, networks)?,
@@ -121,6 +116,33 @@ impl OptionsRequest {
             cache_from: cache_sources(self.cache_from)?,
         })
     }
+}
+
+/// `platform`: one `os/arch[/variant]` or a comma-separated list of them, as
+/// buildx spells it; each once. Kept as written, without spaces. A trigger's
+/// `platform` is checked by the same rule.
+pub fn platform_list(list: Option<String>) -> Result<Option<String>, OptionsError> {
+    let Some(list) = list else { return Ok(None) };
+    let platforms: Vec<&str> = list.split(',').map(str::trim).collect();
+    limits::check_count(
+        "platform",
+        platforms.len(),
+        limits::MAX_PLATFORMS,
+        "platforms",
+    )?;
+    for (n, platform) in platforms.iter().enumerate() {
+        if !is_platform(platform) {
+            return Err(invalid(
+                "platform",
+                format!("'{platform}' is not os/arch[/variant] such as 'linux/amd64'"),
+            )
+            .into());
+        }
+        if platforms[..n].contains(platform) {
+            return Err(invalid("platform", format!("'{platform}' is given twice")).into());
+        }
+    }
+    Ok(Some(platforms.join(",")))
 }
 
 /// `cache_from` images: `repository:tag`, as the `tag` and `repository` fields take them.
@@ -159,6 +181,12 @@ pub fn check_builder(options: &BuildOptions, dockerfile: &str) -> Result<(), Opt
                  refuses host networking",
             ));
         }
+    }
+    if options.is_multi_platform() && !options.buildkit {
+        return Err(invalid(
+            "buildkit",
+            "several platforms need BuildKit; submit them without buildkit=false",
+        ));
     }
     match needs_buildkit(dockerfile) {
         Some(feature) if !options.buildkit => Err(invalid(
@@ -419,6 +447,9 @@ mod tests {
             "linux/arm64/v8/x",
             "linux//v7",
             "",
+            "linux/amd64,",
+            "linux/amd64,linux/amd64",
+            "linux/amd64,linux/arm64,linux/arm/v7,linux/386,linux/s390x",
         ] {
             assert!(!is_platform(bad), "{bad}");
             let request = OptionsRequest {
@@ -428,5 +459,24 @@ mod tests {
             let err = request.validate(&policy(), true).unwrap_err();
             assert_eq!(err.field(), "platform", "{bad}");
         }
+    }
+
+    #[test]
+    fn several_platforms_are_a_comma_separated_list_kept_in_order() {
+        let options = OptionsRequest {
+            platform: Some("linux/arm64, linux/amd64".into()),
+            ..OptionsRequest::default()
+        }
+        .validate(&policy(), true)
+        .unwrap();
+        assert_eq!(options.platform.as_deref(), Some("linux/arm64,linux/amd64"));
+        assert_eq!(options.platforms(), ["linux/arm64", "linux/amd64"]);
+        assert!(options.is_multi_platform());
+        let legacy = BuildOptions {
+            buildkit: false,
+            ..options
+        };
+        let err = check_builder(&legacy, "FROM scratch\n").unwrap_err();
+        assert_eq!(err.field, "buildkit");
     }
 }

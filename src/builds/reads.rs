@@ -67,10 +67,17 @@ impl BuildService {
         if build.status != Status::Queued {
             return None;
         }
-        waiting::waiting_for(
-            &self.engine.pool.statuses(),
-            build.options.platform.as_deref(),
-        )
+        let statuses = self.engine.pool.statuses();
+        let platforms = build.options.platforms();
+        if platforms.is_empty() {
+            return waiting::waiting_for(&statuses, None);
+        }
+        // A build of several platforms starts once a builder for any of them is free.
+        let waits: Vec<String> = platforms
+            .iter()
+            .map(|platform| waiting::waiting_for(&statuses, Some(platform)))
+            .collect::<Option<_>>()?;
+        Some(waits.join("; "))
     }
 
     /// Whether a build's JSON changes without a write to the store: a running

@@ -61,7 +61,7 @@ impl BuildService {
             .transpose()?;
         let dockerfile_field = options.dockerfile.clone();
         let mut build_options = options.validate(&self.limits.networks, self.limits.buildkit)?;
-        self.check_platform(&build_options)?;
+        self.check_platform(&build_options, push)?;
         let secrets = secrets::request_secrets(secrets)?;
         build_options.secrets = secrets.iter().map(|s| s.id.clone()).collect();
         // Before a fetch: the git labels added later are checked at enqueue.
@@ -371,17 +371,27 @@ impl BuildService {
 
     /// A platform that no builder has, or could have, is refused now rather
     /// than left waiting in the queue forever.
-    fn check_platform(&self, options: &BuildOptions) -> Result<(), BuildError> {
-        let Some(platform) = &options.platform else {
-            return Ok(());
-        };
-        match waiting::unschedulable_platform(&self.engine.pool.statuses(), platform) {
-            Some(message) => Err(OptionError {
+    /// Several platforms are pushed as one index: a build-only run has nowhere
+    /// to keep it.
+    fn check_platform(&self, options: &BuildOptions, push: bool) -> Result<(), BuildError> {
+        let refuse = |message: String| -> BuildError {
+            OptionError {
                 field: "platform",
                 message,
             }
-            .into()),
-            None => Ok(()),
+            .into()
+        };
+        if options.is_multi_platform() && !push {
+            return Err(refuse(
+                "several platforms are pushed as one image index: they need push=true".into(),
+            ));
         }
+        let statuses = self.engine.pool.statuses();
+        for platform in options.platforms() {
+            if let Some(message) = waiting::unschedulable_platform(&statuses, platform) {
+                return Err(refuse(message));
+            }
+        }
+        Ok(())
     }
 }

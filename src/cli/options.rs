@@ -21,7 +21,8 @@ pub(crate) struct BuildOptionArgs {
     /// Stage to build in a multi-stage Dockerfile
     #[arg(long)]
     pub(crate) target: Option<String>,
-    /// Platform to build for, os/arch[/variant], e.g. linux/amd64
+    /// Platform to build for, os/arch[/variant], e.g. linux/amd64; several
+    /// comma-separated (linux/amd64,linux/arm64) push one image index
     #[arg(long)]
     pub(crate) platform: Option<String>,
     /// Build every step anew

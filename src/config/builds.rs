@@ -52,6 +52,9 @@ pub struct BuildSection {
     pub max_log_lines: u64,
     /// Bytes of a build's log kept, as `max_log_lines`.
     pub max_log_bytes: u64,
+    /// One request to a registry's own API (reading or putting a
+    /// multi-platform build's image index) taking longer fails.
+    pub registry_timeout_secs: u64,
 }
 
 impl Default for BuildSection {
@@ -71,6 +74,7 @@ impl Default for BuildSection {
             max_tags_per_build: DEFAULT_MAX_TAGS,
             max_log_lines: 100_000,
             max_log_bytes: 64 * 1024 * 1024,
+            registry_timeout_secs: 60,
         }
     }
 }
@@ -120,6 +124,9 @@ pub struct BuildFlags {
     /// Bytes of a build's log kept; the rest of its output is dropped [default: 64 MiB]
     #[arg(long, env = "DOCKPUB_MAX_LOG_BYTES")]
     pub max_log_bytes: Option<u64>,
+    /// Seconds one request to a registry's API may take (image indexes) [default: 60]
+    #[arg(long, env = "DOCKPUB_REGISTRY_TIMEOUT_SECS")]
+    pub registry_timeout_secs: Option<u64>,
 }
 
 impl Section for BuildSection {
@@ -129,6 +136,7 @@ impl Section for BuildSection {
             ("build_idle_timeout_secs", self.build_idle_timeout_secs),
             ("push_idle_timeout_secs", self.push_idle_timeout_secs),
             ("cache_import_timeout_secs", self.cache_import_timeout_secs),
+            ("registry_timeout_secs", self.registry_timeout_secs),
             ("max_queued_builds", self.max_queued_builds as u64),
             ("max_log_lines", self.max_log_lines),
             ("max_log_bytes", self.max_log_bytes),

@@ -34,6 +34,8 @@ pub struct TriggerEntry {
     /// `NAME=VALUE`, as the API's `build_arg` field.
     #[serde(default)]
     pub build_args: Vec<String>,
+    /// `os/arch[/variant]`, or several comma-separated, as the API's `platform`.
+    pub platform: Option<String>,
     pub buildkit: Option<bool>,
     #[serde(default = "yes")]
     pub push: bool,
@@ -161,6 +163,8 @@ impl TriggerEntry {
             .iter()
             .map(|r| RefPattern::parse(r).map_err(|why| invalid(format!("refs: {why}"))))
             .collect::<Result<_, _>>()?;
+        let platform = crate::builds::options::platform_list(self.platform.clone())
+            .map_err(|err| invalid(err.to_string()))?;
         let template = |text: &str| Template::parse(text).map_err(&invalid);
         if self.tags.is_empty() {
             return Err(invalid("tags is empty".into()));
@@ -198,6 +202,7 @@ impl TriggerEntry {
             git_subdir: self.git_subdir.clone(),
             git_submodules: self.git_submodules,
             build_args: self.build_args.clone(),
+            platform,
             buildkit: self.buildkit,
             push: self.push,
             secrets,

@@ -7,6 +7,7 @@ mod build_status;
 mod buildkit_session;
 mod events;
 mod health;
+mod image_builder;
 mod pool;
 mod push;
 mod secret_build;
@@ -23,6 +24,7 @@ use crate::sync::Locked;
 
 pub use events::BuildEvent;
 pub use health::spawn_health_checks;
+pub use image_builder::ImageBuilder;
 pub use pool::{BuilderPool, BuilderStatus, Slot};
 pub use spec::{BuildSource, BuildSpec};
 

@@ -148,6 +148,29 @@ impl BuilderPool {
             .collect()
     }
 
+    /// A free slot on a builder that is up and offers `platform`, for one
+    /// platform of a build of several (the build's own slot is elsewhere).
+    pub fn free_slot_for(&self, platform: &str) -> Option<Slot> {
+        let mut offering: Vec<&Arc<Member>> = self
+            .members
+            .iter()
+            .filter(|m| {
+                let health = m.health();
+                health.up && health.platforms.iter().any(|p| p == platform)
+            })
+            .collect();
+        offering.sort_by_key(|m| (std::cmp::Reverse(m.slots.available_permits()), m.running()));
+        offering.into_iter().find_map(|member| {
+            let permit = member.slots.clone().try_acquire_owned().ok()?;
+            Some(Slot {
+                member: member.clone(),
+                permit: Some(permit),
+                changed: self.changed.clone(),
+                wake_on_drop: true,
+            })
+        })
+    }
+
     pub fn statuses(&self) -> Vec<BuilderStatus> {
         self.members.iter().map(|m| m.status()).collect()
     }
@@ -350,6 +373,24 @@ mod tests {
         assert_eq!(on_a.builder().name(), "a");
         // a: 1 free, 1 running; b: 1 free, 0 running.
         assert_eq!(first_free(&pool).unwrap().builder().name(), "b");
+    }
+
+    #[test]
+    fn a_platform_slot_comes_from_a_builder_offering_it() {
+        let pool = pool_of(vec![config("x86", 1), config("pi", 1)]);
+        pool.members()[0].mark_up(Some(vec!["linux/amd64".into()]));
+        pool.members()[1].mark_up(Some(vec!["linux/arm64".into()]));
+        let arm = pool.free_slot_for("linux/arm64").unwrap();
+        assert_eq!(arm.builder().name(), "pi");
+        assert!(
+            pool.free_slot_for("linux/arm64").is_none(),
+            "pi has one slot"
+        );
+        assert!(pool.free_slot_for("linux/s390x").is_none());
+        assert_eq!(
+            pool.free_slot_for("linux/amd64").unwrap().builder().name(),
+            "x86"
+        );
     }
 
     #[tokio::test]

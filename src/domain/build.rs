@@ -61,6 +61,9 @@ pub struct Build {
     pub attempts: u32,
     /// Per tag a later build took over: that build's id. See README, "Same tag".
     pub tag_moved_by: BTreeMap<String, i64>,
+    /// For a build of several platforms: each platform's image and the digest
+    /// of its manifest, named by the index that `digests` holds. Empty otherwise.
+    pub platforms: Vec<PlatformImage>,
     /// The name of the API token that submitted it; None when tokens were off.
     pub submitted_by: Option<String>,
     /// The repository and commit its context was fetched from; None for uploads.
@@ -84,7 +87,9 @@ pub struct BuildOptions {
     pub labels: BTreeMap<String, String>,
     /// The stage of a multi-stage Dockerfile to build; None builds the last one.
     pub target: Option<String>,
-    /// The platform to build for, `os/arch[/variant]`; None means the builder's own.
+    /// The platforms to build for, `os/arch[/variant]`, comma-separated
+    /// (`linux/amd64,linux/arm64`); None means the builder's own. Several make
+    /// one image per platform, pushed as one image index.
     pub platform: Option<String>,
     /// Every step built anew, without the layer cache.
     pub no_cache: bool,
@@ -100,6 +105,32 @@ pub struct BuildOptions {
     /// Images whose layers the build may reuse (besides its own tags, with
     /// `registry_cache`).
     pub cache_from: Vec<String>,
+}
+
+/// One platform's image of a multi-platform build, as its index names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlatformImage {
+    /// `os/arch[/variant]`, as the request wrote it.
+    pub platform: String,
+    /// The image built for it (its config digest in the registry).
+    pub image_id: String,
+    /// The digest of its manifest in the registry.
+    pub digest: String,
+}
+
+impl BuildOptions {
+    /// The requested platforms, in the request's order; empty for the builder's own.
+    pub fn platforms(&self) -> Vec<&str> {
+        self.platform
+            .as_deref()
+            .map(|list| list.split(',').collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the build makes one image per platform and pushes an index.
+    pub fn is_multi_platform(&self) -> bool {
+        self.platforms().len() > 1
+    }
 }
 
 impl Build {

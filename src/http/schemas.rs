@@ -29,6 +29,8 @@ pub struct SubmitForm {
     /// Repeatable `KEY=VALUE`
     label: Option<Vec<String>>,
     target: Option<String>,
+    /// `os/arch[/variant]`, or several comma-separated (`linux/amd64,linux/arm64`,
+    /// at most 4): one image per platform, pushed as one OCI image index
     platform: Option<String>,
     no_cache: Option<bool>,
     pull: Option<bool>,

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{Build, BuildOptions, GitSource, Progress, Status, Timestamp, TriggeredBy};
+use crate::domain::{
+    Build, BuildOptions, GitSource, PlatformImage, Progress, Status, Timestamp, TriggeredBy,
+};
 
 /// A build, as every v1 route shows it.
 #[derive(Serialize, ToSchema)]
@@ -16,10 +18,15 @@ pub struct BuildView<'a> {
     repository: &'a str,
     tags: &'a [String],
     push: bool,
+    /// The image built; for several platforms, the first platform's (see `platforms`).
     image_id: Option<&'a str>,
-    /// The first tag's digest (older clients read this one).
+    /// The first tag's digest (older clients read this one); for several
+    /// platforms, the image index's digest.
     digest: Option<&'a str>,
     digests: &'a BTreeMap<String, String>,
+    /// For a build of several platforms: each platform's image and the digest
+    /// of its manifest, as the index under every tag names them; empty otherwise.
+    platforms: &'a [PlatformImage],
     options: &'a BuildOptions,
     error: Option<&'a str>,
     created_at: String,
@@ -108,6 +115,7 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             image_id: build.image_id.as_deref(),
             digest: build.digest.as_deref(),
             digests: &build.digests,
+            platforms: &build.platforms,
             options: &build.options,
             error: build.error.as_deref(),
             created_at: build.created_at.to_rfc3339(),

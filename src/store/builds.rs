@@ -267,7 +267,7 @@ pub(super) fn transition(
     if allowed.is_empty() {
         return Ok(None);
     }
-    let placeholders: Vec<String> = (8..8 + allowed.len()).map(|n| format!("?{n}")).collect();
+    let placeholders: Vec<String> = (9..9 + allowed.len()).map(|n| format!("?{n}")).collect();
     let placeholders = placeholders.join(", ");
     let finals = final_statuses();
     let sql = format!(
@@ -283,11 +283,13 @@ pub(super) fn transition(
                 ELSE built_at END,
             finished_at = CASE WHEN ?1 IN ({finals}) THEN ?5 ELSE NULL END,
             digests = CASE WHEN ?1 = 'queued' THEN '{{}}' ELSE COALESCE(?7, digests) END,
+            platforms = CASE WHEN ?1 = 'queued' THEN '[]' ELSE COALESCE(?8, platforms) END,
             builder = CASE WHEN ?1 = 'queued' THEN NULL ELSE builder END,
             tags_pushed = CASE WHEN ?1 = 'succeeded' THEN '[]' ELSE tags_pushed END
          WHERE id = ?6 AND status IN ({placeholders})"
     );
     let digests = changes.digests.as_ref().map(rows::to_json);
+    let platforms = changes.platforms.as_ref().map(rows::to_json);
     let mut values: Vec<&dyn rusqlite::ToSql> = vec![
         &status,
         &changes.image_id,
@@ -296,6 +298,7 @@ pub(super) fn transition(
         &now,
         &id,
         &digests,
+        &platforms,
     ];
     values.extend(allowed.iter().map(|s| s as &dyn rusqlite::ToSql));
     let updated = conn.execute(&sql, values.as_slice())?;

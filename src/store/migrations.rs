@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/008_git_source.sql"),
     include_str!("migrations/009_trigger_deliveries.sql"),
     include_str!("migrations/010_tags_pushed.sql"),
+    include_str!("migrations/011_platforms.sql"),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {

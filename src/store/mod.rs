@@ -106,6 +106,8 @@ pub struct Changes {
     pub digests: Option<BTreeMap<String, String>>,
     /// Why the build failed, as the user should read it.
     pub error: Option<String>,
+    /// Each platform's image and manifest, for a build of several platforms.
+    pub platforms: Option<Vec<crate::domain::PlatformImage>>,
 }
 
 /// Which builds a list returns, newest first.

@@ -11,7 +11,7 @@ use crate::domain::{Build, Status, Timestamp};
 
 impl Store {
     /// Moves the oldest queued build that `builder` can run (one that asks for no
-    /// platform, or for one of `platforms`) to `building` on it, counting the
+    /// platform, or for at least one of `platforms`) to `building` on it, counting the
     /// attempt; None when no such build waits.
     pub async fn claim_next_queued(
         &self,
@@ -23,9 +23,13 @@ impl Store {
             let platforms = rows::to_json(&platforms);
             let id: Option<i64> = tx
                 .query_row(
+                    // A build of several platforms (`a,b`) goes to a builder that
+                    // offers one of them; the run finds builders for the others.
                     "SELECT id FROM builds WHERE status = 'queued'
                        AND (json_extract(options, '$.platform') IS NULL
-                            OR json_extract(options, '$.platform') IN (SELECT value FROM json_each(?1)))
+                            OR EXISTS (SELECT 1 FROM json_each(?1) WHERE instr(
+                                ',' || json_extract(options, '$.platform') || ',',
+                                ',' || value || ',') > 0))
                      ORDER BY id LIMIT 1",
                     [platforms],
                     |row| row.get(0),

@@ -7,7 +7,7 @@ use crate::domain::{Build, Timestamp};
 
 pub const BUILD_COLUMNS: &str = "id, status, repository, tags, push, registry_username, image_id, \
      digest, error, created_at, started_at, built_at, finished_at, retry_of, options, digests, context_dockerfile, \
-     callback_url, builder, attempts, tag_moved_by, submitted_by, source, tags_pushed";
+     callback_url, builder, attempts, tag_moved_by, submitted_by, source, tags_pushed, platforms";
 
 /// Reads one row; the outer error is SQLite's, the inner one a row that does not parse.
 pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreError>> {
@@ -21,6 +21,7 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
     let tag_moved_by: String = row.get(20)?;
     let source: Option<String> = row.get(22)?;
     let tags_pushed: String = row.get(23)?;
+    let platforms: String = row.get(24)?;
     let parsed = (|| {
         let corrupt = |what: &str| StoreError::Corrupt(format!("build {id}: {what}"));
         let [started_at, built_at, finished_at] = times.map(|t| t.as_deref().map(Timestamp::parse));
@@ -56,6 +57,7 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
             tag_moved_by: serde_json::from_str(&tag_moved_by)
                 .map_err(|_| corrupt("bad tag_moved_by"))?,
             submitted_by: row.get(21)?,
+            platforms: serde_json::from_str(&platforms).map_err(|_| corrupt("bad platforms"))?,
             source: source
                 .map(|text| serde_json::from_str(&text))
                 .transpose()

@@ -1,5 +1,5 @@
 use super::*;
-use crate::domain::{BuildOptions, LogLine, NewBuild, TagPlan, Timestamp};
+use crate::domain::{BuildOptions, LogLine, NewBuild, PlatformImage, TagPlan, Timestamp};
 
 pub(super) fn new_build(n: usize) -> NewBuild {
     NewBuild {
@@ -142,6 +142,46 @@ async fn a_builder_claims_only_builds_for_its_platforms_and_counts_attempts() {
         .unwrap()
         .unwrap();
     assert_eq!((requeued.builder, requeued.attempts), (None, 1));
+}
+
+#[tokio::test]
+async fn a_build_of_several_platforms_goes_to_a_builder_offering_one_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut both = new_build(0);
+    both.options.platform = Some("linux/amd64,linux/arm64".into());
+    let both = store.insert_build(both, 10, |_| {}).await.unwrap();
+    for (builder, offers) in [("s390", "linux/s390x"), ("arm", "linux/arm")] {
+        let claimed = store
+            .claim_next_queued(builder.into(), vec![offers.into()])
+            .await
+            .unwrap();
+        assert!(
+            claimed.is_none(),
+            "{builder} claimed a build it offers no platform of"
+        );
+    }
+    let claimed = store
+        .claim_next_queued("pi".into(), vec!["linux/arm64".into()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, both.id);
+    let platforms = vec![PlatformImage {
+        platform: "linux/arm64".into(),
+        image_id: "sha256:aa".into(),
+        digest: "sha256:bb".into(),
+    }];
+    let changes = Changes {
+        platforms: Some(platforms.clone()),
+        ..Changes::default()
+    };
+    let ended = store
+        .transition(both.id, None, Status::Succeeded, changes)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.platforms, platforms);
 }
 
 #[tokio::test]

@@ -29,6 +29,7 @@ mod head;
 mod live;
 mod metrics;
 mod openapi;
+mod platforms;
 mod readme;
 mod reads;
 mod recovery;

@@ -935,3 +935,63 @@ fn a_build_that_never_started_says_why_instead_of_an_empty_log() {
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
 }
+
+#[test]
+fn the_page_shows_each_platforms_image_and_the_index_digest() {
+    let env = TestEnv::get();
+    let base = std::env::var("DOCKPUB_TEST_PLATFORM_BASE")
+        .expect("DOCKPUB_TEST_PLATFORM_BASE: run the tests through scripts/test");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let host = std::env::var("DOCKER_HOST").unwrap_or("unix:///var/run/docker.sock".into());
+    std::fs::write(
+        &config,
+        format!(
+            "[[builders]]\nname = \"local\"\nhost = \"{host}\"\n\
+             platforms = [\"linux/amd64\", \"linux/arm64\"]\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let dockerfile = format!("FROM {base}\nRUN echo {} > /id\n", unique("web-platforms"));
+    let form = reqwest::blocking::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(dockerfile.into_bytes())
+                .file_name("Dockerfile"),
+        )
+        .text("platform", "linux/amd64,linux/arm64")
+        .text(
+            "repository",
+            format!("{}/{}", env.registry, unique("web-platforms")),
+        );
+    let id = server.submit(form);
+    let build = server.wait_final(id, BUILD_TIME);
+    assert_eq!(build["status"], "succeeded", "{build}");
+
+    let browser = Browser::start();
+    browser.goto(&server.url(&format!("/#/builds/{id}")));
+    let facts = browser.wait_for(
+        "the build's platforms",
+        Duration::from_secs(20),
+        "const t = document.getElementById('build-facts').innerText; \
+         return t.includes('linux/arm64') && t.includes('Index digest') ? t : null;",
+    );
+    let facts = facts.as_str().unwrap();
+    assert!(facts.contains(build["digest"].as_str().unwrap()), "{facts}");
+    for platform in build["platforms"].as_array().unwrap() {
+        assert!(
+            facts.contains(platform["digest"].as_str().unwrap()),
+            "{facts}"
+        );
+        assert!(
+            facts.contains(platform["image_id"].as_str().unwrap()),
+            "{facts}"
+        );
+    }
+    assert!(
+        browser.console_errors().is_empty(),
+        "{:?}",
+        browser.console_errors()
+    );
+}

@@ -30,7 +30,9 @@ pub(super) async fn judge_the_builder(
 ) -> Result<Outcome, RunError> {
     let result = blame_a_vanished_builder(result, slot.builder()).await;
     if let Err(err) = &result {
-        if err.lost_builder() {
+        // A platform of several may have run on another builder: its own
+        // health check tells the pool.
+        if err.lost_builder() && !matches!(err, RunError::Platform { .. }) {
             slot.report_lost(err.to_string());
         }
     }

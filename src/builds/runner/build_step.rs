@@ -11,9 +11,17 @@ use crate::builds::engine::Engine;
 use crate::builds::hints::dockerfile_hint;
 use crate::builds::options::needs_buildkit;
 use crate::builds::secrets::{self, mounts_secrets};
-use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder, DockerError};
-use crate::domain::{Build, BuildSecret, Credentials};
+use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder, DockerError, ImageBuilder};
+use crate::domain::{Build, BuildOptions, BuildSecret, Credentials};
 use crate::sync::Locked;
+use std::borrow::Cow;
+
+/// Where one build step's image goes: a name of the build's own and, for one
+/// platform of a build of several, that platform.
+pub(super) struct StepTarget<'a> {
+    pub(super) reference: &'a str,
+    pub(super) platform: Option<&'a str>,
+}
 
 /// Builds under the build's own name (see [`Output::build_reference`]). Returns
 /// the image id.
@@ -23,6 +31,25 @@ pub(super) async fn build_image(
     builder: &Builder,
     push_login: Option<&Credentials>,
     output: &Output,
+) -> Result<String, RunError> {
+    let target = StepTarget {
+        reference: &output.build_reference,
+        platform: None,
+    };
+    let image_id = build_step(engine, build, builder, push_login, output, &target).await?;
+    let _ = output.image_id.set(image_id.clone());
+    Ok(image_id)
+}
+
+/// Builds the image of `target` on `builder`, asking for it through the
+/// [`ImageBuilder`] seam. Returns the image id.
+pub(super) async fn build_step(
+    engine: &Engine,
+    build: &Build,
+    builder: &Builder,
+    push_login: Option<&Credentials>,
+    output: &Output,
+    target: &StepTarget<'_>,
 ) -> Result<String, RunError> {
     let dockerfile = engine.store.read_dockerfile(build.id).await?;
     let context_path = engine.store.files().context_path(build.id);
@@ -45,31 +72,41 @@ pub(super) async fn build_image(
     output.mask_logins(pull_logins.iter().map(|(_, login)| login));
     let secrets = build_secrets(engine, build, &dockerfile)?;
     let mut cache_from = cache_sources(engine, build, buildkit);
+    let options = match target.platform {
+        Some(platform) => Cow::Owned(BuildOptions {
+            platform: Some(platform.to_string()),
+            ..build.options.clone()
+        }),
+        None => Cow::Borrowed(&build.options),
+    };
     let image_id = loop {
         let spec = BuildSpec {
             source: source(),
-            reference: &output.build_reference,
-            options: &build.options,
+            reference: target.reference,
+            options: &options,
             pull_logins: &pull_logins,
             secrets: &secrets,
             cache_from: &cache_from,
             inline_cache: buildkit && engine.settings.registry_cache,
             timeout: engine.settings.build_timeout,
         };
-        match build_once(engine, build, builder, spec, output, &dockerfile, buildkit).await? {
+        let built = build_once(engine, build, builder, spec, output, target, &dockerfile).await?;
+        match built {
             Built::Image(image_id) => break image_id,
             Built::CacheImportStalled(stalled) => {
-                output.log.line(format!(
-                    "dockpub: importing the cache from {stalled} made no progress for {} s \
+                output.line_of(
+                    target.platform,
+                    format!(
+                        "dockpub: importing the cache from {stalled} made no progress for {} s \
                      (cache_import_timeout_secs); building again without it",
-                    engine.settings.cache_import_timeout.as_secs()
-                ));
+                        engine.settings.cache_import_timeout.as_secs()
+                    ),
+                );
                 cache_from.retain(|source| *source != stalled);
             }
         }
     };
-    let _ = output.image_id.set(image_id.clone());
-    output.log.line(format!("dockpub: built {image_id}"));
+    output.line_of(target.platform, format!("dockpub: built {image_id}"));
     Ok(image_id)
 }
 
@@ -88,18 +125,23 @@ async fn build_once(
     builder: &Builder,
     spec: BuildSpec<'_>,
     output: &Output,
+    target: &StepTarget<'_>,
     dockerfile: &str,
-    buildkit: bool,
 ) -> Result<Built, RunError> {
+    let buildkit = builder.runs_buildkit(build.options.buildkit);
     let fell_back = std::sync::atomic::AtomicBool::new(false);
     let imports = CacheImports::default();
-    let building = builder.build(spec, |event| {
+    let mut on_event = |event: BuildEvent| {
         if matches!(event, BuildEvent::FellBackToLegacy { .. }) {
             fell_back.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         imports.note(&event);
-        output.build_event(event)
-    });
+        match target.platform {
+            Some(platform) => output.platform_event(platform, event),
+            None => output.build_event(event),
+        }
+    };
+    let building = ImageBuilder::build_image(builder, spec, &mut on_event);
     let idle = engine.settings.build_idle_timeout;
     let built = tokio::select! {
         built = building => built,
@@ -110,6 +152,13 @@ async fn build_once(
     };
     if fell_back.into_inner() {
         record_builder_kind(engine, build, false).await;
+        if target.platform.is_some() {
+            // The legacy builder may build the host's platform instead.
+            return Err(RunError::NeedsBuildkit {
+                builder: builder.name().to_string(),
+                feature: "one platform of several",
+            });
+        }
     }
     let image_id = built.map_err(|err| with_dockerfile_hint(err, dockerfile, buildkit))?;
     Ok(Built::Image(image_id))

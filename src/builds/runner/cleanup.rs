@@ -23,6 +23,7 @@ pub(super) async fn clean_up_cancelled(
         }
     }
     output.remove_build_reference(builder).await;
+    super::platforms::remove_platform_references(output).await;
     remove_own_tags(engine, id, builder, output).await;
 }
 

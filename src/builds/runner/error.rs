@@ -4,6 +4,7 @@
 use crate::builds::credentials::CredentialError;
 use crate::docker::DockerError;
 use crate::domain::Status;
+use crate::registry::RegistryError;
 use crate::store::StoreError;
 
 /// Why a run did not succeed; [`RunError::requeues`] tells a failure from a
@@ -44,6 +45,18 @@ pub(super) enum RunError {
     /// from outside dockpub): the registry does not serve this build's image.
     #[error("{taken}{}", pushed_by(*.by))]
     TagTakenOver { taken: DockerError, by: Option<i64> },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// One platform of a build of several failed; the others were stopped.
+    #[error("platform {platform}: {source}")]
+    Platform {
+        platform: String,
+        source: Box<RunError>,
+    },
+    #[error(
+        "no builder offering the platform had a free slot within {secs} s (build_timeout_secs)"
+    )]
+    NoSlotFor { secs: u64 },
 }
 
 fn pushed_by(build: Option<i64>) -> String {
@@ -56,6 +69,7 @@ impl RunError {
         match self {
             RunError::ShuttingDown | RunError::BuilderLost { .. } => true,
             RunError::Docker(err) => err.is_unreachable(),
+            RunError::Platform { source, .. } => source.requeues(),
             _ => false,
         }
     }
@@ -63,6 +77,9 @@ impl RunError {
     /// The builder was lost, not the build's own fault: it counts towards
     /// [`super::attempts::MAX_ATTEMPTS`]. A shutdown does not.
     pub(super) fn lost_builder(&self) -> bool {
-        self.requeues() && !matches!(self, RunError::ShuttingDown)
+        match self {
+            RunError::Platform { source, .. } => source.lost_builder(),
+            _ => self.requeues() && !matches!(self, RunError::ShuttingDown),
+        }
     }
 }

@@ -14,6 +14,7 @@ mod cleanup;
 mod error;
 mod logins;
 mod output;
+mod platforms;
 mod publish;
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use super::build_names;
 use super::engine::Engine;
 use super::logs::SecretMask;
-use crate::docker::{Builder, Slot};
+use crate::docker::Slot;
 use crate::domain::{Build, Status};
 use crate::store::Changes;
 use attempts::{judge_the_builder, lost_builder};
@@ -57,7 +58,7 @@ pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     }
     let lost = slot.lost();
     let result = tokio::select! {
-        result = execute(&engine, &build, slot.builder(), &output) => result,
+        result = execute(&engine, &build, &slot, &output) => result,
         () = cancel.cancelled() => Err(RunError::Cancelled),
         () = engine.interrupting.cancelled() => Err(RunError::ShuttingDown),
         () = lost.cancelled() => Err(lost_builder(slot.builder(), "the health check failed")),
@@ -115,6 +116,7 @@ async fn finish(
                         .cloned(),
                     digests: Some(outcome.digests),
                     error: None,
+                    platforms: Some(outcome.platforms),
                 },
             )
         }
@@ -147,10 +149,15 @@ async fn finish(
 async fn execute(
     engine: &Engine,
     build: &Build,
-    builder: &Builder,
+    slot: &Slot,
     output: &Output,
 ) -> Result<Outcome, RunError> {
     let push_login = push_login(engine, build).await?;
+    if build.options.is_multi_platform() {
+        return platforms::build_and_publish(engine, build, slot, push_login.as_ref(), output)
+            .await;
+    }
+    let builder = slot.builder();
     let image_id = build_image(engine, build, builder, push_login.as_ref(), output).await?;
     let published = publish(
         engine,

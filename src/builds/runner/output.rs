@@ -11,7 +11,7 @@ use crate::builds::logs::LogWriter;
 use crate::builds::progress::ProgressTracker;
 use crate::builds::silence::Silences;
 use crate::docker::{BuildEvent, Builder};
-use crate::domain::{Credentials, PushPhase, PushUpdate};
+use crate::domain::{Credentials, PlatformImage, PushPhase, PushUpdate};
 use crate::named_locks::HeldLocks;
 use crate::sync::Locked;
 
@@ -24,6 +24,8 @@ pub(super) struct Outcome {
     /// The build's publish locks, held until its success is recorded: the last
     /// build to record a tag is the last to have published it.
     pub(super) publish_locks: HeldLocks,
+    /// Each platform's image and manifest, for a build of several platforms.
+    pub(super) platforms: Vec<PlatformImage>,
 }
 
 /// The build's log and progress, fed as its output arrives.
@@ -40,6 +42,9 @@ pub(super) struct Output {
     pub(super) build_reference: String,
     /// The image, once built.
     pub(super) image_id: OnceLock<String>,
+    /// For a build of several platforms: each platform's own name for its image
+    /// and the builder it is on, to take back after a cancel.
+    pub(super) platform_references: Mutex<Vec<(Arc<Builder>, String)>>,
     /// How far each tag's push has come (see [`PushPhase`]).
     pub(super) pushes: Mutex<BTreeMap<String, PushPhase>>,
     /// The build's publish locks once taken: they outlive a cancelled run's
@@ -80,6 +85,7 @@ impl Output {
                 uuid::Uuid::new_v4().simple()
             ),
             image_id: OnceLock::new(),
+            platform_references: Mutex::new(Vec::new()),
             pushes: Mutex::default(),
             publish_locks: Mutex::default(),
             silences: engine.silences.clone(),
@@ -104,6 +110,41 @@ impl Output {
             Some(line) if matches!(event, BuildEvent::StepFailed { .. }) => self.log.line(line),
             Some(line) => self.log.output(line),
             None => {}
+        }
+    }
+
+    /// One event of one platform's build step (of a build of several): its log
+    /// line says which platform. Steps are counted per build, not per platform.
+    pub(super) fn platform_event(&self, platform: &str, event: BuildEvent) {
+        self.heard();
+        match event.log_line() {
+            // A step's error is kept past the log's limits: one per step at most.
+            Some(line) if matches!(event, BuildEvent::StepFailed { .. }) => {
+                self.platform_line(platform, line)
+            }
+            Some(line) => self.log.output(format!("[{platform}] {line}")),
+            None => {}
+        }
+    }
+
+    /// A log line of one platform, prefixed `[os/arch] `.
+    pub(super) fn platform_line(&self, platform: &str, line: String) {
+        self.log.line(format!("[{platform}] {line}"));
+    }
+
+    /// Notes one message of a platform's push by digest (of a build of several):
+    /// heard from, progress, and its log line prefixed with the platform.
+    pub(super) fn platform_push_update(&self, platform: &str, update: &PushUpdate) {
+        self.heard();
+        self.progress.push_update(update);
+        self.log.output(format!("[{platform}] {}", update.line()));
+    }
+
+    /// A line of the build's own, or of one platform of several.
+    pub(super) fn line_of(&self, platform: Option<&str>, line: String) {
+        match platform {
+            Some(platform) => self.platform_line(platform, line),
+            None => self.log.line(line),
         }
     }
 

@@ -61,6 +61,7 @@ pub(super) async fn publish(
         image_id,
         digests,
         publish_locks,
+        platforms: Vec::new(),
     })
 }
 
@@ -100,7 +101,11 @@ async fn leave_to_later_trigger_builds(
 
 /// The image goes on the record before any tag names it: a delete of another
 /// build that checks whether a tag is still needed then sees this build.
-async fn record_image(engine: &Engine, build: &Build, image_id: &str) -> Result<(), RunError> {
+pub(super) async fn record_image(
+    engine: &Engine,
+    build: &Build,
+    image_id: &str,
+) -> Result<(), RunError> {
     let recorded = if build.push {
         let changes = Changes {
             image_id: Some(image_id.to_string()),
@@ -233,7 +238,7 @@ pub(super) async fn record_maybe_pushed(
 
 /// When the registry serves another manifest for the tag, names the build that
 /// pushed it if dockpub knows it.
-async fn taken_over_by(engine: &Engine, repository: &str, err: DockerError) -> RunError {
+pub(super) async fn taken_over_by(engine: &Engine, repository: &str, err: DockerError) -> RunError {
     let DockerError::RegistryServesOther { serves, .. } = &err else {
         return err.into();
     };
@@ -250,7 +255,7 @@ async fn taken_over_by(engine: &Engine, repository: &str, err: DockerError) -> R
 
 /// Records on the builds that published another image under `tag` before this
 /// one that their tag has moved, and says so in this build's log.
-async fn note_taken_over(
+pub(super) async fn note_taken_over(
     engine: &Engine,
     build: &Build,
     builder: &Builder,

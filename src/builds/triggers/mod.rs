@@ -29,6 +29,8 @@ pub struct Trigger {
     pub git_subdir: Option<String>,
     pub git_submodules: bool,
     pub build_args: Vec<String>,
+    /// One platform or several, comma-separated, checked at start.
+    pub platform: Option<String>,
     pub buildkit: Option<bool>,
     pub push: bool,
     pub secrets: Vec<BuildSecret>,

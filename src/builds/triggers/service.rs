@@ -267,6 +267,7 @@ impl TriggerService {
             options: OptionsRequest {
                 dockerfile: trigger.dockerfile.clone(),
                 build_args: trigger.build_args.clone(),
+                platform: trigger.platform.clone(),
                 buildkit: trigger.buildkit,
                 ..OptionsRequest::default()
             },
