@@ -883,7 +883,7 @@ function pollBuilders() {
 }
 
 // One line per builder: name, up or down, running of slots, builds done and
-// platforms; the last error under it while it is down.
+// platforms; the last error under it while it is down, and its silent builds.
 function renderBuilders(builders) {
   const items = builders.map((builder) => {
     const li = document.createElement("li");
@@ -904,6 +904,15 @@ function renderBuilders(builders) {
       error.className = "error";
       error.textContent = builder.last_error;
       li.appendChild(error);
+    }
+    // A build (or its push) silent for over a minute: the daemon or registry may be stuck.
+    for (const silent of builder.silent_builds || []) {
+      const note = document.createElement("p");
+      note.className = "error";
+      note.dataset.silentBuild = silent.id;
+      const since = new Date(silent.silent_since).toLocaleTimeString();
+      note.textContent = `build #${silent.id} silent since ${since}`;
+      li.appendChild(note);
     }
     return li;
   });

@@ -11,7 +11,7 @@ use bollard::moby::buildkit::v1::{StatusRequest, StatusResponse};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 /// The longest answer to the upgrade request read before giving up on it.
 const MAX_UPGRADE_ANSWER: usize = 16 * 1024;
@@ -51,17 +51,7 @@ async fn stream_status(
     build_ref: String,
     updates: &mpsc::Sender<StatusResponse>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let connector = tower::service_fn(move |_| {
-        let socket = socket.clone();
-        async move {
-            upgrade(&socket, "/grpc", &[])
-                .await
-                .map(Upgraded::into_tokio_io)
-        }
-    });
-    let channel = Endpoint::from_static("http://buildkit")
-        .connect_with_connector(connector)
-        .await?;
+    let channel = grpc_channel(socket).await?;
     let mut status = ControlClient::new(channel)
         .status(StatusRequest { r#ref: build_ref })
         .await?
@@ -89,6 +79,22 @@ impl Upgraded {
 }
 
 /// A connection to the daemon, upgraded from `POST path` (with `headers`) to HTTP/2.
+/// A gRPC channel to the daemon's BuildKit (its `/grpc` endpoint, upgraded to
+/// HTTP/2 over the daemon's own socket).
+pub async fn grpc_channel(socket: DaemonSocket) -> Result<Channel, tonic::transport::Error> {
+    let connector = tower::service_fn(move |_| {
+        let socket = socket.clone();
+        async move {
+            upgrade(&socket, "/grpc", &[])
+                .await
+                .map(Upgraded::into_tokio_io)
+        }
+    });
+    Endpoint::from_static("http://buildkit")
+        .connect_with_connector(connector)
+        .await
+}
+
 pub async fn upgrade(
     socket: &DaemonSocket,
     path: &str,

@@ -33,10 +33,10 @@ use bollard::moby::upload::v1::upload_server::{Upload, UploadServer};
 use bollard::moby::upload::v1::BytesMessage;
 use futures_util::Stream;
 use tonic::service::Interceptor;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::build_status::{upgrade, DaemonSocket, Upgraded};
+use super::build_status::{grpc_channel, upgrade, DaemonSocket, Upgraded};
 
 /// The chunks the context is sent in: far below gRPC's message limits.
 const UPLOAD_CHUNK: usize = 32 * 1024;
@@ -90,16 +90,7 @@ pub(super) async fn solve(socket: DaemonSocket, request: SessionSolve) -> Result
     };
     let _server = ServerTask(tokio::spawn(serve(session, services)));
 
-    let connector = tower::service_fn(move |_| {
-        let socket = socket.clone();
-        async move {
-            upgrade(&socket, "/grpc", &[])
-                .await
-                .map(Upgraded::into_tokio_io)
-        }
-    });
-    let channel = Endpoint::from_static("http://buildkit")
-        .connect_with_connector(connector)
+    let channel = grpc_channel(socket)
         .await
         .map_err(|err| format!("cannot reach BuildKit's API: {err}"))?;
     let metadata = SessionMetadata {
