@@ -73,7 +73,7 @@ async fn start_one(engine: &Arc<Engine>) -> Result<bool, StoreError> {
                 engine.announce_start(&build).await;
                 engine
                     .runners
-                    .spawn(runner::run(engine.clone(), build, slot));
+                    .spawn(runner::run_guarded(engine.clone(), build, slot));
                 return Ok(true);
             }
             Ok(None) => slot.give_back(),

@@ -330,7 +330,6 @@ impl BuildService {
             let file = file.ok_or(BuildError::NoDockerfile)?;
             return Ok((dockerfile::validate_dockerfile(file, limit)?, None));
         };
-        options.context_bytes = Some(upload.bytes);
         let source = match (file, dockerfile_field) {
             (Some(_), Some(_)) => {
                 return Err(OptionError {
@@ -362,6 +361,7 @@ impl BuildService {
         })
         .await
         .map_err(|err| ContextError::Io(std::io::Error::other(err)))??;
+        options.context_bytes = Some(prepared.tar_bytes);
         let text = match prepared.dockerfile_in_context {
             Some(bytes) => dockerfile::validate_dockerfile(bytes, limit)?,
             None => uploaded.ok_or(BuildError::NoDockerfile)?,

@@ -282,7 +282,7 @@ async fn stream_to_file(
         .sync_all()
         .await
         .map_err(ApiError::Staging)?;
-    Ok(ContextUpload { file: path, bytes })
+    Ok(ContextUpload { file: path })
 }
 
 /// Sets `ended` once the request body has been read to its end.

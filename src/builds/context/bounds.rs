@@ -22,17 +22,27 @@ pub struct Bounded<R> {
     inner: R,
     left: u64,
     exceeded: Rc<Cell<bool>>,
+    /// Bytes that went through so far.
+    read: Rc<Cell<u64>>,
 }
 
 impl<R: Read> Bounded<R> {
     pub fn new(inner: R, limit: u64) -> (Self, Rc<Cell<bool>>) {
+        let (reader, exceeded, _) = Bounded::counting(inner, limit);
+        (reader, exceeded)
+    }
+
+    /// [`Bounded::new`], also telling how many bytes went through it.
+    pub fn counting(inner: R, limit: u64) -> (Self, Rc<Cell<bool>>, Rc<Cell<u64>>) {
         let exceeded = Rc::new(Cell::new(false));
+        let read = Rc::new(Cell::new(0));
         let reader = Bounded {
             inner,
             left: limit,
             exceeded: exceeded.clone(),
+            read: read.clone(),
         };
-        (reader, exceeded)
+        (reader, exceeded, read)
     }
 }
 
@@ -46,6 +56,7 @@ impl<R: Read> Read for Bounded<R> {
         match self.left.checked_sub(read as u64) {
             Some(left) => {
                 self.left = left;
+                self.read.set(self.read.get() + read as u64);
                 Ok(read)
             }
             None => {

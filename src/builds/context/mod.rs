@@ -77,7 +77,6 @@ pub enum ContextError {
 #[derive(Debug)]
 pub struct ContextUpload {
     pub file: TempPath,
-    pub bytes: u64,
 }
 
 /// Where the build's Dockerfile comes from.
@@ -92,6 +91,9 @@ pub enum DockerfileSource {
 pub struct Prepared {
     pub context: PreparedContext,
     pub dockerfile_in_context: Option<Vec<u8>>,
+    /// The context's size as a tar, decompressed: `options.context_bytes`,
+    /// one meaning whether it was uploaded (gzipped or not) or fetched from git.
+    pub tar_bytes: u64,
 }
 
 /// What one pass over the archive learned.
@@ -105,6 +107,8 @@ struct Scan {
     taken: HashSet<String>,
     /// Whether BuildKit would take the archive, as it is, for a Dockerfile.
     unreadable_by_buildkit: bool,
+    /// The archive's size as a tar, decompressed.
+    tar_bytes: u64,
 }
 
 /// The builder the context is prepared for.
@@ -177,6 +181,7 @@ pub fn prepare(
                     dockerfile_path: path,
                 },
                 dockerfile_in_context: Some(dockerfile),
+                tar_bytes: scan.tar_bytes,
             })
         }
         DockerfileSource::Uploaded(dockerfile) => {
@@ -198,6 +203,7 @@ pub fn prepare(
                     dockerfile_path: name,
                 },
                 dockerfile_in_context: None,
+                tar_bytes: scan.tar_bytes,
             })
         }
     }
@@ -224,6 +230,15 @@ type Opened = (tar::Archive<Box<dyn Read>>, Rc<Cell<bool>>);
 /// Opens the archive for reading, decompressing it when it starts as gzip does;
 /// reading fails once the tar stream passes `max_bytes`.
 fn open(path: &Path, max_bytes: u64) -> Result<Opened, ContextError> {
+    let (archive, exceeded, _) = open_counted(path, max_bytes)?;
+    Ok((archive, exceeded))
+}
+
+/// [`open`], also telling how many bytes of tar have been read.
+fn open_counted(
+    path: &Path,
+    max_bytes: u64,
+) -> Result<(tar::Archive<Box<dyn Read>>, Rc<Cell<bool>>, Rc<Cell<u64>>), ContextError> {
     let mut file = File::open(path).map_err(ContextError::Io)?;
     let mut magic = [0u8; 2];
     let read = file.read(&mut magic).map_err(ContextError::Io)?;
@@ -234,8 +249,8 @@ fn open(path: &Path, max_bytes: u64) -> Result<Opened, ContextError> {
     } else {
         Box::new(reader)
     };
-    let (bounded, exceeded) = Bounded::new(reader, max_bytes);
-    Ok((tar::Archive::new(Box::new(bounded)), exceeded))
+    let (bounded, exceeded, read) = Bounded::counting(reader, max_bytes);
+    Ok((tar::Archive::new(Box::new(bounded)), exceeded, read))
 }
 
 fn not_an_archive(err: std::io::Error) -> ContextError {
@@ -340,7 +355,7 @@ struct Wanted<'a> {
 /// Checks every entry and reads the few it needs: the Dockerfile and the ignore files.
 fn scan(path: &Path, wanted: &Wanted<'_>, limits: ContextLimits) -> Result<Scan, ContextError> {
     let unreadable_by_buildkit = check_header_records(path, limits)?;
-    let (mut archive, exceeded) = open(path, limits.max_bytes)?;
+    let (mut archive, exceeded, read) = open_counted(path, limits.max_bytes)?;
     let failed = read_error(&exceeded, limits.max_bytes);
     let mut checker = EntryChecker::default();
     let mut found = Scan {
@@ -383,6 +398,10 @@ fn scan(path: &Path, wanted: &Wanted<'_>, limits: ContextLimits) -> Result<Scan,
             found.dockerfile_ignore = Some(read_ignore_file(&mut entry, &name).map_err(&failed)??);
         }
     }
+    // The rest (the end-of-archive blocks, a record's padding) counts too, so
+    // that the size is the whole tar's, as a plain upload's length is.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(&failed)?;
+    found.tar_bytes = read.get();
     Ok(found)
 }
 

@@ -46,7 +46,6 @@ fn upload(dir: &TempDir, bytes: &[u8]) -> ContextUpload {
     file.write_all(bytes).unwrap();
     ContextUpload {
         file: file.into_temp_path(),
-        bytes: bytes.len() as u64,
     }
 }
 

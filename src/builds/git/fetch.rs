@@ -62,12 +62,8 @@ pub fn fetch(
             copy_counted(tar, file, limits)
         })?;
     }
-    let bytes = std::fs::metadata(&archive).map_err(GitError::Io)?.len();
     Ok(Fetched {
-        archive: ContextUpload {
-            file: archive,
-            bytes,
-        },
+        archive: ContextUpload { file: archive },
         source: GitSource {
             git: request.url,
             git_ref: request.pushed_ref.unwrap_or_else(|| wanted.to_string()),

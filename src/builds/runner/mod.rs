@@ -33,9 +33,35 @@ use logins::push_login;
 use output::{Outcome, Output};
 use publish::{publish, record_maybe_pushed};
 
+/// [`run`], and should it panic (a bug of ours), the build fails saying so
+/// rather than stay `building` forever; the panic's own words go to the log.
+pub async fn run_guarded(engine: Arc<Engine>, build: Build, slot: Slot) {
+    let id = build.id;
+    let running = tokio::spawn(run(engine.clone(), build, slot));
+    let Err(err) = running.await else { return };
+    if !err.is_panic() {
+        return;
+    }
+    log::error!("build {id}: the run panicked ({err}); the build is failed");
+    let changes = Changes {
+        error: Some(
+            "dockpub failed while running this build (an internal error; the server log \
+             has the detail): submit it again"
+                .into(),
+        ),
+        ..Changes::default()
+    };
+    if let Err(err) = engine.transition(id, Status::Failed, changes).await {
+        log::error!("build {id}: cannot record that it failed: {err}");
+    }
+    engine.events.clear_progress(id);
+    engine.cancels.remove(id);
+    engine.silences.forget(id);
+}
+
 /// Runs `build` on the builder of `slot` until it ends (succeeded, failed,
 /// cancelled, or back to the queue) and records that end.
-pub async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
+async fn run(engine: Arc<Engine>, build: Build, slot: Slot) {
     let id = build.id;
     let cancel = engine.cancels.token(id);
     let output = match Output::start(&engine, id, slot.builder().name()).await {
