@@ -234,11 +234,11 @@ fn open(path: &Path, max_bytes: u64) -> Result<Opened, ContextError> {
     Ok((archive, exceeded))
 }
 
+/// An opened archive with the count of tar bytes read from it so far.
+type Counted = (tar::Archive<Box<dyn Read>>, Rc<Cell<bool>>, Rc<Cell<u64>>);
+
 /// [`open`], also telling how many bytes of tar have been read.
-fn open_counted(
-    path: &Path,
-    max_bytes: u64,
-) -> Result<(tar::Archive<Box<dyn Read>>, Rc<Cell<bool>>, Rc<Cell<u64>>), ContextError> {
+fn open_counted(path: &Path, max_bytes: u64) -> Result<Counted, ContextError> {
     let mut file = File::open(path).map_err(ContextError::Io)?;
     let mut magic = [0u8; 2];
     let read = file.read(&mut magic).map_err(ContextError::Io)?;
