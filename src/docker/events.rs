@@ -189,6 +189,19 @@ impl BuildkitTranslator {
         events
     }
 
+    /// The build made its image: every step it knew of is done, also when
+    /// BuildKit's last status reached us after the image (its stream does not
+    /// keep the two in order).
+    pub fn succeeded(&mut self) -> Vec<BuildEvent> {
+        let total = self.stage_steps.values().sum::<u32>();
+        let progress = (total, total);
+        if total == 0 || self.last_progress == Some(progress) {
+            return Vec::new();
+        }
+        self.last_progress = Some(progress);
+        vec![BuildEvent::Progress { done: total, total }]
+    }
+
     /// Output still waiting for its line end, when the build ends.
     pub fn finish(&mut self) -> Vec<BuildEvent> {
         let mut events = Vec::new();
@@ -392,6 +405,24 @@ mod tests {
             third.last(),
             Some(&BuildEvent::Progress { done: 2, total: 2 })
         );
+    }
+
+    #[test]
+    fn a_build_that_made_its_image_has_done_every_step() {
+        let mut translator = BuildkitTranslator::default();
+        translator.translate(StatusResponse {
+            vertexes: vec![
+                vertex("sha256:1", "[1/2] FROM base"),
+                vertex("sha256:2", "[2/2] RUN a"),
+            ],
+            ..StatusResponse::default()
+        });
+        // The last vertex's "completed" never came before the image did.
+        assert_eq!(
+            translator.succeeded(),
+            [BuildEvent::Progress { done: 2, total: 2 }]
+        );
+        assert!(translator.succeeded().is_empty(), "said once");
     }
 
     #[test]

@@ -140,6 +140,7 @@ where
     })?;
     let image = docker.inspect_image(spec.reference).await?;
     let id = image.id.ok_or(DockerError::NoImageId)?;
+    translator.succeeded().into_iter().for_each(&mut *on_event);
     on_event(BuildEvent::ImageBuilt(id.clone()));
     Ok(id)
 }

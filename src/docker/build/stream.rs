@@ -89,6 +89,13 @@ where
         }
     }
     translator.finish().into_iter().for_each(&mut *on_event);
+    if image_id.is_some() {
+        translator
+            .buildkit
+            .succeeded()
+            .into_iter()
+            .for_each(&mut *on_event);
+    }
     image_id.ok_or(DockerError::NoImageId)
 }
 
