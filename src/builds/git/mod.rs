@@ -11,6 +11,7 @@
 
 mod command;
 mod counted;
+mod environment;
 mod fetch;
 mod urls;
 
