@@ -2,7 +2,6 @@
 //! under its deadline and idle bound, within what it may write, and with its
 //! submodules fetched level by level.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -11,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::counted::Tally;
-use super::environment::environment;
+use super::environment::{environment, Env};
 use super::urls::{check_url, is_full_sha};
 use super::{clean_path, invalid, CheckedGit, GitError, GitPolicy};
 use crate::builds::context::ContextLimits;
@@ -37,7 +36,7 @@ pub(super) struct Git<'a> {
     policy: &'a GitPolicy,
     pub(super) repo: PathBuf,
     work: &'a Path,
-    env: Vec<(&'static str, OsString)>,
+    env: Env,
     password: Option<&'a str>,
     deadline: Instant,
     timeout: Duration,

@@ -157,7 +157,7 @@ fn base_env(work: &Path, policy: &GitPolicy) -> Env {
         protocols.push_str(":file");
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
-    let mut env: Vec<(&'static str, OsString)> = vec![
+    let mut env: Env = vec![
         ("PATH", path),
         ("HOME", work.into()),
         ("LANG", "C".into()),
