@@ -19,11 +19,11 @@ import urllib.request
 import uuid
 
 
-def start_server(binary, data_dir, log_path):
+def start_server(binary, data_dir, log_path, extra=()):
     log = open(log_path, "w")
     process = subprocess.Popen(
         [binary, "serve", "--bind", "127.0.0.1:0", "--data-dir", data_dir,
-         "--max-concurrent-builds", "2", "--build-network", "none"],
+         "--max-concurrent-builds", "2", "--build-network", "none", *extra],
         stderr=log, stdout=subprocess.DEVNULL, cwd=os.path.dirname(data_dir),
     )
     return process, wait_listening(process, log_path)

@@ -144,7 +144,10 @@ def main():
                        stdout=subprocess.DEVNULL)
         seeded = time.time() - began
         log(f"{BUILDS} builds seeded in {seeded:.1f}s")
-        process, base = load.start_server(binary, data_dir, os.path.join(work, "server.log"))
+        # The 2 000 000-line log is past the default max_log_lines: this run keeps it all.
+        keep_all = ["--max-log-lines", str(LOG_LINES + 1000), "--max-log-bytes", str(1 << 30)]
+        process, base = load.start_server(binary, data_dir, os.path.join(work, "server.log"),
+                                          keep_all)
         try:
             run(base, process.pid, args.seconds, seeded)
         finally:

@@ -72,7 +72,7 @@ impl Default for BuildSection {
             max_queue_wait_secs: None,
             registry_cache: true,
             max_tags_per_build: DEFAULT_MAX_TAGS,
-            max_log_lines: 100_000,
+            max_log_lines: 1_000_000,
             max_log_bytes: 64 * 1024 * 1024,
             registry_timeout_secs: 60,
         }
@@ -118,7 +118,7 @@ pub struct BuildFlags {
     /// Tags one build may have [default: 32]
     #[arg(long, env = "DOCKPUB_MAX_TAGS_PER_BUILD")]
     pub max_tags_per_build: Option<usize>,
-    /// Lines of a build's log kept; the rest of its output is dropped [default: 100000]
+    /// Lines of a build's log kept; the rest of its output is dropped [default: 1000000]
     #[arg(long, env = "DOCKPUB_MAX_LOG_LINES")]
     pub max_log_lines: Option<u64>,
     /// Bytes of a build's log kept; the rest of its output is dropped [default: 64 MiB]
