@@ -17,6 +17,8 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 pub struct ProgressTracker {
     state: Arc<Mutex<State>>,
     publisher: JoinHandle<()>,
+    events: Arc<EventHub>,
+    build_id: i64,
 }
 
 #[derive(Default)]
@@ -34,6 +36,7 @@ impl ProgressTracker {
         let state = Arc::new(Mutex::new(State::default()));
         let publisher = tokio::spawn({
             let state = state.clone();
+            let events = events.clone();
             async move {
                 let mut ticks = tokio::time::interval(PUBLISH_EVERY);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -45,7 +48,12 @@ impl ProgressTracker {
                 }
             }
         });
-        ProgressTracker { state, publisher }
+        ProgressTracker {
+            state,
+            publisher,
+            events,
+            build_id,
+        }
     }
 
     /// Steps done (BuildKit) or the step running (legacy), of the steps known.
@@ -60,8 +68,13 @@ impl ProgressTracker {
         self.state.locked().push_update(update);
     }
 
+    /// Stops publishing, after publishing what changed since the last tick:
+    /// a build that ends within a tick of its last step still shows it done.
     pub fn stop(self) {
         self.publisher.abort();
+        if let Some(progress) = self.state.locked().take_change() {
+            self.events.set_progress(self.build_id, progress);
+        }
     }
 }
 
@@ -98,6 +111,18 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_last_change_is_published_when_the_tracker_stops() {
+        let events = Arc::new(EventHub::default());
+        let tracker = ProgressTracker::start(events.clone(), 7);
+        // The first tick publishes at once; the next would come 250 ms later.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tracker.build_steps(2, 2);
+        tracker.stop();
+        let published = events.progress(7).expect("published at the stop");
+        assert_eq!((published.step, published.steps), (Some(2), Some(2)));
+    }
 
     fn update(status: &str, bytes: Option<(i64, i64)>) -> PushUpdate {
         PushUpdate {
