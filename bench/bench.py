@@ -795,8 +795,8 @@ def write_report(ctx, results, path):
             "config.toml); the client submits all builds (multipart POST) at once, then polls the list every "
             "25 ms until every build is `succeeded`. One repository, one tag per build.")
         add("- B, CLI: two workers, each running `DOCKER_BUILDKIT=0 docker build --network none -t REF DIR && "
-            "docker push REF` per Dockerfile (the classic builder, which is what dockpub's API build uses; "
-            "RUN without network on both sides). Output goes to a file.\n")
+            "docker push REF` per Dockerfile (this CLI has no buildx, so the classic builder; dockpub builds with "
+            "the daemon's BuildKit by default; RUN without network on both sides). Output goes to a file.\n")
         add("| per round | median | min–max |")
         add("|---|---|---|")
         rows = [("dockpub wall, client clock (first POST → last `succeeded` seen)", e2e["dockpub_wall"], "s"),

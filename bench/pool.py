@@ -148,7 +148,7 @@ def main():
             daemon.terminate()
             daemon.wait(timeout=60)
     cores = os.cpu_count()
-    print(f"## Builder pool: builds per minute with one and two builders (issue 10)\n")
+    # The heading comes from bench/run.
     print(f"{args.builds} builds (a short shell loop and a 20000-line file on the base image, each unique, "
           f"pushed to a loopback registry), {args.slots} slots per builder. Both daemons run on this "
           f"machine ({cores} cores).\n")
