@@ -20,7 +20,9 @@ pub use build::{
     TriggeredBy,
 };
 pub use names::{is_plain_name, PLAIN_NAME_RULE};
-pub use progress::{Progress, PushPhase, PushUpdate};
+pub use progress::{
+    PlatformPhase, PlatformProgress, Progress, ProgressCounts, PushPhase, PushUpdate,
+};
 pub use reference::{
     auth_server, auth_server_of, normalize_registry, registry_host, registry_of,
     validate_repository, validate_tag, ReferenceError, DOCKER_HUB, DOCKER_HUB_AUTH_SERVER,

@@ -1,11 +1,23 @@
 //! How far a running build has come: the Dockerfile step while building, layers
-//! and bytes while pushing, and the push messages the daemon reports them in.
+//! and bytes while pushing (per platform for a build of several), and the push
+//! messages the daemon reports them in.
 
 use serde::Serialize;
 
 /// Live progress of a running build; held in memory, never stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Progress {
+    /// The whole build's counts; for several platforms, the sums of theirs.
+    #[serde(flatten)]
+    pub counts: ProgressCounts,
+    /// For a build of several platforms: each platform's own progress, in the
+    /// request's order. Empty for a build of one platform.
+    pub platforms: Vec<PlatformProgress>,
+}
+
+/// How far a build, or one platform of it, has come.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ProgressCounts {
     /// The Dockerfile step: the steps done (BuildKit) or the one running (legacy).
     pub step: Option<u32>,
     /// The steps known so far.
@@ -18,6 +30,75 @@ pub struct Progress {
     pub bytes_done: Option<u64>,
     /// Bytes of the layers in flight, as the daemon reports their sizes.
     pub bytes_total: Option<u64>,
+}
+
+/// One platform of a build of several, as it goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PlatformProgress {
+    /// `os/arch[/variant]`, as the request wrote it.
+    pub platform: String,
+    /// Where it is now.
+    pub phase: PlatformPhase,
+    /// The builder it runs or ran on; null until it has a slot.
+    pub builder: Option<String>,
+    /// Its own steps, layers and bytes.
+    #[serde(flatten)]
+    pub counts: ProgressCounts,
+}
+
+/// Where one platform of a build of several is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlatformPhase {
+    /// No slot on a builder offering it is free yet.
+    WaitingForSlot,
+    /// On its builder, building its image.
+    Building,
+    /// Pushed by digest (the index comes once every platform is done).
+    Pushing,
+    /// Built, pushed, and its manifest confirmed by the registry.
+    Done,
+    /// It failed: the build fails, and its `error` says why.
+    Failed,
+    /// Stopped unfinished: another platform failed, or the build was cancelled
+    /// or lost its builder.
+    Stopped,
+}
+
+impl PlatformPhase {
+    /// Still under way: not done, failed or stopped.
+    pub fn is_under_way(self) -> bool {
+        matches!(self, Self::WaitingForSlot | Self::Building | Self::Pushing)
+    }
+}
+
+impl Progress {
+    /// A build of several platforms: theirs, and the sums of their counts.
+    pub fn of_platforms(platforms: Vec<PlatformProgress>) -> Progress {
+        let mut counts = ProgressCounts::default();
+        for platform in &platforms {
+            counts.add(&platform.counts);
+        }
+        Progress { counts, platforms }
+    }
+}
+
+impl ProgressCounts {
+    /// Adds `other`'s counts; a count neither knows stays unknown.
+    fn add(&mut self, other: &ProgressCounts) {
+        fn sum<T: std::ops::Add<Output = T> + Copy>(into: &mut Option<T>, more: Option<T>) {
+            *into = match (*into, more) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+        }
+        sum(&mut self.step, other.step);
+        sum(&mut self.steps, other.steps);
+        sum(&mut self.layers_done, other.layers_done);
+        sum(&mut self.layers_total, other.layers_total);
+        sum(&mut self.bytes_done, other.bytes_done);
+        sum(&mut self.bytes_total, other.bytes_total);
+    }
 }
 
 /// One message of a push's progress stream.
@@ -123,6 +204,32 @@ mod tests {
             "t: digest: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef size: 527",
         ));
         assert!(written.may_have_landed());
+    }
+
+    #[test]
+    fn a_build_of_several_platforms_counts_the_sums_of_theirs() {
+        let platform = |name: &str, step, layers_done| PlatformProgress {
+            platform: name.into(),
+            phase: PlatformPhase::Building,
+            builder: Some("local".into()),
+            counts: ProgressCounts {
+                step: Some(step),
+                steps: Some(3),
+                layers_done,
+                ..ProgressCounts::default()
+            },
+        };
+        let progress = Progress::of_platforms(vec![
+            platform("linux/amd64", 3, Some(2)),
+            platform("linux/arm64", 1, None),
+        ]);
+        let counts = &progress.counts;
+        assert_eq!((counts.step, counts.steps), (Some(4), Some(6)));
+        assert_eq!((counts.layers_done, counts.bytes_total), (Some(2), None));
+        let json = serde_json::to_value(&progress).unwrap();
+        assert_eq!(json["step"], 4, "the counts are the object's own fields");
+        assert_eq!(json["platforms"][1]["phase"], "building");
+        assert_eq!(json["platforms"][1]["step"], 1);
     }
 
     #[test]

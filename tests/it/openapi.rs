@@ -65,6 +65,31 @@ fn the_document_lists_every_v1_route() {
     ] {
         assert!(build[field].is_object(), "the Build schema lacks {field}");
     }
+    // Progress per platform: its phases, and the counts it shares with the build's.
+    let schemas = &document["components"]["schemas"];
+    assert_eq!(
+        schemas["PlatformPhase"]["enum"],
+        serde_json::json!([
+            "waiting_for_slot",
+            "building",
+            "pushing",
+            "done",
+            "failed",
+            "stopped"
+        ])
+    );
+    let platform = schemas["PlatformProgress"].to_string();
+    for part in ["\"builder\"", "\"phase\"", "ProgressCounts"] {
+        assert!(
+            platform.contains(part),
+            "PlatformProgress lacks {part}: {platform}"
+        );
+    }
+    assert!(
+        schemas["Progress"].to_string().contains("PlatformProgress"),
+        "{}",
+        schemas["Progress"]
+    );
 }
 
 #[test]

@@ -114,9 +114,12 @@ impl Output {
     }
 
     /// One event of one platform's build step (of a build of several): its log
-    /// line says which platform. Steps are counted per build, not per platform.
+    /// line says which platform, and its steps count for that platform.
     pub(super) fn platform_event(&self, platform: &str, event: BuildEvent) {
         self.heard();
+        if let BuildEvent::Progress { done, total } = &event {
+            self.progress.platform_steps(platform, *done, *total);
+        }
         match event.log_line() {
             // A step's error is kept past the log's limits: one per step at most.
             Some(line) if matches!(event, BuildEvent::StepFailed { .. }) => {
@@ -136,7 +139,7 @@ impl Output {
     /// heard from, progress, and its log line prefixed with the platform.
     pub(super) fn platform_push_update(&self, platform: &str, update: &PushUpdate) {
         self.heard();
-        self.progress.push_update(update);
+        self.progress.platform_push_update(platform, update);
         self.log.output(format!("[{platform}] {}", update.line()));
     }
 

@@ -26,7 +26,7 @@ use super::output::{Outcome, Output};
 use super::publish::{note_taken_over, record_image, taken_over_by};
 use crate::builds::engine::Engine;
 use crate::docker::{Builder, DockerError, Slot};
-use crate::domain::{Build, Credentials, PlatformImage};
+use crate::domain::{Build, Credentials, PlatformImage, PlatformPhase};
 use crate::registry::{ImageIndex, IndexEntry, IndexPlatform, Registry};
 use crate::sync::Locked;
 
@@ -72,6 +72,7 @@ pub(super) async fn build_and_publish(
         platforms.len(),
         platforms.join(", ")
     ));
+    output.progress.platforms(&platforms);
     let own_slot = Mutex::new(());
     let each = platforms
         .iter()
@@ -105,14 +106,20 @@ async fn one_platform(
     push_login: Option<&Credentials>,
     output: &Output,
 ) -> Result<Built, RunError> {
-    let failed = |err: RunError| RunError::Platform {
-        platform: platform.to_string(),
-        source: Box::new(err),
+    let failed = |err: RunError| {
+        output
+            .progress
+            .platform_phase(platform, PlatformPhase::Failed);
+        RunError::Platform {
+            platform: platform.to_string(),
+            source: Box::new(err),
+        }
     };
     let lane = lane_for(engine, slot, own_slot, platform)
         .await
         .map_err(failed)?;
     let builder = lane.builder().clone();
+    output.progress.platform_placed(platform, builder.name());
     output.platform_line(platform, format!("dockpub: on builder {}", builder.name()));
     let lost = match &lane {
         Lane::Own(own) => own.lost(),
@@ -128,7 +135,11 @@ async fn one_platform(
         }),
     };
     drop(lane);
-    result.map_err(failed)
+    let built = result.map_err(failed)?;
+    output
+        .progress
+        .platform_phase(platform, PlatformPhase::Done);
+    Ok(built)
 }
 
 /// The build's own slot when its builder offers `platform` and no other
@@ -215,6 +226,9 @@ async fn push_by_digest(
     let repository = &build.repository;
     let tag = format!("dockpub-platform-{}", platform.replace('/', "-"));
     let reference = format!("{repository}:{tag}");
+    output
+        .progress
+        .platform_phase(platform, PlatformPhase::Pushing);
     let digest = {
         let _publishing = engine.publish_locks.lock(&reference).await;
         {
