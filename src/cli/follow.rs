@@ -1,6 +1,8 @@
-//! `--follow`: reads the build's Server-Sent Events, prints the log as it comes
-//! and shows the push as a progress bar; the exit status says how the build ended.
+//! `--follow`: reads the build's Server-Sent Events, prints the log as it comes,
+//! shows the push as a progress bar and, for a build of several platforms, each
+//! platform's phase as it changes; the exit status says how the build ended.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use futures_util::StreamExt;
@@ -11,6 +13,7 @@ use eventsource_stream::Eventsource;
 
 use super::api::ApiClient;
 use super::options::LogRangeArgs;
+use super::platforms;
 use super::terminal;
 use super::CliError;
 use super::{summary, Output};
@@ -72,6 +75,8 @@ async fn follow_after(
 struct View {
     output: Output,
     push: ProgressBar,
+    /// Each platform's last phase line shown, for a build of several.
+    platform_phases: HashMap<String, String>,
 }
 
 impl View {
@@ -81,7 +86,11 @@ impl View {
             ProgressStyle::with_template("push   {bar:30} {bytes}/{total_bytes}  {msg}")
                 .expect("a valid template"),
         );
-        View { output, push }
+        View {
+            output,
+            push,
+            platform_phases: HashMap::new(),
+        }
     }
 
     /// Shows one SSE event; returns the exit status once the build is over.
@@ -109,6 +118,7 @@ impl View {
         let Ok(progress) = serde_json::from_str::<Value>(data) else {
             return;
         };
+        self.platform_phases(&progress);
         let (Some(done), Some(total)) = (
             progress["bytes_done"].as_u64(),
             progress["bytes_total"].as_u64(),
@@ -128,6 +138,19 @@ impl View {
         if let (Some(layers_done), Some(layers_total)) = layers {
             self.push
                 .set_message(format!("{layers_done}/{layers_total} layers"));
+        }
+    }
+
+    /// A line on standard error (beside the push bar, apart from the log) each
+    /// time a platform of a build of several changes phase or builder.
+    fn platform_phases(&mut self, progress: &Value) {
+        for (platform, line) in platforms::phase_lines(progress) {
+            if self.platform_phases.get(&platform) == Some(&line) {
+                continue;
+            }
+            self.push
+                .suspend(|| eprintln!("{}", terminal::for_stderr(&line)));
+            self.platform_phases.insert(platform, line);
         }
     }
 

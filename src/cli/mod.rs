@@ -6,6 +6,7 @@ mod follow;
 mod listing;
 mod options;
 mod pack;
+mod platforms;
 mod secret;
 mod terminal;
 
@@ -344,5 +345,6 @@ fn summary(build: &Value) -> String {
     if let Some(error) = build["error"].as_str() {
         line.push_str(&format!("  error: {error}"));
     }
+    line.push_str(&platforms::status_suffix(&build["progress"]));
     line
 }
