@@ -5,8 +5,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    assert_processes_gone, field, local_image_exists, output_text, registry_digest, unique,
-    wait_for_process, with_file, Server, TestEnv,
+    assert_processes_gone, field, local_image_exists, output_text, read_events, registry_digest,
+    unique, wait_for_process, with_file, Server, SseEvent, TestEnv,
 };
 use serde_json::Value;
 
@@ -69,46 +69,6 @@ fn fifty_followers_of_one_build_all_get_the_whole_log() {
     for (n, log) in logs.iter().enumerate() {
         assert_eq!(log, &stored, "follower {n}");
     }
-}
-
-struct SseEvent {
-    event: String,
-    id: Option<i64>,
-    data: String,
-}
-
-fn read_events(server: &Server, id: i64, last_event_id: Option<i64>) -> Vec<SseEvent> {
-    let mut request = server
-        .client
-        .get(server.url(&format!("/api/v1/builds/{id}/events")));
-    if let Some(last) = last_event_id {
-        request = request.header("Last-Event-ID", last.to_string());
-    }
-    let mut response = request.send().unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut body = String::new();
-    response.read_to_string(&mut body).unwrap();
-    body.split("\n\n")
-        .filter(|block| !block.is_empty())
-        .map(|block| {
-            let mut event = SseEvent {
-                event: String::new(),
-                id: None,
-                data: String::new(),
-            };
-            for line in block.lines() {
-                let (key, value) = line.split_once(": ").unwrap_or((line, ""));
-                match key {
-                    "event" => event.event = value.to_string(),
-                    "id" => event.id = Some(value.parse().unwrap()),
-                    "data" => event.data = value.to_string(),
-                    other => panic!("unexpected SSE field {other}"),
-                }
-            }
-            event
-        })
-        .collect()
 }
 
 #[test]

@@ -8,6 +8,7 @@
 mod captured_log;
 mod daemon_share;
 mod in_process;
+mod sse;
 
 pub mod fault_proxy;
 pub mod git;
@@ -22,6 +23,7 @@ use daemon_share::Share;
 use in_process::InProcess;
 use reqwest::blocking::{multipart, Client, Response};
 use serde_json::Value;
+pub use sse::{read_events, read_events_within, SseEvent};
 
 /// What `scripts/test` set up. Missing pieces fail the test loudly: these tests
 /// never pass without a daemon and registries.

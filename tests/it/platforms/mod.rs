@@ -2,13 +2,16 @@
 //! (scripts/test registers it with binfmt_misc), from the two-platform base
 //! scripts/test pushes as an OCI index (`DOCKPUB_TEST_PLATFORM_BASE`). Each
 //! platform's image is pushed by digest and one image index goes under every tag.
+//! `progress`: each platform's progress and log lines.
+
+mod progress;
 
 use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{
-    assert_processes_gone, docker, field, manifest_config, processes_with, unique, with_file,
-    PrivateDaemon, Server, TestEnv,
+    assert_processes_gone, docker, field, manifest_config, processes_with, read_events_within,
+    unique, with_file, PrivateDaemon, Server, TestEnv,
 };
 use reqwest::blocking::Client;
 use serde_json::Value;
@@ -214,10 +217,22 @@ fn a_step_failing_on_arm64_fails_the_build_naming_it_and_no_tag_is_pushed() {
         &repository,
         &["latest"],
     );
-    let build = server.wait_final(id, BUILD_TIME);
+    let events = read_events_within(&server, id, BUILD_TIME);
+    let build = server.build(id);
     assert_eq!(build["status"], "failed", "{build}");
     let error = build["error"].as_str().unwrap();
     assert!(error.contains("platform linux/arm64"), "{error}");
+    // Its last progress: arm64 failed; amd64 was done by then, or stopped with the build.
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.event == "progress")
+        .map(|e| serde_json::from_str::<Value>(&e.data).unwrap())
+        .expect("a progress event");
+    let phase = |i: usize| last["platforms"][i]["phase"].as_str().unwrap_or_default();
+    assert_eq!(last["platforms"][1]["platform"], "linux/arm64", "{last}");
+    assert_eq!(phase(1), "failed", "{last}");
+    assert!(["done", "stopped"].contains(&phase(0)), "{last}");
     assert!(
         served(&repository, "latest").is_none(),
         "the tag was pushed"
