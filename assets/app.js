@@ -615,7 +615,38 @@ function setBar(id, valueId, done, total, text) {
   $(valueId).textContent = text;
 }
 
+// A build of several platforms: each platform's phase, builder, step and layers.
+const PHASE_WORDS = { waiting_for_slot: "waiting for a slot" };
+
+function renderPlatformProgress(progress) {
+  const list = $("platform-progress");
+  const platforms = (progress && progress.platforms) || [];
+  list.hidden = platforms.length === 0;
+  list.replaceChildren();
+  for (const p of platforms) {
+    const li = document.createElement("li");
+    li.dataset.platform = p.platform;
+    li.dataset.phase = p.phase;
+    const name = document.createElement("span");
+    name.className = "platform-name";
+    name.textContent = p.platform;
+    const phase = document.createElement("span");
+    phase.className = "phase-" + p.phase;
+    const words = PHASE_WORDS[p.phase] || p.phase;
+    phase.textContent = p.builder && p.phase !== "waiting_for_slot" ? words + " on " + p.builder : words;
+    const counts = document.createElement("span");
+    counts.className = "platform-counts";
+    const parts = [];
+    if (p.steps) parts.push("step " + (p.step || 0) + " of " + p.steps);
+    if (p.layers_total != null) parts.push((p.layers_done || 0) + " of " + p.layers_total + " layers pushed");
+    counts.textContent = parts.join(" · ");
+    li.append(name, phase, counts);
+    list.appendChild(li);
+  }
+}
+
 function renderMeters(build, progress) {
+  renderPlatformProgress(progress);
   const p = progress || {};
   const succeeded = build.status === "succeeded";
   // Build step: the daemon's "Step N/M"; a build that got past building did them all.

@@ -937,7 +937,7 @@ fn a_build_that_never_started_says_why_instead_of_an_empty_log() {
 }
 
 #[test]
-fn the_page_shows_each_platforms_image_and_the_index_digest() {
+fn the_page_shows_each_platforms_phase_image_and_the_index_digest() {
     let env = TestEnv::get();
     let base = std::env::var("DOCKPUB_TEST_PLATFORM_BASE")
         .expect("DOCKPUB_TEST_PLATFORM_BASE: run the tests through scripts/test");
@@ -953,7 +953,12 @@ fn the_page_shows_each_platforms_image_and_the_index_digest() {
     )
     .unwrap();
     let server = Server::start_with(&["--config", config.to_str().unwrap()]);
-    let dockerfile = format!("FROM {base}\nRUN echo {} > /id\n", unique("web-platforms"));
+    // Started first, so the page is open while both platforms build.
+    let browser = Browser::start();
+    let dockerfile = format!(
+        "FROM {base}\nRUN sleep 6 && echo {} > /id\n",
+        unique("web-platforms")
+    );
     let form = reqwest::blocking::multipart::Form::new()
         .part(
             "file",
@@ -966,11 +971,26 @@ fn the_page_shows_each_platforms_image_and_the_index_digest() {
             format!("{}/{}", env.registry, unique("web-platforms")),
         );
     let id = server.submit(form);
+    browser.goto(&server.url(&format!("/#/builds/{id}")));
+    // Each platform's phase and builder as it builds, then each done.
+    let phases = |phase: &str| {
+        format!(
+            "const list = document.getElementById('platform-progress'); \
+             const items = [...list.querySelectorAll('li')]; \
+             return !list.hidden && items.length === 2 \
+               && items.every(li => li.dataset.phase === '{phase}') ? list.innerText : null;"
+        )
+    };
+    let building = browser.wait_for("both platforms building", BUILD_TIME, &phases("building"));
+    let building = building.as_str().unwrap();
+    for platform in ["linux/amd64", "linux/arm64"] {
+        assert!(building.contains(platform), "{building}");
+    }
+    assert!(building.contains("building on local"), "{building}");
+    let done = browser.wait_for("both platforms done", BUILD_TIME, &phases("done"));
+    assert!(done.as_str().unwrap().contains("layers pushed"), "{done}");
     let build = server.wait_final(id, BUILD_TIME);
     assert_eq!(build["status"], "succeeded", "{build}");
-
-    let browser = Browser::start();
-    browser.goto(&server.url(&format!("/#/builds/{id}")));
     let facts = browser.wait_for(
         "the build's platforms",
         Duration::from_secs(20),
