@@ -163,13 +163,10 @@ fn every_test_the_limits_table_names_exists() {
     let mut checked = 0;
     for found in named.captures_iter(table) {
         let (module, test) = (&found[1], &found[2]);
-        let source =
-            std::fs::read_to_string(format!("tests/it/{module}.rs")).unwrap_or_else(|_| {
-                panic!("the limits table names a module tests/it/{module}.rs lacks")
-            });
+        let source = module_source(module);
         assert!(
             source.contains(&format!("fn {test}()")),
-            "the limits table names {module}::{test}, which tests/it/{module}.rs lacks"
+            "the limits table names {module}::{test}, which tests/it/{module} lacks"
         );
         checked += 1;
     }
@@ -177,4 +174,17 @@ fn every_test_the_limits_table_names_exists() {
         checked >= 30,
         "only {checked} tests named: is the table still there?"
     );
+}
+
+/// A test module's source: `tests/it/MODULE.rs`, or every file of the folder
+/// `tests/it/MODULE/` (its `mod.rs` and the modules under it).
+fn module_source(module: &str) -> String {
+    if let Ok(source) = std::fs::read_to_string(format!("tests/it/{module}.rs")) {
+        return source;
+    }
+    let folder = std::fs::read_dir(format!("tests/it/{module}"))
+        .unwrap_or_else(|_| panic!("the limits table names a module tests/it/{module} lacks"));
+    folder
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect()
 }
