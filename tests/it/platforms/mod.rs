@@ -2,8 +2,10 @@
 //! (scripts/test registers it with binfmt_misc), from the two-platform base
 //! scripts/test pushes as an OCI index (`DOCKPUB_TEST_PLATFORM_BASE`). Each
 //! platform's image is pushed by digest and one image index goes under every tag.
-//! `progress`: each platform's progress and log lines.
+//! `progress`: each platform's progress and log lines; `lifecycle`: retry,
+//! retention and the build timeout, as for one platform.
 
+mod lifecycle;
 mod progress;
 
 use std::path::Path;
@@ -30,6 +32,11 @@ fn platform_base() -> String {
 /// A server whose one builder, the local daemon, offers both platforms (arm64
 /// under emulation).
 fn server_offering_both(dir: &Path) -> Server {
+    server_offering_both_with(dir, &[])
+}
+
+/// The same, started with the `flags` given.
+fn server_offering_both_with(dir: &Path, flags: &[&str]) -> Server {
     let config = dir.join("config.toml");
     let socket = "unix:///var/run/docker.sock".to_string();
     let host = std::env::var("DOCKER_HOST").unwrap_or(socket);
@@ -41,7 +48,9 @@ fn server_offering_both(dir: &Path) -> Server {
         ),
     )
     .unwrap();
-    Server::start_with(&["--config", config.to_str().unwrap()])
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    Server::start_with(&args)
 }
 
 /// A Dockerfile on the two-platform base whose RUN no earlier build cached.
