@@ -390,8 +390,20 @@ fn in_a_pool_the_arm64_half_runs_on_the_one_builder_offering_it() {
         &repository,
         &["latest"],
     );
-    let build = server.wait_final(id, BUILD_TIME);
+    let events = read_events_within(&server, id, BUILD_TIME);
+    let build = server.build(id);
     assert_eq!(build["status"], "succeeded", "{build}\n{}", server.logs(id));
+    // Its progress names each platform's builder.
+    let last: Value = events
+        .iter()
+        .rev()
+        .find(|e| e.event == "progress")
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .expect("a progress event");
+    for (n, builder) in ["machine", "arm"].iter().enumerate() {
+        assert_eq!(last["platforms"][n]["builder"], *builder, "{last}");
+        assert_eq!(last["platforms"][n]["phase"], "done", "{last}");
+    }
     let logs = server.logs(id);
     assert!(
         logs.contains("[linux/arm64] dockpub: on builder arm"),

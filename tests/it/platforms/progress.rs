@@ -167,3 +167,42 @@ fn each_platform_shows_its_phase_in_the_api_events_and_cli_and_ends_done() {
         assert!(said, "no [{platform}] line saying {arch}:\n{logs}");
     }
 }
+
+#[test]
+fn a_platform_without_a_free_slot_shows_it_waits_for_one_then_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    // One slot: the platforms take turns on it.
+    let config = dir.path().join("config.toml");
+    let host = std::env::var("DOCKER_HOST").unwrap_or("unix:///var/run/docker.sock".into());
+    std::fs::write(
+        &config,
+        format!(
+            "[[builders]]\nname = \"local\"\nhost = \"{host}\"\nmax_concurrent_builds = 1\n\
+             platforms = [\"linux/amd64\", \"linux/arm64\"]\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let env = TestEnv::get();
+    let repository = format!("{}/{}", env.registry, unique("multi-one-slot"));
+    let id = submit(&server, dockerfile("sleep 2"), &repository, &["latest"]);
+    let events = read_events_within(&server, id, BUILD_TIME);
+    let done: Value = serde_json::from_str(&events.last().unwrap().data).unwrap();
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", server.logs(id));
+    let progress = progress_events(&events);
+    // One building while the other waits, with no builder yet.
+    let turns = progress.iter().any(|p| {
+        let phases = phases(p);
+        phases.iter().any(|(_, phase, _)| phase == "building")
+            && phases
+                .iter()
+                .any(|(_, phase, builder)| phase == "waiting_for_slot" && builder.is_none())
+    });
+    assert!(turns, "{progress:?}");
+    let last = phases(progress.last().unwrap());
+    assert!(
+        last.iter()
+            .all(|(_, phase, builder)| phase == "done" && builder.as_deref() == Some("local")),
+        "{last:?}"
+    );
+}
