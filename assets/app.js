@@ -432,7 +432,7 @@ function openFromHash() {
   view.build = null;
   view.progress = lastProgress.get(id) || null;
   view.lastLine = 0;
-  view.followBottom = true;
+  showFollowing(true);
   view.confirmingDelete = false;
   $("log").textContent = "";
   $("log").hidden = false;
@@ -802,22 +802,31 @@ function handleEvent(id, batch) {
 
 function appendLog(text) {
   const log = $("log");
+  // Where the reader is now, not only what the last scroll event said: lines
+  // can arrive after a scroll up and before its event.
+  const follow = view.followBottom && atBottom(log);
   log.appendChild(document.createTextNode(text));
   if ($("log-note").hidden === false) renderLogNote();
-  if (view.followBottom) log.scrollTop = log.scrollHeight;
+  if (follow) log.scrollTop = log.scrollHeight;
+  else showFollowing(false);
+}
+
+function atBottom(log) {
+  return log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+}
+
+function showFollowing(following) {
+  view.followBottom = following;
+  $("log-bottom").hidden = following;
 }
 
 function setUpLog() {
   const log = $("log");
   // Following stops when the reader scrolls up and starts again at the bottom.
-  log.addEventListener("scroll", () => {
-    view.followBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
-    $("log-bottom").hidden = view.followBottom;
-  });
+  log.addEventListener("scroll", () => showFollowing(atBottom(log)));
   $("log-bottom").addEventListener("click", () => {
     log.scrollTop = log.scrollHeight;
-    view.followBottom = true;
-    $("log-bottom").hidden = true;
+    showFollowing(true);
   });
 }
 

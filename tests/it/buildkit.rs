@@ -397,14 +397,16 @@ fn sleeping_secret_build(server: &Server, env: &TestEnv, marker: &str) -> i64 {
 #[test]
 fn a_secret_build_past_its_timeout_fails_and_its_step_is_gone() {
     let env = TestEnv::get();
-    let server = Server::start_with(&["--build-timeout-secs", "3"]);
+    // Long enough for the step to start on a loaded machine (the timeout counts
+    // from the build's start), far below the step's 600 s.
+    let server = Server::start_with(&["--build-timeout-secs", "20"]);
     let marker = unique("secret-timeout");
     let id = sleeping_secret_build(&server, &env, &marker);
-    let build = server.wait_final(id, Duration::from_secs(30));
+    let build = server.wait_final(id, Duration::from_secs(60));
     assert_eq!(build["status"], "failed", "{build}");
-    assert_eq!(build["error"], "timed out after 3 s");
+    assert_eq!(build["error"], "timed out after 20 s");
     assert_processes_gone(&marker, Duration::from_secs(10));
-    assert!(server.logs(id).contains("dockpub: timed out after 3 s"));
+    assert!(server.logs(id).contains("dockpub: timed out after 20 s"));
 }
 
 #[test]
