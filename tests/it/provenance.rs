@@ -443,3 +443,42 @@ fn without_a_key_there_is_no_public_key_and_bad_ids_are_refused() {
         "build_not_found"
     );
 }
+
+#[test]
+fn a_legacy_build_without_a_key_is_attested_unsigned_and_lists_its_base_without_a_digest() {
+    let env = TestEnv::get();
+    let server = Server::start_with_env(&[], &[(PROVENANCE_VARIABLE, "true")]);
+    let repository = format!("{}/{}", env.registry, unique("provenance-legacy"));
+    let dockerfile = env.dockerfile(&format!("echo {}", unique("legacy")));
+    let form = field(with_dockerfile(&dockerfile), "repository", &repository);
+    let id = server.submit(field(form, "buildkit", "false"));
+    let build = server.wait_final(id, BUILD_TIME);
+    assert_eq!(build["status"], "succeeded", "{build}\n{}", server.logs(id));
+    assert_eq!(build["provenance"]["signed"], false, "{build}");
+
+    let (image, bytes, statement) = served_provenance(&repository, "latest", None);
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"].as_str(),
+        image.strip_prefix("sha256:")
+    );
+    // The legacy builder reports no digest: none is guessed.
+    let base = dependency(&statement, &env.base_image);
+    assert!(base.get("digest").is_none(), "{base}");
+    assert!(base["annotations"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("not observed"));
+    let served = server.get(&format!("/api/v1/builds/{id}/provenance"));
+    assert_eq!(
+        served.headers()["content-type"],
+        "application/vnd.in-toto+json"
+    );
+    assert_eq!(served.bytes().unwrap().to_vec(), bytes);
+    let shown = Command::new(env!("CARGO_BIN_EXE_dockpub"))
+        .args(["provenance", &id.to_string()])
+        .env("DOCKPUB_URL", &server.base)
+        .output()
+        .unwrap();
+    assert!(shown.status.success());
+    assert!(String::from_utf8_lossy(&shown.stderr).contains("unsigned"));
+}

@@ -9,8 +9,9 @@ use super::output::Output;
 use super::publish::{note_taken_over, taken_over_by};
 use crate::builds::engine::Engine;
 use crate::docker::{Builder, DockerError};
-use crate::domain::{Build, Credentials};
+use crate::domain::{Build, Credentials, PushPhase};
 use crate::registry::ImageIndex;
+use crate::sync::Locked;
 
 /// Under the build's publish locks: `index` put under every tag and read back;
 /// returns the digest the registry confirmed for each.
@@ -31,8 +32,15 @@ pub(super) async fn put_index_under_tags(
         .count();
     let attestations = index.manifests.len() - images;
     let mut digests = BTreeMap::new();
+    // What a failed or cancelled run records as maybe pushed names this image.
+    let _ = output.image_id.set(image_id.to_string());
     for tag in &build.tags {
         let reference = format!("{}:{tag}", build.repository);
+        // Once sent, the index may be served under the tag, whatever follows.
+        output
+            .pushes
+            .locked()
+            .insert(tag.clone(), PushPhase::index_sent());
         let digest = registry
             .put_index(&build.repository, tag, index, push_login)
             .await?;

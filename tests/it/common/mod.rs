@@ -152,8 +152,10 @@ impl Server {
         // Provenance puts an index (the image and its attestation) under every
         // pushed tag; the tests of other concerns compare the single manifest a
         // tag served before it, so it is on only where a test turns it on
-        // (provenance.rs, platforms.rs).
-        if !env.iter().any(|(k, _)| k == PROVENANCE_VARIABLE) {
+        // (provenance.rs, platforms.rs), or for every server with
+        // DOCKPUB_TEST_PROVENANCE=true (to see which comparisons it changes).
+        let everywhere = std::env::var("DOCKPUB_TEST_PROVENANCE").is_ok_and(|v| v == "true");
+        if !everywhere && !env.iter().any(|(k, _)| k == PROVENANCE_VARIABLE) {
             env.push((PROVENANCE_VARIABLE.to_string(), "false".to_string()));
         }
         let share = daemon_share::share();
