@@ -69,6 +69,7 @@ pub(super) async fn attest(
                 push_login,
             )
             .await?;
+        served_as_put(engine, repository, &manifest.digest, push_login).await?;
         entries.push(IndexEntry {
             media_type: manifest.media_type.to_string(),
             digest: manifest.digest.clone(),
@@ -105,6 +106,27 @@ pub(super) async fn attest(
             signed,
         },
     })
+}
+
+/// The registry serves the attestation manifest just put under its digest.
+async fn served_as_put(
+    engine: &Engine,
+    repository: &str,
+    digest: &str,
+    push_login: Option<&Credentials>,
+) -> Result<(), RunError> {
+    let served = engine
+        .settings
+        .registry
+        .manifest(repository, digest, push_login)
+        .await?;
+    if served.digest == digest {
+        return Ok(());
+    }
+    Err(RunError::Provenance(format!(
+        "the registry serves {} for the attestation manifest {repository}@{digest}",
+        served.digest
+    )))
 }
 
 /// `pkg:docker/REPOSITORY@TAG?platform=OS%2FARCH`, as buildx names a subject.

@@ -9,6 +9,7 @@ mod captured_log;
 mod daemon_share;
 mod in_process;
 
+pub mod attestation;
 pub mod fault_proxy;
 pub mod git;
 
