@@ -318,3 +318,21 @@ fn a_legacy_build_without_a_key_is_attested_unsigned_and_lists_its_base_without_
     assert!(shown.status.success());
     assert!(String::from_utf8_lossy(&shown.stderr).contains("unsigned"));
 }
+
+#[test]
+fn a_tag_named_as_the_platform_push_fails_the_build_rather_than_wait_on_its_own_lock() {
+    let env = TestEnv::get();
+    let server = Server::start_with_env(&[], &[(PROVENANCE_VARIABLE, "true")]);
+    let repository = format!("{}/{}", env.registry, unique("provenance-own-tag"));
+    let form = field(
+        with_dockerfile(&env.dockerfile("true")),
+        "repository",
+        &repository,
+    );
+    let id = server.submit(field(form, "tag", "dockpub-platform-linux-amd64"));
+    let build = server.wait_final(id, BUILD_TIME);
+    assert_eq!(build["status"], "failed", "{build}");
+    let error = build["error"].as_str().unwrap();
+    assert!(error.contains("use another tag"), "{error}");
+    assert_eq!(build["tags_pushed"], serde_json::json!([]), "{build}");
+}

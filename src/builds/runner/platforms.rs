@@ -198,6 +198,11 @@ async fn build_and_push(
     .await
 }
 
+/// `dockpub-platform-OS-ARCH[-VARIANT]`: the tag a platform's image is pushed under.
+pub(super) fn platform_tag(platform: &str) -> String {
+    format!("dockpub-platform-{}", platform.replace('/', "-"))
+}
+
 /// Pushes the platform's image under its platform tag, then asks the registry
 /// for the manifest by digest: its config must be the image built.
 pub(super) async fn push_by_digest(
@@ -215,7 +220,7 @@ pub(super) async fn push_by_digest(
         ))));
     };
     let repository = &build.repository;
-    let tag = format!("dockpub-platform-{}", platform.replace('/', "-"));
+    let tag = platform_tag(platform);
     let reference = format!("{repository}:{tag}");
     let digest = {
         let _publishing = engine.publish_locks.lock(&reference).await;

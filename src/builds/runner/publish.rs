@@ -7,7 +7,7 @@ use super::attest::{attest, PushedImage};
 use super::error::RunError;
 use super::index::put_index_under_tags;
 use super::output::{Outcome, Output};
-use super::platforms::push_by_digest;
+use super::platforms::{platform_tag, push_by_digest};
 use crate::builds::engine::Engine;
 use crate::builds::local_tags;
 use crate::docker::{Builder, DockerError};
@@ -91,6 +91,14 @@ async fn push_attested(
         Some(platform) => platform.to_string(),
         None => builder.image_platform(image_id).await?,
     };
+    // Its lock is taken for the push, under the build's own: never twice.
+    let platform_tag = platform_tag(&platform);
+    if build.tags.contains(&platform_tag) {
+        return Err(RunError::Provenance(format!(
+            "{}:{platform_tag} is where dockpub pushes the image before the index with its              attestation: use another tag, or turn provenance off",
+            build.repository
+        )));
+    }
     let built = push_by_digest(
         engine, build, builder, &platform, image_id, push_login, output,
     )
