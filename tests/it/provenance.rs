@@ -297,6 +297,8 @@ fn a_legacy_build_without_a_key_is_attested_unsigned_and_lists_its_base_without_
         statement["subject"][0]["digest"]["sha256"].as_str(),
         image.strip_prefix("sha256:")
     );
+    let internal = &statement["predicate"]["buildDefinition"]["internalParameters"];
+    assert_eq!(internal["buildkit"], false, "{statement}");
     // The legacy builder reports no digest: none is guessed.
     let base = dependency(&statement, &env.base_image);
     assert!(base.get("digest").is_none(), "{base}");

@@ -165,10 +165,14 @@ async fn observe(
     };
     let bases = output.bases.locked().clone();
     let options = &build.options;
+    // The record, not the request, says which builder ran: a daemon that
+    // refused BuildKit built it with the legacy one.
+    let recorded = engine.store.get_build(build.id).await?;
+    let buildkit = recorded.map_or(options.buildkit, |b| b.options.buildkit);
     Ok(Observed {
         dockpub_id: engine.settings.provenance.builder_id.clone(),
         builder: builder.name().to_string(),
-        buildkit: builder.runs_buildkit(options.buildkit),
+        buildkit: builder.runs_buildkit(buildkit),
         build_id: build.id,
         submitted_by: build.submitted_by.clone(),
         source,
