@@ -525,6 +525,13 @@ function renderFacts(build) {
     facts.push([platform, `${digest} (image ${image_id})`]);
   }
   if (build.builder) facts.push(["Builder", build.builder]);
+  // The statement pushed beside the image, and the key its signature verifies with.
+  if (build.provenance) {
+    const { digest, signed } = build.provenance;
+    const kind = signed ? "signed" : "unsigned: nothing proves dockpub wrote it";
+    facts.push(["Provenance", `${digest} (${kind})`, `${API}/builds/${build.id}/provenance`]);
+    if (signed) facts.push(["Public key", "PEM", `${API}/provenance/public-key`]);
+  }
   if (build.retry_of) facts.push(["Retry of", "#" + build.retry_of, "#/builds/" + build.retry_of]);
   const options = optionsText(build.options || {});
   if (options) facts.push(["Options", options]);

@@ -12,6 +12,7 @@
 //!       webhooks   deliveries (also uses store)
 //!       docker     everything bollard
 //!       registry   the registries' own HTTP API (image indexes)
+//!       provenance the signed statement of what was built, as buildx stores it
 //!       store      everything SQLite
 //!         domain   the shared types; imports nothing of dockpub
 //! ```
@@ -27,19 +28,30 @@ use std::path::{Path, PathBuf};
 /// top-level module must be placed here.
 const LAYERS: &[(&str, &[&str])] = &[
     // The command-line client: the context packer reuses the server's ignore rules.
-    ("cli", &["builds", "domain"]),
+    ("cli", &["builds", "provenance", "domain"]),
     (
         "http",
         &["config", "builds", "docker", "store", "webhooks", "domain"],
     ),
-    ("config", &["builds", "docker", "webhooks", "domain"]),
+    (
+        "config",
+        &["builds", "docker", "provenance", "webhooks", "domain"],
+    ),
     (
         "builds",
-        &["docker", "registry", "store", "webhooks", "domain"],
+        &[
+            "docker",
+            "registry",
+            "provenance",
+            "store",
+            "webhooks",
+            "domain",
+        ],
     ),
     ("webhooks", &["store", "domain"]),
     ("docker", &["domain"]),
     ("registry", &["domain"]),
+    ("provenance", &["domain"]),
     ("store", &["domain"]),
     ("domain", &[]),
 ];

@@ -43,6 +43,7 @@ pub(crate) mod http;
 mod layering;
 pub(crate) mod metrics;
 pub(crate) mod named_locks;
+pub(crate) mod provenance;
 pub(crate) mod registry;
 pub mod store;
 pub(crate) mod sync;
@@ -290,6 +291,7 @@ async fn start(
         },
         config_passwords: config_passwords(&config)?,
         registry: registry::Registry::new(Duration::from_secs(config.builds.registry_timeout_secs)),
+        provenance: config.provenance.provenance_settings()?,
     };
     let retention = Retention {
         days: config.retention.retention_days,

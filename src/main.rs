@@ -126,6 +126,16 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print a build's provenance statement and verify its DSSE signature
+    Provenance {
+        /// The build's id
+        id: i64,
+        /// Verify with this PEM public key instead of the server's
+        #[arg(long)]
+        public_key: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Delete a finished build (with --force, cancel it first)
     Delete {
         /// The build's id
@@ -158,6 +168,11 @@ async fn main() -> ExitCode {
         Command::Redeliver { delivery, client } => (Request::Redeliver(delivery), client),
         Command::Delete { id, force, client } => (Request::Delete { id, force }, client),
         Command::Triggers { client } => (Request::Triggers, client),
+        Command::Provenance {
+            id,
+            public_key,
+            client,
+        } => (Request::Provenance { id, public_key }, client),
         Command::Trigger {
             name,
             git_ref,

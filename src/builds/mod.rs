@@ -24,6 +24,7 @@ mod local_tags;
 mod logs;
 pub mod options;
 mod progress;
+mod provenance;
 mod queue;
 mod readiness;
 mod reads;
@@ -85,6 +86,10 @@ pub enum BuildError {
     NoDockerfile,
     #[error("build {0} not found")]
     NotFound(i64),
+    #[error("build {0} has no provenance: it pushed none (not pushed, not finished, or provenance was off)")]
+    NoProvenance(i64),
+    #[error("this server signs no provenance: [provenance] signing_key_file is not set")]
+    NoSigningKey,
     #[error("build {id} is {status}; only a finished build can be {action}")]
     NotFinal {
         id: i64,
@@ -176,6 +181,18 @@ pub struct RunSettings {
     pub config_passwords: Vec<Secret>,
     /// The registries' own API, for the image index of a build of several platforms.
     pub registry: crate::registry::Registry,
+    /// `[provenance]`.
+    pub provenance: ProvenanceSettings,
+}
+
+/// `[provenance]`: whether pushed images get an attestation, and what signs it.
+#[derive(Debug, Clone)]
+pub struct ProvenanceSettings {
+    pub enabled: bool,
+    /// None: statements are pushed unsigned.
+    pub key: Option<crate::provenance::SigningKey>,
+    /// How statements name this dockpub (`runDetails.builder.id`).
+    pub builder_id: String,
 }
 
 /// What a delete did besides removing the record.

@@ -1,4 +1,4 @@
-//! The CLI client: `dockpub submit|list|status|logs|cancel|retry|delete`, talking
+//! The CLI client: `dockpub submit|list|status|logs|cancel|retry|delete|provenance`, talking
 //! to a dockpub server over its HTTP API, for scripts and people at a terminal.
 
 mod api;
@@ -7,6 +7,7 @@ mod listing;
 mod options;
 mod pack;
 mod platforms;
+mod provenance;
 mod secret;
 mod terminal;
 
@@ -154,6 +155,13 @@ pub enum Request {
         /// Follow the build to its end.
         follow: bool,
     },
+    /// Print a build's provenance statement and verify its signature.
+    Provenance {
+        /// The build.
+        id: i64,
+        /// The PEM public key to verify with, instead of the server's.
+        public_key: Option<PathBuf>,
+    },
     /// Delete a finished build.
     Delete {
         /// The build.
@@ -229,6 +237,9 @@ async fn execute(
             Value::Null
         }
         Request::Triggers => client.triggers().await?,
+        Request::Provenance { id, public_key } => {
+            return provenance::show(client, id, public_key.as_deref()).await;
+        }
         Request::Trigger {
             name,
             git_ref,

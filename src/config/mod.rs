@@ -20,6 +20,7 @@
 mod builders;
 mod builds;
 mod git;
+mod provenance;
 mod registries;
 mod retention;
 mod secrets;
@@ -43,6 +44,7 @@ use crate::domain::Secret;
 pub(crate) use builders::{BuilderFlags, BuilderSection};
 pub(crate) use builds::{BuildFlags, BuildSection};
 pub(crate) use git::GitSection;
+pub(crate) use provenance::{ProvenanceFlags, ProvenanceSection};
 pub(crate) use registries::RegistrySection;
 pub(crate) use retention::{RetentionFlags, RetentionSection};
 pub(crate) use secrets::{SecretSection, SecretSourceConfig};
@@ -110,6 +112,8 @@ sections! {
     secrets: SecretSection,
     /// Builds from git: limits, host logins, triggers.
     git: GitSection,
+    /// `[provenance]`: attestations pushed with every image, and their signing key.
+    provenance: ProvenanceSection,
 }
 
 /// `dockpub serve` flags; each also reads its `DOCKPUB_*` variable.
@@ -140,6 +144,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub(crate) webhooks: WebhookFlags,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) provenance: ProvenanceFlags,
 }
 
 /// Why the settings cannot be used; the message names the file, key or flag.

@@ -1,3 +1,4 @@
+use super::provenance::ProvenanceFlagTable;
 use super::registries::RegistryLogin;
 use super::*;
 use crate::builds::access::Scope;
@@ -252,6 +253,8 @@ fn every_key_belongs_to_one_section_and_every_flag_sets_a_key() {
         let key = match flag {
             "config" => continue,
             "api_tokens" => "auth",
+            // The flags of `[provenance]` set keys of its table.
+            "enabled" | "signing_key_file" | "builder_id" => "provenance",
             other => other,
         };
         assert!(keys.contains(&key), "--{flag} sets no key of the file");
@@ -303,4 +306,36 @@ fn a_value_of_the_wrong_type_names_its_key_and_file() {
     // figment names the file relative to the working directory when it can.
     let folder = dir.path().file_name().unwrap().to_string_lossy();
     assert!(err.contains(&format!("{folder}/config.toml")), "{err}");
+}
+
+#[test]
+fn provenance_flags_set_the_table_and_leave_the_files_other_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    let text = "[provenance]\nenabled = true\nbuilder_id = \"from-file\"\n";
+    std::fs::write(&file, text).unwrap();
+    let config = Config::load(ServeArgs {
+        config: Some(file),
+        provenance: ProvenanceFlags {
+            table: ProvenanceFlagTable {
+                enabled: Some(false),
+                ..ProvenanceFlagTable::default()
+            },
+        },
+        ..ServeArgs::default()
+    })
+    .unwrap();
+    let settings = config.provenance.provenance_settings().unwrap();
+    assert!(!settings.enabled);
+    assert_eq!(settings.builder_id, "from-file");
+    assert!(settings.key.is_none());
+    let unknown = parse("[provenance]\nsigning_key = \"x\"\n");
+    assert!(unknown.is_err(), "a misspelt key is refused");
+    let missing = parse("[provenance]\nsigning_key_file = \"/nonexistent/key.pem\"\n").unwrap();
+    let err = missing
+        .provenance
+        .provenance_settings()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("provenance.signing_key_file"), "{err}");
 }

@@ -260,6 +260,17 @@ impl Builder {
         }
     }
 
+    /// The platform a local image was built for, `os/arch[/variant]`.
+    pub async fn image_platform(&self, image: &str) -> Result<String, DockerError> {
+        let inspected = self.client().await?.inspect_image(image).await?;
+        let os = inspected.os.unwrap_or_else(|| "linux".into());
+        let arch = inspected.architecture.unwrap_or_default();
+        Ok(match inspected.variant.filter(|v| !v.is_empty()) {
+            Some(variant) => format!("{os}/{arch}/{variant}"),
+            None => format!("{os}/{arch}"),
+        })
+    }
+
     /// Every `name:tag` on the daemon starting with `prefix` (`name:` and the
     /// tag's start).
     pub async fn names_starting_with(&self, prefix: &str) -> Result<Vec<String>, DockerError> {

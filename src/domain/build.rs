@@ -71,6 +71,17 @@ pub struct Build {
     /// On a build that did not succeed: the tags its push wrote to the registry,
     /// or may have (it got as far as the manifest). See README, "What succeeded means".
     pub tags_pushed: Vec<String>,
+    /// The provenance attestation pushed with the image; None when none was.
+    pub provenance: Option<ProvenanceRecord>,
+}
+
+/// A pushed build's provenance attestation (see README, "Provenance").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProvenanceRecord {
+    /// The sha256 digest of the statement, as the attestation's layer holds it.
+    pub digest: String,
+    /// Whether a DSSE envelope signs it with the server's key.
+    pub signed: bool,
 }
 
 /// How a build is made, as the request chose it (validated), shown in the build object.

@@ -16,8 +16,8 @@ mod time;
 mod webhook;
 
 pub use build::{
-    Build, BuildOptions, GitSource, LogLine, NewBuild, PlatformImage, PreparedContext, TagPlan,
-    TriggeredBy,
+    Build, BuildOptions, GitSource, LogLine, NewBuild, PlatformImage, PreparedContext,
+    ProvenanceRecord, TagPlan, TriggeredBy,
 };
 pub use names::{is_plain_name, PLAIN_NAME_RULE};
 pub use progress::{

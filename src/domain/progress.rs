@@ -159,6 +159,15 @@ impl PushPhase {
         }
     }
 
+    /// An image index sent with the registry's own API: from then on it may
+    /// have reached the registry.
+    pub fn index_sent() -> PushPhase {
+        PushPhase {
+            manifest_written: true,
+            ..PushPhase::default()
+        }
+    }
+
     /// The manifest may have reached the registry.
     pub fn may_have_landed(&self) -> bool {
         self.manifest_written || (self.layers > 0 && self.layers_done >= self.layers)

@@ -134,6 +134,16 @@ mod tests {
     fn routes_need_the_scope_of_what_they_do() {
         let cases = [
             (Method::GET, Some("/api/v1/builds/{id}"), Scope::Read),
+            (
+                Method::GET,
+                Some("/api/v1/builds/{id}/provenance"),
+                Scope::Read,
+            ),
+            (
+                Method::GET,
+                Some("/api/v1/provenance/public-key"),
+                Scope::Read,
+            ),
             (Method::HEAD, Some("/api/v1/builds/{id}/logs"), Scope::Read),
             (Method::POST, Some("/api/v1/builds"), Scope::Build),
             (Method::POST, Some("/api/dockerfile-build/"), Scope::Build),

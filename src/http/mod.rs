@@ -13,6 +13,7 @@ mod metrics;
 mod openapi;
 mod origin;
 mod page;
+mod provenance;
 mod schemas;
 mod seed;
 mod triggers;
@@ -69,6 +70,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
                 .configure(builders::routes)
                 .configure(triggers::routes)
                 .configure(v1::routes)
+                .configure(provenance::routes)
                 .configure(live::routes)
                 .configure(actions::routes)
                 .configure(deliveries::routes)

@@ -12,7 +12,9 @@ use utoipa::OpenApi;
 
 use super::error::{ErrorCode, RouteErrors};
 use super::schemas::{RetryForm, SubmitForm};
-use super::{actions, builders, deliveries, error, live, method_not_allowed, triggers, v1, views};
+use super::{
+    actions, builders, deliveries, error, live, method_not_allowed, provenance, triggers, v1, views,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +27,8 @@ use super::{actions, builders, deliveries, error, live, method_not_allowed, trig
         v1::list_builds,
         v1::get_build,
         v1::delete_build,
+        provenance::build_provenance,
+        provenance::public_key,
         live::build_logs,
         live::build_events,
         actions::cancel_build,
@@ -62,8 +66,9 @@ async fn openapi_json() -> HttpResponse {
 }
 
 /// Every route's declared errors, module by module.
-const ROUTE_ERRORS: [&[RouteErrors]; 6] = [
+const ROUTE_ERRORS: [&[RouteErrors]; 7] = [
     v1::ROUTE_ERRORS,
+    provenance::ROUTE_ERRORS,
     live::ROUTE_ERRORS,
     actions::ROUTE_ERRORS,
     deliveries::ROUTE_ERRORS,

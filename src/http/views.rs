@@ -6,7 +6,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::{
-    Build, BuildOptions, GitSource, PlatformImage, Progress, Status, Timestamp, TriggeredBy,
+    Build, BuildOptions, GitSource, PlatformImage, Progress, ProvenanceRecord, Status, Timestamp,
+    TriggeredBy,
 };
 
 /// A build, as every v1 route shows it.
@@ -46,6 +47,10 @@ pub struct BuildView<'a> {
     /// them; the builds that had them before say so in `tag_moved_by`. Empty
     /// for a build that succeeded (see `digests`) or never got that far.
     tags_pushed: &'a [String],
+    /// The provenance attestation pushed with the image (its statement's
+    /// digest, and whether it is signed); null when none was pushed. The
+    /// document: `/api/v1/builds/{id}/provenance`.
+    provenance: Option<&'a ProvenanceRecord>,
     /// The name of the API token that submitted it; null when tokens are off.
     submitted_by: Option<&'a str>,
     /// The repository, ref and commit the context was fetched from; null for uploads.
@@ -127,6 +132,7 @@ impl<'a> From<&'a Build> for BuildView<'a> {
             attempts: build.attempts,
             tag_moved_by: &build.tag_moved_by,
             tags_pushed: &build.tags_pushed,
+            provenance: build.provenance.as_ref(),
             submitted_by: build.submitted_by.as_deref(),
             source: build.source.as_ref().map(SourceView::from),
             trigger: build.source.as_ref().and_then(|s| s.trigger.as_ref()),

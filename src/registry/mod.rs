@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::Credentials;
 
+mod artifacts;
+
 /// Manifests and indexes, in the media types Docker and OCI registries serve.
 const MANIFEST_TYPES: &[&str] = &[
     OCI_IMAGE_INDEX_MEDIA_TYPE,
@@ -67,6 +69,9 @@ pub struct IndexEntry {
     pub digest: String,
     pub size: u64,
     pub platform: Option<IndexPlatform>,
+    /// An attestation manifest's `vnd.docker.reference.*`; None for an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -388,6 +393,7 @@ mod tests {
             digest: "sha256:ab".into(),
             size: 2,
             platform: IndexPlatform::parse("linux/arm64"),
+            annotations: None,
         }]);
         let json: serde_json::Value = serde_json::to_value(&index).unwrap();
         assert_eq!(json["schemaVersion"], 2);

@@ -161,6 +161,18 @@ impl Store {
             .await
     }
 
+    /// Keeps the build's provenance document (statement or envelope) beside it.
+    pub async fn write_provenance(&self, id: i64, document: Vec<u8>) -> Result<(), StoreError> {
+        self.files_blocking(move |files| files.write_provenance(id, &document))
+            .await
+    }
+
+    /// The build's provenance document; None when it has none.
+    pub async fn read_provenance(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.files_blocking(move |files| files.read_provenance(id))
+            .await
+    }
+
     /// Deletes the row, its logs and its stored files, if the build is final.
     /// Returns false when no such final build exists.
     pub async fn delete_final_build(&self, id: i64) -> Result<bool, StoreError> {
@@ -267,7 +279,7 @@ pub(super) fn transition(
     if allowed.is_empty() {
         return Ok(None);
     }
-    let placeholders: Vec<String> = (9..9 + allowed.len()).map(|n| format!("?{n}")).collect();
+    let placeholders: Vec<String> = (10..10 + allowed.len()).map(|n| format!("?{n}")).collect();
     let placeholders = placeholders.join(", ");
     let finals = final_statuses();
     let sql = format!(
@@ -284,12 +296,14 @@ pub(super) fn transition(
             finished_at = CASE WHEN ?1 IN ({finals}) THEN ?5 ELSE NULL END,
             digests = CASE WHEN ?1 = 'queued' THEN '{{}}' ELSE COALESCE(?7, digests) END,
             platforms = CASE WHEN ?1 = 'queued' THEN '[]' ELSE COALESCE(?8, platforms) END,
+            provenance = CASE WHEN ?1 = 'queued' THEN NULL ELSE COALESCE(?9, provenance) END,
             builder = CASE WHEN ?1 = 'queued' THEN NULL ELSE builder END,
             tags_pushed = CASE WHEN ?1 = 'succeeded' THEN '[]' ELSE tags_pushed END
          WHERE id = ?6 AND status IN ({placeholders})"
     );
     let digests = changes.digests.as_ref().map(rows::to_json);
     let platforms = changes.platforms.as_ref().map(rows::to_json);
+    let provenance = changes.provenance.as_ref().map(rows::to_json);
     let mut values: Vec<&dyn rusqlite::ToSql> = vec![
         &status,
         &changes.image_id,
@@ -299,6 +313,7 @@ pub(super) fn transition(
         &id,
         &digests,
         &platforms,
+        &provenance,
     ];
     values.extend(allowed.iter().map(|s| s as &dyn rusqlite::ToSql));
     let updated = conn.execute(&sql, values.as_slice())?;

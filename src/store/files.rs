@@ -92,6 +92,28 @@ impl BuildFiles {
         self.keep(id, staged, self.dockerfile_path(id))
     }
 
+    /// The build's provenance document: the statement, or its signed envelope.
+    fn provenance_path(&self, id: i64) -> PathBuf {
+        self.dir(id).join("provenance.json")
+    }
+
+    pub fn write_provenance(&self, id: i64, document: &[u8]) -> io::Result<()> {
+        std::fs::create_dir_all(self.dir(id))?;
+        let mut staged = tempfile::NamedTempFile::new_in(&self.staging)?;
+        staged.write_all(document)?;
+        staged.as_file().sync_all()?;
+        self.keep(id, staged.into_temp_path(), self.provenance_path(id))
+    }
+
+    /// None when the build has none.
+    pub fn read_provenance(&self, id: i64) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.provenance_path(id)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     pub fn read_dockerfile(&self, id: i64) -> io::Result<String> {
         std::fs::read_to_string(self.dockerfile_path(id))
     }

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/009_trigger_deliveries.sql"),
     include_str!("migrations/010_tags_pushed.sql"),
     include_str!("migrations/011_platforms.sql"),
+    include_str!("migrations/012_provenance.sql"),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {

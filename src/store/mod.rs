@@ -108,6 +108,8 @@ pub struct Changes {
     pub error: Option<String>,
     /// Each platform's image and manifest, for a build of several platforms.
     pub platforms: Option<Vec<crate::domain::PlatformImage>>,
+    /// The provenance attestation pushed with the image.
+    pub provenance: Option<crate::domain::ProvenanceRecord>,
 }
 
 /// Which builds a list returns, newest first.

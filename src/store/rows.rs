@@ -7,7 +7,7 @@ use crate::domain::{Build, Timestamp};
 
 pub const BUILD_COLUMNS: &str = "id, status, repository, tags, push, registry_username, image_id, \
      digest, error, created_at, started_at, built_at, finished_at, retry_of, options, digests, context_dockerfile, \
-     callback_url, builder, attempts, tag_moved_by, submitted_by, source, tags_pushed, platforms";
+     callback_url, builder, attempts, tag_moved_by, submitted_by, source, tags_pushed, platforms, provenance";
 
 /// Reads one row; the outer error is SQLite's, the inner one a row that does not parse.
 pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreError>> {
@@ -22,6 +22,7 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
     let source: Option<String> = row.get(22)?;
     let tags_pushed: String = row.get(23)?;
     let platforms: String = row.get(24)?;
+    let provenance: Option<String> = row.get(25)?;
     let parsed = (|| {
         let corrupt = |what: &str| StoreError::Corrupt(format!("build {id}: {what}"));
         let [started_at, built_at, finished_at] = times.map(|t| t.as_deref().map(Timestamp::parse));
@@ -64,6 +65,10 @@ pub fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Build, StoreErro
                 .map_err(|_| corrupt("bad source"))?,
             tags_pushed: serde_json::from_str(&tags_pushed)
                 .map_err(|_| corrupt("bad tags_pushed"))?,
+            provenance: provenance
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|_| corrupt("bad provenance"))?,
         })
     })();
     Ok(parsed)

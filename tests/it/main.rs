@@ -30,6 +30,7 @@ mod live;
 mod metrics;
 mod openapi;
 mod platforms;
+mod provenance;
 mod readme;
 mod reads;
 mod recovery;

@@ -33,6 +33,8 @@ fn the_document_lists_every_v1_route() {
         ("/api/v1/triggers", "get"),
         ("/api/v1/triggers/{name}/events", "post"),
         ("/api/v1/triggers/{name}/run", "post"),
+        ("/api/v1/builds/{id}/provenance", "get"),
+        ("/api/v1/provenance/public-key", "get"),
     ];
     for (path, method) in expected {
         let operation = &document["paths"][path][method];
@@ -45,7 +47,7 @@ fn the_document_lists_every_v1_route() {
     let paths = document["paths"].as_object().unwrap();
     assert_eq!(
         paths.len(),
-        12,
+        14,
         "undocumented or unexpected paths: {:?}",
         paths.keys()
     );
@@ -62,6 +64,7 @@ fn the_document_lists_every_v1_route() {
         "links",
         "source",
         "trigger",
+        "provenance",
     ] {
         assert!(build[field].is_object(), "the Build schema lacks {field}");
     }

@@ -54,6 +54,8 @@ fn every_api_route_wants_a_configured_token() {
         (Method::POST, format!("/api/v1/builds/{id}/cancel")),
         (Method::POST, format!("/api/v1/builds/{id}/retry")),
         (Method::GET, format!("/api/v1/builds/{id}/deliveries")),
+        (Method::GET, format!("/api/v1/builds/{id}/provenance")),
+        (Method::GET, "/api/v1/provenance/public-key".into()),
         (Method::POST, "/api/v1/deliveries/999999/redeliver".into()),
         (Method::DELETE, format!("/api/v1/builds/{}", id + 1000)),
         (Method::GET, "/api/dockerfile-build/".into()),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{unique, Server, TestEnv};
+use crate::common::{unique, Server, TestEnv, PROVENANCE_VARIABLE};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
@@ -952,7 +952,11 @@ fn the_page_shows_each_platforms_phase_image_and_the_index_digest() {
         ),
     )
     .unwrap();
-    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    // With provenance: the page shows the statement's digest.
+    let server = Server::start_with_env(
+        &["--config", config.to_str().unwrap()],
+        &[(PROVENANCE_VARIABLE, "true")],
+    );
     // Started first, so the page is open while both platforms build.
     let browser = Browser::start();
     let dockerfile = format!(
@@ -1009,6 +1013,9 @@ fn the_page_shows_each_platforms_phase_image_and_the_index_digest() {
             "{facts}"
         );
     }
+    let provenance = build["provenance"]["digest"].as_str().unwrap();
+    assert!(facts.contains(provenance), "{facts}");
+    assert!(facts.contains("unsigned"), "{facts}");
     assert!(
         browser.console_errors().is_empty(),
         "{:?}",

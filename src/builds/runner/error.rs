@@ -57,6 +57,8 @@ pub(super) enum RunError {
         "no builder offering the platform had a free slot within {secs} s (build_timeout_secs)"
     )]
     NoSlotFor { secs: u64 },
+    #[error("provenance: {0}")]
+    Provenance(String),
 }
 
 fn pushed_by(build: Option<i64>) -> String {

@@ -9,9 +9,11 @@
 //! records the end.
 
 mod attempts;
+mod attest;
 mod build_step;
 mod cleanup;
 mod error;
+mod index;
 mod logins;
 mod output;
 mod platforms;
@@ -143,6 +145,7 @@ async fn finish(
                     digests: Some(outcome.digests),
                     error: None,
                     platforms: Some(outcome.platforms),
+                    provenance: outcome.provenance,
                 },
             )
         }

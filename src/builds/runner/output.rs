@@ -11,8 +11,9 @@ use crate::builds::logs::LogWriter;
 use crate::builds::progress::ProgressTracker;
 use crate::builds::silence::Silences;
 use crate::docker::{BuildEvent, Builder};
-use crate::domain::{Credentials, PlatformImage, PushPhase, PushUpdate};
+use crate::domain::{Credentials, PlatformImage, ProvenanceRecord, PushPhase, PushUpdate};
 use crate::named_locks::HeldLocks;
+use crate::provenance::{observed_base, BaseImage};
 use crate::sync::Locked;
 
 /// What a successful run produced.
@@ -26,6 +27,8 @@ pub(super) struct Outcome {
     pub(super) publish_locks: HeldLocks,
     /// Each platform's image and manifest, for a build of several platforms.
     pub(super) platforms: Vec<PlatformImage>,
+    /// The provenance attestation pushed with the image, if any.
+    pub(super) provenance: Option<ProvenanceRecord>,
 }
 
 /// The build's log and progress, fed as its output arrives.
@@ -50,6 +53,9 @@ pub(super) struct Output {
     /// The build's publish locks once taken: they outlive a cancelled run's
     /// work until what its push may have done and its end are recorded.
     pub(super) publish_locks: Mutex<Option<HeldLocks>>,
+    /// The base images BuildKit reported resolving (`FROM …@sha256:…`), for
+    /// the provenance.
+    pub(super) bases: Mutex<Vec<BaseImage>>,
     /// Told of every event and push message: when the build was last heard from.
     silences: Arc<Silences>,
     id: i64,
@@ -88,6 +94,7 @@ impl Output {
             platform_references: Mutex::new(Vec::new()),
             pushes: Mutex::default(),
             publish_locks: Mutex::default(),
+            bases: Mutex::default(),
             silences: engine.silences.clone(),
             id,
             builder: builder.to_string(),
@@ -98,6 +105,7 @@ impl Output {
     /// step container a cancel must remove.
     pub(super) fn build_event(&self, event: BuildEvent) {
         self.heard();
+        self.note_base(&event);
         match &event {
             BuildEvent::StepContainer(container) => {
                 *self.step_container.locked() = Some(container.clone());
@@ -120,6 +128,7 @@ impl Output {
         if let BuildEvent::Progress { done, total } = &event {
             self.progress.platform_steps(platform, *done, *total);
         }
+        self.note_base(&event);
         match event.log_line() {
             // A step's error is kept past the log's limits: one per step at most.
             Some(line) if matches!(event, BuildEvent::StepFailed { .. }) => {
@@ -169,6 +178,19 @@ impl Output {
             .or_default()
             .note(update);
         self.log.output(update.line());
+    }
+
+    /// A base image BuildKit says it resolved, kept once.
+    fn note_base(&self, event: &BuildEvent) {
+        let BuildEvent::StepStarted { name, .. } = event else {
+            return;
+        };
+        if let Some(base) = observed_base(name) {
+            let mut bases = self.bases.locked();
+            if !bases.contains(&base) {
+                bases.push(base);
+            }
+        }
     }
 
     fn heard(&self) {

@@ -20,10 +20,12 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use tokio::sync::{Mutex, MutexGuard};
 
+use super::attest::{attest, PushedImage};
 use super::build_step::{build_step, StepTarget};
 use super::error::RunError;
+use super::index::put_index_under_tags;
 use super::output::{Outcome, Output};
-use super::publish::{note_taken_over, record_image, taken_over_by};
+use super::publish::record_image;
 use crate::builds::engine::Engine;
 use crate::docker::{Builder, DockerError, Slot};
 use crate::domain::{Build, Credentials, PlatformImage, PlatformPhase};
@@ -53,9 +55,9 @@ impl Lane<'_> {
 }
 
 /// One platform, built and pushed by digest.
-struct Built {
-    image: PlatformImage,
-    entry: IndexEntry,
+pub(super) struct Built {
+    pub(super) image: PlatformImage,
+    pub(super) entry: IndexEntry,
 }
 
 /// Builds every platform, then publishes the index under the build's tags.
@@ -207,9 +209,14 @@ async fn build_and_push(
     .await
 }
 
+/// `dockpub-platform-OS-ARCH[-VARIANT]`: the tag a platform's image is pushed under.
+pub(super) fn platform_tag(platform: &str) -> String {
+    format!("dockpub-platform-{}", platform.replace('/', "-"))
+}
+
 /// Pushes the platform's image under its platform tag, then asks the registry
 /// for the manifest by digest: its config must be the image built.
-async fn push_by_digest(
+pub(super) async fn push_by_digest(
     engine: &Engine,
     build: &Build,
     builder: &Builder,
@@ -224,7 +231,7 @@ async fn push_by_digest(
         ))));
     };
     let repository = &build.repository;
-    let tag = format!("dockpub-platform-{}", platform.replace('/', "-"));
+    let tag = platform_tag(platform);
     let reference = format!("{repository}:{tag}");
     output
         .progress
@@ -273,12 +280,14 @@ async fn push_by_digest(
             digest,
             size: manifest.bytes.len() as u64,
             platform: Some(index_platform),
+            annotations: None,
         },
     })
 }
 
-/// Under the build's publish locks: the index put under every tag and read
-/// back from each, and whose tags it took over noted.
+/// Under the build's publish locks: the index (with the provenance
+/// attestation, when on) put under every tag and read back from each, and
+/// whose tags it took over noted.
 async fn publish_index(
     engine: &Engine,
     build: &Build,
@@ -287,10 +296,24 @@ async fn publish_index(
     push_login: Option<&Credentials>,
     output: &Output,
 ) -> Result<Outcome, RunError> {
-    let (platforms, entries): (Vec<PlatformImage>, Vec<IndexEntry>) =
+    let (platforms, mut entries): (Vec<PlatformImage>, Vec<IndexEntry>) =
         built.into_iter().map(|b| (b.image, b.entry)).unzip();
     let first_image = platforms[0].image_id.clone();
     record_image(engine, build, &first_image).await?;
+    let provenance = if engine.settings.provenance.enabled {
+        let images: Vec<PushedImage> = platforms
+            .iter()
+            .map(|p| PushedImage {
+                platform: &p.platform,
+                digest: &p.digest,
+            })
+            .collect();
+        let attested = attest(engine, build, builder, &images, push_login, output).await?;
+        entries.extend(attested.entries);
+        Some(attested.record)
+    } else {
+        None
+    };
     let publish_locks = engine
         .publish_locks
         .lock_all(build.image_references())
@@ -298,21 +321,16 @@ async fn publish_index(
     // Where a cancelled run's end is recorded under them, as for one platform.
     *output.publish_locks.locked() = Some(publish_locks);
     let index = ImageIndex::new(entries);
-    let registry = &engine.settings.registry;
-    let mut digests = std::collections::BTreeMap::new();
-    for tag in &build.tags {
-        let reference = format!("{}:{tag}", build.repository);
-        let digest = registry
-            .put_index(&build.repository, tag, &index, push_login)
-            .await?;
-        confirm_index(engine, build, tag, &digest, push_login).await?;
-        output.log.line(format!(
-            "dockpub: registry confirmed {reference} at {digest} (an index of {} platforms)",
-            platforms.len()
-        ));
-        digests.insert(tag.clone(), digest);
-        note_taken_over(engine, build, builder, &first_image, tag, output).await?;
-    }
+    let digests = put_index_under_tags(
+        engine,
+        build,
+        builder,
+        &first_image,
+        &index,
+        push_login,
+        output,
+    )
+    .await?;
     let publish_locks = output
         .publish_locks
         .locked()
@@ -323,30 +341,6 @@ async fn publish_index(
         digests,
         publish_locks,
         platforms,
+        provenance,
     })
-}
-
-/// The registry serves the index just put under `tag`, not another manifest.
-async fn confirm_index(
-    engine: &Engine,
-    build: &Build,
-    tag: &str,
-    digest: &str,
-    push_login: Option<&Credentials>,
-) -> Result<(), RunError> {
-    let reference = format!("{}:{tag}", build.repository);
-    let served = engine
-        .settings
-        .registry
-        .manifest(&build.repository, tag, push_login)
-        .await?;
-    if served.digest == digest {
-        return Ok(());
-    }
-    let other = DockerError::RegistryServesOther {
-        reference,
-        serves: served.digest,
-        pushed_digest: digest.to_string(),
-    };
-    Err(taken_over_by(engine, &build.repository, other).await)
 }

@@ -3,12 +3,16 @@
 
 use std::collections::BTreeMap;
 
+use super::attest::{attest, PushedImage};
 use super::error::RunError;
+use super::index::put_index_under_tags;
 use super::output::{Outcome, Output};
+use super::platforms::{platform_tag, push_by_digest};
 use crate::builds::engine::Engine;
 use crate::builds::local_tags;
 use crate::docker::{Builder, DockerError};
-use crate::domain::{Build, Credentials, Status};
+use crate::domain::{Build, Credentials, ProvenanceRecord, Status};
+use crate::registry::ImageIndex;
 use crate::store::{Changes, PublishedTag};
 use crate::sync::Locked;
 
@@ -41,9 +45,15 @@ pub(super) async fn publish(
         None => build,
     };
     apply_tags(engine, build, builder, &image_id).await?;
+    let mut provenance = None;
     let digests = if build.push && build.tags.is_empty() {
         // Every tag went to later builds of its trigger: nothing to push.
         BTreeMap::new()
+    } else if build.push && engine.settings.provenance.enabled {
+        let (digests, record) =
+            push_attested(engine, build, builder, &image_id, push_login, output).await?;
+        provenance = Some(record);
+        digests
     } else if build.push {
         push_tags(engine, build, builder, &image_id, push_login, output).await?
     } else {
@@ -62,7 +72,48 @@ pub(super) async fn publish(
         digests,
         publish_locks,
         platforms: Vec::new(),
+        provenance,
     })
+}
+
+/// With provenance, as buildx pushes one platform: the image pushed by digest
+/// (under its platform tag), its attestation, then an index of the two put
+/// under every tag. Returns the digest confirmed per tag.
+async fn push_attested(
+    engine: &Engine,
+    build: &Build,
+    builder: &Builder,
+    image_id: &str,
+    push_login: Option<&Credentials>,
+    output: &Output,
+) -> Result<(BTreeMap<String, String>, ProvenanceRecord), RunError> {
+    let platform = match build.options.platform.as_deref() {
+        Some(platform) => platform.to_string(),
+        None => builder.image_platform(image_id).await?,
+    };
+    // Its lock is taken for the push, under the build's own: never twice.
+    let platform_tag = platform_tag(&platform);
+    if build.tags.contains(&platform_tag) {
+        return Err(RunError::Provenance(format!(
+            "{}:{platform_tag} is where dockpub pushes the image before the index with its              attestation: use another tag, or turn provenance off",
+            build.repository
+        )));
+    }
+    let built = push_by_digest(
+        engine, build, builder, &platform, image_id, push_login, output,
+    )
+    .await?;
+    let image = PushedImage {
+        platform: &platform,
+        digest: &built.image.digest,
+    };
+    let attested = attest(engine, build, builder, &[image], push_login, output).await?;
+    let mut entries = vec![built.entry];
+    entries.extend(attested.entries);
+    let index = ImageIndex::new(entries);
+    let digests =
+        put_index_under_tags(engine, build, builder, image_id, &index, push_login, output).await?;
+    Ok((digests, attested.record))
 }
 
 /// A trigger's pushed build leaves the tags a later build of the same trigger

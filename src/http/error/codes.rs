@@ -34,6 +34,7 @@ pub enum ErrorCode {
     BuildNotFound,
     DeliveryNotFound,
     TriggerNotFound,
+    ProvenanceNotFound,
     NotFound,
     MethodNotAllowed,
     UploadStalled,
@@ -71,7 +72,9 @@ impl ErrorCode {
             | InvalidQuery | InvalidPayload => StatusCode::BAD_REQUEST,
             Unauthorized | BadSignature => StatusCode::UNAUTHORIZED,
             Forbidden | ForbiddenRepository | CrossSiteRequest => StatusCode::FORBIDDEN,
-            BuildNotFound | DeliveryNotFound | TriggerNotFound | NotFound => StatusCode::NOT_FOUND,
+            BuildNotFound | DeliveryNotFound | TriggerNotFound | ProvenanceNotFound | NotFound => {
+                StatusCode::NOT_FOUND
+            }
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             UploadStalled => StatusCode::REQUEST_TIMEOUT,
             BuildNotFinal | BuildFinal | DeliveryPending => StatusCode::CONFLICT,

@@ -182,6 +182,7 @@ fn build_error_kind(err: &BuildError) -> ErrorCode {
         BuildError::Git(GitError::Io(err)) => io_error_kind(err),
         BuildError::NoDockerfile => ErrorCode::MissingField,
         BuildError::NotFound(_) => ErrorCode::BuildNotFound,
+        BuildError::NoProvenance(_) | BuildError::NoSigningKey => ErrorCode::ProvenanceNotFound,
         BuildError::NotFinal { .. } | BuildError::EndNotStored { .. } => ErrorCode::BuildNotFinal,
         BuildError::AlreadyFinal { .. } => ErrorCode::BuildFinal,
         BuildError::QueueFull { .. } => ErrorCode::QueueFull,

@@ -10,6 +10,7 @@ mod daemon_share;
 mod in_process;
 mod sse;
 
+pub mod attestation;
 pub mod fault_proxy;
 pub mod git;
 
@@ -102,6 +103,9 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// `[provenance] enabled`, as the environment sets it.
+pub const PROVENANCE_VARIABLE: &str = "DOCKPUB_PROVENANCE";
+
 /// A running dockpub and the folder it lives in.
 pub struct Server {
     dir: tempfile::TempDir,
@@ -144,10 +148,19 @@ impl Server {
             args.extend(["--data-dir".to_string(), "data".to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let env: Vec<(String, String)> = env
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        // Provenance puts an index (the image and its attestation) under every
+        // pushed tag; the tests of other concerns compare the single manifest a
+        // tag served before it, so it is on only where a test turns it on
+        // (provenance.rs, platforms.rs), or for every server with
+        // DOCKPUB_TEST_PROVENANCE=true (to see which comparisons it changes).
+        let everywhere = std::env::var("DOCKPUB_TEST_PROVENANCE").is_ok_and(|v| v == "true");
+        if !everywhere && !env.iter().any(|(k, _)| k == PROVENANCE_VARIABLE) {
+            env.push((PROVENANCE_VARIABLE.to_string(), "false".to_string()));
+        }
         let share = daemon_share::share();
         let (child, base) = spawn(dir.path(), &args, &env, 0);
         Server {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::common::{
     docker, field, manifest_config, read_events_within, unique, with_file, PrivateDaemon, Server,
-    TestEnv,
+    TestEnv, PROVENANCE_VARIABLE,
 };
 use reqwest::blocking::Client;
 use serde_json::Value;
@@ -32,7 +32,8 @@ fn platform_base() -> String {
 }
 
 /// A server whose one builder, the local daemon, offers both platforms (arm64
-/// under emulation).
+/// under emulation), pushing provenance: each index holds an attestation of
+/// each platform's image too.
 fn server_offering_both(dir: &Path) -> Server {
     server_offering_both_with(dir, &[])
 }
@@ -52,7 +53,7 @@ fn server_offering_both_with(dir: &Path, flags: &[&str]) -> Server {
     .unwrap();
     let mut args = vec!["--config", config.to_str().unwrap()];
     args.extend_from_slice(flags);
-    Server::start_with(&args)
+    Server::start_with_env(&args, &[(PROVENANCE_VARIABLE, "true")])
 }
 
 /// A Dockerfile on the two-platform base whose RUN no earlier build cached.
@@ -185,8 +186,20 @@ fn two_platforms_are_one_index_at_every_tag_each_naming_its_platforms_image() {
             "application/vnd.oci.image.index.v1+json"
         );
         let entries = index["manifests"].as_array().unwrap();
-        assert_eq!(entries.len(), 2, "{index}");
-        for (entry, platform) in entries.iter().zip(platforms) {
+        assert_eq!(
+            entries.len(),
+            4,
+            "two images, an attestation of each: {index}"
+        );
+        let (images, attestations): (Vec<&Value>, Vec<&Value>) = entries
+            .iter()
+            .partition(|entry| entry.get("annotations").is_none());
+        for (attestation, image) in attestations.iter().zip(&images) {
+            assert_eq!(attestation["platform"]["os"], "unknown", "{index}");
+            let annotations = &attestation["annotations"];
+            assert_eq!(annotations["vnd.docker.reference.digest"], image["digest"]);
+        }
+        for (entry, platform) in images.iter().zip(platforms) {
             let name = format!(
                 "{}/{}",
                 entry["platform"]["os"].as_str().unwrap(),
@@ -199,6 +212,7 @@ fn two_platforms_are_one_index_at_every_tag_each_naming_its_platforms_image() {
         }
     }
     assert_eq!(build["digest"], build["digests"]["one"]);
+    assert_eq!(build["provenance"]["signed"], false, "{build}");
     let reference = format!("{repository}:two");
     assert_eq!(arch_of(&reference, "linux/arm64"), "aarch64");
     assert_eq!(arch_of(&reference, "linux/amd64"), "x86_64");
@@ -264,7 +278,8 @@ fn the_index_goes_to_a_registry_with_a_login_as_the_push_does() {
     let login = Some((env.auth_user.as_str(), env.auth_password.as_str()));
     let (digest, index) = served_with(&repository, "latest", login).expect("the index");
     assert_eq!(build["digest"], digest.as_str());
-    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    // Two images, and an attestation of each.
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 4);
     assert!(
         served(&repository, "latest").is_none(),
         "the registry wants a login"
