@@ -11,6 +11,7 @@
 //!     builds       the service that composes the layers below
 //!       webhooks   deliveries (also uses store)
 //!       docker     everything bollard
+//!         ssh_agent  the SSH agent of ssh mounts
 //!       registry   the registries' own HTTP API (image indexes)
 //!       store      everything SQLite
 //!         domain   the shared types; imports nothing of dockpub
@@ -32,13 +33,24 @@ const LAYERS: &[(&str, &[&str])] = &[
         "http",
         &["config", "builds", "docker", "store", "webhooks", "domain"],
     ),
-    ("config", &["builds", "docker", "webhooks", "domain"]),
+    (
+        "config",
+        &["builds", "docker", "webhooks", "ssh_agent", "domain"],
+    ),
     (
         "builds",
-        &["docker", "registry", "store", "webhooks", "domain"],
+        &[
+            "docker",
+            "registry",
+            "store",
+            "webhooks",
+            "ssh_agent",
+            "domain",
+        ],
     ),
     ("webhooks", &["store", "domain"]),
-    ("docker", &["domain"]),
+    ("docker", &["ssh_agent", "domain"]),
+    ("ssh_agent", &[]),
     ("registry", &["domain"]),
     ("store", &["domain"]),
     ("domain", &[]),

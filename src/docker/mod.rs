@@ -12,6 +12,7 @@ mod pool;
 mod push;
 mod secret_build;
 mod spec;
+mod ssh_forward;
 
 use std::path::PathBuf;
 use std::time::Duration;

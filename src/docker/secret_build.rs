@@ -1,6 +1,6 @@
-//! BuildKit builds that mount secrets. The daemon's HTTP build serves no secrets,
-//! so these go over BuildKit's own gRPC API, which builds into the daemon's image
-//! store: with a session of dockpub's own on a daemon reached by a plain socket
+//! BuildKit builds that mount secrets or SSH agents. The daemon's HTTP build
+//! serves neither, so these go over BuildKit's own gRPC API, which builds into
+//! the daemon's image store: with a session of dockpub's own on a daemon reached by a plain socket
 //! (`buildkit_session`: the registry cache is imported as on the HTTP build), else
 //! with bollard's Moby driver (TLS daemons: no cache import, no progress). Values
 //! stay in memory (for bollard, in anonymous memory files): never on disk, never
@@ -50,16 +50,15 @@ where
 {
     let (context, dockerfile) = context_bytes(&spec.source).await?;
     refuse_host_network(network)?;
+    if socket.is_none() && !spec.ssh.is_empty() {
+        return Err(DockerError::BuildFailed(SSH_NEEDS_SESSION.into()));
+    }
     on_event(BuildEvent::Output {
         step: None,
         elapsed: None,
         text: format!(
-            "dockpub: building with secrets ({}) over BuildKit's gRPC API",
-            spec.secrets
-                .iter()
-                .map(|secret| secret.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "dockpub: building with {} over BuildKit's gRPC API",
+            mounted_ids(spec)
         ),
     });
     if socket.is_none() && !spec.cache_from.is_empty() {
@@ -92,6 +91,7 @@ where
                     .iter()
                     .map(|secret| (secret.id.clone(), secret.value().to_vec()))
                     .collect(),
+                ssh: spec.ssh.to_vec(),
                 logins: registry_config(spec.pull_logins),
             };
             Box::pin(buildkit_session::solve(socket, request))
@@ -154,6 +154,22 @@ struct Solve {
     /// Open until the build ends: BuildKit reads the values when a step needs them.
     files: SecretFiles,
     build_ref: BuildRef,
+}
+
+/// Why a build with SSH mounts cannot go to a TLS daemon.
+const SSH_NEEDS_SESSION: &str = "SSH mounts are served on dockpub's own BuildKit session, \
+    which it opens on daemons reached by unix:// or tcp:// only; this builder is a TLS daemon";
+
+/// What the build mounts, for its log: `secrets (a, b)`, `ssh (default)`.
+fn mounted_ids(spec: &BuildSpec<'_>) -> String {
+    let secrets: Vec<&str> = spec.secrets.iter().map(|s| s.id.as_str()).collect();
+    let ssh: Vec<&str> = spec.ssh.iter().map(|key| key.id.as_str()).collect();
+    [("secrets", secrets), ("ssh", ssh)]
+        .into_iter()
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(kind, ids)| format!("{kind} ({})", ids.join(", ")))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Why a build with secrets on a TLS daemon starts without the registry's cache.
@@ -222,7 +238,8 @@ async fn solve_on_own_runtime(fresh: Docker, solve: Solve) -> Result<(), String>
 fn refuse_host_network(network: Option<&str>) -> Result<(), DockerError> {
     match network {
         Some("host") => Err(DockerError::BuildFailed(
-            "network 'host' cannot be used with secrets: BuildKit's gRPC API refuses it".into(),
+            "network 'host' cannot be used with secrets or ssh: BuildKit's gRPC API refuses it"
+                .into(),
         )),
         _ => Ok(()),
     }
@@ -416,6 +433,7 @@ mod tests {
             options: &options,
             pull_logins: &[],
             secrets: &[],
+            ssh: &[],
             cache_from: &cache_from,
             inline_cache: true,
             timeout: Duration::from_secs(1),

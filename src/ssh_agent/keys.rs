@@ -1,0 +1,147 @@
+//! A private key file of `[ssh.ID]`, read and checked at start.
+
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use ssh_key::{Algorithm, PrivateKey};
+
+/// The id BuildKit asks for when a mount names none (`--mount=type=ssh`).
+pub const DEFAULT_ID: &str = "default";
+/// A key file larger than this is no OpenSSH private key of the kinds taken
+/// (BuildKit's own agent reads at most 100 KiB).
+pub const MAX_KEY_FILE_BYTES: u64 = 100 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0} is larger than {MAX_KEY_FILE_BYTES} bytes: not a private key")]
+    TooLarge(String),
+    // ssh-key's message says what it found; it never quotes the key.
+    #[error("{path} is not an OpenSSH private key ({reason})")]
+    NotAKey { path: String, reason: String },
+    #[error("{0} is encrypted: give a key without a passphrase (it is held in memory only)")]
+    Encrypted(String),
+    #[error(
+        "{path} is an {algorithm} key: dockpub's agent signs with Ed25519 and ECDSA \
+         (nistp256, nistp384) keys only (see README, \"SSH mounts\")"
+    )]
+    Unsupported { path: String, algorithm: String },
+}
+
+/// One `[ssh.ID]` key: its id and the private key, which never prints.
+#[derive(Clone)]
+pub struct AgentKey {
+    /// The id a Dockerfile mounts it by (`--mount=type=ssh,id=…`).
+    pub id: String,
+    key: Arc<PrivateKey>,
+}
+
+impl AgentKey {
+    /// Reads an unencrypted OpenSSH private key (`-----BEGIN OPENSSH PRIVATE KEY-----`).
+    pub fn load(id: &str, path: &Path) -> Result<Self, KeyError> {
+        let shown = path.display().to_string();
+        let unreadable = |source| KeyError::Unreadable {
+            path: shown.clone(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(unreadable)?;
+        let mut text = Vec::new();
+        file.take(MAX_KEY_FILE_BYTES + 1)
+            .read_to_end(&mut text)
+            .map_err(unreadable)?;
+        if text.len() as u64 > MAX_KEY_FILE_BYTES {
+            return Err(KeyError::TooLarge(shown));
+        }
+        Self::from_openssh(id, &text, &shown)
+    }
+
+    /// The key in `text`, named `shown` in errors.
+    pub fn from_openssh(id: &str, text: &[u8], shown: &str) -> Result<Self, KeyError> {
+        let key = PrivateKey::from_openssh(text).map_err(|err| KeyError::NotAKey {
+            path: shown.to_string(),
+            reason: err.to_string(),
+        })?;
+        if key.is_encrypted() {
+            return Err(KeyError::Encrypted(shown.to_string()));
+        }
+        if !matches!(
+            key.algorithm(),
+            Algorithm::Ed25519 | Algorithm::Ecdsa { .. }
+        ) || key.key_data().ecdsa().is_some_and(|ecdsa| {
+            !matches!(
+                ecdsa.curve(),
+                ssh_key::EcdsaCurve::NistP256 | ssh_key::EcdsaCurve::NistP384
+            )
+        }) {
+            return Err(KeyError::Unsupported {
+                path: shown.to_string(),
+                algorithm: key.algorithm().to_string(),
+            });
+        }
+        Ok(AgentKey {
+            id: id.to_string(),
+            key: Arc::new(key),
+        })
+    }
+
+    /// The public half as `authorized_keys` writes it (`ssh-ed25519 AAAA…`).
+    #[cfg(test)]
+    pub fn public_openssh(&self) -> String {
+        self.key
+            .public_key()
+            .to_openssh()
+            .unwrap_or_else(|_| String::from("(cannot encode the public key)"))
+    }
+
+    pub(super) fn private(&self) -> &PrivateKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for AgentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AgentKey({}: {})", self.id, self.key.algorithm())
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use ssh_key::private::{Ed25519Keypair, KeypairData};
+    use ssh_key::LineEnding;
+
+    /// An Ed25519 key from a fixed seed, as OpenSSH writes it.
+    pub fn test_key_text(seed: u8) -> String {
+        let pair = Ed25519Keypair::from_seed(&[seed; 32]);
+        let key = PrivateKey::new(KeypairData::Ed25519(pair), "test").unwrap();
+        key.to_openssh(LineEnding::LF).unwrap().to_string()
+    }
+
+    #[test]
+    fn an_ed25519_key_loads_and_never_prints() {
+        let text = test_key_text(1);
+        let key = AgentKey::from_openssh("default", text.as_bytes(), "k").unwrap();
+        assert!(key.public_openssh().starts_with("ssh-ed25519 "));
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("PRIVATE"), "{shown}");
+        assert!(shown.contains("default"));
+    }
+
+    #[test]
+    fn other_files_are_refused_saying_why() {
+        let not_key = AgentKey::from_openssh("a", b"hello", "f").unwrap_err();
+        assert!(matches!(not_key, KeyError::NotAKey { .. }), "{not_key}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), vec![b'x'; MAX_KEY_FILE_BYTES as usize + 1]).unwrap();
+        let large = AgentKey::load("a", file.path()).unwrap_err();
+        assert!(matches!(large, KeyError::TooLarge(_)), "{large}");
+        let missing = AgentKey::load("a", Path::new("/no/such/key")).unwrap_err();
+        assert!(missing.to_string().contains("/no/such/key"), "{missing}");
+    }
+}
