@@ -29,7 +29,7 @@ pub enum KeyError {
     Encrypted(String),
     #[error(
         "{path} is an {algorithm} key: dockpub's agent signs with Ed25519 and ECDSA \
-         (nistp256, nistp384) keys only (see README, \"SSH mounts\")"
+         keys only (see README, \"SSH mounts\")"
     )]
     Unsupported { path: String, algorithm: String },
 }
@@ -73,12 +73,7 @@ impl AgentKey {
         if !matches!(
             key.algorithm(),
             Algorithm::Ed25519 | Algorithm::Ecdsa { .. }
-        ) || key.key_data().ecdsa().is_some_and(|ecdsa| {
-            !matches!(
-                ecdsa.curve(),
-                ssh_key::EcdsaCurve::NistP256 | ssh_key::EcdsaCurve::NistP384
-            )
-        }) {
+        ) {
             return Err(KeyError::Unsupported {
                 path: shown.to_string(),
                 algorithm: key.algorithm().to_string(),

@@ -180,6 +180,33 @@ mod tests {
         assert!(Verifier::verify(public, b"other", &signature).is_err());
     }
 
+    /// The signature the agent answers for `data` with `key`, checked against
+    /// the key's public half.
+    fn signs_verifiably(key: AgentKey) {
+        let mut agent = AgentConnection::new(vec![key.clone()]);
+        let blob = key_blob(&key).unwrap();
+        let signed = messages(&agent.receive(&sign_request(&blob, b"data")).unwrap()).remove(0);
+        assert_eq!(signed[0], SIGN_RESPONSE, "{key:?}");
+        let encoded = Vec::<u8>::decode(&mut &signed[1..]).unwrap();
+        let signature = ssh_key::Signature::decode(&mut encoded.as_slice()).unwrap();
+        assert!(Verifier::verify(key.private().public_key(), b"data", &signature).is_ok());
+    }
+
+    #[test]
+    fn ecdsa_keys_from_ssh_keygen_sign_too() {
+        let dir = tempfile::tempdir().unwrap();
+        for bits in ["256", "384", "521"] {
+            let path = dir.path().join(bits);
+            let made = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ecdsa", "-b", bits, "-N", "", "-f"])
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(made.success());
+            signs_verifiably(AgentKey::load("default", &path).unwrap());
+        }
+    }
+
     #[test]
     fn requests_arrive_in_any_pieces() {
         let (mut agent, _) = agent();
