@@ -11,6 +11,7 @@ mod image_builder;
 mod pool;
 mod push;
 mod secret_build;
+mod secret_files;
 mod spec;
 mod ssh_forward;
 

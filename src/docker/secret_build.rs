@@ -7,10 +7,7 @@
 //! in an argument.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
@@ -31,9 +28,9 @@ use super::auth::registry_config;
 use super::build_status::{follow_status, DaemonSocket};
 use super::buildkit_session::{self, SessionSolve};
 use super::events::{BuildEvent, BuildkitTranslator};
+use super::secret_files::SecretFiles;
 use super::spec::{dockerfile_context, BuildSource, BuildSpec, INLINE_CACHE_ARG};
 use super::DockerError;
-use crate::domain::BuildSecret;
 
 /// Builds `spec` with its secrets on the daemon `fresh` (a client of its own:
 /// see [`solve_on_own_runtime`]) and reads the image id with `docker`.
@@ -382,38 +379,6 @@ fn grpc_message(err: GrpcError) -> String {
     }
 }
 
-/// Each secret in a memory file, readable at `/proc/self/fd/N` while this lives.
-struct SecretFiles {
-    files: Vec<(String, File)>,
-}
-
-impl SecretFiles {
-    fn new(secrets: &[BuildSecret]) -> Result<Self, DockerError> {
-        let files = secrets
-            .iter()
-            .map(|secret| Ok((secret.id.clone(), memory_file(secret.value())?)))
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|err| {
-                DockerError::BuildFailed(format!("cannot hold a build secret: {err}"))
-            })?;
-        Ok(SecretFiles { files })
-    }
-
-    fn paths(&self) -> impl Iterator<Item = (&str, PathBuf)> {
-        self.files.iter().map(|(id, file)| {
-            let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-            (id.as_str(), path)
-        })
-    }
-}
-
-fn memory_file(value: &[u8]) -> std::io::Result<File> {
-    let fd = rustix::fs::memfd_create("dockpub-secret", rustix::fs::MemfdFlags::CLOEXEC)?;
-    let mut file = File::from(fd);
-    file.write_all(value)?;
-    Ok(file)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,15 +412,6 @@ mod tests {
         assert_eq!(attrs["no-cache"], "");
         assert_eq!(cache_exports(&spec)[0].r#type, "inline");
         assert_eq!(cache_imports(&spec)[1].attrs["ref"], "r/a:latest");
-    }
-
-    #[test]
-    fn a_secret_file_reads_back_its_value_from_memory() {
-        let secret = BuildSecret::new("token", b"s3cr3t".to_vec()).unwrap();
-        let files = SecretFiles::new(&[secret]).unwrap();
-        let (id, path) = files.paths().next().unwrap();
-        assert_eq!(id, "token");
-        assert_eq!(std::fs::read(&path).unwrap(), b"s3cr3t");
     }
 
     #[test]

@@ -342,3 +342,62 @@ fn ssh_ids_are_checked_at_submit_naming_the_id() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["options"]["ssh"], serde_json::json!(["deploy"]));
 }
+
+#[test]
+fn the_cli_sends_ssh_ids_and_shows_the_refusal_naming_one() {
+    let env = TestEnv::offline();
+    let dir = tempfile::tempdir().unwrap();
+    let server = checking_server(dir.path());
+    let dockerfile = dir.path().join("Dockerfile");
+    std::fs::write(
+        &dockerfile,
+        format!(
+            "FROM {}\nRUN --mount=type=ssh,id=deploy true\n",
+            env.base_image
+        ),
+    )
+    .unwrap();
+    let submit = |ids: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dockpub"));
+        command
+            .args([
+                "submit",
+                dockerfile.to_str().unwrap(),
+                "-r",
+                "127.0.0.1:5000/ssh-cli",
+            ])
+            .env("DOCKPUB_URL", &server.base)
+            .env("DOCKPUB_TOKEN", "ssh-builder-token");
+        for id in ids {
+            command.args(["--ssh", id]);
+        }
+        command.output().expect("run the dockpub client")
+    };
+    let taken = submit(&["default", "deploy"]);
+    let said = String::from_utf8_lossy(&taken.stdout).into_owned()
+        + &String::from_utf8_lossy(&taken.stderr);
+    assert!(taken.status.success(), "{said}");
+    let id: i64 = said
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|word| !word.is_empty())
+        .and_then(|word| word.parse().ok())
+        .unwrap_or_else(|| panic!("no build id in {said}"));
+    let build: Value = server
+        .client
+        .get(server.url(&format!("/api/v1/builds/{id}")))
+        .bearer_auth("ssh-builder-token")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        build["options"]["ssh"],
+        serde_json::json!(["default", "deploy"])
+    );
+    for (ids, named) in [(&["default"][..], "'deploy'"), (&["nope"][..], "'nope'")] {
+        let refused = submit(ids);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success());
+        assert!(stderr.contains(named), "{named} not in {stderr}");
+    }
+}
