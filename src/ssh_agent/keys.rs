@@ -7,32 +7,13 @@ use std::sync::Arc;
 
 use ssh_key::{Algorithm, PrivateKey};
 
+use super::AgentError;
+
 /// The id BuildKit asks for when a mount names none (`--mount=type=ssh`).
 pub const DEFAULT_ID: &str = "default";
 /// A key file larger than this is no OpenSSH private key of the kinds taken
 /// (BuildKit's own agent reads at most 100 KiB).
 pub const MAX_KEY_FILE_BYTES: u64 = 100 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("cannot read {path}: {source}")]
-    Unreadable {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{0} is larger than {MAX_KEY_FILE_BYTES} bytes: not a private key")]
-    TooLarge(String),
-    // ssh-key's message says what it found; it never quotes the key.
-    #[error("{path} is not an OpenSSH private key ({reason})")]
-    NotAKey { path: String, reason: String },
-    #[error("{0} is encrypted: give a key without a passphrase (it is held in memory only)")]
-    Encrypted(String),
-    #[error(
-        "{path} is an {algorithm} key: dockpub's agent signs with Ed25519 and ECDSA \
-         keys only (see README, \"SSH mounts\")"
-    )]
-    Unsupported { path: String, algorithm: String },
-}
 
 /// One `[ssh.ID]` key: its id and the private key, which never prints.
 #[derive(Clone)]
@@ -44,9 +25,9 @@ pub struct AgentKey {
 
 impl AgentKey {
     /// Reads an unencrypted OpenSSH private key (`-----BEGIN OPENSSH PRIVATE KEY-----`).
-    pub fn load(id: &str, path: &Path) -> Result<Self, KeyError> {
+    pub fn load(id: &str, path: &Path) -> Result<Self, AgentError> {
         let shown = path.display().to_string();
-        let unreadable = |source| KeyError::Unreadable {
+        let unreadable = |source| AgentError::Unreadable {
             path: shown.clone(),
             source,
         };
@@ -56,25 +37,25 @@ impl AgentKey {
             .read_to_end(&mut text)
             .map_err(unreadable)?;
         if text.len() as u64 > MAX_KEY_FILE_BYTES {
-            return Err(KeyError::TooLarge(shown));
+            return Err(AgentError::TooLarge(shown));
         }
         Self::from_openssh(id, &text, &shown)
     }
 
     /// The key in `text`, named `shown` in errors.
-    pub fn from_openssh(id: &str, text: &[u8], shown: &str) -> Result<Self, KeyError> {
-        let key = PrivateKey::from_openssh(text).map_err(|err| KeyError::NotAKey {
+    pub fn from_openssh(id: &str, text: &[u8], shown: &str) -> Result<Self, AgentError> {
+        let key = PrivateKey::from_openssh(text).map_err(|err| AgentError::NotAKey {
             path: shown.to_string(),
             reason: err.to_string(),
         })?;
         if key.is_encrypted() {
-            return Err(KeyError::Encrypted(shown.to_string()));
+            return Err(AgentError::Encrypted(shown.to_string()));
         }
         if !matches!(
             key.algorithm(),
             Algorithm::Ed25519 | Algorithm::Ecdsa { .. }
         ) {
-            return Err(KeyError::Unsupported {
+            return Err(AgentError::Unsupported {
                 path: shown.to_string(),
                 algorithm: key.algorithm().to_string(),
             });
@@ -131,11 +112,11 @@ pub(super) mod tests {
     #[test]
     fn other_files_are_refused_saying_why() {
         let not_key = AgentKey::from_openssh("a", b"hello", "f").unwrap_err();
-        assert!(matches!(not_key, KeyError::NotAKey { .. }), "{not_key}");
+        assert!(matches!(not_key, AgentError::NotAKey { .. }), "{not_key}");
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), vec![b'x'; MAX_KEY_FILE_BYTES as usize + 1]).unwrap();
         let large = AgentKey::load("a", file.path()).unwrap_err();
-        assert!(matches!(large, KeyError::TooLarge(_)), "{large}");
+        assert!(matches!(large, AgentError::TooLarge(_)), "{large}");
         let missing = AgentKey::load("a", Path::new("/no/such/key")).unwrap_err();
         assert!(missing.to_string().contains("/no/such/key"), "{missing}");
     }

@@ -6,7 +6,7 @@
 use signature::Signer;
 use ssh_encoding::{Decode, Encode, Reader};
 
-use super::AgentKey;
+use super::{AgentError, AgentKey};
 
 /// The longest request taken: a sign request carries the data to sign, which
 /// for ssh is a session hash and a little more (OpenSSH's agent allows 256 KiB).
@@ -17,12 +17,6 @@ const REQUEST_IDENTITIES: u8 = 11;
 const IDENTITIES_ANSWER: u8 = 12;
 const SIGN_REQUEST: u8 = 13;
 const SIGN_RESPONSE: u8 = 14;
-
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ProtocolError {
-    #[error("an SSH agent request of {0} bytes is longer than {MAX_MESSAGE_BYTES}")]
-    TooLong(usize),
-}
 
 /// One client of the agent: the keys it may use, and what it sent that does
 /// not make a whole request yet.
@@ -42,13 +36,13 @@ impl AgentConnection {
     /// Takes the next bytes from the client; returns the answers to every
     /// request they complete (nothing while a request is still partial). A
     /// request too long ends the connection.
-    pub fn receive(&mut self, bytes: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    pub fn receive(&mut self, bytes: &[u8]) -> Result<Vec<u8>, AgentError> {
         self.pending.extend_from_slice(bytes);
         let mut answers = Vec::new();
         while let Some(length) = self.pending.get(..4) {
             let length = u32::from_be_bytes(length.try_into().expect("four bytes")) as usize;
             if length > MAX_MESSAGE_BYTES {
-                return Err(ProtocolError::TooLong(length));
+                return Err(AgentError::TooLong(length));
             }
             if self.pending.len() < 4 + length {
                 break;
@@ -233,7 +227,7 @@ mod tests {
         let too_long = ((MAX_MESSAGE_BYTES + 1) as u32).to_be_bytes();
         assert!(matches!(
             agent.receive(&too_long),
-            Err(ProtocolError::TooLong(_))
+            Err(AgentError::TooLong(_))
         ));
     }
 }
