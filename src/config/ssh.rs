@@ -21,7 +21,7 @@ pub struct SshSection {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SshKeyConfig {
-    /// An unencrypted OpenSSH private key (Ed25519 or ECDSA).
+    /// An unencrypted Ed25519 OpenSSH private key.
     pub file: PathBuf,
 }
 

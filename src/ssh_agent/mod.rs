@@ -32,8 +32,8 @@ pub enum AgentError {
     #[error("{0} is encrypted: give a key without a passphrase (it is held in memory only)")]
     Encrypted(String),
     #[error(
-        "{path} is an {algorithm} key: dockpub's agent signs with Ed25519 and ECDSA \
-         keys only (see README, \"SSH mounts\")"
+        "{path} is an {algorithm} key: dockpub's agent signs with Ed25519 keys only \
+         (ssh-keygen -t ed25519; see README, \"SSH mounts\")"
     )]
     Unsupported { path: String, algorithm: String },
     #[error("an SSH agent request of {0} bytes is longer than {MAX_MESSAGE_BYTES}")]

@@ -187,12 +187,12 @@ mod tests {
     }
 
     #[test]
-    fn ecdsa_keys_from_ssh_keygen_sign_too() {
+    fn keys_from_ssh_keygen_sign_verifiably() {
         let dir = tempfile::tempdir().unwrap();
-        for bits in ["256", "384", "521"] {
-            let path = dir.path().join(bits);
+        for n in 0..20 {
+            let path = dir.path().join(n.to_string());
             let made = std::process::Command::new("ssh-keygen")
-                .args(["-q", "-t", "ecdsa", "-b", bits, "-N", "", "-f"])
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
                 .arg(&path)
                 .status()
                 .unwrap();

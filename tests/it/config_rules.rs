@@ -406,6 +406,8 @@ fn ssh_keys_and_a_triggers_ssh_ids_are_checked_at_start() {
             "not an OpenSSH private key",
         ),
         (ssh("default", &rsa), "ssh-rsa key"),
+        (ssh("default", &ecdsa), "ecdsa-sha2-nistp256 key"),
+        (ssh("default", &p521), "ecdsa-sha2-nistp521 key"),
         (ssh("default", &encrypted), "encrypted"),
         (ssh("\"a b\"", &good), "ssh.a b"),
         (trigger(r#"["deploy"]"#), "'deploy'"),
@@ -414,12 +416,8 @@ fn ssh_keys_and_a_triggers_ssh_ids_are_checked_at_start() {
     for (config, says) in &cases {
         refused(&[], config, &env, says);
     }
-    let all = format!(
-        "{}{}{}",
-        ssh("default", &good),
-        ssh("deploy", &ecdsa),
-        ssh("p521", &p521)
-    );
+    let other = key("other", &["-t", "ed25519"], "");
+    let all = format!("{}{}", ssh("default", &good), ssh("deploy", &other));
     assert_eq!(start(&[], &all, &[]).code, None, "good keys start");
     assert_eq!(
         start(&[], &trigger(r#"["default"]"#), &env).code,
