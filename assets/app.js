@@ -349,6 +349,7 @@ function submitForm() {
   if ($("no-cache").checked) form.append("no_cache", "true");
   appendIfFilled(form, "callback_url", $("callback-url").value);
   for (const secret of $("secrets").files) form.append("secret", secret, secret.name);
+  for (const id of $("ssh").value.split(/[\s,]+/).filter(Boolean)) form.append("ssh", id);
   appendLogin(form, $("username").value, $("password").value);
   return form;
 }

@@ -11,6 +11,7 @@
 //!     builds       the service that composes the layers below
 //!       webhooks   deliveries (also uses store)
 //!       docker     everything bollard
+//!         ssh_agent  the SSH agent of ssh mounts
 //!       registry   the registries' own HTTP API (image indexes)
 //!       provenance the signed statement of what was built, as buildx stores it
 //!       store      everything SQLite
@@ -35,7 +36,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "config",
-        &["builds", "docker", "provenance", "webhooks", "domain"],
+        &[
+            "builds",
+            "docker",
+            "provenance",
+            "webhooks",
+            "ssh_agent",
+            "domain",
+        ],
     ),
     (
         "builds",
@@ -45,11 +53,13 @@ const LAYERS: &[(&str, &[&str])] = &[
             "provenance",
             "store",
             "webhooks",
+            "ssh_agent",
             "domain",
         ],
     ),
     ("webhooks", &["store", "domain"]),
-    ("docker", &["domain"]),
+    ("docker", &["ssh_agent", "domain"]),
+    ("ssh_agent", &[]),
     ("registry", &["domain"]),
     ("provenance", &["domain"]),
     ("store", &["domain"]),

@@ -9,7 +9,8 @@
 //! - `builds`: the service that composes the layers below: a request checked,
 //!   the queue, the runner, the live state of running builds.
 //! - `docker` (everything bollard), `registry` (the registries' own HTTP API,
-//!   for image indexes), `store` (everything SQLite) and `webhooks` (deliveries;
+//!   for image indexes), `ssh_agent` (the SSH agent a build's ssh mounts use;
+//!   `docker` serves it over BuildKit's session), `store` (everything SQLite) and `webhooks` (deliveries;
 //!   the one of them that may also use `store`).
 //! - `domain`: the types all of them share (build, status and its moves,
 //!   options, logins and secrets, image references, progress, webhook events).
@@ -45,6 +46,7 @@ pub(crate) mod metrics;
 pub(crate) mod named_locks;
 pub(crate) mod provenance;
 pub(crate) mod registry;
+pub(crate) mod ssh_agent;
 pub mod store;
 pub(crate) mod sync;
 pub(crate) mod webhooks;
@@ -284,6 +286,7 @@ async fn start(
             builds::docker_config::DockerConfig::from_env(),
         ),
         secrets: config.secrets.build_secrets()?,
+        ssh_keys: config.ssh.agent_keys()?,
         registry_cache: config.builds.registry_cache,
         log_limits: builds::LogLimits {
             max_lines: config.builds.max_log_lines,

@@ -1,5 +1,5 @@
 //! How much one build may carry: the count of each repeated field (tags,
-//! labels, build args, secrets, cache sources), the length of each key and
+//! labels, build args, secrets, cache sources, ssh ids), the length of each key and
 //! value, and the stored options as a whole. Every build row and every list
 //! page is then bounded, whoever submits: the v1 form, the seed API, a retry
 //! (an old row is checked again) or a trigger (its lists are checked when the
@@ -17,6 +17,8 @@ pub const MAX_BUILD_ARGS: usize = 64;
 /// Request secrets per build (the server's `[secrets]` are not counted).
 pub const MAX_SECRETS: usize = 16;
 pub const MAX_CACHE_SOURCES: usize = 8;
+/// `[ssh.ID]` keys one build may ask for.
+pub const MAX_SSH_IDS: usize = 8;
 /// Platforms per build: each is a build of its own, and one entry of its index.
 pub const MAX_PLATFORMS: usize = 4;
 /// A label's or build argument's key.
@@ -35,7 +37,13 @@ const SINGLE_FIELD_PARTS: usize = 64;
 /// the single ones. A form is refused as soon as it sends more, before the rest
 /// is read (the seed API and a retry take fewer fields, and the same cap).
 pub fn max_form_parts(max_tags: usize) -> usize {
-    max_tags + MAX_LABELS + MAX_BUILD_ARGS + MAX_SECRETS + MAX_CACHE_SOURCES + SINGLE_FIELD_PARTS
+    max_tags
+        + MAX_LABELS
+        + MAX_BUILD_ARGS
+        + MAX_SECRETS
+        + MAX_CACHE_SOURCES
+        + MAX_SSH_IDS
+        + SINGLE_FIELD_PARTS
 }
 
 /// A field past one of the limits above; the message names the limit.

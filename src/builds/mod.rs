@@ -32,6 +32,7 @@ mod retention;
 mod runner;
 pub mod secrets;
 mod silence;
+pub mod ssh;
 mod submit;
 pub mod triggers;
 mod vault;
@@ -172,6 +173,8 @@ pub struct RunSettings {
     pub credentials: CredentialResolver,
     /// `[secrets.ID]`: offered to every build, read at start.
     pub secrets: Vec<BuildSecret>,
+    /// `[ssh.ID]`: the keys a build may ask for by id, read at start.
+    pub ssh_keys: Vec<crate::ssh_agent::AgentKey>,
     /// BuildKit builds push inline cache and use their own tags as cache sources.
     pub registry_cache: bool,
     /// `max_log_lines`, `max_log_bytes`.

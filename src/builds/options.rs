@@ -78,6 +78,8 @@ pub struct OptionsRequest {
     /// None: the server's default builder.
     pub buildkit: Option<bool>,
     pub cache_from: Vec<String>,
+    /// `[ssh.ID]` ids, checked against the server's keys at submit.
+    pub ssh: Vec<String>,
 }
 
 /// Which networks a build may ask for.
@@ -113,6 +115,8 @@ impl OptionsRequest {
             network: network(self.network, networks)?,
             buildkit: self.buildkit.unwrap_or(buildkit),
             secrets: Vec::new(),
+            // The ids are checked against the server's keys by the submit.
+            ssh: Vec::new(),
             cache_from: cache_sources(self.cache_from)?,
         })
     }

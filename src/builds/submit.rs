@@ -10,7 +10,7 @@ use super::context::{self, ContextError, ContextUpload, DockerfileSource};
 use super::git::{self, GitError, GitRequest};
 use super::limits;
 use super::options::{self, OptionError};
-use super::{dockerfile, secrets, waiting, BuildError, BuildService, SubmitRequest};
+use super::{dockerfile, secrets, ssh, waiting, BuildError, BuildService, SubmitRequest};
 use crate::domain::{
     Build, BuildOptions, BuildSecret, Credentials, NewBuild, PreparedContext, TagPlan, Timestamp,
 };
@@ -60,7 +60,9 @@ impl BuildService {
             .map(|url| self.engine.webhooks.check_callback_url(&url))
             .transpose()?;
         let dockerfile_field = options.dockerfile.clone();
+        let ssh_ids = options.ssh.clone();
         let mut build_options = options.validate(&self.limits.networks, self.limits.buildkit)?;
+        build_options.ssh = ssh::request_ssh(ssh_ids, |id| self.has_ssh_key(id))?;
         self.check_platform(&build_options, push)?;
         let secrets = secrets::request_secrets(secrets)?;
         build_options.secrets = secrets.iter().map(|s| s.id.clone()).collect();
@@ -84,6 +86,7 @@ impl BuildService {
         let (dockerfile, context) = self
             .dockerfile_and_context(dockerfile, context, dockerfile_field, &mut build_options)
             .await?;
+        ssh::check_build(&build_options, &dockerfile)?;
         options::check_builder(&build_options, &dockerfile)?;
         let new = NewBuild {
             repository,
@@ -100,6 +103,11 @@ impl BuildService {
             source,
         };
         self.enqueue(new, credentials, secrets).await
+    }
+
+    /// Whether `[ssh.ID]` is configured.
+    fn has_ssh_key(&self, id: &str) -> bool {
+        self.engine.settings.ssh_keys.iter().any(|key| key.id == id)
     }
 
     /// The git fields checked; they replace `file` and `context`.

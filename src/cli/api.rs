@@ -144,6 +144,9 @@ impl ApiClient {
         for spec in &submit.secrets {
             form = form.part("secret", super::secret::secret_part(spec)?);
         }
+        for id in &submit.ssh {
+            form = form.text("ssh", id.clone());
+        }
         // The server fetches a git context itself: nothing local is packed.
         let packed = match submit.git.git {
             Some(_) => None,

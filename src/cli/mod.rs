@@ -93,6 +93,10 @@ pub struct SubmitArgs {
     /// Build secret, docker's syntax: id=ID,src=FILE or id=ID,env=VAR (repeatable)
     #[arg(long = "secret")]
     pub(crate) secrets: Vec<String>,
+    /// SSH key for RUN --mount=type=ssh: the ID of one of the server's [ssh.ID]
+    /// keys, which stays on the server (repeatable; `default` for a mount without id)
+    #[arg(long = "ssh", value_name = "ID")]
+    pub(crate) ssh: Vec<String>,
     /// Build with the daemon's legacy builder instead of BuildKit
     #[arg(long)]
     pub(crate) no_buildkit: bool,

@@ -25,6 +25,7 @@ mod registries;
 mod retention;
 mod secrets;
 mod server;
+mod ssh;
 mod tokens;
 mod triggers;
 mod uploads;
@@ -49,6 +50,7 @@ pub(crate) use registries::RegistrySection;
 pub(crate) use retention::{RetentionFlags, RetentionSection};
 pub(crate) use secrets::{SecretSection, SecretSourceConfig};
 pub(crate) use server::{ServerFlags, ServerSection};
+pub(crate) use ssh::SshSection;
 pub(crate) use tokens::{TokenFlags, TokenSection};
 pub(crate) use uploads::{UploadFlags, UploadSection};
 pub(crate) use webhooks::{WebhookFlags, WebhookSection};
@@ -110,6 +112,8 @@ sections! {
     webhooks: WebhookSection,
     /// `[secrets.ID]` build secrets.
     secrets: SecretSection,
+    /// `[ssh.ID]` keys for SSH mounts.
+    ssh: SshSection,
     /// Builds from git: limits, host logins, triggers.
     git: GitSection,
     /// `[provenance]`: attestations pushed with every image, and their signing key.
@@ -210,12 +214,12 @@ impl Config {
     }
 
     /// Rules that tie one section to another: each trigger's tag list fits
-    /// `max_tags_per_build`.
+    /// `max_tags_per_build`, and the `ssh` ids it asks for are `[ssh.ID]`s.
     pub fn validate_across_sections(&self) -> Result<(), ConfigError> {
-        self.git
-            .triggers
-            .iter()
-            .try_for_each(|trigger| trigger.check_tag_count(self.builds.max_tags_per_build))
+        self.git.triggers.iter().try_for_each(|trigger| {
+            trigger.check_tag_count(self.builds.max_tags_per_build)?;
+            trigger.check_ssh_ids(|id| self.ssh.has(id))
+        })
     }
 
     /// Settings BuildKit does not honour, set while builds use BuildKit: they

@@ -42,6 +42,9 @@ pub struct TriggerEntry {
     /// Build secrets for this trigger's builds only, read at start.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretSourceConfig>,
+    /// `[ssh.ID]` keys this trigger's builds may use, by id (the API's `ssh`).
+    #[serde(default)]
+    pub ssh: Vec<String>,
     /// The variable holding the webhook secret.
     pub secret_env: String,
     pub dedupe_window_secs: Option<u64>,
@@ -141,6 +144,13 @@ impl TriggerEntry {
             .map_err(|err| ConfigError::Invalid(format!("triggers '{}': {err}", self.name)))
     }
 
+    /// Its `ssh` ids: `[ssh.ID]`s of the config (`is_known`), within the limits.
+    pub(crate) fn check_ssh_ids(&self, is_known: impl Fn(&str) -> bool) -> Result<(), ConfigError> {
+        crate::builds::ssh::request_ssh(self.ssh.clone(), is_known)
+            .map(drop)
+            .map_err(|err| ConfigError::Invalid(format!("triggers '{}': {err}", self.name)))
+    }
+
     fn checked(&self, policy: &GitPolicy) -> Result<Trigger, ConfigError> {
         let invalid =
             |why: String| ConfigError::Invalid(format!("triggers '{}': {why}", self.name));
@@ -206,6 +216,7 @@ impl TriggerEntry {
             buildkit: self.buildkit,
             push: self.push,
             secrets,
+            ssh: self.ssh.clone(),
             webhook_secret: read_secret(
                 &self.secret_env,
                 &format!("triggers '{}' secret_env", self.name),

@@ -6,7 +6,8 @@
 //!
 //! The session is a connection to the daemon's `POST /session`, upgraded to
 //! HTTP/2, on which dockpub serves what BuildKit asks of a client: the context
-//! (Upload), registry logins (Auth), the secrets (Secrets) and a health check.
+//! (Upload), registry logins (Auth), the secrets (Secrets), the SSH agent of the
+//! granted `[ssh.ID]` keys (SSH, in `ssh_forward`) and a health check.
 //! The solve goes over another upgraded connection, to `POST /grpc`.
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use bollard::moby::filesync::v1::{
     GetTokenAuthorityRequest, GetTokenAuthorityResponse, VerifyTokenAuthorityRequest,
     VerifyTokenAuthorityResponse,
 };
+use bollard::moby::sshforward::v1::ssh_server::SshServer;
 use bollard::moby::upload::v1::upload_server::{Upload, UploadServer};
 use bollard::moby::upload::v1::BytesMessage;
 use futures_util::Stream;
@@ -37,6 +39,8 @@ use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::build_status::{grpc_channel, upgrade, DaemonSocket, Upgraded};
+use super::ssh_forward::{SshForward, SSH_METHODS};
+use crate::ssh_agent::AgentKey;
 
 /// The chunks the context is sent in: far below gRPC's message limits.
 const UPLOAD_CHUNK: usize = 32 * 1024;
@@ -61,6 +65,8 @@ pub(super) struct SessionSolve {
     pub cache_exports: Vec<CacheOptionsEntry>,
     pub context: Vec<u8>,
     pub secrets: HashMap<String, Vec<u8>>,
+    /// The `[ssh.ID]` keys the request was granted.
+    pub ssh: Vec<AgentKey>,
     pub logins: HashMap<String, DockerCredentials>,
 }
 
@@ -77,6 +83,7 @@ pub(super) async fn solve(socket: DaemonSocket, request: SessionSolve) -> Result
     headers.extend(
         SESSION_METHODS
             .iter()
+            .chain(&SSH_METHODS)
             .map(|method| ("X-Docker-Expose-Session-Grpc-Method", method.to_string())),
     );
     let session = upgrade(&socket, "/session", &headers)
@@ -88,7 +95,8 @@ pub(super) async fn solve(socket: DaemonSocket, request: SessionSolve) -> Result
         secrets: request.secrets,
         logins: request.logins,
     };
-    let _server = ServerTask(tokio::spawn(serve(session, services)));
+    let ssh = SshForward::new(&request.ssh);
+    let _server = ServerTask(tokio::spawn(serve(session, services, ssh)));
 
     let channel = grpc_channel(socket)
         .await
@@ -127,10 +135,11 @@ pub(super) async fn solve(socket: DaemonSocket, request: SessionSolve) -> Result
 }
 
 /// Serves the session on its upgraded connection until it closes.
-async fn serve(connection: Upgraded, services: SessionServices) {
+async fn serve(connection: Upgraded, services: SessionServices, ssh: SshForward) {
     let services = Arc::new(services);
     let served = Server::builder()
         .add_service(HealthServer::new(Healthy))
+        .add_service(SshServer::new(ssh))
         .add_service(AuthServer::from_arc(services.clone()))
         .add_service(UploadServer::from_arc(services.clone()))
         .add_service(SecretsServer::from_arc(services))

@@ -11,7 +11,9 @@ mod image_builder;
 mod pool;
 mod push;
 mod secret_build;
+mod secret_files;
 mod spec;
+mod ssh_forward;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,16 +1,13 @@
-//! BuildKit builds that mount secrets. The daemon's HTTP build serves no secrets,
-//! so these go over BuildKit's own gRPC API, which builds into the daemon's image
-//! store: with a session of dockpub's own on a daemon reached by a plain socket
+//! BuildKit builds that mount secrets or SSH agents. The daemon's HTTP build
+//! serves neither, so these go over BuildKit's own gRPC API, which builds into
+//! the daemon's image store: with a session of dockpub's own on a daemon reached by a plain socket
 //! (`buildkit_session`: the registry cache is imported as on the HTTP build), else
 //! with bollard's Moby driver (TLS daemons: no cache import, no progress). Values
 //! stay in memory (for bollard, in anonymous memory files): never on disk, never
 //! in an argument.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
@@ -31,9 +28,9 @@ use super::auth::registry_config;
 use super::build_status::{follow_status, DaemonSocket};
 use super::buildkit_session::{self, SessionSolve};
 use super::events::{BuildEvent, BuildkitTranslator};
+use super::secret_files::SecretFiles;
 use super::spec::{dockerfile_context, BuildSource, BuildSpec, INLINE_CACHE_ARG};
 use super::DockerError;
-use crate::domain::BuildSecret;
 
 /// Builds `spec` with its secrets on the daemon `fresh` (a client of its own:
 /// see [`solve_on_own_runtime`]) and reads the image id with `docker`.
@@ -50,16 +47,15 @@ where
 {
     let (context, dockerfile) = context_bytes(&spec.source).await?;
     refuse_host_network(network)?;
+    if socket.is_none() && !spec.ssh.is_empty() {
+        return Err(DockerError::BuildFailed(SSH_NEEDS_SESSION.into()));
+    }
     on_event(BuildEvent::Output {
         step: None,
         elapsed: None,
         text: format!(
-            "dockpub: building with secrets ({}) over BuildKit's gRPC API",
-            spec.secrets
-                .iter()
-                .map(|secret| secret.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "dockpub: building with {} over BuildKit's gRPC API",
+            mounted_ids(spec)
         ),
     });
     if socket.is_none() && !spec.cache_from.is_empty() {
@@ -92,6 +88,7 @@ where
                     .iter()
                     .map(|secret| (secret.id.clone(), secret.value().to_vec()))
                     .collect(),
+                ssh: spec.ssh.to_vec(),
                 logins: registry_config(spec.pull_logins),
             };
             Box::pin(buildkit_session::solve(socket, request))
@@ -154,6 +151,22 @@ struct Solve {
     /// Open until the build ends: BuildKit reads the values when a step needs them.
     files: SecretFiles,
     build_ref: BuildRef,
+}
+
+/// Why a build with SSH mounts cannot go to a TLS daemon.
+const SSH_NEEDS_SESSION: &str = "SSH mounts are served on dockpub's own BuildKit session, \
+    which it opens on daemons reached by unix:// or tcp:// only; this builder is a TLS daemon";
+
+/// What the build mounts, for its log: `secrets (a, b)`, `ssh (default)`.
+fn mounted_ids(spec: &BuildSpec<'_>) -> String {
+    let secrets: Vec<&str> = spec.secrets.iter().map(|s| s.id.as_str()).collect();
+    let ssh: Vec<&str> = spec.ssh.iter().map(|key| key.id.as_str()).collect();
+    [("secrets", secrets), ("ssh", ssh)]
+        .into_iter()
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(kind, ids)| format!("{kind} ({})", ids.join(", ")))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Why a build with secrets on a TLS daemon starts without the registry's cache.
@@ -222,7 +235,8 @@ async fn solve_on_own_runtime(fresh: Docker, solve: Solve) -> Result<(), String>
 fn refuse_host_network(network: Option<&str>) -> Result<(), DockerError> {
     match network {
         Some("host") => Err(DockerError::BuildFailed(
-            "network 'host' cannot be used with secrets: BuildKit's gRPC API refuses it".into(),
+            "network 'host' cannot be used with secrets or ssh: BuildKit's gRPC API refuses it"
+                .into(),
         )),
         _ => Ok(()),
     }
@@ -365,38 +379,6 @@ fn grpc_message(err: GrpcError) -> String {
     }
 }
 
-/// Each secret in a memory file, readable at `/proc/self/fd/N` while this lives.
-struct SecretFiles {
-    files: Vec<(String, File)>,
-}
-
-impl SecretFiles {
-    fn new(secrets: &[BuildSecret]) -> Result<Self, DockerError> {
-        let files = secrets
-            .iter()
-            .map(|secret| Ok((secret.id.clone(), memory_file(secret.value())?)))
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|err| {
-                DockerError::BuildFailed(format!("cannot hold a build secret: {err}"))
-            })?;
-        Ok(SecretFiles { files })
-    }
-
-    fn paths(&self) -> impl Iterator<Item = (&str, PathBuf)> {
-        self.files.iter().map(|(id, file)| {
-            let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-            (id.as_str(), path)
-        })
-    }
-}
-
-fn memory_file(value: &[u8]) -> std::io::Result<File> {
-    let fd = rustix::fs::memfd_create("dockpub-secret", rustix::fs::MemfdFlags::CLOEXEC)?;
-    let mut file = File::from(fd);
-    file.write_all(value)?;
-    Ok(file)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +398,7 @@ mod tests {
             options: &options,
             pull_logins: &[],
             secrets: &[],
+            ssh: &[],
             cache_from: &cache_from,
             inline_cache: true,
             timeout: Duration::from_secs(1),
@@ -429,15 +412,6 @@ mod tests {
         assert_eq!(attrs["no-cache"], "");
         assert_eq!(cache_exports(&spec)[0].r#type, "inline");
         assert_eq!(cache_imports(&spec)[1].attrs["ref"], "r/a:latest");
-    }
-
-    #[test]
-    fn a_secret_file_reads_back_its_value_from_memory() {
-        let secret = BuildSecret::new("token", b"s3cr3t".to_vec()).unwrap();
-        let files = SecretFiles::new(&[secret]).unwrap();
-        let (id, path) = files.paths().next().unwrap();
-        assert_eq!(id, "token");
-        assert_eq!(std::fs::read(&path).unwrap(), b"s3cr3t");
     }
 
     #[test]

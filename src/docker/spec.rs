@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::DockerError;
 use crate::domain::{BuildOptions, BuildSecret, Credentials};
+use crate::ssh_agent::AgentKey;
 
 /// The build arg that makes BuildKit write cache metadata into the image.
 pub const INLINE_CACHE_ARG: &str = "BUILDKIT_INLINE_CACHE";
@@ -27,6 +28,9 @@ pub struct BuildSpec<'a> {
     pub pull_logins: &'a [(String, Credentials)],
     /// Secrets its `RUN --mount=type=secret` steps read; BuildKit only.
     pub secrets: &'a [BuildSecret],
+    /// The `[ssh.ID]` keys its `RUN --mount=type=ssh` steps may use; BuildKit
+    /// only, over dockpub's own session.
+    pub ssh: &'a [AgentKey],
     /// Images whose layers the build may reuse; one that does not exist is skipped.
     pub cache_from: &'a [String],
     /// BuildKit writes cache metadata into the image, for `cache_from` elsewhere.

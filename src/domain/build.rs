@@ -113,6 +113,9 @@ pub struct BuildOptions {
     pub buildkit: bool,
     /// The ids of the secrets the request sent; their values are never stored.
     pub secrets: Vec<String>,
+    /// The ids of the server's `[ssh.ID]` keys its SSH mounts may use; the keys
+    /// are never stored.
+    pub ssh: Vec<String>,
     /// Images whose layers the build may reuse (besides its own tags, with
     /// `registry_cache`).
     pub cache_from: Vec<String>,

@@ -42,6 +42,10 @@ pub struct SubmitForm {
     cache_from: Option<Vec<String>>,
     /// Repeatable: a file part whose filename is the id, or text `ID=VALUE`
     secret: Option<Vec<String>>,
+    /// Repeatable (at most 8): the id of a server's `[ssh.ID]` key that the
+    /// Dockerfile's `RUN --mount=type=ssh[,id=ID]` steps may use through
+    /// dockpub's SSH agent (`default` for a mount without `id`), as buildx's `--ssh`
+    ssh: Option<Vec<String>>,
     /// Told when the build ends; its host must be in `allowed_callback_hosts`
     callback_url: Option<String>,
     /// A repository to fetch the context from instead of `file`/`context`:

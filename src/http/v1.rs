@@ -177,6 +177,7 @@ fn options_request(form: &mut Form) -> Result<OptionsRequest, ApiError> {
         network: form.text("network")?,
         buildkit: form.flag("buildkit")?,
         cache_from: form.texts("cache_from")?,
+        ssh: form.texts("ssh")?,
     })
 }
 

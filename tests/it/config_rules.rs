@@ -364,3 +364,64 @@ fn triggers_and_git_logins_are_checked_at_start() {
     refused(&[], &good, &[], "DOCKPUB_TEST_HOOK");
     assert_eq!(start(&[], &good, &env).code, None, "a good trigger starts");
 }
+
+/// `ssh-keygen` makes a key of `kind` (with `passphrase`) at `path`.
+fn ssh_keygen(path: &Path, kind: &[&str], passphrase: &str) {
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-C", "test", "-N", passphrase, "-f"])
+        .arg(path)
+        .args(kind)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+}
+
+#[test]
+fn ssh_keys_and_a_triggers_ssh_ids_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str, kind: &[&str], passphrase: &str| {
+        let path = dir.path().join(name);
+        ssh_keygen(&path, kind, passphrase);
+        path.display().to_string()
+    };
+    let good = key("good", &["-t", "ed25519"], "");
+    let ecdsa = key("ecdsa", &["-t", "ecdsa", "-b", "256"], "");
+    let rsa = key("rsa", &["-t", "rsa", "-b", "2048"], "");
+    let p521 = key("p521", &["-t", "ecdsa", "-b", "521"], "");
+    let encrypted = key("encrypted", &["-t", "ed25519"], "a passphrase");
+    let ssh = |id: &str, file: &str| format!("[ssh.{id}]\nfile = \"{file}\"\n");
+    let trigger = |ids: &str| {
+        format!(
+            "{}[[triggers]]\nname = \"app\"\ngit = \"https://git.example.com/a.git\"\n\
+             refs = [\"refs/heads/main\"]\nrepository = \"127.0.0.1:5000/a\"\n\
+             secret_env = \"DOCKPUB_TEST_HOOK\"\nssh = {ids}\n",
+            ssh("default", &good)
+        )
+    };
+    let env = [("DOCKPUB_TEST_HOOK", "s")];
+    let cases = [
+        (ssh("default", "/nonexistent/key"), "/nonexistent/key"),
+        (
+            ssh("default", &format!("{good}.pub")),
+            "not an OpenSSH private key",
+        ),
+        (ssh("default", &rsa), "ssh-rsa key"),
+        (ssh("default", &ecdsa), "ecdsa-sha2-nistp256 key"),
+        (ssh("default", &p521), "ecdsa-sha2-nistp521 key"),
+        (ssh("default", &encrypted), "encrypted"),
+        (ssh("\"a b\"", &good), "ssh.a b"),
+        (trigger(r#"["deploy"]"#), "'deploy'"),
+        (trigger(r#"["default", "default"]"#), "more than once"),
+    ];
+    for (config, says) in &cases {
+        refused(&[], config, &env, says);
+    }
+    let other = key("other", &["-t", "ed25519"], "");
+    let all = format!("{}{}", ssh("default", &good), ssh("deploy", &other));
+    assert_eq!(start(&[], &all, &[]).code, None, "good keys start");
+    assert_eq!(
+        start(&[], &trigger(r#"["default"]"#), &env).code,
+        None,
+        "a trigger with a known id starts"
+    );
+}

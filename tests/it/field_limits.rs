@@ -77,6 +77,11 @@ fn each_repeated_field_past_its_limit_is_refused_naming_the_limit() {
             "at most 8 (cache sources)",
         ),
         (
+            "9 ssh ids",
+            repeated(minimal(&env), "ssh", (0..9).map(|n| format!("k{n}"))),
+            "at most 8 (ssh ids)",
+        ),
+        (
             "a label key of 257 bytes",
             field(minimal(&env), "label", &format!("{}=x", "k".repeat(257))),
             "at most 256 bytes",
@@ -102,7 +107,7 @@ fn each_repeated_field_past_its_limit_is_refused_naming_the_limit() {
         (
             "more fields than a build takes",
             repeated(minimal(&env), "junk", (0..300).map(|n| n.to_string())),
-            "more than 248 fields",
+            "more than 256 fields",
         ),
     ];
     for (name, form, says) in cases {
@@ -129,7 +134,7 @@ fn each_repeated_field_past_its_limit_is_refused_naming_the_limit() {
     );
     let (status, body) = refused(&server, "/api/dockerfile-build/", seed);
     assert_eq!(status, 400, "seed: {body}");
-    assert!(body.to_string().contains("more than 248 fields"), "{body}");
+    assert!(body.to_string().contains("more than 256 fields"), "{body}");
     let retry = (0..17).fold(Form::new(), |form, n| {
         form.part(
             "secret",

@@ -39,6 +39,7 @@ mod reliability;
 mod secrets;
 mod security;
 mod seed_api;
+mod ssh_mounts;
 mod stalls;
 mod tokens;
 mod triggers;

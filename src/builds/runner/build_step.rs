@@ -11,6 +11,7 @@ use crate::builds::engine::Engine;
 use crate::builds::hints::dockerfile_hint;
 use crate::builds::options::needs_buildkit;
 use crate::builds::secrets::{self, mounts_secrets};
+use crate::builds::ssh::{keys_for, mounts_ssh};
 use crate::docker::{BuildEvent, BuildSource, BuildSpec, Builder, DockerError, ImageBuilder};
 use crate::domain::{Build, BuildOptions, BuildSecret, Credentials};
 use crate::sync::Locked;
@@ -71,6 +72,12 @@ pub(super) async fn build_step(
     let pull_logins = pull_logins(engine, build, &dockerfile, push_login).await?;
     output.mask_logins(pull_logins.iter().map(|(_, login)| login));
     let secrets = build_secrets(engine, build, &dockerfile)?;
+    let ssh = match mounts_ssh(&dockerfile) {
+        true => {
+            keys_for(&build.options.ssh, &engine.settings.ssh_keys).map_err(RunError::SshKeyGone)?
+        }
+        false => Vec::new(),
+    };
     let mut cache_from = cache_sources(engine, build, buildkit);
     let options = match target.platform {
         Some(platform) => Cow::Owned(BuildOptions {
@@ -86,6 +93,7 @@ pub(super) async fn build_step(
             options: &options,
             pull_logins: &pull_logins,
             secrets: &secrets,
+            ssh: &ssh,
             cache_from: &cache_from,
             inline_cache: buildkit && engine.settings.registry_cache,
             timeout: engine.settings.build_timeout,

@@ -21,6 +21,10 @@ pub(super) enum RunError {
     CredentialsLost,
     #[error("build secrets are kept in memory only and were lost when dockpub restarted; retry the build with its secrets")]
     SecretsLost,
+    #[error(
+        "the build asks for the SSH key '{0}', which the server's config no longer has ([ssh.{0}])"
+    )]
+    SshKeyGone(String),
     #[error("the build was moved out of {0} while it ran")]
     Interrupted(Status),
     #[error("builder '{builder}' builds with the legacy builder, which cannot build {feature}: it needs BuildKit")]

@@ -34,6 +34,8 @@ pub struct Trigger {
     pub buildkit: Option<bool>,
     pub push: bool,
     pub secrets: Vec<BuildSecret>,
+    /// `[ssh.ID]` ids its builds may use (checked against the config at start).
+    pub ssh: Vec<String>,
     /// Signs the push events (GitHub, Gitea) or is sent as GitLab's token.
     pub webhook_secret: Secret,
     /// The same commit pushed again to the same tags within this long returns

@@ -269,6 +269,7 @@ impl TriggerService {
                 build_args: trigger.build_args.clone(),
                 platform: trigger.platform.clone(),
                 buildkit: trigger.buildkit,
+                ssh: trigger.ssh.clone(),
                 ..OptionsRequest::default()
             },
             secrets: trigger

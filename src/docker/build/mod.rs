@@ -44,7 +44,7 @@ impl Builder {
         F: FnMut(BuildEvent) + Send,
     {
         let buildkit = self.runs_buildkit(spec.options.buildkit);
-        if buildkit && !spec.secrets.is_empty() {
+        if buildkit && (!spec.secrets.is_empty() || !spec.ssh.is_empty()) {
             let docker = self.client().await?;
             let network = spec
                 .options
