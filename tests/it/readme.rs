@@ -167,10 +167,14 @@ fn every_test_the_limits_table_names_exists() {
             // A unit test module of the crate (`builds::context::tests`), not a test.
             continue;
         }
-        let source = module_source(module);
+        let source = match module.strip_suffix("::tests") {
+            // A unit test of the crate: `ssh_agent::protocol::tests::its_name`.
+            Some(unit) => source_of("src", unit),
+            None => source_of("tests/it", module),
+        };
         assert!(
             source.contains(&format!("fn {test}()")),
-            "the limits table names {module}::{test}, which tests/it/{module} lacks"
+            "the limits table names {module}::{test}, which its file lacks"
         );
         checked += 1;
     }
@@ -180,15 +184,12 @@ fn every_test_the_limits_table_names_exists() {
     );
 }
 
-/// A test module's source, `platforms::progress` at
+/// A module's source under `root`: `platforms::progress` at
 /// `tests/it/platforms/progress.rs` or `tests/it/platforms/progress/mod.rs`.
-fn module_source(module: &str) -> String {
+fn source_of(root: &str, module: &str) -> String {
     let path = module.replace("::", "/");
-    [
-        format!("tests/it/{path}.rs"),
-        format!("tests/it/{path}/mod.rs"),
-    ]
-    .iter()
-    .find_map(|file| std::fs::read_to_string(file).ok())
-    .unwrap_or_else(|| panic!("the limits table names a module tests/it/{path} lacks"))
+    [format!("{root}/{path}.rs"), format!("{root}/{path}/mod.rs")]
+        .iter()
+        .find_map(|file| std::fs::read_to_string(file).ok())
+        .unwrap_or_else(|| panic!("the limits table names a module {root}/{path} lacks"))
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::error::RunError;
 use super::output::Output;
-use super::publish::{note_taken_over, taken_over_by};
+use super::tag_owners::{note_taken_over, taken_over_by};
 use crate::builds::engine::Engine;
 use crate::docker::{Builder, DockerError};
 use crate::domain::{Build, Credentials, PushPhase};

@@ -11,6 +11,7 @@
 mod attempts;
 mod attest;
 mod build_step;
+mod by_digest;
 mod cleanup;
 mod error;
 mod index;
@@ -18,6 +19,7 @@ mod logins;
 mod output;
 mod platforms;
 mod publish;
+mod tag_owners;
 
 use std::sync::Arc;
 

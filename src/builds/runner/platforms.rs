@@ -22,14 +22,15 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use super::attest::{attest, PushedImage};
 use super::build_step::{build_step, StepTarget};
+use super::by_digest::{push_by_digest, Built};
 use super::error::RunError;
 use super::index::put_index_under_tags;
 use super::output::{Outcome, Output};
 use super::publish::record_image;
 use crate::builds::engine::Engine;
-use crate::docker::{Builder, DockerError, Slot};
+use crate::docker::{Builder, Slot};
 use crate::domain::{Build, Credentials, PlatformImage, PlatformPhase};
-use crate::registry::{ImageIndex, IndexEntry, IndexPlatform, Registry};
+use crate::registry::{ImageIndex, IndexEntry};
 use crate::sync::Locked;
 
 /// How often a platform waiting for a slot looks again.
@@ -52,12 +53,6 @@ impl Lane<'_> {
             Lane::Own(slot) => slot.builder(),
         }
     }
-}
-
-/// One platform, built and pushed by digest.
-pub(super) struct Built {
-    pub(super) image: PlatformImage,
-    pub(super) entry: IndexEntry,
 }
 
 /// Builds every platform, then publishes the index under the build's tags.
@@ -207,82 +202,6 @@ async fn build_and_push(
         engine, build, builder, platform, &image_id, push_login, output,
     )
     .await
-}
-
-/// `dockpub-platform-OS-ARCH[-VARIANT]`: the tag a platform's image is pushed under.
-pub(super) fn platform_tag(platform: &str) -> String {
-    format!("dockpub-platform-{}", platform.replace('/', "-"))
-}
-
-/// Pushes the platform's image under its platform tag, then asks the registry
-/// for the manifest by digest: its config must be the image built.
-pub(super) async fn push_by_digest(
-    engine: &Engine,
-    build: &Build,
-    builder: &Builder,
-    platform: &str,
-    image_id: &str,
-    push_login: Option<&Credentials>,
-    output: &Output,
-) -> Result<Built, RunError> {
-    let Some(index_platform) = IndexPlatform::parse(platform) else {
-        return Err(RunError::Docker(DockerError::BuildFailed(format!(
-            "'{platform}' is not os/arch[/variant]"
-        ))));
-    };
-    let repository = &build.repository;
-    let tag = platform_tag(platform);
-    let reference = format!("{repository}:{tag}");
-    output
-        .progress
-        .platform_phase(platform, PlatformPhase::Pushing);
-    let digest = {
-        let _publishing = engine.publish_locks.lock(&reference).await;
-        {
-            let _tagging = engine.tag_locks.lock(&reference).await;
-            builder.tag(image_id, repository, &tag).await?;
-        }
-        builder
-            .push(
-                image_id,
-                repository,
-                &tag,
-                push_login,
-                engine.settings.push_idle_timeout,
-                |update| output.platform_push_update(platform, &update),
-            )
-            .await?
-    };
-    let registry: &Registry = &engine.settings.registry;
-    let manifest = registry.manifest(repository, &digest, push_login).await?;
-    let config = registry
-        .config_digest(repository, &digest, push_login)
-        .await?;
-    if config != image_id {
-        return Err(RunError::Docker(DockerError::PushedAnotherImage {
-            reference,
-            image_id: image_id.to_string(),
-            pushed_digest: digest,
-        }));
-    }
-    output.platform_line(
-        platform,
-        format!("dockpub: registry serves {repository}@{digest}, the image built"),
-    );
-    Ok(Built {
-        image: PlatformImage {
-            platform: platform.to_string(),
-            image_id: image_id.to_string(),
-            digest: digest.clone(),
-        },
-        entry: IndexEntry {
-            media_type: manifest.media_type,
-            digest,
-            size: manifest.bytes.len() as u64,
-            platform: Some(index_platform),
-            annotations: None,
-        },
-    })
 }
 
 /// Under the build's publish locks: the index (with the provenance

@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 
 use super::attest::{attest, PushedImage};
+use super::by_digest::{platform_tag, push_by_digest};
 use super::error::RunError;
 use super::index::put_index_under_tags;
 use super::output::{Outcome, Output};
-use super::platforms::{platform_tag, push_by_digest};
+use super::tag_owners::{note_taken_over, taken_over_by};
 use crate::builds::engine::Engine;
 use crate::builds::local_tags;
 use crate::docker::{Builder, DockerError};
@@ -285,51 +286,4 @@ pub(super) async fn record_maybe_pushed(
             }
         }
     }
-}
-
-/// When the registry serves another manifest for the tag, names the build that
-/// pushed it if dockpub knows it.
-pub(super) async fn taken_over_by(engine: &Engine, repository: &str, err: DockerError) -> RunError {
-    let DockerError::RegistryServesOther { serves, .. } = &err else {
-        return err.into();
-    };
-    let by = engine
-        .store
-        .build_with_digest(repository.to_string(), serves.clone())
-        .await
-        .unwrap_or_else(|lookup| {
-            log::warn!("cannot look up which build pushed {serves}: {lookup}");
-            None
-        });
-    RunError::TagTakenOver { taken: err, by }
-}
-
-/// Records on the builds that published another image under `tag` before this
-/// one that their tag has moved, and says so in this build's log.
-pub(super) async fn note_taken_over(
-    engine: &Engine,
-    build: &Build,
-    builder: &Builder,
-    image_id: &str,
-    tag: &str,
-    output: &Output,
-) -> Result<(), RunError> {
-    let published = PublishedTag {
-        by: build.id,
-        repository: build.repository.clone(),
-        tag: tag.to_string(),
-        image_id: image_id.to_string(),
-        builder: builder.name().to_string(),
-        pushed: build.push,
-    };
-    let moved_from = engine.store.record_tag_moved(published).await?;
-    if !moved_from.is_empty() {
-        let ids: Vec<String> = moved_from.iter().map(i64::to_string).collect();
-        output.log.line(format!(
-            "dockpub: {}:{tag} now names this build's image; it moved from build {}",
-            build.repository,
-            ids.join(", ")
-        ));
-    }
-    Ok(())
 }
