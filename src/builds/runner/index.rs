@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::error::RunError;
 use super::output::Output;
-use super::tag_owners::{note_taken_over, taken_over_by};
+use super::tag_owners::{every_tag_confirmed, note_taken_over, taken_over_by};
 use crate::builds::engine::Engine;
 use crate::docker::{Builder, DockerError};
 use crate::domain::{Build, Credentials, PushPhase};
@@ -52,13 +52,7 @@ pub(super) async fn put_index_under_tags(
         digests.insert(tag.clone(), digest);
         note_taken_over(engine, build, builder, image_id, tag, output).await?;
     }
-    if digests.is_empty() {
-        return Err(RunError::Docker(DockerError::Unconfirmed {
-            reference: build.repository.clone(),
-            reason: "the build has no tags to push".into(),
-        }));
-    }
-    Ok(digests)
+    every_tag_confirmed(build, digests)
 }
 
 /// The registry serves the index just put under `tag`, not another manifest.

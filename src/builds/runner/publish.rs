@@ -8,7 +8,7 @@ use super::by_digest::{platform_tag, push_by_digest};
 use super::error::RunError;
 use super::index::put_index_under_tags;
 use super::output::{Outcome, Output};
-use super::tag_owners::{note_taken_over, taken_over_by};
+use super::tag_owners::{every_tag_confirmed, note_taken_over, taken_over_by};
 use crate::builds::engine::Engine;
 use crate::builds::local_tags;
 use crate::docker::{Builder, DockerError};
@@ -230,13 +230,7 @@ async fn push_tags(
         digests.insert(tag.clone(), digest);
         note_taken_over(engine, build, builder, image_id, tag, output).await?;
     }
-    if digests.is_empty() {
-        return Err(RunError::Docker(DockerError::Unconfirmed {
-            reference: build.repository.clone(),
-            reason: "the build has no tags to push".into(),
-        }));
-    }
-    Ok(digests)
+    every_tag_confirmed(build, digests)
 }
 
 /// After a push that did not end confirmed (it failed, was cancelled, or its

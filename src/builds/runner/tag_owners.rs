@@ -1,6 +1,8 @@
 //! Who owns a tag: the build the registry's manifest for it came from, when a
 //! push finds it taken over, and the builds told that their tag has moved.
 
+use std::collections::BTreeMap;
+
 use super::error::RunError;
 use super::output::Output;
 use crate::builds::engine::Engine;
@@ -53,4 +55,19 @@ pub(super) async fn note_taken_over(
         ));
     }
     Ok(())
+}
+
+/// The digest the registry confirmed for each tag; a build with no tag to
+/// push confirmed nothing, which is no success.
+pub(super) fn every_tag_confirmed(
+    build: &Build,
+    digests: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, RunError> {
+    if digests.is_empty() {
+        return Err(RunError::Docker(DockerError::Unconfirmed {
+            reference: build.repository.clone(),
+            reason: "the build has no tags to push".into(),
+        }));
+    }
+    Ok(digests)
 }
