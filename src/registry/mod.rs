@@ -221,17 +221,17 @@ impl Registry {
         index: &ImageIndex,
         login: Option<&Credentials>,
     ) -> Result<String, RegistryError> {
-        let (client, image) = self.client_for(repository, tag)?;
-        let named = image.whole();
         let body = serde_json::to_vec(index).expect("an index always serializes");
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
-        client
-            .store_auth_if_needed(image.resolve_registry(), &auth(login))
-            .await;
-        let content_type = reqwest::header::HeaderValue::from_static(OCI_IMAGE_INDEX_MEDIA_TYPE);
-        self.bounded(&named, client.push_manifest_raw(&image, body, content_type))
-            .await?
-            .map_err(|err| refused("the index for", &named, err))?;
+        self.push_manifest(
+            repository,
+            tag,
+            OCI_IMAGE_INDEX_MEDIA_TYPE,
+            body,
+            login,
+            "the index for",
+        )
+        .await?;
         Ok(digest)
     }
 
