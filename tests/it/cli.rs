@@ -2,20 +2,8 @@
 
 use std::process::{Command, Output};
 
-use crate::common::{pushed_digest, unique, Server, TestEnv};
+use crate::common::{dockpub_client as dockpub, pushed_digest, text, unique, Server, TestEnv};
 use serde_json::Value;
-
-fn dockpub(server: &Server, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dockpub"))
-        .args(args)
-        .env("DOCKPUB_URL", &server.base)
-        .output()
-        .expect("run the dockpub client")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[test]
 fn submit_follow_builds_and_pushes_a_directory_and_exits_0() {

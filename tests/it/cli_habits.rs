@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::git::{git, make_repo, SmartHttp};
-use crate::common::{field, unique, with_file, Server, TestEnv};
+use crate::common::{field, text, unique, with_file, Server, TestEnv};
 
 const BUILD_TIME: Duration = Duration::from_secs(120);
 
@@ -36,10 +36,6 @@ fn run(server: &str, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output
 
 fn dockpub(server: &Server, args: &[&str]) -> Output {
     run(&server.base, args, &[], "")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The JSON a successful command printed.

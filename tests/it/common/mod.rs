@@ -373,6 +373,20 @@ fn spawn(dir: &Path, args: &[String], env: &[(String, String)], start: usize) ->
 }
 
 /// A /proc/PID/status value in KiB (`VmRSS:`, `VmHWM:`, …).
+/// The `dockpub` CLI client run against `server`, to its end.
+pub fn dockpub_client(server: &Server, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dockpub"))
+        .args(args)
+        .env("DOCKPUB_URL", &server.base)
+        .output()
+        .expect("run the dockpub client")
+}
+
+/// A process's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 pub fn status_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

@@ -2,26 +2,15 @@
 //! and the CLI show each platform's phase, builder and counts, and its log tells
 //! the platforms apart.
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use super::{dockerfile, server_offering_both, submit, BUILD_TIME};
-use crate::common::{read_events_within, unique, Server, SseEvent, TestEnv};
+use crate::common::{
+    dockpub_client as dockpub, read_events_within, text, unique, Server, SseEvent, TestEnv,
+};
 use serde_json::Value;
 
 const PLATFORMS: [&str; 2] = ["linux/amd64", "linux/arm64"];
-
-fn dockpub(server: &Server, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dockpub"))
-        .args(args)
-        .env("DOCKPUB_URL", &server.base)
-        .output()
-        .expect("run the dockpub client")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The `progress` events, in order.
 fn progress_events(events: &[SseEvent]) -> Vec<Value> {
